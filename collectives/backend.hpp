@@ -1,0 +1,94 @@
+/// @file
+/// The collective Backend interface, in the shape of PyTorch c10d.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "collectives/types.hpp"
+#include "collectives/work.hpp"
+
+namespace hpcml::collectives {
+
+/// A communicator plus the collectives on it.
+///
+/// Contract for every collective below:
+/// - All ranks of the communicator call it, in the same order, with tensors of the
+///   same dtype and (except allgather's varying outputs) the same shape.
+/// - Tensors are CPU, contiguous and of a supported dtype; anything else throws
+///   hpcml::CommError naming the rank, the op, the tensor and what was expected.
+/// - The caller owns the tensors and keeps them alive, unmodified, until the
+///   returned Work completes. Results are written in place.
+/// - Synchronous calls (options.async = false) run on the calling thread after the
+///   communication thread has finished everything queued before them, so mixing
+///   both kinds keeps one collective order on every rank.
+/// - Every call has a deadline (options.timeout or the backend's); a missed one
+///   ends the job (see Work::wait).
+///
+/// The public methods validate, then call the protected `do_*` virtuals; a backend
+/// overrides what it supports and the rest throw "backend <name> does not support <op>".
+class Backend : public std::enable_shared_from_this<Backend> {
+ public:
+  virtual ~Backend() = default;
+
+  /// The backend's kind: "mpi", "local".
+  virtual std::string name() const = 0;
+  /// The communicator's name in messages, e.g. "world" or "world/servers".
+  const std::string& comm_name() const { return options_.name; }
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  std::chrono::milliseconds default_timeout() const { return options_.timeout; }
+
+  /// Reduces `tensor` across ranks in place with options.op.
+  /// @param[in,out] tensor input on entry, the reduction on completion.
+  WorkPtr allreduce(at::Tensor& tensor, const AllreduceOptions& options = {});
+  /// Copies the root's `tensor` into every rank's `tensor`.
+  WorkPtr broadcast(at::Tensor& tensor, const BroadcastOptions& options = {});
+  /// Gathers every rank's `input` into `outputs[r]` on every rank.
+  /// @param[out] outputs size() preallocated tensors of the input's dtype; outputs[r]
+  ///   has rank r's element count (which may differ between ranks: see allgather_varying).
+  WorkPtr allgather(std::vector<at::Tensor>& outputs, const at::Tensor& input, const AllgatherOptions& options = {});
+  /// Reduces `input` (size() equal blocks, flattened) and leaves block `rank()` in `output`.
+  /// @param[out] output input.numel() / size() elements.
+  WorkPtr reduce_scatter(at::Tensor& output, const at::Tensor& input, const ReduceScatterOptions& options = {});
+  /// Returns when every rank has entered the barrier.
+  WorkPtr barrier(const BarrierOptions& options = {});
+
+  /// Allgather of tensors whose first dimension differs between ranks: exchanges the
+  /// sizes, then gathers. Synchronous. Returns one tensor per rank.
+  std::vector<at::Tensor> allgather_varying(const at::Tensor& input, const AllgatherOptions& options = {});
+
+  /// Splits into groups by `color` (ranks ordered by `key`), like MPI_Comm_split.
+  /// Collective over this communicator. A negative color returns null (no group).
+  /// @param name appended to comm_name() in messages.
+  std::shared_ptr<Backend> split(int color, int key, const std::string& name);
+
+ protected:
+  explicit Backend(BackendOptions options) : options_(std::move(options)) {}
+  std::chrono::milliseconds resolve(std::chrono::milliseconds timeout) const {
+    return timeout.count() < 0 ? options_.timeout : timeout;
+  }
+  /// "[rank r/N] <op> on communicator '<name>' (backend <kind>)" for messages.
+  std::string context(const char* op) const;
+
+  virtual WorkPtr do_allreduce(at::Tensor& tensor, const AllreduceOptions& options);
+  virtual WorkPtr do_broadcast(at::Tensor& tensor, const BroadcastOptions& options);
+  virtual WorkPtr do_allgather(std::vector<at::Tensor>& outputs, const at::Tensor& input,
+                               const AllgatherOptions& options);
+  virtual WorkPtr do_reduce_scatter(at::Tensor& output, const at::Tensor& input, const ReduceScatterOptions& options);
+  virtual WorkPtr do_barrier(const BarrierOptions& options);
+  virtual std::shared_ptr<Backend> do_split(int color, int key, BackendOptions options);
+
+  BackendOptions options_;
+
+ private:
+  [[noreturn]] void unsupported(const char* op) const;
+  void check_tensor(const char* op, const char* what, const at::Tensor& tensor) const;
+};
+
+using BackendPtr = std::shared_ptr<Backend>;
+
+}  // namespace hpcml::collectives

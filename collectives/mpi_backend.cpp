@@ -1,0 +1,136 @@
+#include "collectives/mpi_backend.hpp"
+
+#include <ATen/ATen.h>
+
+#include <climits>
+
+#include "collectives/detail/comm_thread.hpp"
+#include "collectives/detail/mpi_types.hpp"
+#include "core/mpi.hpp"
+#include "core/watchdog.hpp"
+
+namespace hpcml::collectives {
+
+namespace {
+int checked_count(const std::string& context, int64_t numel) {
+  HPCML_CHECK_AS(CommError, numel <= INT_MAX, context, ": ", numel,
+                 " elements exceed MPI's int count limit (", INT_MAX, "); split the tensor");
+  return static_cast<int>(numel);
+}
+}  // namespace
+
+MpiBackend::MpiBackend(MPI_Comm comm, BackendOptions options)
+    : Backend(std::move(options)), thread_(std::make_unique<detail::CommThread>()) {
+  HPCML_CHECK_AS(CommError, mpi_initialized(), "backend mpi for '", comm_name(),
+                 "': MPI is not initialised (construct an hpcml::MpiSession first)");
+  {
+    auto guard = Watchdog::instance().arm("MPI_Comm_dup", comm_name(), options_.timeout);
+    HPCML_MPI_CHECK(MPI_Comm_dup(comm, &comm_));
+  }
+  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(comm_, &rank_);
+  MPI_Comm_size(comm_, &size_);
+}
+
+MpiBackend::~MpiBackend() {
+  thread_.reset();  // finishes queued collectives first
+  if (comm_ != MPI_COMM_NULL && mpi_initialized()) MPI_Comm_free(&comm_);
+}
+
+template <typename Body>
+WorkPtr MpiBackend::launch(const char* op, bool async, std::chrono::milliseconds timeout, Body&& body) {
+  timeout = resolve(timeout);
+  if (async) {
+    return thread_->submit(op, comm_name(), timeout, [this, op, timeout, body = std::forward<Body>(body)]() mutable {
+      auto guard = Watchdog::instance().arm(op, comm_name(), timeout);
+      body();
+    });
+  }
+  thread_->drain(op, comm_name(), timeout);
+  auto guard = Watchdog::instance().arm(op, comm_name(), timeout);
+  body();
+  return std::make_shared<detail::CompletedWork>();
+}
+
+WorkPtr MpiBackend::do_allreduce(at::Tensor& tensor, const AllreduceOptions& options) {
+  const int count = checked_count(context("allreduce"), tensor.numel());
+  const MPI_Datatype type = detail::mpi_datatype(tensor.scalar_type());
+  const MPI_Op op = detail::mpi_op(options.op, tensor.scalar_type());
+  const bool average = options.op == ReduceOp::kAvg;
+  return launch("allreduce", options.async, options.timeout, [this, tensor, count, type, op, average]() mutable {
+    HPCML_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), count, type, op, comm_));
+    if (average) tensor.div_(size_);
+  });
+}
+
+WorkPtr MpiBackend::do_broadcast(at::Tensor& tensor, const BroadcastOptions& options) {
+  const int count = checked_count(context("broadcast"), tensor.numel());
+  const MPI_Datatype type = detail::mpi_datatype(tensor.scalar_type());
+  const int root = options.root;
+  return launch("broadcast", options.async, options.timeout, [this, tensor, count, type, root]() mutable {
+    HPCML_MPI_CHECK(MPI_Bcast(tensor.data_ptr(), count, type, root, comm_));
+  });
+}
+
+WorkPtr MpiBackend::do_allgather(std::vector<at::Tensor>& outputs, const at::Tensor& input,
+                                 const AllgatherOptions& options) {
+  const MPI_Datatype type = detail::mpi_datatype(input.scalar_type());
+  std::vector<int> counts(size_), displs(size_);
+  int64_t total = 0;
+  bool equal = true;
+  for (int r = 0; r < size_; ++r) {
+    counts[r] = checked_count(context("allgather"), outputs[r].numel());
+    displs[r] = checked_count(context("allgather"), total);
+    total += counts[r];
+    equal = equal && counts[r] == counts[0];
+  }
+  // One receive buffer, then copied out: outputs need not be adjacent in memory.
+  return launch("allgather", options.async, options.timeout,
+                [this, outputs, input, type, counts, displs, total, equal]() mutable {
+                  at::Tensor flat = at::empty({total}, input.options());
+                  if (equal) {
+                    HPCML_MPI_CHECK(MPI_Allgather(input.data_ptr(), counts[0], type, flat.data_ptr(), counts[0],
+                                                  type, comm_));
+                  } else {
+                    HPCML_MPI_CHECK(MPI_Allgatherv(input.data_ptr(), counts[rank_], type, flat.data_ptr(),
+                                                   counts.data(), displs.data(), type, comm_));
+                  }
+                  for (int r = 0; r < size_; ++r) {
+                    outputs[r].view({-1}).copy_(flat.narrow(0, displs[r], counts[r]));
+                  }
+                });
+}
+
+WorkPtr MpiBackend::do_reduce_scatter(at::Tensor& output, const at::Tensor& input,
+                                      const ReduceScatterOptions& options) {
+  const int count = checked_count(context("reduce_scatter"), output.numel());
+  const MPI_Datatype type = detail::mpi_datatype(input.scalar_type());
+  const MPI_Op op = detail::mpi_op(options.op, input.scalar_type());
+  const bool average = options.op == ReduceOp::kAvg;
+  return launch("reduce_scatter", options.async, options.timeout,
+                [this, output, input, count, type, op, average]() mutable {
+                  HPCML_MPI_CHECK(
+                      MPI_Reduce_scatter_block(input.data_ptr(), output.data_ptr(), count, type, op, comm_));
+                  if (average) output.div_(size_);
+                });
+}
+
+WorkPtr MpiBackend::do_barrier(const BarrierOptions& options) {
+  return launch("barrier", options.async, options.timeout, [this] { HPCML_MPI_CHECK(MPI_Barrier(comm_)); });
+}
+
+std::shared_ptr<Backend> MpiBackend::do_split(int color, int key, BackendOptions options) {
+  const auto timeout = options_.timeout;
+  thread_->drain("split", comm_name(), timeout);
+  MPI_Comm sub = MPI_COMM_NULL;
+  {
+    auto guard = Watchdog::instance().arm("MPI_Comm_split", comm_name(), timeout);
+    HPCML_MPI_CHECK(MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color, key, &sub));
+  }
+  if (sub == MPI_COMM_NULL) return nullptr;
+  auto backend = std::make_shared<MpiBackend>(sub, std::move(options));
+  MPI_Comm_free(&sub);  // the backend holds its own duplicate
+  return backend;
+}
+
+}  // namespace hpcml::collectives

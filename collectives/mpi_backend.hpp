@@ -1,0 +1,57 @@
+/// @file
+/// The MPI backend: CPU tensors over an MPI communicator.
+#pragma once
+
+#include <mpi.h>
+
+#include <memory>
+
+#include "collectives/backend.hpp"
+
+namespace hpcml::collectives {
+
+namespace detail {
+class CommThread;
+}
+
+/// Collectives over a private duplicate of an MPI communicator.
+///
+/// Synchronous calls are blocking MPI calls on the calling thread, covered by the
+/// watchdog. Asynchronous calls (options.async) run as blocking calls on the
+/// backend's communication thread: Open MPI has no progress thread, and a
+/// blocking call there is faster than MPI_I* plus wait. One thread at a time may
+/// issue synchronous calls on a backend.
+class MpiBackend final : public Backend {
+ public:
+  /// Duplicates `comm` (collective over it). MPI must be initialised with
+  /// MPI_THREAD_MULTIPLE (see hpcml::MpiSession).
+  MpiBackend(MPI_Comm comm, BackendOptions options);
+  ~MpiBackend() override;
+
+  std::string name() const override { return "mpi"; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  /// The duplicated communicator (for raw MPI calls that must not interleave with ours).
+  MPI_Comm comm() const { return comm_; }
+
+ protected:
+  WorkPtr do_allreduce(at::Tensor& tensor, const AllreduceOptions& options) override;
+  WorkPtr do_broadcast(at::Tensor& tensor, const BroadcastOptions& options) override;
+  WorkPtr do_allgather(std::vector<at::Tensor>& outputs, const at::Tensor& input,
+                       const AllgatherOptions& options) override;
+  WorkPtr do_reduce_scatter(at::Tensor& output, const at::Tensor& input, const ReduceScatterOptions& options) override;
+  WorkPtr do_barrier(const BarrierOptions& options) override;
+  std::shared_ptr<Backend> do_split(int color, int key, BackendOptions options) override;
+
+ private:
+  /// Runs `body` now (after the queue drains) or on the communication thread, under a deadline.
+  template <typename Body>
+  WorkPtr launch(const char* op, bool async, std::chrono::milliseconds timeout, Body&& body);
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  std::unique_ptr<detail::CommThread> thread_;
+};
+
+}  // namespace hpcml::collectives

@@ -1,0 +1,66 @@
+/// @file
+/// Reduction ops, per-collective options and the dtype capability table.
+#pragma once
+
+#include <c10/core/ScalarType.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace hpcml::collectives {
+
+enum class ReduceOp { kSum, kAvg, kMin, kMax };
+const char* to_string(ReduceOp op);
+/// Every op, for tests and docs.
+const std::vector<ReduceOp>& all_reduce_ops();
+/// The dtypes every backend accepts: float32, float64, int32, int64, bfloat16, float16,
+/// and uint8 (bytes: serialized records, masks).
+const std::vector<c10::ScalarType>& supported_dtypes();
+bool is_supported(c10::ScalarType dtype);
+/// Averaging is defined for floating dtypes only (integers would truncate silently).
+bool is_op_defined(ReduceOp op, c10::ScalarType dtype);
+
+/// A timeout of this value means "the backend's default" (BackendOptions::timeout).
+inline constexpr std::chrono::milliseconds kDefaultTimeout{-1};
+
+struct AllreduceOptions {
+  ReduceOp op = ReduceOp::kSum;
+  /// false: runs on the calling thread and returns a completed Work.
+  /// true: queued on the backend's communication thread; wait() on the Work.
+  bool async = false;
+  std::chrono::milliseconds timeout = kDefaultTimeout;
+};
+
+struct BroadcastOptions {
+  int root = 0;
+  bool async = false;
+  std::chrono::milliseconds timeout = kDefaultTimeout;
+};
+
+struct AllgatherOptions {
+  bool async = false;
+  std::chrono::milliseconds timeout = kDefaultTimeout;
+};
+
+struct ReduceScatterOptions {
+  ReduceOp op = ReduceOp::kSum;
+  bool async = false;
+  std::chrono::milliseconds timeout = kDefaultTimeout;
+};
+
+struct BarrierOptions {
+  bool async = false;
+  std::chrono::milliseconds timeout = kDefaultTimeout;
+};
+
+/// Construction options shared by all backends.
+struct BackendOptions {
+  /// Deadline of every collective and wait that does not give its own.
+  /// Overridden by HPCML_COLLECTIVE_TIMEOUT_S and by runtime.collective_timeout_s.
+  std::chrono::milliseconds timeout = std::chrono::minutes(5);
+  /// Name used in messages ("world", "world/trial3").
+  std::string name = "world";
+};
+
+}  // namespace hpcml::collectives

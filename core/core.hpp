@@ -1,0 +1,14 @@
+/// @file
+/// Umbrella header of hpcml::core: errors, MPI ownership, deadlines, config,
+/// logging and the runtime environment.
+#pragma once
+
+#include "core/config.hpp"
+#include "core/env.hpp"
+#include "core/env_vars.hpp"
+#include "core/error.hpp"
+#include "core/h5.hpp"
+#include "core/log.hpp"
+#include "core/mpi.hpp"
+#include "core/runtime_env.hpp"
+#include "core/watchdog.hpp"

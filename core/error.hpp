@@ -1,0 +1,79 @@
+/// @file
+/// The exception root of hpcml and the check macros that raise it.
+///
+/// Every error hpcml raises is an hpcml::Error carrying "file:line" and a
+/// message that names the rank, the operation and the object involved, with
+/// expected vs found values. Subclasses exist only where callers branch on them.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace hpcml {
+
+/// Root of every exception hpcml throws. `what()` is "<message> (<file>:<line>)".
+class Error : public std::runtime_error {
+ public:
+  Error(const std::string& message, const char* file, int line);
+  /// The message without the source location (what users should see first).
+  const std::string& message() const noexcept { return message_; }
+  const char* file() const noexcept { return file_; }
+  int line() const noexcept { return line_; }
+
+ private:
+  std::string message_;
+  const char* file_;
+  int line_;
+};
+
+/// A bad config key or value: deterministic, the same on every rank.
+class ConfigError : public Error {
+  using Error::Error;
+};
+/// A failed or misused collective / MPI call.
+class CommError : public Error {
+  using Error::Error;
+};
+/// A failed HDF5 or file-system operation.
+class IoError : public Error {
+  using Error::Error;
+};
+
+namespace detail {
+template <typename... Args>
+std::string concat(Args&&... args) {
+  std::ostringstream out;
+  (out << ... << std::forward<Args>(args));
+  return out.str();
+}
+}  // namespace detail
+
+}  // namespace hpcml
+
+/// Throws `Type` (an hpcml::Error subclass) with the streamed arguments as message.
+#define HPCML_THROW(Type, ...) throw Type(::hpcml::detail::concat(__VA_ARGS__), __FILE__, __LINE__)
+
+/// Always-on check for anything a user can trigger from config, data or requests.
+/// Throws hpcml::Error with the condition text and the streamed message.
+#define HPCML_CHECK(cond, ...)                                                              \
+  do {                                                                                      \
+    if (!(cond)) HPCML_THROW(::hpcml::Error, __VA_ARGS__, " [check failed: " #cond "]");     \
+  } while (false)
+
+/// As HPCML_CHECK, throwing the given Error subclass.
+#define HPCML_CHECK_AS(Type, cond, ...)                                                     \
+  do {                                                                                      \
+    if (!(cond)) HPCML_THROW(Type, __VA_ARGS__, " [check failed: " #cond "]");               \
+  } while (false)
+
+/// Debug-only contract check (programming errors, not user input); compiled out in Release.
+#ifdef NDEBUG
+#define HPCML_EXPECTS(cond) ((void)0)
+#else
+#define HPCML_EXPECTS(cond)                                                                 \
+  do {                                                                                      \
+    if (!(cond)) HPCML_THROW(::hpcml::Error, "contract violated: " #cond);                  \
+  } while (false)
+#endif

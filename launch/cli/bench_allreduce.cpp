@@ -1,0 +1,207 @@
+// `hpcml bench allreduce`: hpcml's allreduce paths against raw MPI_Allreduce, in one run.
+#include <ATen/ATen.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "collectives/mpi_backend.hpp"
+#include "core/error.hpp"
+#include "core/mpi.hpp"
+#include "core/watchdog.hpp"
+#include "launch/cli/command.hpp"
+
+namespace hpcml::launch::cli {
+
+namespace {
+
+struct AllreduceBenchOptions {
+  std::string min_size = "4K";
+  std::string max_size = "64M";
+  int reps = 5;
+  double target_ms = 40.0;
+  std::string json_path;
+};
+
+int64_t parse_size(const std::string& text, const char* option) {
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const std::string suffix = text.substr(used);
+  int64_t scale = 1;
+  if (suffix == "K" || suffix == "KB" || suffix == "KiB") scale = 1024;
+  else if (suffix == "M" || suffix == "MB" || suffix == "MiB") scale = 1024 * 1024;
+  else if (suffix == "G" || suffix == "GB" || suffix == "GiB") scale = 1024LL * 1024 * 1024;
+  else if (!suffix.empty()) used = 0;
+  HPCML_CHECK_AS(ConfigError, used > 0 && value >= 4, "bench allreduce: ", option,
+                 ": expected a size of at least 4 bytes such as 4K, 1M or 65536; found '", text, "'");
+  return static_cast<int64_t>(value * static_cast<double>(scale));
+}
+
+// One way of running an allreduce of `t` on every rank.
+struct Impl {
+  const char* impl;  // "hpcml" or "mpi"
+  const char* path;  // "blocking" or "nonblocking"
+  std::function<void(at::Tensor&)> run;
+};
+
+struct Row {
+  std::string impl, path;
+  int64_t bytes = 0;
+  int iters = 0;
+  std::vector<double> seconds;  // per op, slowest rank, one per rep
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+int run_bench_allreduce(Context& c, const AllreduceBenchOptions& o) {
+  auto* mpi = dynamic_cast<collectives::MpiBackend*>(c.world.get());
+  HPCML_CHECK_AS(ConfigError, mpi != nullptr, "bench allreduce: needs runtime.backend=mpi, found '",
+                 c.world->name(), "'");
+  HPCML_CHECK_AS(ConfigError, o.reps >= 1, "bench allreduce: --reps: expected >= 1, found ", o.reps);
+  const int64_t min_bytes = parse_size(o.min_size, "--min-bytes");
+  const int64_t max_bytes = parse_size(o.max_size, "--max-bytes");
+  HPCML_CHECK_AS(ConfigError, min_bytes <= max_bytes, "bench allreduce: --min-bytes (", min_bytes,
+                 ") exceeds --max-bytes (", max_bytes, ")");
+
+  // Raw MPI runs on its own duplicate so it never interleaves with the backend's.
+  MPI_Comm raw = MPI_COMM_NULL;
+  HPCML_MPI_CHECK(MPI_Comm_dup(mpi->comm(), &raw));
+  const auto deadline = c.world->default_timeout();
+  auto raw_call = [&](const char* op, auto&& body) {
+    auto guard = Watchdog::instance().arm(op, "bench", deadline);
+    HPCML_MPI_CHECK(body());
+  };
+  const std::vector<Impl> impls = {
+      {"mpi", "blocking",
+       [&](at::Tensor& t) {
+         raw_call("MPI_Allreduce", [&] {
+           return MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()), MPI_FLOAT, MPI_SUM, raw);
+         });
+       }},
+      {"hpcml", "blocking", [&](at::Tensor& t) { c.world->allreduce(t); }},
+      {"hpcml", "nonblocking",
+       [&](at::Tensor& t) {
+         collectives::AllreduceOptions async;
+         async.async = true;
+         c.world->allreduce(t, async)->wait();
+       }},
+      {"mpi", "nonblocking",
+       [&](at::Tensor& t) {
+         raw_call("MPI_Iallreduce", [&] {
+           MPI_Request request;
+           const int rc =
+               MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()), MPI_FLOAT, MPI_SUM, raw, &request);
+           return rc != MPI_SUCCESS ? rc : MPI_Wait(&request, MPI_STATUS_IGNORE);
+         });
+       }},
+  };
+
+  std::vector<Row> rows;
+  for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
+    // Zeros stay zeros under repeated in-place sums: no overflow, no denormals.
+    at::Tensor t = at::zeros({bytes / 4}, at::kFloat);
+    // Calibrate the iteration count on raw MPI (rank 0 decides, all agree).
+    double probe = 0;
+    for (int i = 0; i < 3; ++i) {
+      const double t0 = MPI_Wtime();
+      impls[0].run(t);
+      probe = MPI_Wtime() - t0;
+    }
+    int iters = std::clamp(static_cast<int>(o.target_ms * 1e-3 / std::max(probe, 1e-7)), 3, 2000);
+    at::Tensor agreed = at::tensor({iters}, at::kInt);
+    c.world->broadcast(agreed);
+    iters = agreed.item<int>();
+
+    std::vector<Row> size_rows;
+    for (const auto& impl : impls) size_rows.push_back({impl.impl, impl.path, bytes, iters, {}});
+    for (int rep = 0; rep < o.reps; ++rep) {
+      // Rotate the order every rep, so no implementation always runs first.
+      for (size_t k = 0; k < impls.size(); ++k) {
+        const size_t i = (k + static_cast<size_t>(rep)) % impls.size();
+        impls[i].run(t);  // warm-up
+        c.world->barrier();
+        const double t0 = MPI_Wtime();
+        for (int it = 0; it < iters; ++it) impls[i].run(t);
+        at::Tensor elapsed = at::tensor({(MPI_Wtime() - t0) / iters}, at::kDouble);
+        collectives::AllreduceOptions max_op;
+        max_op.op = collectives::ReduceOp::kMax;
+        c.world->allreduce(elapsed, max_op);
+        size_rows[i].seconds.push_back(elapsed.item<double>());
+      }
+    }
+    rows.insert(rows.end(), size_rows.begin(), size_rows.end());
+  }
+  MPI_Comm_free(&raw);
+  if (c.env.rank != 0) return 0;
+
+  const int n = c.world->size();
+  const double bus_factor = n > 1 ? 2.0 * (n - 1) / n : 1.0;
+  nlohmann::json out = nlohmann::json::array();
+  std::printf("allreduce, float32 sum, %d ranks, median of %d alternating reps (latency: slowest rank)\n", n, o.reps);
+  std::printf("%10s  %-6s %-12s %8s %12s %11s %11s %10s\n", "bytes", "impl", "path", "iters", "latency_us",
+              "algbw_GB/s", "busbw_GB/s", "vs_mpi");
+  double mpi_busbw = 0;
+  for (const auto& r : rows) {
+    const double sec = median(r.seconds);
+    const double algbw = static_cast<double>(r.bytes) / sec / 1e9;
+    const double busbw = algbw * bus_factor;
+    if (r.impl == "mpi" && r.path == "blocking") mpi_busbw = busbw;
+    const double ratio = mpi_busbw > 0 ? busbw / mpi_busbw : 0;
+    std::printf("%10lld  %-6s %-12s %8d %12.2f %11.3f %11.3f %10.3f\n", static_cast<long long>(r.bytes),
+                r.impl.c_str(), r.path.c_str(), r.iters, sec * 1e6, algbw, busbw, ratio);
+    out.push_back({{"impl", r.impl},
+                   {"path", r.path},
+                   {"bytes", r.bytes},
+                   {"ranks", n},
+                   {"iters", r.iters},
+                   {"reps", static_cast<int>(r.seconds.size())},
+                   {"latency_us", sec * 1e6},
+                   {"algbw_gbps", algbw},
+                   {"busbw_gbps", busbw},
+                   {"busbw_vs_mpi_blocking", ratio}});
+  }
+  std::fflush(stdout);
+  if (!o.json_path.empty()) {
+    std::ofstream file(o.json_path);
+    HPCML_CHECK_AS(IoError, file.good(), "bench allreduce: cannot write '", o.json_path, "'");
+    file << out.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, CommonOptions& common, Runner& selected) {
+  auto* bench = app.add_subcommand("bench", "Benchmarks (JSON plus a readable table)");
+  bench->require_subcommand(1);
+  auto* sub = bench->add_subcommand(
+      "allreduce",
+      "Latency, algorithm and bus bandwidth of hpcml's allreduce (blocking; non-blocking with wait) and of raw "
+      "MPI_Allreduce / MPI_Iallreduce+MPI_Wait, float32 sum, message sizes growing 4x from --min-bytes to "
+      "--max-bytes, measured in alternating order in the same run");
+  add_common_options(sub, common);
+  auto o = std::make_shared<AllreduceBenchOptions>();
+  sub->add_option("--min-bytes", o->min_size, "Smallest message (bytes; K, M, G suffixes)")->capture_default_str();
+  sub->add_option("--max-bytes", o->max_size, "Largest message (bytes; K, M, G suffixes)")->capture_default_str();
+  sub->add_option("--reps", o->reps, "Alternating repetitions per size; the median is reported")
+      ->capture_default_str();
+  sub->add_option("--target-ms", o->target_ms, "Approximate time of one timed repetition, in ms")
+      ->capture_default_str();
+  sub->add_option("--json", o->json_path,
+                  "Write rows {impl, path, bytes, latency_us, algbw_gbps, busbw_gbps, ...} to this file (rank 0)");
+  sub->callback([&selected, o] { selected = [o](Context& c) { return run_bench_allreduce(c, *o); }; });
+}
+
+}  // namespace hpcml::launch::cli

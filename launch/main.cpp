@@ -1,0 +1,116 @@
+// The hpcml executable: one binary, subcommands, identical under mpirun and srun.
+//
+// Error policy (see docs/troubleshooting.md):
+// - bad command line or config: every rank finds the same error; the lowest rank
+//   that failed prints one line, and all ranks exit with kExitUsage (2).
+// - any other error on a rank: that rank prints one line naming itself and ends
+//   the job (MPI_Abort with kExitError), so no peer waits on it.
+// - a missed deadline: the watchdog prints one line and ends the job (kExitDeadline).
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "core/h5.hpp"
+#include "core/mpi.hpp"
+#include "core/watchdog.hpp"
+#include "launch/cli/command.hpp"
+
+namespace hpcml::launch::cli {
+
+void add_common_options(CLI::App* sub, CommonOptions& common) {
+  sub->add_option("-c,--config", common.config_path, "YAML config file (keys: `hpcml config --reference`)")
+      ->check(CLI::ExistingFile);
+  sub->add_option("--set", common.overrides,
+                  "Override one config key, e.g. --set runtime.threads=2 (repeatable; applied after the file)")
+      ->type_name("KEY=VALUE")
+      ->allow_extra_args(false);
+}
+
+}  // namespace hpcml::launch::cli
+
+namespace {
+
+using hpcml::launch::cli::CommonOptions;
+using hpcml::launch::cli::Runner;
+
+// Every rank learns whether any rank failed; the lowest failing rank prints.
+// Returns true when all succeeded. Under a deadline, like every collective.
+bool all_ranks_ok(const std::string& error) {
+  if (!hpcml::mpi_initialized() || hpcml::world_size() == 1) {
+    if (!error.empty()) std::cerr << error << std::endl;
+    return error.empty();
+  }
+  const int rank = hpcml::world_rank();
+  int first_failed = error.empty() ? hpcml::world_size() : rank;
+  {
+    auto guard = hpcml::Watchdog::instance().arm("startup agreement", "world", std::chrono::seconds(120));
+    MPI_Allreduce(MPI_IN_PLACE, &first_failed, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  }
+  if (first_failed == rank) std::cerr << error << std::endl;
+  return first_failed == hpcml::world_size();
+}
+
+int run(int argc, char** argv) {
+  hpcml::MpiSession mpi(&argc, &argv);
+  hpcml::h5_silence_auto_print();
+
+  CLI::App app{"hpcml: data-parallel training, batch inference and inference-as-a-service for physics ML "
+               "on MPI ranks (LibTorch, MPI, HDF5). Runs the same under mpirun and srun.",
+               "hpcml"};
+  app.set_version_flag("--version", hpcml::launch::cli::version_line());
+  app.require_subcommand(1);
+  app.footer("Exit codes: 0 ok, 1 runtime error, 2 bad command line or config, 86 deadline exceeded.\n"
+             "Docs: README.md and docs/ in the source tree.");
+  CommonOptions common;
+  Runner selected;
+  hpcml::launch::cli::add_info_command(app, common, selected);
+  hpcml::launch::cli::add_config_command(app, common, selected);
+  hpcml::launch::cli::add_bench_command(app, common, selected);
+
+  // Parse the command line and the config on every rank; agree before any collective.
+  std::string error;
+  hpcml::launch::RunConfig config;
+  try {
+    app.parse(argc, argv);
+    config = hpcml::launch::RunConfig::from_environment();
+    const auto doc = common.config_path.empty()
+                         ? hpcml::config::from_string("", "<no config file>", common.overrides)
+                         : hpcml::config::load(common.config_path, common.overrides);
+    hpcml::config::read_into(doc, config);
+  } catch (const CLI::CallForHelp&) {
+    if (hpcml::world_rank() == 0) std::cout << app.help();
+    return 0;
+  } catch (const CLI::CallForAllHelp&) {
+    if (hpcml::world_rank() == 0) std::cout << app.help("", CLI::AppFormatMode::All);
+    return 0;
+  } catch (const CLI::CallForVersion&) {
+    if (hpcml::world_rank() == 0) std::cout << hpcml::launch::cli::version_line() << "\n";
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    error = std::string("hpcml: ") + e.what() + " (run with --help for usage)";
+  } catch (const hpcml::ConfigError& e) {
+    error = "hpcml: " + e.message();
+  }
+  if (!all_ranks_ok(error)) return hpcml::kExitUsage;
+
+  auto context = hpcml::launch::make_context(config);
+  return selected(context);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const hpcml::ConfigError& e) {
+    // Raised after start-up (e.g. a bad value only a subcommand checks): same on all ranks.
+    if (hpcml::world_rank() == 0) std::cerr << "hpcml: " << e.message() << std::endl;
+    return hpcml::kExitUsage;
+  } catch (const hpcml::Error& e) {
+    hpcml::abort_job("hpcml: error " + hpcml::rank_tag() + ": " + e.what(), hpcml::kExitError);
+  } catch (const std::exception& e) {
+    hpcml::abort_job("hpcml: unexpected error " + hpcml::rank_tag() + ": " + e.what(), hpcml::kExitError);
+  }
+}

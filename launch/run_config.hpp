@@ -1,0 +1,60 @@
+/// @file
+/// The config sections every hpcml subcommand shares.
+///
+/// Precedence, lowest first: built-in default, environment variable (HPCML_*),
+/// config file, `--set`.
+#pragma once
+
+#include <string>
+
+#include "core/config.hpp"
+#include "core/log.hpp"
+
+namespace hpcml::launch {
+
+struct RuntimeOptions {
+  std::string backend = "mpi";
+  int threads = 0;
+  double collective_timeout_s = 300.0;
+
+  template <typename V>
+  void describe(V& v) {
+    v.field("backend", backend, "collective backend over the job's ranks", config::one_of({"mpi", "local"}));
+    v.field("threads", threads,
+            "intra-op (LibTorch and BLAS) threads per rank; 0: the number of cores this rank is bound to "
+            "(env HPCML_NUM_THREADS)",
+            config::in_range(0, 1024));
+    v.field("collective_timeout_s", collective_timeout_s,
+            "deadline of every collective and wait, in seconds; a missed deadline ends the job "
+            "(env HPCML_COLLECTIVE_TIMEOUT_S)",
+            config::in_range(0.001, 86400.0));
+  }
+};
+
+struct LogSection {
+  std::string level = "info";
+  bool all_ranks = false;
+
+  template <typename V>
+  void describe(V& v) {
+    v.field("level", level, "log level (env HPCML_LOG_LEVEL)",
+            config::one_of({"trace", "debug", "info", "warn", "error", "off"}));
+    v.field("all_ranks", all_ranks, "log info messages from every rank, not only rank 0 (env HPCML_LOG_ALL_RANKS)");
+  }
+};
+
+struct RunConfig {
+  RuntimeOptions runtime;
+  LogSection log;
+
+  template <typename V>
+  void describe(V& v) {
+    v.section("runtime", runtime, "ranks, threads and deadlines");
+    v.section("log", log, "logging");
+  }
+
+  /// Defaults with the HPCML_* environment variables applied (malformed ones throw ConfigError).
+  static RunConfig from_environment();
+};
+
+}  // namespace hpcml::launch

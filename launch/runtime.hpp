@@ -1,0 +1,39 @@
+/// @file
+/// What every subcommand sets up after parsing its config: logging, the thread
+/// budget, the runtime environment and the world backend.
+#pragma once
+
+#include <string>
+
+#include "collectives/backend.hpp"
+#include "core/runtime_env.hpp"
+#include "launch/run_config.hpp"
+
+namespace hpcml::launch {
+
+/// This rank's cores and the threads it was given.
+struct ThreadBudget {
+  std::string cpus;      ///< cores this rank may run on, e.g. "0" or "0-3"
+  int num_cpus = 1;      ///< how many
+  int intra_op = 1;      ///< LibTorch intra-op threads (at::get_num_threads after setting)
+  int blas = -1;         ///< OpenBLAS threads, or -1 when OpenBLAS is not the BLAS in use
+};
+
+/// Sets LibTorch's and OpenBLAS's thread counts for this rank: `requested`, or
+/// when 0, the cores this rank is bound to (divided among the node's ranks when
+/// the rank is not bound).
+ThreadBudget apply_thread_budget(int requested, int local_size);
+
+/// The set-up shared by all subcommands.
+struct Context {
+  RunConfig config;
+  RuntimeEnv env;
+  ThreadBudget threads;
+  collectives::BackendPtr world;  ///< over all ranks
+};
+
+/// Logging, RuntimeEnv::detect (collective), thread budget, world backend.
+/// Collective over MPI_COMM_WORLD.
+Context make_context(const RunConfig& config);
+
+}  // namespace hpcml::launch
