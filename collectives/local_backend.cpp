@@ -7,7 +7,7 @@
 namespace hpcml::collectives {
 
 namespace {
-WorkPtr done() { return std::make_shared<detail::CompletedWork>(); }
+WorkPtr done() { return detail::completed_work(); }
 }  // namespace
 
 // A reduction over one rank is the identity for sum, avg, min and max.

@@ -11,13 +11,12 @@
 
 namespace hpcml::collectives {
 
-namespace {
-int checked_count(const std::string& context, int64_t numel) {
-  HPCML_CHECK_AS(CommError, numel <= INT_MAX, context, ": ", numel,
-                 " elements exceed MPI's int count limit (", INT_MAX, "); split the tensor");
+int MpiBackend::checked_count(const char* op, int64_t numel) const {
+  // The message is built only on failure: this runs on every collective.
+  HPCML_CHECK_AS(CommError, numel <= INT_MAX, context(op), ": ", numel, " elements exceed MPI's int count limit (",
+                 INT_MAX, "); split the tensor");
   return static_cast<int>(numel);
 }
-}  // namespace
 
 MpiBackend::MpiBackend(MPI_Comm comm, BackendOptions options)
     : Backend(std::move(options)), thread_(std::make_unique<detail::CommThread>()) {
@@ -49,11 +48,11 @@ WorkPtr MpiBackend::launch(const char* op, bool async, std::chrono::milliseconds
   thread_->drain(op, comm_name(), timeout);
   auto guard = Watchdog::instance().arm(op, comm_name(), timeout);
   body();
-  return std::make_shared<detail::CompletedWork>();
+  return detail::completed_work();
 }
 
 WorkPtr MpiBackend::do_allreduce(at::Tensor& tensor, const AllreduceOptions& options) {
-  const int count = checked_count(context("allreduce"), tensor.numel());
+  const int count = checked_count("allreduce", tensor.numel());
   const MPI_Datatype type = detail::mpi_datatype(tensor.scalar_type());
   const MPI_Op op = detail::mpi_op(options.op, tensor.scalar_type());
   const bool average = options.op == ReduceOp::kAvg;
@@ -64,7 +63,7 @@ WorkPtr MpiBackend::do_allreduce(at::Tensor& tensor, const AllreduceOptions& opt
 }
 
 WorkPtr MpiBackend::do_broadcast(at::Tensor& tensor, const BroadcastOptions& options) {
-  const int count = checked_count(context("broadcast"), tensor.numel());
+  const int count = checked_count("broadcast", tensor.numel());
   const MPI_Datatype type = detail::mpi_datatype(tensor.scalar_type());
   const int root = options.root;
   return launch("broadcast", options.async, options.timeout, [this, tensor, count, type, root]() mutable {
@@ -79,8 +78,8 @@ WorkPtr MpiBackend::do_allgather(std::vector<at::Tensor>& outputs, const at::Ten
   int64_t total = 0;
   bool equal = true;
   for (int r = 0; r < size_; ++r) {
-    counts[r] = checked_count(context("allgather"), outputs[r].numel());
-    displs[r] = checked_count(context("allgather"), total);
+    counts[r] = checked_count("allgather", outputs[r].numel());
+    displs[r] = checked_count("allgather", total);
     total += counts[r];
     equal = equal && counts[r] == counts[0];
   }
@@ -103,7 +102,7 @@ WorkPtr MpiBackend::do_allgather(std::vector<at::Tensor>& outputs, const at::Ten
 
 WorkPtr MpiBackend::do_reduce_scatter(at::Tensor& output, const at::Tensor& input,
                                       const ReduceScatterOptions& options) {
-  const int count = checked_count(context("reduce_scatter"), output.numel());
+  const int count = checked_count("reduce_scatter", output.numel());
   const MPI_Datatype type = detail::mpi_datatype(input.scalar_type());
   const MPI_Op op = detail::mpi_op(options.op, input.scalar_type());
   const bool average = options.op == ReduceOp::kAvg;

@@ -45,6 +45,7 @@ class MpiBackend final : public Backend {
 
  private:
   /// Runs `body` now (after the queue drains) or on the communication thread, under a deadline.
+  int checked_count(const char* op, int64_t numel) const;
   template <typename Body>
   WorkPtr launch(const char* op, bool async, std::chrono::milliseconds timeout, Body&& body);
 

@@ -14,8 +14,9 @@ const char* short_path(const char* file) {
 }
 }  // namespace
 
-Error::Error(const std::string& message, const char* file, int line)
-    : std::runtime_error(message + " (" + short_path(file) + ":" + std::to_string(line) + ")"),
+Error::Error(const std::string& message, const char* file, int line, const char* condition)
+    : std::runtime_error(message + (condition ? std::string(" [check failed: ") + condition + "]" : std::string()) +
+                         " (" + short_path(file) + ":" + std::to_string(line) + ")"),
       message_(message),
       file_(short_path(file)),
       line_(line) {}

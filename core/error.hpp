@@ -13,10 +13,14 @@
 
 namespace hpcml {
 
-/// Root of every exception hpcml throws. `what()` is "<message> (<file>:<line>)".
+/// Root of every exception hpcml throws.
+///
+/// `message()` is what users read; `what()` adds, for developers, the failed
+/// condition (from HPCML_CHECK) and the source location:
+/// "<message> [check failed: <condition>] (<file>:<line>)".
 class Error : public std::runtime_error {
  public:
-  Error(const std::string& message, const char* file, int line);
+  Error(const std::string& message, const char* file, int line, const char* condition = nullptr);
   /// The message without the source location (what users should see first).
   const std::string& message() const noexcept { return message_; }
   const char* file() const noexcept { return file_; }
@@ -54,18 +58,20 @@ std::string concat(Args&&... args) {
 
 /// Throws `Type` (an hpcml::Error subclass) with the streamed arguments as message.
 #define HPCML_THROW(Type, ...) throw Type(::hpcml::detail::concat(__VA_ARGS__), __FILE__, __LINE__)
+#define HPCML_DETAIL_THROW_CHECK(Type, cond, ...) \
+  throw Type(::hpcml::detail::concat(__VA_ARGS__), __FILE__, __LINE__, cond)
 
 /// Always-on check for anything a user can trigger from config, data or requests.
 /// Throws hpcml::Error with the condition text and the streamed message.
 #define HPCML_CHECK(cond, ...)                                                              \
   do {                                                                                      \
-    if (!(cond)) HPCML_THROW(::hpcml::Error, __VA_ARGS__, " [check failed: " #cond "]");     \
+    if (!(cond)) HPCML_DETAIL_THROW_CHECK(::hpcml::Error, #cond, __VA_ARGS__);               \
   } while (false)
 
 /// As HPCML_CHECK, throwing the given Error subclass.
 #define HPCML_CHECK_AS(Type, cond, ...)                                                     \
   do {                                                                                      \
-    if (!(cond)) HPCML_THROW(Type, __VA_ARGS__, " [check failed: " #cond "]");               \
+    if (!(cond)) HPCML_DETAIL_THROW_CHECK(Type, #cond, __VA_ARGS__);                         \
   } while (false)
 
 /// Debug-only contract check (programming errors, not user input); compiled out in Release.

@@ -95,19 +95,24 @@ int run(int argc, char** argv) {
   }
   if (!all_ranks_ok(error)) return hpcml::kExitUsage;
 
-  auto context = hpcml::launch::make_context(config);
-  return selected(context);
+  // Past start-up, MPI stays up while errors are reported.
+  try {
+    auto context = hpcml::launch::make_context(config);
+    return selected(context);
+  } catch (const hpcml::ConfigError& e) {
+    // A value only a subcommand checks (e.g. a benchmark size): the same on every rank.
+    if (hpcml::world_rank() == 0) std::cerr << "hpcml: " << e.message() << std::endl;
+    return hpcml::kExitUsage;
+  }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Any other error ends the job from the rank that hit it, with its message, so
+  // no peer is left waiting in a collective.
   try {
     return run(argc, argv);
-  } catch (const hpcml::ConfigError& e) {
-    // Raised after start-up (e.g. a bad value only a subcommand checks): same on all ranks.
-    if (hpcml::world_rank() == 0) std::cerr << "hpcml: " << e.message() << std::endl;
-    return hpcml::kExitUsage;
   } catch (const hpcml::Error& e) {
     hpcml::abort_job("hpcml: error " + hpcml::rank_tag() + ": " + e.what(), hpcml::kExitError);
   } catch (const std::exception& e) {

@@ -7,6 +7,11 @@ namespace hpcml::collectives::detail {
 
 using Clock = std::chrono::steady_clock;
 
+WorkPtr completed_work() {
+  static const WorkPtr done = std::make_shared<CompletedWork>();
+  return done;
+}
+
 void AsyncWork::wait(std::chrono::milliseconds timeout) {
   if (timeout.count() < 0) timeout = default_timeout_;
   const auto start = Clock::now();

@@ -10,13 +10,15 @@
 
 namespace hpcml::collectives::detail {
 
-/// A Work that finished before it was returned (synchronous calls).
+/// A Work that finished before it was returned (synchronous calls). Stateless.
 class CompletedWork final : public Work {
  public:
   void wait(std::chrono::milliseconds) override {}
   bool is_completed() override { return true; }
   std::exception_ptr exception() override { return nullptr; }
 };
+/// The one shared CompletedWork: synchronous calls allocate nothing for their handle.
+WorkPtr completed_work();
 
 /// A Work completed by another thread. wait() checks its own deadline.
 class AsyncWork final : public Work {

@@ -21,7 +21,7 @@ namespace {
 struct AllreduceBenchOptions {
   std::string min_size = "4K";
   std::string max_size = "64M";
-  int reps = 5;
+  int reps = 7;
   double target_ms = 40.0;
   std::string json_path;
 };
@@ -40,9 +40,10 @@ int64_t parse_size(const std::string& text, const char* option) {
   else if (suffix == "M" || suffix == "MB" || suffix == "MiB") scale = 1024 * 1024;
   else if (suffix == "G" || suffix == "GB" || suffix == "GiB") scale = 1024LL * 1024 * 1024;
   else if (!suffix.empty()) used = 0;
-  HPCML_CHECK_AS(ConfigError, used > 0 && value >= 4, "bench allreduce: ", option,
+  const auto bytes = static_cast<int64_t>(value * static_cast<double>(scale));
+  HPCML_CHECK_AS(ConfigError, used > 0 && bytes >= 4, "bench allreduce: ", option,
                  ": expected a size of at least 4 bytes such as 4K, 1M or 65536; found '", text, "'");
-  return static_cast<int64_t>(value * static_cast<double>(scale));
+  return bytes;
 }
 
 // One way of running an allreduce of `t` on every rank.

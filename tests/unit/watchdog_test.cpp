@@ -16,7 +16,7 @@ TEST(WatchdogDeathTest, ExpiredDeadlineEndsProcessWithMessage) {
         std::this_thread::sleep_for(std::chrono::seconds(5));
       },
       ::testing::ExitedWithCode(hpcml::kExitDeadline),
-      R"(deadline exceeded on \[rank 0/1\] \(.*\): allreduce on 'world' still waiting after 0\.[2-4]\d s \(deadline 0\.20 s\))");
+      R"(deadline exceeded on \[rank 0/1\] \(.*\): allreduce on 'world' still waiting after 0\.[2-4][0-9] s \(deadline 0\.20 s\))");
 }
 
 TEST(Watchdog, DisarmedDeadlinesNeverFire) {

@@ -1,0 +1,38 @@
+"""`hpcml bench allreduce` runs on 2 ranks and writes the documented JSON rows."""
+import json
+import os
+import tempfile
+import unittest
+
+from support import run
+
+
+class BenchAllreduceTest(unittest.TestCase):
+    def test_json_rows(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "bench.json")
+            rc, out, err, _ = run(["bench", "allreduce", "--min-bytes", "4K", "--max-bytes", "64K", "--reps", "2",
+                                   "--target-ms", "5", "--json", path], ranks=2)
+            self.assertEqual(rc, 0, err)
+            with open(path) as f:
+                rows = json.load(f)
+        self.assertEqual(sorted({r["bytes"] for r in rows}), [4096, 16384, 65536])
+        self.assertEqual({(r["impl"], r["path"]) for r in rows},
+                         {("hpcml", "blocking"), ("hpcml", "nonblocking"), ("mpi", "blocking"), ("mpi", "nonblocking")})
+        for r in rows:
+            for key in ("latency_us", "algbw_gbps", "busbw_gbps"):
+                self.assertGreater(r[key], 0, r)
+            # bus bandwidth = algorithm bandwidth * 2(n-1)/n; latency = bytes / algbw
+            self.assertAlmostEqual(r["busbw_gbps"], r["algbw_gbps"] * 2 * (2 - 1) / 2, places=9)
+            self.assertAlmostEqual(r["latency_us"] * 1e-6 * r["algbw_gbps"] * 1e9, r["bytes"], delta=r["bytes"] * 1e-6)
+        self.assertIn("busbw_GB/s", out)
+
+    def test_bad_size_is_a_one_line_error(self):
+        rc, _, err, _ = run(["bench", "allreduce", "--max-bytes", "lots"])
+        self.assertEqual(rc, 2)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("--max-bytes", err)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,109 @@
+"""Bad configs and bad command lines: one line naming the key, exit code 2,
+never a stack trace or an abort; on 1 rank and on 2 ranks."""
+import os
+import re
+import tempfile
+import unittest
+
+from support import SOURCE_DIR, run
+
+TRACE_MARKERS = ("terminate called", "Aborted", "core dumped", "Segmentation", "MPI_ABORT", "Traceback", "what():")
+
+
+class ConfigErrorTest(unittest.TestCase):
+    def config_file(self, text):
+        f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+        f.write(text)
+        f.close()
+        self.addCleanup(os.unlink, f.name)
+        return f.name
+
+    @staticmethod
+    def without_mpirun_notes(text):
+        """Drops the notes mpirun itself adds between dashed rules when a rank exits non-zero."""
+        kept, inside = [], False
+        for line in text.splitlines():
+            if re.fullmatch(r"-{20,}", line.strip()):
+                inside = not inside
+            elif not inside and line.strip():
+                kept.append(line)
+        return kept
+
+    def assert_one_line_error(self, args, pattern, ranks=None):
+        rc, out, err, _ = run(args, ranks=ranks)
+        self.assertEqual(rc, 2, f"exit code for {args}: stdout={out!r} stderr={err!r}")
+        lines = self.without_mpirun_notes(err)
+        self.assertEqual(len(lines), 1, f"expected one line on stderr, got: {err!r}")
+        self.assertRegex(lines[0], pattern)
+        for marker in TRACE_MARKERS:
+            self.assertNotIn(marker, err)
+        return lines[0]
+
+    def test_unknown_key(self):
+        path = self.config_file("runtime:\n  thread: 2\n")
+        line = self.assert_one_line_error(["config", "-c", path], r"unknown key 'runtime\.thread'")
+        self.assertIn("did you mean 'runtime.threads'?", line)
+        self.assertIn(path, line)
+
+    def test_wrong_type(self):
+        path = self.config_file("runtime:\n  threads: two\n")
+        self.assert_one_line_error(["info", "-c", path],
+                                   r"key 'runtime\.threads': expected an integer in \[0, 1024\], found 'two'")
+
+    def test_out_of_range(self):
+        path = self.config_file("runtime:\n  collective_timeout_s: -5\n")
+        self.assert_one_line_error(["config", "-c", path],
+                                   r"key 'runtime\.collective_timeout_s': expected a number in .*found '-5'")
+
+    def test_bad_choice_from_set(self):
+        self.assert_one_line_error(["config", "--set", "runtime.backend=nccl"],
+                                   r"config error in --set runtime\.backend: key 'runtime\.backend': "
+                                   r"expected one of \[mpi, local\], found 'nccl'")
+
+    def test_malformed_set(self):
+        self.assert_one_line_error(["config", "--set", "runtime.threads"], r"expected KEY=VALUE")
+
+    def test_not_yaml(self):
+        path = self.config_file("runtime: {threads: 2\n")
+        self.assert_one_line_error(["config", "-c", path], r"not valid YAML at line \d+")
+
+    def test_bad_environment_variable(self):
+        rc, out, err, _ = run(["config"], env={"HPCML_NUM_THREADS": "lots"})
+        self.assertEqual(rc, 2)
+        self.assertEqual(err.strip(), "hpcml: environment variable HPCML_NUM_THREADS: expected an integer, found 'lots'")
+
+    def test_unknown_option_and_missing_file(self):
+        self.assert_one_line_error(["info", "--bogus"], r"--bogus")
+        self.assert_one_line_error(["info", "-c", "/nonexistent.yaml"], r"/nonexistent\.yaml")
+
+    def test_two_ranks_print_one_line(self):
+        path = self.config_file("runtime:\n  threads: -1\n")
+        self.assert_one_line_error(["info", "-c", path], r"key 'runtime\.threads'", ranks=2)
+
+    def test_valid_config_resolves_with_defaults(self):
+        path = self.config_file("runtime:\n  threads: 1\n")
+        rc, out, err, _ = run(["config", "-c", path, "--set", "log.level=debug"])
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(out, r"threads: 1\b")
+        self.assertRegex(out, r"level: debug\b")
+        self.assertRegex(out, r"collective_timeout_s: 300\b")
+
+    def test_reference_matches_docs(self):
+        rc, out, err, _ = run(["config", "--reference"])
+        self.assertEqual(rc, 0, err)
+        with open(os.path.join(SOURCE_DIR, "docs", "config-reference.md")) as f:
+            docs = f.read()
+        self.assertIn(out.strip(), docs, "docs/config-reference.md is out of date: regenerate it with "
+                                         "`hpcml config --reference`")
+
+    def test_help_explains_every_option(self):
+        for sub in (["info"], ["config"], ["bench", "allreduce"]):
+            rc, out, err, _ = run(sub + ["--help"])
+            self.assertEqual(rc, 0, err)
+            for option in re.findall(r"^\s+(--[a-z-]+)", out, re.M):
+                line = next(l for l in out.splitlines() if l.strip().startswith(option) or f", {option}" in l)
+                self.assertGreater(len(line.split(option, 1)[1].strip()), 10, f"{sub} {option} has no explanation")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,49 @@
+// A job in which the last rank never joins a collective.
+//
+//   deadline_probe <timeout_s> <sync|async|barrier>
+//
+// Every rank but the last calls a collective with the given deadline; the last
+// rank sleeps far longer. Expected: the watchdog (sync, barrier) or Work::wait
+// (async) prints the deadline line and the job ends with exit code 86 shortly
+// after the deadline. tests/cli/test_deadline.py checks exactly that.
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "collectives/collectives.hpp"
+#include "core/mpi.hpp"
+
+int main(int argc, char** argv) {
+  hpcml::MpiSession mpi(&argc, &argv);
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: deadline_probe <timeout_s> <sync|async|barrier>\n");
+    return 2;
+  }
+  const double timeout_s = std::atof(argv[1]);
+  const std::string mode = argv[2];
+  hpcml::collectives::BackendOptions options;
+  options.timeout = std::chrono::milliseconds(static_cast<long>(timeout_s * 1000));
+  auto world = hpcml::collectives::make_backend("mpi", options);
+  world->barrier()->wait();  // everyone is up; the clock starts now
+
+  if (world->rank() == world->size() - 1) {
+    std::this_thread::sleep_for(std::chrono::seconds(120));  // skips the collective
+    return 0;
+  }
+  at::Tensor t = at::ones({1 << 16});
+  if (mode == "sync") {
+    world->allreduce(t);
+  } else if (mode == "async") {
+    hpcml::collectives::AllreduceOptions async;
+    async.async = true;
+    auto work = world->allreduce(t, async);
+    work->wait();
+  } else {
+    world->barrier();
+  }
+  std::fprintf(stderr, "deadline_probe: collective completed, which it must not\n");
+  return 3;
+}
