@@ -4,6 +4,7 @@
 
 #include <sstream>
 
+#include "collectives/detail/work_impl.hpp"
 #include "core/error.hpp"
 
 namespace hpcml::collectives {
@@ -85,6 +86,22 @@ WorkPtr Backend::reduce_scatter(at::Tensor& output, const at::Tensor& input, con
 
 WorkPtr Backend::barrier(const BarrierOptions& options) { return do_barrier(options); }
 
+WorkPtr Backend::alltoall(at::Tensor& output, const at::Tensor& input, const AlltoallOptions& options) {
+  check_tensor("alltoall", "input", input);
+  check_tensor("alltoall", "output", output);
+  HPCML_CHECK_AS(CommError, output.scalar_type() == input.scalar_type(), context("alltoall"), ": output has dtype ",
+                 c10::toString(output.scalar_type()), ", expected the input's ", c10::toString(input.scalar_type()));
+  HPCML_CHECK_AS(CommError, input.numel() == output.numel() && input.numel() % size() == 0, context("alltoall"),
+                 ": input and output need the same element count, divisible by size() = ", size(), "; found ",
+                 input.numel(), " and ", output.numel());
+  return do_alltoall(output, input, options);
+}
+
+WorkPtr Backend::submit(const char*, std::function<void()> task, std::chrono::milliseconds) {
+  task();
+  return detail::completed_work();
+}
+
 std::vector<at::Tensor> Backend::allgather_varying(const at::Tensor& input, const AllgatherOptions& options) {
   HPCML_CHECK_AS(CommError, input.dim() >= 1, context("allgather_varying"), ": input must have at least one dimension");
   AllgatherOptions sync = options;
@@ -123,6 +140,7 @@ WorkPtr Backend::do_reduce_scatter(at::Tensor&, const at::Tensor&, const ReduceS
   unsupported("reduce_scatter");
 }
 WorkPtr Backend::do_barrier(const BarrierOptions&) { unsupported("barrier"); }
+WorkPtr Backend::do_alltoall(at::Tensor&, const at::Tensor&, const AlltoallOptions&) { unsupported("alltoall"); }
 std::shared_ptr<Backend> Backend::do_split(int, int, BackendOptions) { unsupported("split"); }
 
 }  // namespace hpcml::collectives

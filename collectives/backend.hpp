@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,6 +57,17 @@ class Backend : public std::enable_shared_from_this<Backend> {
   WorkPtr reduce_scatter(at::Tensor& output, const at::Tensor& input, const ReduceScatterOptions& options = {});
   /// Returns when every rank has entered the barrier.
   WorkPtr barrier(const BarrierOptions& options = {});
+  /// Sends block j of `input` (size() equal blocks, flattened) to rank j; block i of
+  /// `output` receives rank i's block for this rank. Plain copies: any supported dtype.
+  WorkPtr alltoall(at::Tensor& output, const at::Tensor& input, const AlltoallOptions& options = {});
+
+  /// Runs `task` on the backend's communication thread, after everything queued
+  /// before it and before anything queued after it. `task` may call this backend's
+  /// synchronous collectives (they run on that thread, in that order), which is how
+  /// multi-step schemes (compressed allreduce) stay in one collective order on every
+  /// rank. Every rank must submit the same sequence of tasks. Exceptions from `task`
+  /// are rethrown by the Work's wait(). The local backend runs `task` inline.
+  virtual WorkPtr submit(const char* op, std::function<void()> task, std::chrono::milliseconds timeout = kDefaultTimeout);
 
   /// Allgather of tensors whose first dimension differs between ranks: exchanges the
   /// sizes, then gathers. Synchronous. Returns one tensor per rank.
@@ -80,6 +92,7 @@ class Backend : public std::enable_shared_from_this<Backend> {
                                const AllgatherOptions& options);
   virtual WorkPtr do_reduce_scatter(at::Tensor& output, const at::Tensor& input, const ReduceScatterOptions& options);
   virtual WorkPtr do_barrier(const BarrierOptions& options);
+  virtual WorkPtr do_alltoall(at::Tensor& output, const at::Tensor& input, const AlltoallOptions& options);
   virtual std::shared_ptr<Backend> do_split(int color, int key, BackendOptions options);
 
   BackendOptions options_;

@@ -23,6 +23,7 @@ class LocalBackend final : public Backend {
                        const AllgatherOptions& options) override;
   WorkPtr do_reduce_scatter(at::Tensor& output, const at::Tensor& input, const ReduceScatterOptions& options) override;
   WorkPtr do_barrier(const BarrierOptions& options) override;
+  WorkPtr do_alltoall(at::Tensor& output, const at::Tensor& input, const AlltoallOptions& options) override;
   std::shared_ptr<Backend> do_split(int color, int key, BackendOptions options) override;
 };
 

@@ -114,6 +114,19 @@ WorkPtr MpiBackend::do_reduce_scatter(at::Tensor& output, const at::Tensor& inpu
                 });
 }
 
+WorkPtr MpiBackend::do_alltoall(at::Tensor& output, const at::Tensor& input, const AlltoallOptions& options) {
+  const int count = checked_count("alltoall", input.numel() / size_);
+  const MPI_Datatype type = detail::mpi_datatype(input.scalar_type());
+  return launch("alltoall", options.async, options.timeout, [this, output, input, count, type]() mutable {
+    HPCML_MPI_CHECK(MPI_Alltoall(input.data_ptr(), count, type, output.data_ptr(), count, type, comm_));
+  });
+}
+
+WorkPtr MpiBackend::submit(const char* op, std::function<void()> task, std::chrono::milliseconds timeout) {
+  // No watchdog entry of its own: the collectives inside `task` arm theirs.
+  return thread_->submit(op, comm_name(), resolve(timeout), std::move(task));
+}
+
 WorkPtr MpiBackend::do_barrier(const BarrierOptions& options) {
   return launch("barrier", options.async, options.timeout, [this] { HPCML_MPI_CHECK(MPI_Barrier(comm_)); });
 }

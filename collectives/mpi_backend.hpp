@@ -33,6 +33,8 @@ class MpiBackend final : public Backend {
   int size() const override { return size_; }
   /// The duplicated communicator (for raw MPI calls that must not interleave with ours).
   MPI_Comm comm() const { return comm_; }
+  WorkPtr submit(const char* op, std::function<void()> task,
+                 std::chrono::milliseconds timeout = kDefaultTimeout) override;
 
  protected:
   WorkPtr do_allreduce(at::Tensor& tensor, const AllreduceOptions& options) override;
@@ -41,6 +43,7 @@ class MpiBackend final : public Backend {
                        const AllgatherOptions& options) override;
   WorkPtr do_reduce_scatter(at::Tensor& output, const at::Tensor& input, const ReduceScatterOptions& options) override;
   WorkPtr do_barrier(const BarrierOptions& options) override;
+  WorkPtr do_alltoall(at::Tensor& output, const at::Tensor& input, const AlltoallOptions& options) override;
   std::shared_ptr<Backend> do_split(int color, int key, BackendOptions options) override;
 
  private:

@@ -49,6 +49,11 @@ struct ReduceScatterOptions {
   std::chrono::milliseconds timeout = kDefaultTimeout;
 };
 
+struct AlltoallOptions {
+  bool async = false;
+  std::chrono::milliseconds timeout = kDefaultTimeout;
+};
+
 struct BarrierOptions {
   bool async = false;
   std::chrono::milliseconds timeout = kDefaultTimeout;

@@ -11,4 +11,5 @@
 #include "core/log.hpp"
 #include "core/mpi.hpp"
 #include "core/runtime_env.hpp"
+#include "core/trace.hpp"
 #include "core/watchdog.hpp"

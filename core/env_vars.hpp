@@ -18,9 +18,9 @@ inline constexpr const char* kSlurmNtasks = "SLURM_NTASKS";
 inline constexpr const char* kSlurmLocalId = "SLURM_LOCALID";
 inline constexpr const char* kSlurmNodeId = "SLURM_NODEID";
 inline constexpr const char* kSlurmdNodeName = "SLURMD_NODENAME";
-inline constexpr const char* kSlurmHetJobId = "SLURM_HET_JOB_ID";
-inline constexpr const char* kSlurmHetSize = "SLURM_HET_SIZE";
-inline constexpr const char* kSlurmHetJobComponent = "SLURM_HET_JOB_COMPONENT";
+inline constexpr const char* kSlurmHetSize = "SLURM_HET_SIZE";  ///< components of a het job
+/// + k: tasks of het group k in the step (SLURM_NTASKS_HET_GROUP_0, ...)
+inline constexpr const char* kSlurmNtasksHetGroupPrefix = "SLURM_NTASKS_HET_GROUP_";
 
 // Open MPI (mpirun)
 inline constexpr const char* kOmpiRank = "OMPI_COMM_WORLD_RANK";

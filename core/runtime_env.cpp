@@ -59,8 +59,21 @@ RuntimeEnv RuntimeEnv::from_environment() {
     HPCML_CHECK_AS(ConfigError, *het_size >= 1, "environment variable ", env::kSlurmHetSize,
                    ": expected >= 1, found ", *het_size);
     env.het_size = static_cast<int>(*het_size);
-    if (auto component = env::get_int(env::kSlurmHetJobComponent)) {
-      env.het_group = checked_index(env::kSlurmHetJobComponent, *component, *het_size);
+    // Slurm 22.05 sets no per-task component variable in a het step (verified: no
+    // SLURM_HET_JOB_COMPONENT); tasks are numbered component by component, so a
+    // task's group is where its rank falls in the running sum of the groups' sizes.
+    if (env.launcher == Launcher::kSrun) {
+      long first = 0;
+      for (int k = 0; k < *het_size; ++k) {
+        const std::string name = std::string(env::kSlurmNtasksHetGroupPrefix) + std::to_string(k);
+        const auto tasks = env::get_int(name.c_str());
+        if (!tasks) break;  // a step over some of the groups only
+        if (env.rank >= first && env.rank < first + *tasks) {
+          env.het_group = k;
+          break;
+        }
+        first += *tasks;
+      }
     }
   }
   return env;

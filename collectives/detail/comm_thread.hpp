@@ -28,6 +28,7 @@ class CommThread {
   WorkPtr submit(const char* op, const std::string& comm, std::chrono::milliseconds timeout,
                  std::function<void()> task);
   /// Blocks until everything submitted so far has run, under `timeout` (deadline: ends the job).
+  /// Returns at once on the communication thread itself (a task calling a synchronous collective).
   void drain(const char* op, const std::string& comm, std::chrono::milliseconds timeout);
 
  private:
@@ -43,6 +44,7 @@ class CommThread {
   size_t in_flight_ = 0;  // queued + running
   bool stop_ = false;
   std::thread thread_;  // started on first submit
+  std::thread::id thread_id_;
 };
 
 }  // namespace hpcml::collectives::detail

@@ -1,6 +1,7 @@
 #include "collectives/detail/work_impl.hpp"
 
 #include "collectives/detail/comm_thread.hpp"
+#include "core/trace.hpp"
 #include "core/watchdog.hpp"
 
 namespace hpcml::collectives::detail {
@@ -55,7 +56,10 @@ WorkPtr CommThread::submit(const char* op, const std::string& comm, std::chrono:
   auto work = std::make_shared<AsyncWork>(op, comm, timeout);
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+    if (!thread_.joinable()) {
+      thread_ = std::thread([this] { run(); });
+      thread_id_ = thread_.get_id();
+    }
     queue_.push_back({std::move(task), work});
     ++in_flight_;
   }
@@ -65,6 +69,7 @@ WorkPtr CommThread::submit(const char* op, const std::string& comm, std::chrono:
 
 void CommThread::drain(const char* op, const std::string& comm, std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mutex_);
+  if (std::this_thread::get_id() == thread_id_) return;
   if (in_flight_ == 0) return;
   const auto start = Clock::now();
   if (!idle_cv_.wait_for(lock, timeout, [this] { return in_flight_ == 0; })) {
@@ -73,6 +78,7 @@ void CommThread::drain(const char* op, const std::string& comm, std::chrono::mil
 }
 
 void CommThread::run() {
+  trace::name_thread("comm");
   while (true) {
     Item item;
     {

@@ -78,15 +78,32 @@ n=$(timeout 60 srun -p gpu -n 1 hostname 2>"$T/srun-gpu.err" | wc -l)
   { fail "srun -p gpu -n 1 hostname gave $n lines"; cat "$T/srun-gpu.err"; }
 
 # ---- heterogeneous job: one step across both components ------------------------
+# Slurm < 24.11 has a race in srun's mpi/pmix abort agent for het steps (two
+# component threads share one thread id; fixed upstream by commit a2e9643694,
+# "mpi/pmix - Prevent mutiple abort agents"): about 1 srun in 50 hangs in
+# pmixp_abort_agent_stop() after every task has exited. The job scripts below
+# bound srun with timeout and report its exit code, and the test accepts a
+# timeout only when every task's output is complete (checked separately).
+check_srun_rc() {  # what outfile
+  local rc
+  rc=$(awk '/^SRUN_RC /{print $2}' "$2" 2>/dev/null)
+  case "$rc" in
+    0) pass "$1: srun exit 0" ;;
+    124|137) echo "NOTE: $1: srun hung after its tasks exited and was killed (rc $rc);" \
+                  "known Slurm < 24.11 pmix het-step race, not a cluster fault" ;;
+    *) fail "$1: srun exit code '${rc:-none}'"; cat "$2" ;;
+  esac
+}
 cat >"$T/het.sbatch" <<'EOF'
 #!/bin/bash
 #SBATCH -p cpu -n 2
 #SBATCH hetjob
 #SBATCH -p gpu -n 1
 env | grep -E '^(SLURM|SLURMD|PMIX)_' | sort >"$HET_OUT/env.batch"
-srun --het-group=0,1 --kill-on-bad-exit=1 bash -c \
+timeout -k 3 20 srun --het-group=0,1 --kill-on-bad-exit=1 bash -c \
   'env | grep -E "^(SLURM|SLURMD|PMIX|OMPI)_" | sort >"$HET_OUT/env.task$SLURM_PROCID";
    echo "TASK $SLURM_PROCID ${SLURM_HET_SIZE:-unset} $SLURMD_NODENAME $SLURM_NTASKS ${PMIX_RANK:-unset}"'
+echo "SRUN_RC $?"
 EOF
 mkdir -p "$T/het"
 start=$SECONDS
@@ -100,6 +117,7 @@ tasks=$(grep '^TASK ' "$T/het.out" 2>/dev/null | sort -k2n | tr '\n' ';')
 want="TASK 0 2 cpu1 3 0;TASK 1 2 cpu1 3 1;TASK 2 2 gpu1 3 2;"
 [[ "$tasks" == "$want" ]] && pass "het step: 3 tasks (2 on cpu1, 1 on gpu1), HET_SIZE=2, NTASKS=3" ||
   { fail "het step tasks: '$tasks' (want '$want')"; cat "$T/het.out"; }
+check_srun_rc "het step" "$T/het.out"
 
 # Report what Slurm sets in a het-job step, for hpcml's RuntimeEnv.
 vars=(SLURM_JOB_ID SLURM_HET_SIZE SLURM_HET_JOB_ID SLURM_HET_JOB_COMPONENT SLURM_HET_JOB_OFFSET
@@ -143,7 +161,8 @@ EOF
 #SBATCH -p cpu -n 2
 #SBATCH hetjob
 #SBATCH -p gpu -n 1
-srun --mpi=pmix --het-group=0,1 --kill-on-bad-exit=1 "$T/hello"
+timeout -k 3 20 srun --mpi=pmix --het-group=0,1 --kill-on-bad-exit=1 "$T/hello"
+echo "SRUN_RC \$?"
 EOF
     timeout 120 sbatch --wait -D "$T" -o "$T/mpi.out" "$T/mpi.sbatch" >"$T/mpi.submit" 2>&1 ||
       fail "MPI het job sbatch --wait: $(cat "$T/mpi.submit")"
@@ -151,6 +170,7 @@ EOF
     want="MPI 0 3 3 cpu1;MPI 1 3 3 cpu1;MPI 2 3 3 gpu1;"
     [[ "$got" == "$want" ]] && pass "MPI over het job: one MPI_COMM_WORLD of size 3, allreduce ok" ||
       { fail "MPI over het job: '$got' (want '$want')"; cat "$T/mpi.out"; }
+    check_srun_rc "MPI het step" "$T/mpi.out"
   else
     fail "mpicc hello.c"; cat "$T/mpicc.log"
   fi
@@ -178,6 +198,16 @@ for p in $pids; do
 done
 [[ -z "$alive" ]] && pass "no daemon left running (pids were: $pids)" ||
   fail "daemons still running:$alive"
+strays=""
+for f in /proc/[0-9]*/environ; do
+  p=${f#/proc/}; p=${p%/environ}
+  [[ $p == "$$" ]] && continue
+  grep -qzxF "SLURM_CONF=$D/slurm.conf" "$f" 2>/dev/null &&
+    grep -qz '^SLURM_JOB_ID=' "$f" 2>/dev/null &&
+    ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null && strays+=" $p"
+done
+[[ -z "$strays" ]] && pass "no job process of this cluster left" ||
+  fail "job processes left:$strays"
 
 if ((failures == 0)); then echo "ALL PASSED"; exit 0; fi
 echo "$failures check(s) FAILED"; exit 1

@@ -16,7 +16,7 @@ class RuntimeEnvTest : public ::testing::Test {
   void TearDown() override { clear(); }
   static void clear() {
     for (const char* name : {"SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID",
-                             "SLURM_NODEID", "SLURMD_NODENAME", "SLURM_HET_SIZE", "SLURM_HET_JOB_COMPONENT",
+                             "SLURM_NODEID", "SLURMD_NODENAME", "SLURM_HET_SIZE", "SLURM_NTASKS_HET_GROUP_0", "SLURM_NTASKS_HET_GROUP_1",
                              "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
                              "OMPI_COMM_WORLD_LOCAL_SIZE"}) {
       unsetenv(name);
@@ -53,8 +53,10 @@ TEST_F(RuntimeEnvTest, SrunStepWithHetGroup) {
   setenv("SLURM_LOCALID", "0", 1);
   setenv("SLURM_NODEID", "1", 1);
   setenv("SLURMD_NODENAME", "gpu1", 1);
+  // As Slurm 22.05 sets them in `srun --het-group=0,1` over a cpu -n 2 and a gpu -n 1 component.
   setenv("SLURM_HET_SIZE", "2", 1);
-  setenv("SLURM_HET_JOB_COMPONENT", "1", 1);
+  setenv("SLURM_NTASKS_HET_GROUP_0", "2", 1);
+  setenv("SLURM_NTASKS_HET_GROUP_1", "1", 1);
   const auto env = hpcml::RuntimeEnv::from_environment();
   EXPECT_EQ(env.launcher, hpcml::Launcher::kSrun);
   EXPECT_EQ(env.rank, 2);
@@ -64,6 +66,8 @@ TEST_F(RuntimeEnvTest, SrunStepWithHetGroup) {
   EXPECT_EQ(env.job_id, "1234");
   EXPECT_EQ(env.het_size, 2);
   EXPECT_EQ(env.het_group, 1);
+  setenv("SLURM_PROCID", "1", 1);
+  EXPECT_EQ(hpcml::RuntimeEnv::from_environment().het_group, 0);
 }
 
 TEST_F(RuntimeEnvTest, BatchShellWithoutStepIsNotSrun) {

@@ -1,0 +1,272 @@
+#include "collectives/gradient_reducer.hpp"
+
+#include <ATen/ATen.h>
+
+#include <functional>
+
+#include "core/error.hpp"
+#include "core/trace.hpp"
+
+namespace hpcml::collectives {
+
+const char* to_string(GradCompression compression) {
+  switch (compression) {
+    case GradCompression::kNone: return "none";
+    case GradCompression::kBf16: return "bf16";
+    case GradCompression::kFp16: return "fp16";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// A digest of names, shapes and dtypes, to find ranks whose models differ.
+int64_t layout_digest(const std::vector<NamedTensor>& tensors) {
+  size_t h = tensors.size();
+  auto mix = [&h](size_t v) { h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2); };
+  for (const auto& [name, t] : tensors) {
+    mix(std::hash<std::string>{}(name));
+    for (auto d : t.sizes()) mix(static_cast<size_t>(d));
+    mix(static_cast<size_t>(t.scalar_type()));
+  }
+  return static_cast<int64_t>(h & 0x7fffffffffffffffULL);
+}
+
+}  // namespace
+
+GradientReducer::GradientReducer(std::vector<NamedTensor> parameters, std::vector<NamedTensor> buffers,
+                                 BackendPtr backend, ReducerOptions options)
+    : buffers_(std::move(buffers)), backend_(std::move(backend)), options_(options) {
+  HPCML_CHECK(backend_ != nullptr, "gradient reducer: no backend");
+  const std::string who = "[rank " + std::to_string(backend_->rank()) + "/" + std::to_string(backend_->size()) +
+                          "] gradient reducer";
+  HPCML_CHECK_AS(ConfigError, options_.first_bucket_bytes > 0 && options_.bucket_cap_bytes > 0, who,
+                 ": bucket sizes must be > 0, found first ", options_.first_bucket_bytes, " and cap ",
+                 options_.bucket_cap_bytes);
+  for (auto& [name, t] : parameters) {
+    HPCML_CHECK(t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(), who,
+                ": parameter '", name, "' must be a contiguous float32 CPU tensor; found ",
+                t.defined() ? std::string(c10::toString(t.scalar_type())) + " on " + t.device().str() : "undefined");
+    if (!t.requires_grad()) continue;  // frozen: not reduced
+    params_.push_back({name, t, 0, 0, {}});
+  }
+  HPCML_CHECK(!params_.empty(), who, ": the model has no parameters that require grad");
+
+  // Every rank must hold the same model, or the buckets would not line up.
+  std::vector<NamedTensor> layout;
+  for (const auto& p : params_) layout.emplace_back(p.name, p.tensor);
+  at::Tensor digest = at::tensor({layout_digest(layout), -layout_digest(layout)}, at::kLong);
+  AllreduceOptions min_op;
+  min_op.op = ReduceOp::kMin;
+  backend_->allreduce(digest, min_op);
+  HPCML_CHECK(digest[0].item<int64_t>() == -digest[1].item<int64_t>(), who,
+              ": ranks hold different models (parameter names, shapes or dtypes differ; this rank has ",
+              params_.size(), " trainable parameters)");
+
+  // Parameters and buffers start equal everywhere: rank 0's.
+  {
+    at::NoGradGuard no_grad;
+    for (auto& p : params_) backend_->broadcast(p.tensor);
+    for (auto& [name, b] : buffers_) backend_->broadcast(b);
+  }
+
+  // Buckets, in reverse registration order: the last layers' gradients come first.
+  int64_t cap = options_.first_bucket_bytes;
+  int64_t filled = 0;
+  for (int i = static_cast<int>(params_.size()) - 1; i >= 0; --i) {
+    const int64_t bytes = params_[i].tensor.numel() * 4;
+    if (buckets_.empty() || (filled > 0 && filled + bytes > cap)) {
+      if (!buckets_.empty()) cap = options_.bucket_cap_bytes;
+      buckets_.emplace_back();
+      filled = 0;
+    }
+    buckets_.back().params.push_back(i);
+    filled += bytes;
+  }
+  for (int b = 0; b < static_cast<int>(buckets_.size()); ++b) {
+    auto& bucket = buckets_[b];
+    int64_t numel = 0;
+    for (int i : bucket.params) numel += params_[i].tensor.numel();
+    bucket.flat = at::zeros({numel}, at::kFloat);
+    int64_t offset = 0;
+    for (int i : bucket.params) {
+      auto& p = params_[i];
+      p.bucket = b;
+      p.offset = offset;
+      p.view = bucket.flat.narrow(0, offset, p.tensor.numel()).view(p.tensor.sizes());
+      offset += p.tensor.numel();
+    }
+    if (options_.compression != GradCompression::kNone) {
+      const int64_t n = backend_->size();
+      const int64_t chunk = (numel + n - 1) / n;
+      const auto dtype = options_.compression == GradCompression::kBf16 ? at::kBFloat16 : at::kHalf;
+      bucket.send = at::zeros({n * chunk}, dtype);
+      bucket.recv = at::empty({n * chunk}, dtype);
+      bucket.gather = at::empty({n * chunk}, dtype);
+    }
+  }
+
+  // One rank: nothing to reduce, and no hooks in the way (plain LibTorch speed).
+  if (backend_->size() > 1) {
+    for (int i = 0; i < static_cast<int>(params_.size()); ++i) {
+      hooks_.push_back(collectives::on_grad_ready(params_[i].tensor, [this, i] { on_grad_ready(i); }));
+    }
+  }
+  ready_.assign(params_.size(), 0);
+  reset_step();
+}
+
+GradientReducer::~GradientReducer() {
+  hooks_.clear();
+  // Never leave a bucket allreduce running on memory that is about to go.
+  for (auto& bucket : buckets_) {
+    if (bucket.work && !bucket.work->is_completed()) bucket.work->wait();
+  }
+}
+
+std::vector<std::vector<std::string>> GradientReducer::bucket_layout() const {
+  std::vector<std::vector<std::string>> layout;
+  for (const auto& bucket : buckets_) {
+    layout.emplace_back();
+    for (int i : bucket.params) layout.back().push_back(params_[i].name);
+  }
+  return layout;
+}
+
+void GradientReducer::zero_grad() {
+  for (auto& p : params_) p.tensor.mutable_grad().reset();
+}
+
+void GradientReducer::sync_buffers() {
+  if (options_.buffers != BufferPolicy::kBroadcast || backend_->size() == 1) return;
+  at::NoGradGuard no_grad;
+  for (auto& [name, b] : buffers_) backend_->broadcast(b);
+}
+
+void GradientReducer::reset_step() {
+  std::fill(ready_.begin(), ready_.end(), 0);
+  for (auto& bucket : buckets_) {
+    bucket.pending = static_cast<int>(bucket.params.size());
+    bucket.launched = false;
+    bucket.timing = {};
+  }
+  next_launch_ = 0;
+  scaled_ = false;
+}
+
+void GradientReducer::on_grad_ready(int index) {
+  if (no_sync_) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (ready_[index]) return;  // a second backward before finish(): reduced once, at finish()
+  ready_[index] = 1;
+  auto& p = params_[index];
+  const at::Tensor& grad = p.tensor.grad();
+  if (grad.defined() && !grad.is_same(p.view) && grad.data_ptr() != p.view.data_ptr()) {
+    p.view.copy_(grad);
+  } else if (!grad.defined()) {
+    p.view.zero_();
+  }
+  auto& bucket = buckets_[p.bucket];
+  if (--bucket.pending == 0) {
+    bucket.timing.ready_us = trace::now_us();
+    if (options_.overlap) launch_ready_buckets();
+  }
+}
+
+void GradientReducer::launch_ready_buckets() {
+  // In index order only: every rank must queue the same allreduces in the same order.
+  while (next_launch_ < static_cast<int>(buckets_.size()) && buckets_[next_launch_].pending == 0) {
+    launch(next_launch_++);
+  }
+}
+
+void GradientReducer::launch(int b) {
+  auto& bucket = buckets_[b];
+  bucket.launched = true;
+  const bool divide = !scaled_;
+  bucket.work = backend_->submit("gradient bucket allreduce", [this, b, divide] {
+    auto& bucket = buckets_[b];
+    bucket.timing.start_us = trace::now_us();
+    if (options_.compression == GradCompression::kNone) {
+      backend_->allreduce(bucket.flat);
+      if (divide) bucket.flat.div_(backend_->size());
+    } else {
+      reduce_compressed(bucket, divide);
+    }
+    bucket.timing.end_us = trace::now_us();
+    trace::record("allreduce bucket " + std::to_string(b), "comm", bucket.timing.start_us, bucket.timing.end_us);
+  });
+}
+
+// 16-bit on the wire, float32 sums: each rank owns one segment of the bucket. An
+// alltoall brings it every rank's 16-bit copy of its segment; it sums them in
+// float32 and rounds once; an allgather spreads the rounded segments. Traffic
+// equals a 16-bit ring allreduce; no partial sum is ever rounded to 16 bits.
+void GradientReducer::reduce_compressed(Bucket& bucket, bool divide) const {
+  const int64_t n = backend_->size();
+  const int64_t numel = bucket.flat.numel();
+  const int64_t chunk = bucket.send.numel() / n;
+  bucket.send.narrow(0, 0, numel).copy_(bucket.flat);
+  backend_->alltoall(bucket.recv, bucket.send);
+  at::Tensor segment = bucket.recv.view({n, chunk}).to(at::kFloat).sum(0);
+  if (divide) segment.div_(n);
+  const at::Tensor rounded = segment.to(bucket.send.scalar_type());
+  std::vector<at::Tensor> outputs;
+  for (int64_t r = 0; r < n; ++r) outputs.push_back(bucket.gather.narrow(0, r * chunk, chunk));
+  backend_->allgather(outputs, rounded);
+  bucket.flat.copy_(bucket.gather.narrow(0, 0, numel));
+}
+
+void GradientReducer::backward(const at::Tensor& loss) {
+  HPCML_CHECK(loss.numel() == 1, "gradient reducer: backward() needs a scalar loss; found shape ", loss.sizes());
+  const int64_t start = trace::now_us();
+  if (backend_->size() > 1) {
+    // d(loss/n) = d(loss)/n: the allreduce's sum is then the average, with no pass
+    // over the gradients to divide them.
+    scaled_ = true;
+    loss.backward(at::full_like(loss, 1.0 / static_cast<double>(backend_->size())));
+  } else {
+    loss.backward();
+  }
+  const int64_t end = trace::now_us();
+  trace::record("backward", "compute", start, end);
+  if (!no_sync_) {
+    stats_.backward_start_us = start;
+    stats_.backward_end_us = end;
+  }
+  finish();
+}
+
+void GradientReducer::finish() {
+  if (no_sync_ || backend_->size() == 1) return;
+  const int64_t wait_start = trace::now_us();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (int i = 0; i < static_cast<int>(params_.size()); ++i) {
+      if (ready_[i]) continue;
+      auto& p = params_[i];
+      if (!options_.allow_unused) {
+        HPCML_THROW(Error, "[rank ", backend_->rank(), "/", backend_->size(), "] gradient reducer: parameter '",
+                    p.name, "' got no gradient in this step (not used by the forward pass?); every rank must ",
+                    "produce a gradient for every parameter, or set allow_unused (train.allow_unused_parameters)");
+      }
+      // Unused here: contributes zeros, like DDP with find_unused_parameters.
+      p.view.zero_();
+      ready_[i] = 1;
+      if (--buckets_[p.bucket].pending == 0) buckets_[p.bucket].timing.ready_us = trace::now_us();
+    }
+    launch_ready_buckets();
+  }
+  for (auto& bucket : buckets_) bucket.work->wait();
+  for (auto& p : params_) {
+    if (!p.tensor.grad().is_same(p.view)) p.tensor.mutable_grad() = p.view;
+  }
+  const int64_t wait_end = trace::now_us();
+  trace::record("gradient wait", "comm", wait_start, wait_end);
+  stats_.exposed_wait_ms = static_cast<double>(wait_end - wait_start) / 1000.0;
+  stats_.buckets.clear();
+  for (const auto& bucket : buckets_) stats_.buckets.push_back(bucket.timing);
+  reset_step();
+}
+
+}  // namespace hpcml::collectives

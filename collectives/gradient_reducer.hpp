@@ -1,0 +1,170 @@
+/// @file
+/// Data-parallel gradient averaging with bucketed allreduce overlapped with backward.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "collectives/backend.hpp"
+#include "collectives/grad_hook.hpp"
+
+namespace hpcml::collectives {
+
+using NamedTensor = std::pair<std::string, at::Tensor>;
+
+/// What happens to buffers (e.g. BatchNorm running statistics) between ranks.
+enum class BufferPolicy {
+  kBroadcast,  ///< rank 0's buffers are copied to every rank before each forward (DDP's default)
+  kPerRank,    ///< each rank keeps its own
+};
+/// How gradients travel.
+enum class GradCompression {
+  kNone,  ///< float32
+  kBf16,  ///< bfloat16 on the wire; the sum of each element accumulates in float32, rounded once
+  kFp16,  ///< float16 on the wire; same scheme
+};
+const char* to_string(GradCompression compression);
+
+struct ReducerOptions {
+  /// The first bucket (the last layers, whose gradients are ready first) is kept small
+  /// so its allreduce starts early; later buckets fill up to bucket_cap_bytes.
+  int64_t first_bucket_bytes = int64_t{1} << 20;
+  int64_t bucket_cap_bytes = int64_t{25} << 20;
+  /// Launch each bucket's allreduce as soon as its gradients are final during backward.
+  /// false: launch all buckets after backward (same results; for comparison).
+  bool overlap = true;
+  /// Parameters that get no gradient in a step count as zero instead of being an error.
+  bool allow_unused = false;
+  BufferPolicy buffers = BufferPolicy::kBroadcast;
+  GradCompression compression = GradCompression::kNone;
+};
+
+/// Timestamps (trace clock, microseconds) of one bucket in the last synchronised step.
+struct BucketTiming {
+  int64_t ready_us = 0;   ///< all its gradients were final (or backward ended, without overlap)
+  int64_t start_us = 0;   ///< its allreduce started on the communication thread
+  int64_t end_us = 0;     ///< its allreduce (and averaging) completed
+};
+
+/// Figures of the last synchronised step.
+struct ReducerStepStats {
+  int64_t backward_start_us = 0;  ///< set by backward(); 0 when the caller ran backward itself
+  int64_t backward_end_us = 0;
+  double exposed_wait_ms = 0;     ///< time finish() spent waiting for allreduces after backward
+  std::vector<BucketTiming> buckets;
+};
+
+/// Averages gradients across the ranks of a Backend, DDP-style.
+///
+/// Usage, on every rank, in the same order:
+/// @code
+/// GradientReducer reducer(named_parameters, named_buffers, world);
+/// for (...) {
+///   reducer.zero_grad();
+///   reducer.sync_buffers();              // per BufferPolicy
+///   auto loss = criterion(model(x), y);  // mean over this rank's batch
+///   reducer.backward(loss);              // backward + reduction; grads are averages now
+///                                        // (one backward per synchronised step; use
+///                                        // no_sync() for micro-batches)
+///   optimizer.step();
+/// }
+/// @endcode
+///
+/// - Construction broadcasts parameters and buffers from rank 0 and checks that every
+///   rank has the same parameter names, shapes and dtypes (collective).
+/// - Buckets hold parameters in reverse registration order. After the reduction, each
+///   parameter's `.grad()` is a view into its bucket (no copy back).
+/// - During backward, a grad-ready hook copies each final gradient into its bucket;
+///   when a bucket is complete its allreduce goes to the backend's communication
+///   thread at once (buckets launch in index order on every rank).
+/// - `backward()` scales the loss's gradient by 1/size so the summed allreduce is the
+///   average; after a plain `loss.backward()`, `finish()` divides instead.
+/// - A parameter without a gradient in a synchronised step is an error naming it
+///   (unless allow_unused), raised by finish() before it waits on anything.
+/// Not thread-safe: one training thread drives it.
+class GradientReducer {
+ public:
+  /// @param parameters in registration order (e.g. Module::named_parameters()); float32,
+  ///   CPU, contiguous, requiring grad.
+  /// @param buffers broadcast at construction, then per options.buffers.
+  GradientReducer(std::vector<NamedTensor> parameters, std::vector<NamedTensor> buffers, BackendPtr backend,
+                  ReducerOptions options = {});
+  ~GradientReducer();
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
+
+  /// Sets every parameter's gradient to undefined (the next backward writes it fresh).
+  void zero_grad();
+  /// With BufferPolicy::kBroadcast, copies rank 0's buffers to every rank (collective).
+  void sync_buffers();
+  /// Runs `loss.backward()` and, outside no_sync, reduces: on return every parameter's
+  /// gradient is the average over ranks. `loss` must be a scalar.
+  void backward(const at::Tensor& loss);
+  /// Completes the reduction after the caller ran backward itself (launches what is
+  /// left, waits, averages). Called by backward(); a no-op inside no_sync.
+  void finish();
+
+  /// While alive, backward passes only accumulate gradients locally (micro-batches);
+  /// the first backward after it ends reduces the accumulated sum.
+  class NoSync {
+   public:
+    explicit NoSync(GradientReducer& reducer) : reducer_(&reducer) { reducer_->no_sync_ = true; }
+    ~NoSync() { reducer_->no_sync_ = false; }
+    NoSync(const NoSync&) = delete;
+    NoSync& operator=(const NoSync&) = delete;
+
+   private:
+    GradientReducer* reducer_;
+  };
+  NoSync no_sync() { return NoSync(*this); }
+
+  int num_buckets() const { return static_cast<int>(buckets_.size()); }
+  /// Parameter names of each bucket, in bucket order.
+  std::vector<std::vector<std::string>> bucket_layout() const;
+  const ReducerStepStats& last_step() const { return stats_; }
+  const ReducerOptions& options() const { return options_; }
+
+ private:
+  struct Param {
+    std::string name;
+    at::Tensor tensor;
+    int bucket = 0;
+    int64_t offset = 0;  // in the bucket, in elements
+    at::Tensor view;     // the bucket slice, shaped like the parameter
+  };
+  struct Bucket {
+    std::vector<int> params;
+    at::Tensor flat;                // float32 gradients
+    at::Tensor send, recv, gather;  // 16-bit staging, with compression
+    int pending = 0;
+    bool launched = false;
+    WorkPtr work;
+    BucketTiming timing;
+  };
+
+  void on_grad_ready(int index);
+  void launch_ready_buckets();  // in index order; caller holds mutex_
+  void launch(int b);
+  void reduce_compressed(Bucket& bucket, bool divide) const;
+  void reset_step();
+
+  std::vector<Param> params_;
+  std::vector<NamedTensor> buffers_;
+  std::vector<Bucket> buckets_;
+  BackendPtr backend_;
+  ReducerOptions options_;
+  std::vector<GradReadyHook> hooks_;
+  std::vector<char> ready_;
+  int next_launch_ = 0;
+  bool no_sync_ = false;
+  bool scaled_ = false;  // this step's backward ran through backward() (gradients pre-divided)
+  std::mutex mutex_;
+  ReducerStepStats stats_;
+};
+
+}  // namespace hpcml::collectives
