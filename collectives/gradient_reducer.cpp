@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <ATen/Parallel.h>
+#include <sched.h>
+
 #include <functional>
 
 #include "core/error.hpp"
@@ -18,7 +21,23 @@ const char* to_string(GradCompression compression) {
   return "unknown";
 }
 
+const char* to_string(Overlap overlap) {
+  switch (overlap) {
+    case Overlap::kAuto: return "auto";
+    case Overlap::kAlways: return "always";
+    case Overlap::kNever: return "never";
+  }
+  return "unknown";
+}
+
 namespace {
+
+bool spare_core() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return false;
+  return CPU_COUNT(&set) > at::get_num_threads();
+}
 
 // A digest of names, shapes and dtypes, to find ranks whose models differ.
 int64_t layout_digest(const std::vector<NamedTensor>& tensors) {
@@ -112,6 +131,7 @@ GradientReducer::GradientReducer(std::vector<NamedTensor> parameters, std::vecto
       hooks_.push_back(collectives::on_grad_ready(params_[i].tensor, [this, i] { on_grad_ready(i); }));
     }
   }
+  overlap_ = options_.overlap == Overlap::kAlways || (options_.overlap == Overlap::kAuto && spare_core());
   ready_.assign(params_.size(), 0);
   reset_step();
 }
@@ -133,6 +153,9 @@ std::vector<std::vector<std::string>> GradientReducer::bucket_layout() const {
   return layout;
 }
 
+// Undefined gradients let backward hand over its freshly computed tensors (one copy
+// into the bucket follows); zeroing the bucket views instead would cost a memset
+// plus an in-place add over every gradient.
 void GradientReducer::zero_grad() {
   for (auto& p : params_) p.tensor.mutable_grad().reset();
 }
@@ -169,7 +192,7 @@ void GradientReducer::on_grad_ready(int index) {
   auto& bucket = buckets_[p.bucket];
   if (--bucket.pending == 0) {
     bucket.timing.ready_us = trace::now_us();
-    if (options_.overlap) launch_ready_buckets();
+    if (overlap_) launch_ready_buckets();
   }
 }
 

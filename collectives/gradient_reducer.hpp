@@ -30,14 +30,25 @@ enum class GradCompression {
 };
 const char* to_string(GradCompression compression);
 
+/// When bucket allreduces are launched.
+enum class Overlap {
+  /// kAlways when this process may run on more cores than its intra-op threads
+  /// use, else kNever. Open MPI's blocking collectives spin: on a rank bound to one
+  /// busy core, an allreduce launched mid-backward takes that core from backward
+  /// (measured: backward 10.7 -> 14 ms on the reference MLP) and hides nothing.
+  kAuto,
+  kAlways,  ///< as soon as a bucket's gradients are final during backward
+  kNever,   ///< all buckets after backward
+};
+const char* to_string(Overlap overlap);
+
 struct ReducerOptions {
   /// The first bucket (the last layers, whose gradients are ready first) is kept small
   /// so its allreduce starts early; later buckets fill up to bucket_cap_bytes.
   int64_t first_bucket_bytes = int64_t{1} << 20;
   int64_t bucket_cap_bytes = int64_t{25} << 20;
-  /// Launch each bucket's allreduce as soon as its gradients are final during backward.
-  /// false: launch all buckets after backward (same results; for comparison).
-  bool overlap = true;
+  /// When bucket allreduces run. Results are identical either way.
+  Overlap overlap = Overlap::kAuto;
   /// Parameters that get no gradient in a step count as zero instead of being an error.
   bool allow_unused = false;
   BufferPolicy buffers = BufferPolicy::kBroadcast;
@@ -128,6 +139,8 @@ class GradientReducer {
   std::vector<std::vector<std::string>> bucket_layout() const;
   const ReducerStepStats& last_step() const { return stats_; }
   const ReducerOptions& options() const { return options_; }
+  /// Whether buckets launch during backward (options.overlap resolved).
+  bool overlapping() const { return overlap_; }
 
  private:
   struct Param {
@@ -161,6 +174,7 @@ class GradientReducer {
   std::vector<GradReadyHook> hooks_;
   std::vector<char> ready_;
   int next_launch_ = 0;
+  bool overlap_ = true;
   bool no_sync_ = false;
   bool scaled_ = false;  // this step's backward ran through backward() (gradients pre-divided)
   std::mutex mutex_;

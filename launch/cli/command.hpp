@@ -28,6 +28,8 @@ void add_common_options(CLI::App* sub, CommonOptions& common);
 void add_info_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_config_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_bench_command(CLI::App& app, CommonOptions& common, Runner& selected);
+/// `bench ddp`, under the `bench` subcommand.
+void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 
 /// "hpcml 0.1.0 (git <rev>, Release)".
 std::string version_line();

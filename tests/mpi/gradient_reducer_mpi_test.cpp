@@ -94,11 +94,15 @@ void expect_equivalent_to_one_rank(const TrainSpec& spec) {
   }
 }
 
-TEST(GradientReducer, EquivalentToOneRankWithOverlap) { expect_equivalent_to_one_rank({}); }
+TEST(GradientReducer, EquivalentToOneRankWithOverlap) {
+  TrainSpec spec;
+  spec.options.overlap = hpcml::collectives::Overlap::kAlways;
+  expect_equivalent_to_one_rank(spec);
+}
 
 TEST(GradientReducer, EquivalentToOneRankWithoutOverlap) {
   TrainSpec spec;
-  spec.options.overlap = false;
+  spec.options.overlap = hpcml::collectives::Overlap::kNever;
   expect_equivalent_to_one_rank(spec);
 }
 
@@ -290,7 +294,10 @@ TEST(GradientReducer, FirstBucketCompletesBeforeBackwardEnds) {
     model->push_back(torch::nn::ReLU());
   }
   model->push_back(torch::nn::Linear(512, 10));
-  GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b);
+  ReducerOptions always;
+  always.overlap = hpcml::collectives::Overlap::kAlways;
+  GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b, always);
+  ASSERT_TRUE(reducer.overlapping());
   hpcml::trace::enable(true);
   for (int step = 0; step < 3; ++step) {
     hpcml::trace::clear();

@@ -1,0 +1,170 @@
+// `hpcml bench ddp`: data-parallel training throughput on synthetic data, with the
+// time breakdown per step; `--plain` runs the same loop in plain LibTorch (no
+// hpcml) for the 1-rank overhead comparison.
+#include <mpi.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "collectives/gradient_reducer.hpp"
+#include "collectives/module_params.hpp"
+#include "core/error.hpp"
+#include "launch/cli/command.hpp"
+
+namespace hpcml::launch::cli {
+
+namespace {
+
+struct DdpBenchOptions {
+  std::string model = "mlp";
+  int batch = 128;
+  int steps = 50;
+  int warmup = 5;
+  std::string compression = "none";
+  std::string overlap = "auto";
+  bool plain = false;
+  std::string json_path;
+};
+
+// The reference workload of ../shared/anchors/ddp_reference.py, layer for layer.
+torch::nn::Sequential build_model(const std::string& name, int64_t* inputs, int64_t* classes) {
+  HPCML_CHECK_AS(ConfigError, name == "mlp", "bench ddp: --model: expected one of [mlp], found '", name, "'");
+  *inputs = 256;
+  *classes = 10;
+  return torch::nn::Sequential(torch::nn::Linear(256, 1024), torch::nn::ReLU(), torch::nn::Linear(1024, 1024),
+                               torch::nn::ReLU(), torch::nn::Linear(1024, 10));
+}
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
+  HPCML_CHECK_AS(ConfigError, o.batch >= 1 && o.steps >= 1 && o.warmup >= 0, "bench ddp: --batch and --steps must be "
+                 ">= 1 and --warmup >= 0; found ", o.batch, ", ", o.steps, ", ", o.warmup);
+  HPCML_CHECK_AS(ConfigError, !o.plain || c.world->size() == 1, "bench ddp: --plain runs plain LibTorch on one rank; "
+                 "found ", c.world->size(), " ranks");
+  collectives::ReducerOptions reducer_options;
+  if (o.overlap == "always") reducer_options.overlap = collectives::Overlap::kAlways;
+  else if (o.overlap == "never") reducer_options.overlap = collectives::Overlap::kNever;
+  else HPCML_CHECK_AS(ConfigError, o.overlap == "auto", "bench ddp: --overlap: expected one of [auto, always, never], "
+                      "found '", o.overlap, "'");
+  if (o.compression == "bf16") reducer_options.compression = collectives::GradCompression::kBf16;
+  else if (o.compression == "fp16") reducer_options.compression = collectives::GradCompression::kFp16;
+  else HPCML_CHECK_AS(ConfigError, o.compression == "none", "bench ddp: --compression: expected one of [none, bf16, "
+                      "fp16], found '", o.compression, "'");
+
+  torch::manual_seed(0);
+  int64_t inputs = 0, classes = 0;
+  auto model = build_model(o.model, &inputs, &classes);
+  std::unique_ptr<collectives::GradientReducer> reducer;
+  if (!o.plain) {
+    reducer = std::make_unique<collectives::GradientReducer>(collectives::named_parameters(*model),
+                                                             collectives::named_buffers(*model), c.world,
+                                                             reducer_options);
+  }
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.01));
+  // Fixed random data per rank, as the reference does.
+  auto gen = at::detail::createCPUGenerator(1 + c.env.rank);
+  const auto x = torch::randn({o.batch, inputs}, gen);
+  const auto y = torch::randint(0, classes, {o.batch}, gen);
+
+  double t_forward = 0, t_backward = 0, t_wait = 0, t_optimizer = 0;
+  float last_loss = 0;
+  auto step = [&](bool timed) {
+    auto t0 = Clock::now();
+    if (reducer) reducer->zero_grad();
+    else optimizer.zero_grad();
+    auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+    const double forward = ms_since(t0);
+    auto t1 = Clock::now();
+    if (reducer) reducer->backward(loss);
+    else loss.backward();
+    const double backward_total = ms_since(t1);
+    const double wait = reducer ? reducer->last_step().exposed_wait_ms : 0.0;
+    auto t2 = Clock::now();
+    optimizer.step();
+    if (timed) {
+      t_forward += forward;
+      t_backward += backward_total - wait;
+      t_wait += wait;
+      t_optimizer += ms_since(t2);
+    }
+    last_loss = loss.item<float>();
+  };
+  for (int i = 0; i < o.warmup; ++i) step(false);
+  c.world->barrier();
+  const auto start = Clock::now();
+  for (int i = 0; i < o.steps; ++i) step(true);
+  c.world->barrier();
+  const double seconds = ms_since(start) / 1000.0;
+
+  // Breakdown: the mean over ranks; loss: rank 0's (all ranks hold the same model).
+  at::Tensor parts = at::tensor({t_forward, t_backward, t_wait, t_optimizer}, at::kDouble) / o.steps;
+  collectives::AllreduceOptions avg;
+  avg.op = collectives::ReduceOp::kAvg;
+  c.world->allreduce(parts, avg);
+  if (c.env.rank != 0) return 0;
+  const int n = c.world->size();
+  const double samples_per_s = static_cast<double>(o.steps) * o.batch * n / seconds;
+  const auto p = parts.accessor<double, 1>();
+  nlohmann::json out = {{"impl", o.plain ? "libtorch-plain" : "hpcml"},
+                        {"model", o.model},
+                        {"ranks", n},
+                        {"batch_per_rank", o.batch},
+                        {"threads", c.threads.intra_op},
+                        {"steps", o.steps},
+                        {"compression", o.compression},
+                        {"overlap", o.plain ? "n/a" : reducer->overlapping() ? "on" : "off"},
+                        {"buckets", reducer ? reducer->num_buckets() : 0},
+                        {"step_ms", 1000.0 * seconds / o.steps},
+                        {"samples_per_s", samples_per_s},
+                        {"final_loss", last_loss},
+                        {"breakdown_ms",
+                         {{"data_wait", 0.0},
+                          {"forward", p[0]},
+                          {"backward", p[1]},
+                          {"comm_wait", p[2]},
+                          {"optimizer", p[3]}}}};
+  std::printf("bench ddp: %s, %s, %d rank(s) x batch %d, %d thread(s), compression %s, overlap %s\n",
+              o.plain ? "plain LibTorch" : "hpcml", o.model.c_str(), n, o.batch, c.threads.intra_op,
+              o.compression.c_str(), out["overlap"].get<std::string>().c_str());
+  std::printf("  samples/s %.0f   step %.3f ms   (forward %.3f, backward %.3f, exposed comm wait %.3f, optimizer "
+              "%.3f; data wait 0: synthetic)   final loss %.6f\n",
+              samples_per_s, 1000.0 * seconds / o.steps, p[0], p[1], p[2], p[3], last_loss);
+  std::printf("%s\n", out.dump().c_str());
+  std::fflush(stdout);
+  if (!o.json_path.empty()) {
+    std::ofstream file(o.json_path);
+    HPCML_CHECK_AS(IoError, file.good(), "bench ddp: cannot write '", o.json_path, "'");
+    file << out.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selected) {
+  auto* sub = bench.add_subcommand(
+      "ddp", "Data-parallel training throughput on synthetic data: samples/s, step time and its breakdown "
+             "(forward, backward, exposed communication wait, optimizer). --model mlp is the workload of "
+             "../shared/anchors/ddp_reference.py (MLP 256-1024-1024-10, SGD lr 0.01, fixed random batch per rank)");
+  add_common_options(sub, common);
+  auto o = std::make_shared<DdpBenchOptions>();
+  sub->add_option("--model", o->model, "Workload: mlp")->capture_default_str();
+  sub->add_option("--batch", o->batch, "Samples per rank per step")->capture_default_str();
+  sub->add_option("--steps", o->steps, "Timed steps")->capture_default_str();
+  sub->add_option("--warmup", o->warmup, "Untimed steps before timing")->capture_default_str();
+  sub->add_option("--compression", o->compression, "Gradients on the wire: none (float32), bf16 or fp16")
+      ->capture_default_str();
+  sub->add_option("--overlap", o->overlap,
+                  "When bucket allreduces run: auto (during backward only if the rank has a core to spare), "
+                  "always, never")
+      ->capture_default_str();
+  sub->add_flag("--plain", o->plain, "Plain LibTorch loop without hpcml (one rank only), for the overhead figure");
+  sub->add_option("--json", o->json_path, "Also write the result as JSON to this file (rank 0)");
+  sub->callback([&selected, o] { selected = [o](Context& c) { return run_bench_ddp(c, *o); }; });
+}
+
+}  // namespace hpcml::launch::cli
