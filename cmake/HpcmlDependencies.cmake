@@ -9,6 +9,7 @@ find_package(CLI11 REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(fmt REQUIRED)
+find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 
 if(HPCML_ENABLE_HDF5_PARALLEL AND NOT HDF5_IS_PARALLEL)
   message(FATAL_ERROR "HPCML_ENABLE_HDF5_PARALLEL is ON but the HDF5 found (${HDF5_C_LIBRARIES}) "

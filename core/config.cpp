@@ -57,7 +57,8 @@ std::string nearest(const std::string& key, const std::vector<std::string>& cand
 
 namespace {
 std::string where(const Document& doc, const std::string& key) {
-  return doc.overridden.count(key) ? "--set " + key : doc.source;
+  auto it = doc.sources.find(key);
+  return it != doc.sources.end() ? it->second : doc.source;
 }
 }  // namespace
 
@@ -87,7 +88,7 @@ Document load(const std::string& path, const std::vector<std::string>& overrides
   return from_string(text.str(), path, overrides);
 }
 
-void apply_override(Document& doc, const std::string& assignment) {
+void apply_override(Document& doc, const std::string& assignment, const std::string& source) {
   const auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0) {
     HPCML_THROW(ConfigError, "config error: --set '", assignment, "': expected KEY=VALUE, e.g. runtime.threads=2");
@@ -97,7 +98,8 @@ void apply_override(Document& doc, const std::string& assignment) {
   try {
     value = YAML::Load(assignment.substr(eq + 1));
   } catch (const YAML::Exception& e) {
-    HPCML_THROW(ConfigError, "config error: --set ", key, ": value is not valid YAML: ", e.msg);
+    HPCML_THROW(ConfigError, "config error in ", source.empty() ? "--set " + key : source, ": value is not valid YAML: ",
+                e.msg);
   }
   // Walk (and create) the mapping path. yaml-cpp nodes are handles, so
   // reassigning `node` to a child must go through reset(), not operator=.
@@ -122,7 +124,7 @@ void apply_override(Document& doc, const std::string& assignment) {
     node.reset(child);
     start = dot + 1;
   }
-  doc.overridden.insert(key);
+  doc.sources[key] = source.empty() ? "--set " + key : source;
 }
 
 Reader::Reader(YAML::Node node, std::string prefix, const Document& doc)

@@ -23,7 +23,7 @@
 
 #include <cstdint>
 #include <functional>
-#include <set>
+#include <map>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -74,11 +74,13 @@ std::string describe_node(const YAML::Node& node);
 std::string nearest(const std::string& key, const std::vector<std::string>& candidates);
 }  // namespace detail
 
-/// A YAML document, where it came from, and the keys `--set` changed.
+/// A YAML document, where it came from, and the keys set on top of it.
 struct Document {
   YAML::Node root;
   std::string source = "<defaults>";
-  std::set<std::string> overridden;  ///< dotted keys set from the command line
+  /// dotted key -> where its value came from ("--set runtime.threads",
+  /// "environment variable HPCML_NUM_THREADS"), for keys set by apply_override.
+  std::map<std::string, std::string> sources;
 };
 
 /// Loads `path` (ConfigError when unreadable or not YAML, naming the file and line),
@@ -87,8 +89,9 @@ Document load(const std::string& path, const std::vector<std::string>& overrides
 /// As load(), from YAML text (tests, and the empty config of commands without one).
 Document from_string(const std::string& yaml, const std::string& source,
                      const std::vector<std::string>& overrides = {});
-/// Sets one dotted key. The value is parsed as YAML ("3" is an int, "[1,2]" a list).
-void apply_override(Document& doc, const std::string& assignment);
+/// Sets one dotted key from "key=value". The value is parsed as YAML ("3" is an int,
+/// "[1,2]" a list). `source` names where it came from in errors (default "--set <key>").
+void apply_override(Document& doc, const std::string& assignment, const std::string& source = "");
 
 /// The visitor that reads a struct from a YAML mapping and rejects what it does not know.
 class Reader {

@@ -11,5 +11,6 @@
 #include "core/log.hpp"
 #include "core/mpi.hpp"
 #include "core/runtime_env.hpp"
+#include "core/signals.hpp"
 #include "core/trace.hpp"
 #include "core/watchdog.hpp"

@@ -28,7 +28,4 @@ inline constexpr const char* kOmpiSize = "OMPI_COMM_WORLD_SIZE";
 inline constexpr const char* kOmpiLocalRank = "OMPI_COMM_WORLD_LOCAL_RANK";
 inline constexpr const char* kOmpiLocalSize = "OMPI_COMM_WORLD_LOCAL_SIZE";
 
-// PMIx (any PMIx launcher, including srun --mpi=pmix)
-inline constexpr const char* kPmixRank = "PMIX_RANK";
-
 }  // namespace hpcml::env

@@ -17,6 +17,7 @@ namespace hpcml {
 inline constexpr int kExitError = 1;     ///< a runtime error (bad data, failed call)
 inline constexpr int kExitUsage = 2;     ///< bad command line or config
 inline constexpr int kExitDeadline = 86; ///< a collective or wait missed its deadline
+inline constexpr int kExitPreempted = 75; ///< stopped by SIGUSR1/SIGTERM after a checkpoint: requeue
 
 /// Prints `line` to stderr and ends the job: MPI_Abort on MPI_COMM_WORLD when MPI
 /// is running, std::_Exit otherwise. Safe to call from any thread.

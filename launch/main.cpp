@@ -1,14 +1,18 @@
 // The hpcml executable: one binary, subcommands, identical under mpirun and srun.
 //
 // Error policy (see docs/troubleshooting.md):
-// - bad command line or config: every rank finds the same error; the lowest rank
-//   that failed prints one line, and all ranks exit with kExitUsage (2).
+// - bad command line, config or HPCML_* variable, found at start-up: ranks agree
+//   (one allreduce), the lowest rank that failed prints one line, and all ranks
+//   exit with kExitUsage (2).
+// - a bad value found later (a subcommand's own option): that rank prints one line
+//   and ends the job with kExitUsage.
 // - any other error on a rank: that rank prints one line naming itself and ends
 //   the job (MPI_Abort with kExitError), so no peer waits on it.
 // - a missed deadline: the watchdog prints one line and ends the job (kExitDeadline).
 #include <CLI/CLI.hpp>
 
 #include <iostream>
+#include <memory>
 
 #include "core/config.hpp"
 #include "core/error.hpp"
@@ -53,7 +57,6 @@ bool all_ranks_ok(const std::string& error) {
 }
 
 int run(int argc, char** argv) {
-  hpcml::MpiSession mpi(&argc, &argv);
   hpcml::h5_silence_auto_print();
 
   CLI::App app{"hpcml: data-parallel training, batch inference and inference-as-a-service for physics ML "
@@ -68,17 +71,20 @@ int run(int argc, char** argv) {
   hpcml::launch::cli::add_info_command(app, common, selected);
   hpcml::launch::cli::add_config_command(app, common, selected);
   hpcml::launch::cli::add_bench_command(app, common, selected);
+  hpcml::launch::cli::add_train_command(app, common, selected);
+  hpcml::launch::cli::add_export_command(app, common, selected);
 
   // Parse the command line and the config on every rank; agree before any collective.
   std::string error;
   hpcml::launch::RunConfig config;
   try {
     app.parse(argc, argv);
-    config = hpcml::launch::RunConfig::from_environment();
+    const auto environment = hpcml::launch::environment_layer();
     const auto doc = common.config_path.empty()
                          ? hpcml::config::from_string("", "<no config file>", common.overrides)
                          : hpcml::config::load(common.config_path, common.overrides);
-    hpcml::config::read_into(doc, config);
+    config = common.parser ? common.parser(environment, doc)
+                           : hpcml::launch::read_layers(environment, doc, config);
   } catch (const CLI::CallForHelp&) {
     if (hpcml::world_rank() == 0) std::cout << app.help();
     return 0;
@@ -95,27 +101,36 @@ int run(int argc, char** argv) {
   }
   if (!all_ranks_ok(error)) return hpcml::kExitUsage;
 
-  // Past start-up, MPI stays up while errors are reported.
-  try {
-    auto context = hpcml::launch::make_context(config);
-    return selected(context);
-  } catch (const hpcml::ConfigError& e) {
-    // A value only a subcommand checks (e.g. a benchmark size): the same on every rank.
-    if (hpcml::world_rank() == 0) std::cerr << "hpcml: " << e.message() << std::endl;
-    return hpcml::kExitUsage;
-  }
+  auto context = hpcml::launch::make_context(config);
+  return selected(context);
+}
+
+// "hpcml: <text>", with the rank when the job has several.
+std::string error_line(const std::string& text) {
+  return "hpcml: " + (hpcml::world_size() > 1 ? hpcml::rank_tag() + " " : std::string()) + text;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Any other error ends the job from the rank that hit it, with its message, so
-  // no peer is left waiting in a collective.
+  // MPI outlives every error report below, so a failing rank can name itself and
+  // end the job with MPI_Abort while its peers may sit in a collective.
+  std::unique_ptr<hpcml::MpiSession> mpi;
+  try {
+    mpi = std::make_unique<hpcml::MpiSession>(&argc, &argv);
+  } catch (const hpcml::Error& e) {
+    std::cerr << "hpcml: cannot start MPI: " << e.message() << std::endl;
+    return hpcml::kExitError;
+  }
+  // Past start-up, an error ends the job from the rank that hit it, with its message.
   try {
     return run(argc, argv);
+  } catch (const hpcml::ConfigError& e) {
+    // A value only a subcommand checks (e.g. a benchmark size).
+    hpcml::abort_job(error_line(e.message()), hpcml::kExitUsage);
   } catch (const hpcml::Error& e) {
-    hpcml::abort_job("hpcml: error " + hpcml::rank_tag() + ": " + e.what(), hpcml::kExitError);
+    hpcml::abort_job(error_line(std::string("error: ") + e.what()), hpcml::kExitError);
   } catch (const std::exception& e) {
-    hpcml::abort_job("hpcml: unexpected error " + hpcml::rank_tag() + ": " + e.what(), hpcml::kExitError);
+    hpcml::abort_job(error_line(std::string("unexpected error: ") + e.what()), hpcml::kExitError);
   }
 }

@@ -57,4 +57,20 @@ struct RunConfig {
   static RunConfig from_environment();
 };
 
+/// The HPCML_* environment variables as a config layer: a document whose keys are
+/// the variables' config keys, each tagged with its variable for error messages.
+config::Document environment_layer();
+
+/// Reads the layers, lowest first: defaults, environment, then `file` (with --set),
+/// into `config` (any struct with runtime and log sections), and returns those two.
+template <typename S>
+RunConfig read_layers(const config::Document& environment, const config::Document& file, S& config) {
+  config::read_into(environment, config);
+  config::read_into(file, config);
+  RunConfig run;
+  run.runtime = config.runtime;
+  run.log = config.log;
+  return run;
+}
+
 }  // namespace hpcml::launch

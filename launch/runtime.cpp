@@ -13,21 +13,23 @@
 
 namespace hpcml::launch {
 
-RunConfig RunConfig::from_environment() {
-  RunConfig config;
-  if (auto v = env::get_int(env::kNumThreads)) config.runtime.threads = static_cast<int>(*v);
-  if (auto v = env::get_string(env::kCollectiveTimeout)) {
-    try {
-      config.runtime.collective_timeout_s = std::stod(*v);
-    } catch (const std::exception&) {
-      HPCML_THROW(ConfigError, "environment variable ", env::kCollectiveTimeout, ": expected a number of seconds, found '",
-                  *v, "'");
-    }
+config::Document environment_layer() {
+  // The variables form a config layer of their own, checked by the same rules as
+  // the file: a bad value names the variable, the key and what is accepted.
+  config::Document doc = config::from_string("", "the environment");
+  auto layer = [&doc](const char* variable, const char* key, const std::optional<std::string>& value) {
+    if (value) config::apply_override(doc, std::string(key) + "=" + *value, std::string("environment variable ") + variable);
+  };
+  layer(env::kNumThreads, "runtime.threads", env::get_string(env::kNumThreads));
+  layer(env::kCollectiveTimeout, "runtime.collective_timeout_s", env::get_string(env::kCollectiveTimeout));
+  layer(env::kLogLevel, "log.level", env::get_string(env::kLogLevel));
+  if (auto all = env::get_bool(env::kLogAllRanks)) {
+    layer(env::kLogAllRanks, "log.all_ranks", std::string(*all ? "true" : "false"));
   }
-  if (auto v = env::get_string(env::kLogLevel)) config.log.level = *v;
-  if (auto v = env::get_bool(env::kLogAllRanks)) config.log.all_ranks = *v;
-  return config;
+  return doc;
 }
+
+RunConfig RunConfig::from_environment() { return config::parse<RunConfig>(environment_layer()); }
 
 namespace {
 
@@ -64,9 +66,10 @@ ThreadBudget apply_thread_budget(int requested, int local_size) {
   }
   int threads = requested;
   if (threads <= 0) {
+    // The cores this rank may use, but never more than its share of the node:
+    // ranks bound to a whole socket (Open MPI's default above 2 ranks) share it.
     const int hardware = static_cast<int>(std::thread::hardware_concurrency());
-    const bool bound = budget.num_cpus < hardware;
-    threads = bound ? budget.num_cpus : std::max(1, budget.num_cpus / std::max(1, local_size));
+    threads = std::max(1, std::min(budget.num_cpus, hardware / std::max(1, local_size)));
   }
   at::set_num_threads(threads);
   budget.intra_op = at::get_num_threads();

@@ -9,6 +9,8 @@ set -euo pipefail
 packages=(
   # toolchain (a bare Debian base image has none of these)
   build-essential cmake ninja-build git pkg-config ca-certificates procps
+  # SHA-256 digests of parameters (summary.json, checkpoints)
+  libssl-dev
   # LibTorch (CPU) and the BLAS it must use; without OpenBLAS LibTorch falls
   # back to reference BLAS and trains ~24x slower.
   libtorch-dev libopenblas0-pthread

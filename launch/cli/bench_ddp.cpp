@@ -74,8 +74,13 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
   float last_loss = 0;
   auto step = [&](bool timed) {
     auto t0 = Clock::now();
-    if (reducer) reducer->zero_grad();
-    else optimizer.zero_grad();
+    if (reducer) {
+      reducer->zero_grad();
+    } else {
+      // The fastest plain loop: fresh gradients each step. (optimizer.zero_grad()
+      // zeroes in place and then accumulates, which is slower; see docs/benchmarks.md.)
+      for (auto& p : model->parameters()) p.mutable_grad().reset();
+    }
     auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
     const double forward = ms_since(t0);
     auto t1 = Clock::now();

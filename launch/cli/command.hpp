@@ -12,10 +12,16 @@
 
 namespace hpcml::launch::cli {
 
+/// Reads a subcommand's config from the environment layer and the file (with
+/// --set), keeps it, and returns its runtime and log sections. Throws ConfigError.
+using Parser = std::function<RunConfig(const config::Document& environment, const config::Document& file)>;
+
 /// The options every subcommand takes.
 struct CommonOptions {
   std::string config_path;             ///< -c/--config FILE (optional)
   std::vector<std::string> overrides;  ///< --set KEY=VALUE, in order
+  /// Set by subcommands with a config schema of their own (train); others use RunConfig.
+  Parser parser;
 };
 
 /// A parsed subcommand, ready to run once the Context exists. Returns the exit code.
@@ -28,6 +34,8 @@ void add_common_options(CLI::App* sub, CommonOptions& common);
 void add_info_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_config_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_bench_command(CLI::App& app, CommonOptions& common, Runner& selected);
+void add_train_command(CLI::App& app, CommonOptions& common, Runner& selected);
+void add_export_command(CLI::App& app, CommonOptions& common, Runner& selected);
 /// `bench ddp`, under the `bench` subcommand.
 void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 

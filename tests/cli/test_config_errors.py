@@ -70,7 +70,8 @@ class ConfigErrorTest(unittest.TestCase):
     def test_bad_environment_variable(self):
         rc, out, err, _ = run(["config"], env={"HPCML_NUM_THREADS": "lots"})
         self.assertEqual(rc, 2)
-        self.assertEqual(err.strip(), "hpcml: environment variable HPCML_NUM_THREADS: expected an integer, found 'lots'")
+        self.assertEqual(err.strip(), "hpcml: config error in environment variable HPCML_NUM_THREADS: key "
+                                      "'runtime.threads': expected an integer in [0, 1024], found 'lots'")
 
     def test_unknown_option_and_missing_file(self):
         self.assert_one_line_error(["info", "--bogus"], r"--bogus")

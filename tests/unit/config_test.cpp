@@ -139,9 +139,18 @@ TEST(RunConfig, EnvironmentSetsDefaultsThatTheFileOverrides) {
   EXPECT_EQ(config.runtime.threads, 3);
   hpcml::config::read_into(from_string("runtime: {threads: 1}\n", "f.yaml"), config);
   EXPECT_EQ(config.runtime.threads, 1);
-  setenv("HPCML_NUM_THREADS", "three", 1);
-  EXPECT_THROW(RunConfig::from_environment(), ConfigError);
+  setenv("HPCML_NUM_THREADS", "5000", 1);
+  try {
+    RunConfig::from_environment();
+    FAIL() << "HPCML_NUM_THREADS=5000 accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.message(), "config error in environment variable HPCML_NUM_THREADS: key 'runtime.threads': expected "
+                           "an integer in [0, 1024], found '5000'");
+  }
   unsetenv("HPCML_NUM_THREADS");
+  setenv("HPCML_COLLECTIVE_TIMEOUT_S", "30s", 1);
+  EXPECT_THROW(RunConfig::from_environment(), ConfigError);
+  unsetenv("HPCML_COLLECTIVE_TIMEOUT_S");
 }
 
 }  // namespace

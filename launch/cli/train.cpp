@@ -1,0 +1,50 @@
+// `hpcml train` and `hpcml export`.
+#include <iostream>
+
+#include "core/config.hpp"
+#include "launch/cli/command.hpp"
+#include "launch/trainer.hpp"
+
+namespace hpcml::launch::cli {
+
+void add_train_command(CLI::App& app, CommonOptions& common, Runner& selected) {
+  auto* sub = app.add_subcommand(
+      "train", "Data-parallel training on all ranks: gradients averaged by bucketed allreduce, metrics.jsonl, "
+               "checkpoints and exact resume in run.dir. SIGUSR1/SIGTERM stop every rank at the same step, write a "
+               "checkpoint and exit with code 75 (requeue)");
+  add_common_options(sub, common);
+  auto resume = std::make_shared<bool>(false);
+  sub->add_flag("--resume", *resume, "Continue from the newest valid checkpoint in run.dir (same as run.resume=auto)");
+  auto config = std::make_shared<TrainConfig>();
+  sub->callback([&selected, &common, config, resume] {
+    common.parser = [config, resume](const config::Document& environment, const config::Document& file) {
+      auto run = read_layers(environment, file, *config);
+      if (*resume) config->run.resume = "auto";
+      return run;
+    };
+    selected = [config](Context& c) { return train(c, *config); };
+  });
+}
+
+void add_export_command(CLI::App& app, CommonOptions& common, Runner& selected) {
+  auto* sub = app.add_subcommand("export", "Write the parameters of a checkpoint to HDF5, one dataset per parameter "
+                                           "name (read them with h5py), with step, config and SHA-256 as attributes");
+  add_common_options(sub, common);
+  auto checkpoint = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  sub->add_option("checkpoint", *checkpoint, "Checkpoint file (run.dir/checkpoints/step-N.pt)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sub->add_option("-o,--output", *out, "HDF5 file to write")->required();
+  sub->callback([&selected, checkpoint, out] {
+    selected = [checkpoint, out](Context& c) {
+      if (c.env.rank == 0) {
+        export_checkpoint(*checkpoint, *out);
+        std::cout << "wrote " << *out << "\n";
+      }
+      return 0;
+    };
+  });
+}
+
+}  // namespace hpcml::launch::cli

@@ -1,0 +1,195 @@
+/// @file
+/// The config of `hpcml train` (keys: `hpcml config --reference`).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "launch/run_config.hpp"
+
+namespace hpcml::launch {
+
+struct ModelSection {
+  std::string name = "mlp";
+  std::vector<int> hidden{256, 256};
+  std::string torchscript;
+  int seed = 0;
+  template <typename V>
+  void describe(V& v) {
+    v.field("name", name, "model: mlp, or torchscript (a file scripted by Python, see model.torchscript)",
+            config::one_of({"mlp", "torchscript"}));
+    v.field("hidden", hidden, "mlp: hidden layer widths");
+    v.field("torchscript", torchscript, "torchscript: path of the .pt file; forward(x) returns logits");
+    v.field("seed", seed, "seed of the initial weights (rank 0's are broadcast)", config::at_least(0));
+  }
+};
+
+struct DataSection {
+  std::string name = "synthetic";
+  int samples = 8192;
+  int validation_samples = 1024;
+  int features = 64;
+  int classes = 10;
+  int seed = 1;
+  template <typename V>
+  void describe(V& v) {
+    v.field("name", name, "dataset: synthetic (a learnable classification task generated from the seed)",
+            config::one_of({"synthetic"}));
+    v.field("samples", samples, "training samples", config::at_least(1));
+    v.field("validation_samples", validation_samples, "validation samples (0: no validation)", config::at_least(0));
+    v.field("features", features, "input features", config::at_least(1));
+    v.field("classes", classes, "classes", config::at_least(2));
+    v.field("seed", seed, "seed of the data", config::at_least(0));
+  }
+};
+
+struct OptimizerSection {
+  std::string name = "sgd";
+  double lr = 0.05;
+  double momentum = 0.9;
+  bool nesterov = false;
+  double weight_decay = 0.0;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  template <typename V>
+  void describe(V& v) {
+    v.field("name", name, "optimizer", config::one_of({"sgd", "adam", "adamw"}));
+    v.field("lr", lr, "base learning rate (before schedule and scaling)", config::positive<double>());
+    v.field("momentum", momentum, "sgd: momentum", config::in_range(0.0, 1.0));
+    v.field("nesterov", nesterov, "sgd: Nesterov momentum");
+    v.field("weight_decay", weight_decay, "weight decay (decoupled for adamw)", config::at_least(0.0));
+    v.field("beta1", beta1, "adam/adamw: beta1", config::in_range(0.0, 1.0));
+    v.field("beta2", beta2, "adam/adamw: beta2", config::in_range(0.0, 1.0));
+    v.field("eps", eps, "adam/adamw: epsilon", config::positive<double>());
+  }
+};
+
+struct ScheduleSection {
+  std::string name = "constant";
+  int warmup_steps = 0;
+  int step_size = 1000;
+  double gamma = 0.1;
+  double min_lr_ratio = 0.0;
+  bool scale_with_batch = false;
+  template <typename V>
+  void describe(V& v) {
+    v.field("name", name, "learning-rate schedule after warmup", config::one_of({"constant", "cosine", "step"}));
+    v.field("warmup_steps", warmup_steps, "linear warmup from 0 over this many steps", config::at_least(0));
+    v.field("step_size", step_size, "step: multiply by gamma every step_size steps", config::at_least(1));
+    v.field("gamma", gamma, "step: factor", config::in_range(0.0, 1.0));
+    v.field("min_lr_ratio", min_lr_ratio, "cosine: final lr as a fraction of the peak", config::in_range(0.0, 1.0));
+    v.field("scale_with_batch", scale_with_batch,
+            "linear scaling: multiply lr by the number of ranks (global batch / per-rank batch)");
+  }
+};
+
+struct TrainSection {
+  int epochs = 2;
+  int max_steps = 0;
+  int batch_size = 64;
+  int gradient_accumulation = 1;
+  double clip_grad_norm = 0.0;
+  std::string last_batch = "drop";
+  bool shuffle = true;
+  std::string slicing = "strided";
+  int seed = 1234;
+  int log_every = 20;
+  bool allow_unused_parameters = false;
+  template <typename V>
+  void describe(V& v) {
+    v.field("epochs", epochs, "epochs (ignored when max_steps > 0)", config::at_least(1));
+    v.field("max_steps", max_steps, "stop after this many optimizer steps (0: run all epochs)", config::at_least(0));
+    v.field("batch_size", batch_size, "samples per rank per optimizer step", config::at_least(1));
+    v.field("gradient_accumulation", gradient_accumulation,
+            "micro-batches per step (batch_size is split; gradients reduced once per step)", config::at_least(1));
+    v.field("clip_grad_norm", clip_grad_norm, "clip gradients to this global L2 norm after averaging (0: off)",
+            config::at_least(0.0));
+    v.field("last_batch", last_batch,
+            "samples that do not fill a global batch: drop them, or pad from the epoch's start",
+            config::one_of({"drop", "pad"}));
+    v.field("shuffle", shuffle, "shuffle every epoch (same order on every rank)");
+    v.field("slicing", slicing,
+            "rank r's part of a global batch: strided (r, r+N, ...) or contiguous (the r-th slice)",
+            config::one_of({"strided", "contiguous"}));
+    v.field("seed", seed, "seed of the data order and of dropout", config::at_least(0));
+    v.field("log_every", log_every, "write metrics every this many steps", config::at_least(1));
+    v.field("allow_unused_parameters", allow_unused_parameters,
+            "parameters without a gradient in a step count as zero instead of an error");
+  }
+};
+
+struct ReducerSection {
+  double first_bucket_mb = 1.0;
+  double bucket_cap_mb = 25.0;
+  std::string overlap = "auto";
+  std::string compression = "none";
+  std::string buffers = "broadcast";
+  template <typename V>
+  void describe(V& v) {
+    v.field("first_bucket_mb", first_bucket_mb, "size of the first gradient bucket (MiB)", config::positive<double>());
+    v.field("bucket_cap_mb", bucket_cap_mb, "size of later gradient buckets (MiB)", config::positive<double>());
+    v.field("overlap", overlap,
+            "launch bucket allreduces during backward: auto (only when the rank has a spare core), always, never",
+            config::one_of({"auto", "always", "never"}));
+    v.field("compression", compression, "gradients on the wire: none (float32), bf16 or fp16 (sums in float32)",
+            config::one_of({"none", "bf16", "fp16"}));
+    v.field("buffers", buffers, "buffers (batch-norm statistics): broadcast from rank 0 each step, or per_rank",
+            config::one_of({"broadcast", "per_rank"}));
+  }
+};
+
+struct CheckpointSection {
+  int every_steps = 0;
+  int keep = 3;
+  template <typename V>
+  void describe(V& v) {
+    v.field("every_steps", every_steps, "write a checkpoint every this many steps (0: at the end of each epoch)",
+            config::at_least(0));
+    v.field("keep", keep, "keep the newest K checkpoints", config::at_least(1));
+  }
+};
+
+struct RunSection {
+  std::string dir = "runs/train";
+  std::string resume = "no";
+  bool trace = false;
+  std::string progress = "auto";
+  template <typename V>
+  void describe(V& v) {
+    v.field("dir", dir, "run directory: config.yaml, metrics.jsonl, summary.json, trace.json, checkpoints/");
+    v.field("resume", resume, "auto: continue from the newest valid checkpoint in dir, if any; no: start fresh",
+            config::one_of({"no", "auto"}));
+    v.field("trace", trace, "write trace.json (Chrome trace of every rank's phases and bucket allreduces)");
+    v.field("progress", progress, "progress display: auto (a bar on a terminal, log lines otherwise), bar, lines",
+            config::one_of({"auto", "bar", "lines"}));
+  }
+};
+
+struct TrainConfig {
+  RuntimeOptions runtime;
+  LogSection log;
+  ModelSection model;
+  DataSection data;
+  OptimizerSection optimizer;
+  ScheduleSection schedule;
+  TrainSection train;
+  ReducerSection reducer;
+  CheckpointSection checkpoint;
+  RunSection run;
+  template <typename V>
+  void describe(V& v) {
+    v.section("runtime", runtime, "ranks, threads and deadlines");
+    v.section("log", log, "logging");
+    v.section("model", model, "the model");
+    v.section("data", data, "the data");
+    v.section("optimizer", optimizer, "the optimizer");
+    v.section("schedule", schedule, "the learning-rate schedule");
+    v.section("train", train, "the training loop");
+    v.section("reducer", reducer, "gradient averaging across ranks");
+    v.section("checkpoint", checkpoint, "checkpoints");
+    v.section("run", run, "the run directory");
+  }
+};
+
+}  // namespace hpcml::launch

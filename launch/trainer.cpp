@@ -1,0 +1,609 @@
+#include "launch/trainer.hpp"
+
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "collectives/gradient_reducer.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/signals.hpp"
+#include "core/trace.hpp"
+#include "core/watchdog.hpp"
+#include "hpcml/build_config.hpp"
+#include "io/h5_tensors.hpp"
+#include "io/sampler.hpp"
+#include "io/synthetic.hpp"
+#include "models/model.hpp"
+
+namespace hpcml::launch {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// Writes `text` to `path` through a temporary name, so readers see all or nothing.
+void write_atomically(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    HPCML_CHECK_AS(IoError, out.good(), "cannot write '", tmp.string(), "'");
+    out << text;
+    out.flush();
+    HPCML_CHECK_AS(IoError, out.good(), "write to '", tmp.string(), "' failed (disk full?)");
+  }
+  fs::rename(tmp, path);
+}
+
+void fsync_file(const fs::path& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f) {
+    fsync(fileno(f));
+    std::fclose(f);
+  }
+}
+
+std::unique_ptr<models::Model> build_model(const TrainConfig& c) {
+  if (c.model.name == "torchscript") {
+    HPCML_CHECK_AS(ConfigError, !c.model.torchscript.empty(),
+                   "config error: key 'model.torchscript': expected the path of a TorchScript file when model.name "
+                   "is torchscript, found nothing");
+    return models::load_torchscript(c.model.torchscript);
+  }
+  std::vector<int64_t> hidden(c.model.hidden.begin(), c.model.hidden.end());
+  return models::make_mlp(c.data.features, hidden, c.data.classes, static_cast<uint64_t>(c.model.seed));
+}
+
+std::unique_ptr<torch::optim::Optimizer> build_optimizer(const TrainConfig& c, std::vector<at::Tensor> params) {
+  const auto& o = c.optimizer;
+  if (o.name == "adam") {
+    return std::make_unique<torch::optim::Adam>(
+        params, torch::optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
+  }
+  if (o.name == "adamw") {
+    return std::make_unique<torch::optim::AdamW>(
+        params, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
+  }
+  return std::make_unique<torch::optim::SGD>(
+      params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay));
+}
+
+// The learning rate of `step` (0-based): a pure function of the step, so a resumed
+// run needs no scheduler state to continue exactly.
+double learning_rate(const TrainConfig& c, int64_t step, int64_t total_steps, int world_size) {
+  const auto& s = c.schedule;
+  double lr = c.optimizer.lr * (s.scale_with_batch ? world_size : 1);
+  if (step < s.warmup_steps) return lr * static_cast<double>(step + 1) / s.warmup_steps;
+  const int64_t after = step - s.warmup_steps;
+  if (s.name == "step") return lr * std::pow(s.gamma, static_cast<double>(after / s.step_size));
+  if (s.name == "cosine") {
+    const double span = std::max<int64_t>(1, total_steps - s.warmup_steps);
+    const double progress = std::min(1.0, static_cast<double>(after) / span);
+    return lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + std::cos(M_PI * progress)));
+  }
+  return lr;
+}
+
+collectives::ReducerOptions reducer_options(const TrainConfig& c) {
+  collectives::ReducerOptions o;
+  o.first_bucket_bytes = static_cast<int64_t>(c.reducer.first_bucket_mb * (1 << 20));
+  o.bucket_cap_bytes = static_cast<int64_t>(c.reducer.bucket_cap_mb * (1 << 20));
+  o.overlap = c.reducer.overlap == "always"  ? collectives::Overlap::kAlways
+              : c.reducer.overlap == "never" ? collectives::Overlap::kNever
+                                             : collectives::Overlap::kAuto;
+  o.compression = c.reducer.compression == "bf16"   ? collectives::GradCompression::kBf16
+                  : c.reducer.compression == "fp16" ? collectives::GradCompression::kFp16
+                                                    : collectives::GradCompression::kNone;
+  o.buffers = c.reducer.buffers == "per_rank" ? collectives::BufferPolicy::kPerRank
+                                              : collectives::BufferPolicy::kBroadcast;
+  o.allow_unused = c.train.allow_unused_parameters;
+  return o;
+}
+
+// ---- checkpoints ------------------------------------------------------------------
+
+fs::path checkpoint_dir(const std::string& run_dir) { return fs::path(run_dir) / "checkpoints"; }
+
+fs::path checkpoint_path(const std::string& run_dir, int64_t step) {
+  return checkpoint_dir(run_dir) / ("step-" + std::to_string(step) + ".pt");
+}
+
+struct CheckpointHeader {
+  int64_t step = 0;
+  int64_t world_size = 0;
+  int64_t threads = 0;
+};
+
+void save_checkpoint(const fs::path& path, int64_t step, const Context& ctx, const models::Model& model,
+                     torch::optim::Optimizer& optimizer, const std::string& config_yaml,
+                     const std::vector<at::Tensor>& rng_states) {
+  torch::serialize::OutputArchive archive;
+  archive.write("format_version", c10::IValue(kCheckpointFormat));
+  archive.write("step", c10::IValue(step));
+  archive.write("world_size", c10::IValue(static_cast<int64_t>(ctx.world->size())));
+  archive.write("threads", c10::IValue(static_cast<int64_t>(ctx.threads.intra_op)));
+  archive.write("config", c10::IValue(config_yaml));
+  std::string names;
+  int64_t i = 0;
+  for (const auto& [name, t] : model.named_parameters()) {
+    names += name + "\n";
+    archive.write("param_" + std::to_string(i++), t.detach());
+  }
+  archive.write("param_names", c10::IValue(names));
+  i = 0;
+  for (const auto& [name, t] : model.named_buffers()) archive.write("buffer_" + std::to_string(i++), t, true);
+  torch::serialize::OutputArchive opt_archive;
+  optimizer.save(opt_archive);
+  archive.write("optimizer", opt_archive);
+  // Dropout and other random ops draw from torch's global generator: every rank's state.
+  for (size_t r = 0; r < rng_states.size(); ++r) archive.write("rng_torch_" + std::to_string(r), rng_states[r]);
+  const fs::path tmp = path.string() + ".tmp";
+  archive.save_to(tmp.string());
+  fsync_file(tmp);
+  fs::rename(tmp, path);
+}
+
+int64_t read_int(torch::serialize::InputArchive& archive, const char* key, const std::string& path) {
+  c10::IValue v;
+  HPCML_CHECK_AS(IoError, archive.try_read(key, v) && v.isInt(), "checkpoint '", path, "': no integer '", key, "'");
+  return v.toInt();
+}
+
+// Loads a checkpoint into the model and optimizer; returns its header. A model of
+// another shape is an error naming the first mismatching parameter.
+CheckpointHeader load_checkpoint(const std::string& path, models::Model& model, torch::optim::Optimizer& optimizer,
+                                 int rank, int world_size) {
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    HPCML_THROW(IoError, "cannot read checkpoint '", path, "': ", e.what_without_backtrace());
+  }
+  const int64_t version = read_int(archive, "format_version", path);
+  HPCML_CHECK_AS(IoError, version == kCheckpointFormat, "checkpoint '", path, "' has format version ", version,
+                 "; this hpcml reads version ", kCheckpointFormat);
+  CheckpointHeader header{read_int(archive, "step", path), read_int(archive, "world_size", path),
+                          read_int(archive, "threads", path)};
+  c10::IValue names_value;
+  archive.read("param_names", names_value);
+  std::vector<std::string> names;
+  std::istringstream lines(names_value.toStringRef());
+  for (std::string line; std::getline(lines, line);) names.push_back(line);
+  const auto params = model.named_parameters();
+  HPCML_CHECK_AS(IoError, names.size() == params.size(), "checkpoint '", path, "' holds ", names.size(),
+                 " parameters; the model has ", params.size());
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params.size(); ++i) {
+    at::Tensor stored;
+    archive.read("param_" + std::to_string(i), stored);
+    HPCML_CHECK_AS(IoError, names[i] == params[i].first && stored.sizes() == params[i].second.sizes(),
+                   "checkpoint '", path, "' does not fit the model: parameter ", i, " is '", names[i], "' of shape ",
+                   stored.sizes(), " in the checkpoint, '", params[i].first, "' of shape ", params[i].second.sizes(),
+                   " in the model");
+    params[i].second.copy_(stored);
+  }
+  int64_t i = 0;
+  for (const auto& [name, t] : model.named_buffers()) {
+    at::Tensor stored;
+    archive.read("buffer_" + std::to_string(i++), stored, true);
+    t.copy_(stored);
+  }
+  torch::serialize::InputArchive opt_archive;
+  archive.read("optimizer", opt_archive);
+  optimizer.load(opt_archive);
+  // This rank's random stream, when the rank count is unchanged.
+  at::Tensor rng;
+  if (header.world_size == world_size && archive.try_read("rng_torch_" + std::to_string(rank), rng)) {
+    at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global one
+    generator.set_state(rng);
+  }
+  return header;
+}
+
+void prune_checkpoints(const std::string& run_dir, int keep) {
+  std::vector<std::pair<int64_t, fs::path>> found;
+  for (const auto& entry : fs::directory_iterator(checkpoint_dir(run_dir))) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("step-", 0) == 0 && entry.path().extension() == ".pt") {
+      found.emplace_back(std::stoll(name.substr(5)), entry.path());
+    }
+  }
+  std::sort(found.rbegin(), found.rend());
+  for (size_t k = static_cast<size_t>(keep); k < found.size(); ++k) fs::remove(found[k].second);
+}
+
+// Drops metrics rows after `step`, so a resumed run appends without duplicates.
+void truncate_metrics(const fs::path& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (row.is_object() && row.value("step", int64_t{0}) <= step) kept += line + "\n";
+  }
+  write_atomically(path, kept);
+}
+
+// ---- progress -----------------------------------------------------------------
+
+class Progress {
+ public:
+  // Under mpirun every rank's stdout is a pseudo-terminal even when mpirun's own
+  // output goes to a file, so "auto" draws a bar only without a launcher.
+  Progress(const std::string& mode, int64_t total, bool launched) : total_(total) {
+    bar_ = mode == "bar" || (mode == "auto" && !launched && isatty(STDOUT_FILENO));
+  }
+  void update(int64_t step, double loss, double samples_per_s) {
+    if (!bar_) return;
+    const int width = 30;
+    const int filled = static_cast<int>(width * step / std::max<int64_t>(1, total_));
+    std::printf("\r[%s%s] step %lld/%lld  loss %.4f  %.0f samples/s ", std::string(filled, '#').c_str(),
+                std::string(width - filled, '.').c_str(), static_cast<long long>(step),
+                static_cast<long long>(total_), loss, samples_per_s);
+    std::fflush(stdout);
+  }
+  void finish() {
+    if (bar_) std::printf("\n");
+  }
+  bool bar() const { return bar_; }
+
+ private:
+  int64_t total_;
+  bool bar_;
+};
+
+}  // namespace
+
+std::string parameters_digest(const std::vector<std::pair<std::string, at::Tensor>>& named) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  for (const auto& [name, t] : named) {
+    const at::Tensor c = t.detach().contiguous();
+    EVP_DigestUpdate(ctx, name.data(), name.size());
+    EVP_DigestUpdate(ctx, c.data_ptr(), static_cast<size_t>(c.numel()) * c.element_size());
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_DigestFinal_ex(ctx, digest, &length);
+  EVP_MD_CTX_free(ctx);
+  std::ostringstream hex;
+  for (unsigned int i = 0; i < length; ++i) hex << std::hex << std::setw(2) << std::setfill('0') << int(digest[i]);
+  return hex.str();
+}
+
+std::string newest_checkpoint(const std::string& run_dir) {
+  const fs::path dir = checkpoint_dir(run_dir);
+  if (!fs::is_directory(dir)) return "";
+  std::vector<std::pair<int64_t, fs::path>> found;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("step-", 0) == 0 && entry.path().extension() == ".pt") {
+      try {
+        found.emplace_back(std::stoll(name.substr(5)), entry.path());
+      } catch (const std::exception&) {
+      }
+    }
+  }
+  std::sort(found.rbegin(), found.rend());
+  for (const auto& [step, path] : found) {
+    try {  // valid = readable, with this format version
+      torch::serialize::InputArchive archive;
+      archive.load_from(path.string());
+      c10::IValue v;
+      if (archive.try_read("format_version", v) && v.isInt() && v.toInt() == kCheckpointFormat) return path.string();
+    } catch (const c10::Error&) {
+    }
+    HPCML_LOG_WARN("skipping unreadable checkpoint {}", path.string());
+  }
+  return "";
+}
+
+void export_checkpoint(const std::string& path, const std::string& out) {
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    HPCML_THROW(IoError, "cannot read checkpoint '", path, "': ", e.what_without_backtrace());
+  }
+  const int64_t version = read_int(archive, "format_version", path);
+  HPCML_CHECK_AS(IoError, version == kCheckpointFormat, "checkpoint '", path, "' has format version ", version,
+                 "; this hpcml reads version ", kCheckpointFormat);
+  c10::IValue names_value;
+  archive.read("param_names", names_value);
+  std::vector<io::NamedTensor> tensors;
+  std::istringstream lines(names_value.toStringRef());
+  int64_t i = 0;
+  for (std::string name; std::getline(lines, name);) {
+    at::Tensor t;
+    archive.read("param_" + std::to_string(i++), t);
+    tensors.emplace_back(name, t);
+  }
+  c10::IValue config;
+  archive.read("config", config);
+  io::write_tensors_h5(out, tensors,
+                       {{"checkpoint", path},
+                        {"step", std::to_string(read_int(archive, "step", path))},
+                        {"hpcml_version", std::string(HPCML_VERSION) + " (" + HPCML_GIT_REVISION + ")"},
+                        {"parameters_sha256", parameters_digest(tensors)},
+                        {"config", config.toStringRef()}});
+}
+
+int train(Context& ctx, const TrainConfig& c) {
+  auto& world = *ctx.world;
+  const int rank = world.rank();
+  const int n = world.size();
+  const fs::path run_dir = c.run.dir;
+  const std::string config_yaml = config::to_yaml(c);
+  if (rank == 0) {
+    fs::create_directories(checkpoint_dir(c.run.dir));
+    write_atomically(run_dir / "config.yaml", config_yaml);
+  }
+  world.barrier();
+  install_stop_handlers();
+  if (c.run.trace) {
+    trace::enable(true);
+    trace::name_thread("main");
+  }
+
+  // Data: every rank holds the (small, generated) dataset and reads its shard.
+  const auto train_set = io::synthetic_classification(c.data.samples, c.data.features, c.data.classes,
+                                                      static_cast<uint64_t>(c.data.seed), c.data.seed + 100u);
+  const auto val_set = io::synthetic_classification(c.data.validation_samples, c.data.features, c.data.classes,
+                                                    c.data.seed + 1u, c.data.seed + 100u);
+  io::SamplerOptions sampler_options;
+  sampler_options.dataset_size = train_set.size();
+  sampler_options.batch_size = c.train.batch_size;
+  sampler_options.rank = rank;
+  sampler_options.world_size = n;
+  sampler_options.shuffle = c.train.shuffle;
+  sampler_options.seed = static_cast<uint64_t>(c.train.seed);
+  sampler_options.last_batch = c.train.last_batch == "pad" ? io::LastBatch::kPad : io::LastBatch::kDrop;
+  sampler_options.slicing = c.train.slicing == "contiguous" ? io::RankSlicing::kContiguous : io::RankSlicing::kStrided;
+  io::DistributedSampler sampler(sampler_options);
+  HPCML_CHECK_AS(ConfigError, c.train.batch_size % c.train.gradient_accumulation == 0,
+                 "config error: key 'train.gradient_accumulation': expected a divisor of train.batch_size (",
+                 c.train.batch_size, "), found ", c.train.gradient_accumulation);
+
+  auto model = build_model(c);
+  // After the model (whose initialisation seeds torch's generator): each rank's own
+  // stream for dropout and other random ops.
+  torch::manual_seed(static_cast<uint64_t>(c.train.seed) + 7919u * static_cast<uint64_t>(rank));
+  collectives::GradientReducer reducer(model->named_parameters(), model->named_buffers(), ctx.world,
+                                       reducer_options(c));
+  std::vector<at::Tensor> params;
+  for (const auto& [name, t] : model->named_parameters()) {
+    if (t.requires_grad()) params.push_back(t);
+  }
+  auto optimizer = build_optimizer(c, params);
+
+  const int64_t steps_per_epoch = sampler.steps_per_epoch();
+  const int64_t total_steps = c.train.max_steps > 0 ? c.train.max_steps : c.train.epochs * steps_per_epoch;
+  int64_t start_step = 0;
+  if (c.run.resume == "auto") {
+    // Rank 0 picks the checkpoint; every rank loads that one.
+    std::string chosen = rank == 0 ? newest_checkpoint(c.run.dir) : std::string();
+    at::Tensor len = at::tensor({static_cast<int64_t>(chosen.size())}, at::kLong);
+    world.broadcast(len);
+    at::Tensor bytes = at::zeros({len.item<int64_t>()}, at::kByte);
+    if (rank == 0 && !chosen.empty()) std::memcpy(bytes.data_ptr(), chosen.data(), chosen.size());
+    world.broadcast(bytes);
+    chosen.assign(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
+    if (!chosen.empty()) {
+      const auto header = load_checkpoint(chosen, *model, *optimizer, rank, n);
+      start_step = header.step;
+      if (header.world_size != n || header.threads != ctx.threads.intra_op) {
+        HPCML_LOG_WARN("resuming a checkpoint written by {} rank(s) x {} thread(s) on {} x {}: the data is re-sharded "
+                       "and the result will not be bit-identical to an uninterrupted run",
+                       header.world_size, header.threads, n, ctx.threads.intra_op);
+      }
+      if (rank == 0) truncate_metrics(run_dir / "metrics.jsonl", start_step);
+      HPCML_LOG_INFO("resumed from {} at step {}", chosen, start_step);
+    } else {
+      HPCML_LOG_INFO("no checkpoint in {}: starting fresh", (run_dir / "checkpoints").string());
+    }
+  } else if (rank == 0) {
+    write_atomically(run_dir / "metrics.jsonl", "");
+  }
+  world.barrier();
+
+  std::ofstream metrics;
+  if (rank == 0) metrics.open(run_dir / "metrics.jsonl", std::ios::app);
+  HPCML_LOG_INFO("training {} ({} parameters) on {} rank(s) x {} thread(s): {} steps of {} x {} samples, {} "
+                 "step(s) per epoch, overlap {}",
+                 model->name(), models::parameter_count(*model), n, ctx.threads.intra_op, total_steps,
+                 c.train.batch_size, n, steps_per_epoch, reducer.overlapping() ? "on" : "off");
+
+  Progress progress(c.run.progress, total_steps, ctx.env.launcher != Launcher::kNone);
+  // Per log interval: loss sum, correct, samples, data, forward, backward, wait, optimizer (ms).
+  std::vector<double> acc(8, 0.0);
+  auto interval_start = Clock::now();
+  int exit_code = 0;
+  const int micro = c.train.gradient_accumulation;
+  const int64_t micro_size = c.train.batch_size / micro;
+
+  auto checkpoint = [&](int64_t step_done) {
+    const auto rng_states = world.allgather_varying(at::detail::getDefaultCPUGenerator().get_state());
+    if (rank == 0) {
+      save_checkpoint(checkpoint_path(c.run.dir, step_done), step_done, ctx, *model, *optimizer, config_yaml,
+                      rng_states);
+      prune_checkpoints(c.run.dir, c.checkpoint.keep);
+    }
+    world.barrier();
+  };
+
+  auto validate = [&](int64_t step_done, int64_t epoch) {
+    if (val_set.size() < n) return;
+    torch::NoGradGuard no_grad;
+    model->set_training(false);
+    double sums[3] = {0, 0, 0};
+    for (int64_t i = rank; i < val_set.size(); i += n * 256) {
+      std::vector<int64_t> idx;
+      for (int64_t k = i; k < std::min(val_set.size(), i + n * 256); k += n) idx.push_back(k);
+      auto [x, y] = val_set.gather(idx);
+      auto logits = model->forward(x);
+      sums[0] += models::cross_entropy(logits, y).item<double>() * static_cast<double>(idx.size());
+      sums[1] += static_cast<double>(models::correct(logits, y));
+      sums[2] += static_cast<double>(idx.size());
+    }
+    model->set_training(true);
+    at::Tensor t = at::tensor({sums[0], sums[1], sums[2]}, at::kDouble);
+    world.allreduce(t);
+    if (rank == 0) {
+      const auto v = t.accessor<double, 1>();
+      nlohmann::json row = {{"step", step_done}, {"epoch", epoch}, {"val_loss", v[0] / v[2]},
+                            {"val_accuracy", v[1] / v[2]}};
+      metrics << row.dump() << "\n" << std::flush;
+      HPCML_LOG_INFO("epoch {} validation: loss {:.4f}, accuracy {:.4f}", epoch, v[0] / v[2], v[1] / v[2]);
+    }
+  };
+
+  model->set_training(true);
+  for (int64_t step = start_step; step < total_steps; ++step) {
+    const int64_t epoch = step / steps_per_epoch;
+    sampler.set_epoch(epoch);
+    const double lr = learning_rate(c, step, total_steps, n);
+    for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
+
+    auto t0 = Clock::now();
+    at::Tensor x, y;
+    {
+      trace::Span span("data", "data");
+      std::tie(x, y) = train_set.gather(sampler.batch(step % steps_per_epoch));
+    }
+    auto t1 = Clock::now();
+    double forward_ms = 0, backward_ms = 0, wait_ms = 0, loss_sum = 0, correct = 0;
+    reducer.zero_grad();
+    reducer.sync_buffers();
+    for (int m = 0; m < micro; ++m) {
+      auto tf = Clock::now();
+      at::Tensor logits, loss;
+      {
+        trace::Span span("forward", "compute");
+        logits = model->forward(x.narrow(0, m * micro_size, micro_size));
+        loss = models::cross_entropy(logits, y.narrow(0, m * micro_size, micro_size));
+      }
+      auto tb = Clock::now();
+      forward_ms += ms_between(tf, tb);
+      // Each micro-batch's mean loss, divided by their count: the step's mean.
+      const at::Tensor scaled = micro > 1 ? loss / micro : loss;
+      if (m + 1 < micro) {
+        auto no_sync = reducer.no_sync();
+        reducer.backward(scaled);
+      } else {
+        reducer.backward(scaled);
+        wait_ms = reducer.last_step().exposed_wait_ms;
+      }
+      backward_ms += ms_between(tb, Clock::now());
+      loss_sum += loss.item<double>() * static_cast<double>(micro_size);
+      correct += static_cast<double>(models::correct(logits, y.narrow(0, m * micro_size, micro_size)));
+    }
+    backward_ms -= wait_ms;
+    auto t3 = Clock::now();
+    {
+      trace::Span span("optimizer", "compute");
+      if (c.train.clip_grad_norm > 0) {
+        // Gradients are averages already: the norm is the same on every rank.
+        torch::nn::utils::clip_grad_norm_(params, c.train.clip_grad_norm);
+      }
+      optimizer->step();
+    }
+    const double optimizer_ms = ms_between(t3, Clock::now());
+    const double step_values[8] = {loss_sum, correct, static_cast<double>(c.train.batch_size), ms_between(t0, t1),
+                                   forward_ms, backward_ms, wait_ms, optimizer_ms};
+    for (int k = 0; k < 8; ++k) acc[k] += step_values[k];
+    const int64_t done = step + 1;
+
+    if (done % c.train.log_every == 0 || done == total_steps) {
+      at::Tensor t = at::tensor(acc, at::kDouble);
+      world.allreduce(t);  // sums over ranks
+      const double seconds = ms_between(interval_start, Clock::now()) / 1000.0;
+      const auto v = t.accessor<double, 1>();
+      const double steps_in = std::max(1.0, v[2] / (c.train.batch_size * static_cast<double>(n)));
+      if (rank == 0) {
+        const double per = 1.0 / (steps_in * n);  // per step, averaged over ranks
+        nlohmann::json row = {
+            {"step", done},
+            {"epoch", epoch},
+            {"loss", v[0] / v[2]},
+            {"accuracy", v[1] / v[2]},
+            {"lr", lr},
+            {"samples_per_s", v[2] / seconds},
+            {"time_ms",
+             {{"data", v[3] * per}, {"forward", v[4] * per}, {"backward", v[5] * per}, {"comm_wait", v[6] * per},
+              {"optimizer", v[7] * per}}}};
+        metrics << row.dump() << "\n" << std::flush;
+        if (progress.bar()) {
+          progress.update(done, v[0] / v[2], v[2] / seconds);
+        } else {
+          HPCML_LOG_INFO("step {}/{} epoch {} loss {:.4f} accuracy {:.3f} lr {:.4g} {:.0f} samples/s", done,
+                         total_steps, epoch, v[0] / v[2], v[1] / v[2], lr, v[2] / seconds);
+        }
+      }
+      std::fill(acc.begin(), acc.end(), 0.0);
+      interval_start = Clock::now();
+    }
+
+    // A stop request on any rank stops every rank at this same step.
+    at::Tensor stop = at::tensor({stop_signal()}, at::kInt);
+    world.allreduce(stop, {collectives::ReduceOp::kMax});
+    const bool epoch_end = done % steps_per_epoch == 0;
+    if (epoch_end) validate(done, epoch);
+    const bool periodic = c.checkpoint.every_steps > 0 ? done % c.checkpoint.every_steps == 0 : epoch_end;
+    if (stop.item<int>() != 0) {
+      checkpoint(done);
+      progress.finish();
+      HPCML_LOG_WARN("signal {} received: stopped at step {} after writing a checkpoint; exit code {} (requeue)",
+                     stop.item<int>(), done, kExitPreempted);
+      exit_code = kExitPreempted;
+      break;
+    }
+    if (periodic || done == total_steps) checkpoint(done);
+  }
+  progress.finish();
+
+  const std::string digest = parameters_digest(model->named_parameters());
+  if (c.run.trace) {
+    const auto mine = trace::to_json_events(rank);
+    at::Tensor bytes = at::empty({static_cast<int64_t>(mine.size())}, at::kByte);
+    std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
+    const auto all = world.allgather_varying(bytes);
+    if (rank == 0) {
+      std::string json = "[\n";
+      for (size_t r = 0; r < all.size(); ++r) {
+        json += (r ? ",\n" : "") + std::string(static_cast<const char*>(all[r].data_ptr()), all[r].numel());
+      }
+      write_atomically(run_dir / "trace.json", json + "\n]\n");
+    }
+  }
+  if (rank == 0 && exit_code == 0) {
+    nlohmann::json summary = {{"steps", total_steps},
+                              {"ranks", n},
+                              {"threads", ctx.threads.intra_op},
+                              {"model", model->name()},
+                              {"parameters", models::parameter_count(*model)},
+                              {"parameters_sha256", digest},
+                              {"hpcml_version", HPCML_VERSION},
+                              {"git_revision", HPCML_GIT_REVISION}};
+    write_atomically(run_dir / "summary.json", summary.dump(2) + "\n");
+    HPCML_LOG_INFO("done: {} steps; parameters sha256 {}", total_steps, digest);
+  }
+  return exit_code;
+}
+
+}  // namespace hpcml::launch

@@ -1,0 +1,153 @@
+"""`hpcml train` on 2 ranks: exact resume after SIGKILL and after SIGUSR1, one
+rank's exception ending the job, the shape-mismatch error, metrics without
+duplicates, export readable by h5py, and the Chrome trace."""
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, run
+
+# Slow enough (tens of ms per step) that a run can be interrupted mid-way.
+SLOW = ["--set", "data.features=256", "--set", "model.hidden=[512,512]", "--set", "train.batch_size=128",
+        "--set", "data.samples=4096", "--set", "train.max_steps=240", "--set", "checkpoint.every_steps=20",
+        "--set", "train.log_every=5", "--set", "runtime.collective_timeout_s=60"]
+
+
+def summary(run_dir):
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        return json.load(f)
+
+
+def metric_steps(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(l)["step"] for l in f if l.strip() and "loss" in json.loads(l)]
+
+
+class TrainTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.reference = os.path.join(cls.tmp.name, "reference")
+        rc, out, err, _ = run(["train", "--set", f"run.dir={cls.reference}"] + SLOW, ranks=2, timeout=300)
+        assert rc == 0, err
+        cls.reference_digest = summary(cls.reference)["parameters_sha256"]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def start(self, run_dir, extra=()):
+        cmd = [MPIEXEC, "-n", "2"] + MPIEXEC_PREFLAGS + [BIN, "train", "--set", f"run.dir={run_dir}"] + SLOW + list(extra)
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_for_step(self, proc, run_dir, step):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            self.assertIsNone(proc.poll(), "the run ended before it could be interrupted")
+            try:
+                steps = metric_steps(run_dir)
+            except (FileNotFoundError, json.JSONDecodeError):
+                steps = []
+            if steps and steps[-1] >= step:
+                return steps[-1]
+            time.sleep(0.05)
+        self.fail("no progress")
+
+    def resume(self, run_dir):
+        rc, out, err, _ = run(["train", "--resume", "--set", f"run.dir={run_dir}"] + SLOW, ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(err, r"resumed from .*step-\d+\.pt at step \d+")
+        return summary(run_dir)["parameters_sha256"]
+
+    def test_sigkill_between_checkpoints_then_resume_is_bit_identical(self):
+        run_dir = os.path.join(self.tmp.name, "killed")
+        proc = self.start(run_dir)
+        self.wait_for_step(proc, run_dir, 65)
+        # SIGKILL one rank, as a node failure would; mpirun then ends the job.
+        ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        self.assertTrue(ranks, "no rank processes found")
+        os.kill(int(ranks[-1]), signal.SIGKILL)
+        proc.communicate(timeout=60)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertFalse(os.path.exists(os.path.join(run_dir, "summary.json")))
+        self.assertFalse([f for f in os.listdir(os.path.join(run_dir, "checkpoints")) if f.endswith(".tmp")])
+        self.assertEqual(self.resume(run_dir), self.reference_digest)
+        steps = metric_steps(run_dir)
+        self.assertEqual(steps, sorted(set(steps)), "metrics.jsonl has duplicate or unordered steps after resume")
+        self.assertEqual(steps[-1], 240)
+
+    def test_sigusr1_stops_at_one_step_checkpoints_and_exits_75(self):
+        run_dir = os.path.join(self.tmp.name, "preempted")
+        proc = self.start(run_dir)
+        self.wait_for_step(proc, run_dir, 30)
+        proc.send_signal(signal.SIGUSR1)  # mpirun forwards SIGUSR1 to every rank
+        _, err = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 75, err)
+        stopped = re.search(r"stopped at step (\d+) after writing a checkpoint", err)
+        self.assertIsNotNone(stopped, err)
+        self.assertTrue(os.path.exists(os.path.join(run_dir, "checkpoints", f"step-{stopped.group(1)}.pt")))
+        self.assertEqual(self.resume(run_dir), self.reference_digest)
+
+    def test_export_is_readable_by_h5py(self):
+        out = os.path.join(self.tmp.name, "params.h5")
+        ckpt = os.path.join(self.reference, "checkpoints", "step-240.pt")
+        rc, _, err, _ = run(["export", ckpt, "-o", out])
+        self.assertEqual(rc, 0, err)
+        script = ("import h5py, sys, torch\n"
+                  "f = h5py.File(sys.argv[1], 'r'); m = torch.jit.load(sys.argv[2])\n"
+                  "names = ['0.weight', '0.bias', '2.weight', '2.bias', '4.weight', '4.bias']\n"
+                  "assert sorted(f.keys()) == sorted(names), list(f.keys())\n"
+                  "for i, n in enumerate(names):\n"
+                  "    assert (torch.from_numpy(f[n][()]) == getattr(m, f'param_{i}')).all(), n\n"
+                  "print(f.attrs['parameters_sha256'], f.attrs['step'])\n")
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as s:
+            s.write(script)
+        self.addCleanup(os.unlink, s.name)
+        proc = subprocess.run(["/usr/bin/python3", s.name, out, ckpt], capture_output=True, text=True)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        digest, step = proc.stdout.split()
+        self.assertEqual(step, "240")
+        self.assertEqual(digest, self.reference_digest)
+
+    def test_checkpoint_of_another_shape_is_a_clear_error(self):
+        rc, _, err, _ = run(["train", "--resume", "--set", f"run.dir={self.reference}"] + SLOW +
+                            ["--set", "model.hidden=[512,256]"], ranks=2, timeout=120)
+        self.assertEqual(rc, 1, err)
+        self.assertRegex(err, r"does not fit the model: parameter 2 is '2\.weight' of shape \[512, 512\] in the "
+                              r"checkpoint, '2\.weight' of shape \[256, 512\] in the model")
+
+    def test_exception_on_one_rank_ends_the_job_with_its_message(self):
+        # Rank 1 alone gets a model file that does not exist (an MPMD line).
+        with tempfile.TemporaryDirectory() as d:
+            cmd = [MPIEXEC] + MPIEXEC_PREFLAGS + [
+                "-n", "1", BIN, "train", "--set", f"run.dir={d}", ":",
+                "-n", "1", BIN, "train", "--set", f"run.dir={d}", "--set", "model.name=torchscript",
+                "--set", "model.torchscript=/nonexistent/model.pt"]
+            start = time.monotonic()
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            self.assertEqual(proc.returncode, 1, proc.stderr)
+            self.assertRegex(proc.stderr, r"hpcml: \[rank 1/2\] error: cannot load TorchScript model "
+                                          r"'/nonexistent/model\.pt'")
+            self.assertLess(time.monotonic() - start, 30)
+
+    def test_trace_has_every_rank_backward_and_buckets(self):
+        with tempfile.TemporaryDirectory() as d:
+            rc, _, err, _ = run(["train", "--set", f"run.dir={d}", "--set", "run.trace=true",
+                                 "--set", "train.max_steps=5", "--set", "reducer.overlap=always"], ranks=2)
+            self.assertEqual(rc, 0, err)
+            with open(os.path.join(d, "trace.json")) as f:
+                events = json.load(f)
+        complete = [e for e in events if e["ph"] == "X"]
+        self.assertEqual({e["pid"] for e in complete}, {0, 1})
+        names = {e["name"] for e in complete}
+        for expected in ("forward", "backward", "optimizer", "allreduce bucket 0", "data"):
+            self.assertIn(expected, names)
+
+
+if __name__ == "__main__":
+    unittest.main()
