@@ -13,6 +13,8 @@ binds rank r to core r):
   hpcml-1, hpcml-2       mpirun -n 1|2 hpcml bench ddp
   hpcml-2-bf16           mpirun -n 2 hpcml bench ddp --compression bf16
   plain-1                mpirun -n 1 hpcml bench ddp --plain (LibTorch without hpcml)
+  plain-2                mpirun -n 2 ... --plain: two independent loops, no communication
+                         (this machine's scaling ceiling)
 Then, once: the loss after 200 steps at 2 ranks, fp32 vs bf16.
 """
 import argparse
@@ -41,6 +43,7 @@ def configs(hpcml):
         "hpcml-2": mpirun(2) + [hpcml, "bench", "ddp"],
         "hpcml-2-bf16": mpirun(2) + [hpcml, "bench", "ddp", "--compression", "bf16"],
         "plain-1": mpirun(1) + [hpcml, "bench", "ddp", "--plain"],
+        "plain-2": mpirun(2) + [hpcml, "bench", "ddp", "--plain"],
     }
 
 
@@ -81,6 +84,8 @@ def main():
         ratios["scaling_efficiency_bf16"] = med["hpcml-2-bf16"] / (2 * med["hpcml-1"])
     if "plain-1" in med and "hpcml-1" in med:
         ratios["overhead_1rank_vs_plain"] = med["plain-1"] / med["hpcml-1"] - 1
+    if "plain-2" in med and "plain-1" in med:
+        ratios["ceiling_efficiency_no_communication"] = med["plain-2"] / (2 * med["plain-1"])
     if "pytorch-2" in med and "pytorch-1" in med:
         ratios["pytorch_scaling_efficiency"] = med["pytorch-2"] / (2 * med["pytorch-1"])
 

@@ -151,13 +151,15 @@ struct CheckpointSection {
 };
 
 struct RunSection {
-  std::string dir = "runs/train";
+  std::string dir;
   std::string resume = "no";
   bool trace = false;
   std::string progress = "auto";
   template <typename V>
   void describe(V& v) {
-    v.field("dir", dir, "run directory: config.yaml, metrics.jsonl, summary.json, trace.json, checkpoints/");
+    v.field("dir", dir,
+            "run directory: config.yaml, metrics.jsonl, summary.json, trace.json, checkpoints/; empty: "
+            "runs/<Slurm job id> inside a Slurm job (a requeued job finds its checkpoints), else runs/train");
     v.field("resume", resume, "auto: continue from the newest valid checkpoint in dir, if any; no: start fresh",
             config::one_of({"no", "auto"}));
     v.field("trace", trace, "write trace.json (Chrome trace of every rank's phases and bucket allreduces)");

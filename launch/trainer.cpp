@@ -344,7 +344,9 @@ void export_checkpoint(const std::string& path, const std::string& out) {
                         {"config", config.toStringRef()}});
 }
 
-int train(Context& ctx, const TrainConfig& c) {
+int train(Context& ctx, const TrainConfig& config) {
+  TrainConfig c = config;
+  if (c.run.dir.empty()) c.run.dir = ctx.env.job_id ? "runs/" + *ctx.env.job_id : "runs/train";
   auto& world = *ctx.world;
   const int rank = world.rank();
   const int n = world.size();
