@@ -1,6 +1,8 @@
 #include "core/config.hpp"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 namespace hpcml::config {
@@ -16,6 +18,16 @@ Rule<std::string> one_of(std::vector<std::string> choices) {
 }
 
 namespace detail {
+
+std::string format_double(double value) {
+  // The shortest of %.15g .. %.17g that reads back exactly.
+  char text[32];
+  for (int digits = 15; digits <= 17; ++digits) {
+    std::snprintf(text, sizeof text, "%.*g", digits, value);
+    if (std::strtod(text, nullptr) == value) break;
+  }
+  return text;
+}
 
 std::string describe_node(const YAML::Node& node) {
   switch (node.Type()) {

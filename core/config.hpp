@@ -68,6 +68,20 @@ template <> struct TypeName<std::string> { static constexpr const char* value = 
 template <> struct TypeName<std::vector<int>> { static constexpr const char* value = "a list of integers"; };
 template <> struct TypeName<std::vector<double>> { static constexpr const char* value = "a list of numbers"; };
 template <> struct TypeName<std::vector<std::string>> { static constexpr const char* value = "a list of strings"; };
+/// A value as a YAML node; doubles in their shortest round-trip form ("0.05").
+std::string format_double(double value);
+template <typename T>
+YAML::Node to_node(const T& value) {
+  if constexpr (std::is_same_v<T, double>) {
+    return YAML::Node(format_double(value));
+  } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+    YAML::Node list(YAML::NodeType::Sequence);
+    for (double v : value) list.push_back(YAML::Node(format_double(v)));
+    return list;
+  } else {
+    return YAML::Node(value);
+  }
+}
 /// Short text of a node for messages: the scalar, "a mapping", "a list" or "nothing".
 std::string describe_node(const YAML::Node& node);
 /// Levenshtein-nearest of `candidates` to `key`, if close enough to be a typo.
@@ -161,7 +175,7 @@ class Writer {
   explicit Writer(YAML::Node node) : node_(std::move(node)) {}
   template <typename T>
   void field(const char* key, T& value, const char*, const Rule<T>& = {}) {
-    node_[key] = value;
+    node_[key] = detail::to_node(value);
   }
   template <typename S>
   void section(const char* key, S& sub, const char*) {
@@ -185,7 +199,7 @@ class Documenter {
   template <typename T>
   void field(const char* key, T& value, const char* help, const Rule<T>& rule = {}) {
     YAML::Emitter out;
-    out << YAML::Flow << YAML::Node(value);
+    out << YAML::Flow << detail::to_node(value);
     rows.push_back({path(key), std::string(detail::TypeName<T>::value), out.c_str(), rule.description, help});
   }
   template <typename S>
