@@ -105,12 +105,17 @@ GradientReducer::GradientReducer(std::vector<NamedTensor> parameters, std::vecto
   for (int b = 0; b < static_cast<int>(buckets_.size()); ++b) {
     auto& bucket = buckets_[b];
     int64_t numel = 0;
-    for (int i : bucket.params) numel += params_[i].tensor.numel();
+    for (int i : bucket.params) {
+      auto& p = params_[i];
+      p.direct = options_.compression == GradCompression::kNone && p.tensor.numel() * 4 >= options_.direct_min_bytes;
+      if (!p.direct) numel += p.tensor.numel();
+    }
     bucket.flat = at::zeros({numel}, at::kFloat);
     int64_t offset = 0;
     for (int i : bucket.params) {
       auto& p = params_[i];
       p.bucket = b;
+      if (p.direct) continue;
       p.offset = offset;
       p.view = bucket.flat.narrow(0, offset, p.tensor.numel()).view(p.tensor.sizes());
       offset += p.tensor.numel();
@@ -184,7 +189,10 @@ void GradientReducer::on_grad_ready(int index) {
   ready_[index] = 1;
   auto& p = params_[index];
   const at::Tensor& grad = p.tensor.grad();
-  if (grad.defined() && !grad.is_same(p.view) && grad.data_ptr() != p.view.data_ptr()) {
+  if (p.direct) {
+    // Reduced where it lies; MPI needs it contiguous.
+    if (!grad.is_contiguous()) p.tensor.mutable_grad() = grad.contiguous();
+  } else if (grad.defined() && !grad.is_same(p.view) && grad.data_ptr() != p.view.data_ptr()) {
     p.view.copy_(grad);
   } else if (!grad.defined()) {
     p.view.zero_();
@@ -207,12 +215,22 @@ void GradientReducer::launch(int b) {
   auto& bucket = buckets_[b];
   bucket.launched = true;
   const bool divide = !scaled_;
-  bucket.work = backend_->submit("gradient bucket allreduce", [this, b, divide] {
+  std::vector<at::Tensor> direct;  // final gradients, taken on this (the backward) thread
+  for (int i : bucket.params) {
+    if (params_[i].direct) direct.push_back(params_[i].tensor.grad());
+  }
+  bucket.work = backend_->submit("gradient bucket allreduce", [this, b, divide, direct]() mutable {
     auto& bucket = buckets_[b];
     bucket.timing.start_us = trace::now_us();
     if (options_.compression == GradCompression::kNone) {
-      backend_->allreduce(bucket.flat);
-      if (divide) bucket.flat.div_(backend_->size());
+      for (auto& grad : direct) {
+        backend_->allreduce(grad);
+        if (divide) grad.div_(backend_->size());
+      }
+      if (bucket.flat.numel() > 0) {
+        backend_->allreduce(bucket.flat);
+        if (divide) bucket.flat.div_(backend_->size());
+      }
     } else {
       reduce_compressed(bucket, divide);
     }
@@ -274,7 +292,11 @@ void GradientReducer::finish() {
                     "produce a gradient for every parameter, or set allow_unused (train.allow_unused_parameters)");
       }
       // Unused here: contributes zeros, like DDP with find_unused_parameters.
-      p.view.zero_();
+      if (p.direct) {
+        p.tensor.mutable_grad() = at::zeros_like(p.tensor);
+      } else {
+        p.view.zero_();
+      }
       ready_[i] = 1;
       if (--buckets_[p.bucket].pending == 0) buckets_[p.bucket].timing.ready_us = trace::now_us();
     }
@@ -282,7 +304,7 @@ void GradientReducer::finish() {
   }
   for (auto& bucket : buckets_) bucket.work->wait();
   for (auto& p : params_) {
-    if (!p.tensor.grad().is_same(p.view)) p.tensor.mutable_grad() = p.view;
+    if (!p.direct && !p.tensor.grad().is_same(p.view)) p.tensor.mutable_grad() = p.view;
   }
   const int64_t wait_end = trace::now_us();
   trace::record("gradient wait", "comm", wait_start, wait_end);

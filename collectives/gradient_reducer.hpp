@@ -53,6 +53,10 @@ struct ReducerOptions {
   bool allow_unused = false;
   BufferPolicy buffers = BufferPolicy::kBroadcast;
   GradCompression compression = GradCompression::kNone;
+  /// Without compression, gradients of at least this many bytes are allreduced in
+  /// place in their own tensor (no copy into the bucket, which on one core per rank
+  /// costs more than the extra MPI call); smaller ones share the bucket's flat buffer.
+  int64_t direct_min_bytes = int64_t{256} << 10;
 };
 
 /// Timestamps (trace clock, microseconds) of one bucket in the last synchronised step.
@@ -88,11 +92,13 @@ struct ReducerStepStats {
 ///
 /// - Construction broadcasts parameters and buffers from rank 0 and checks that every
 ///   rank has the same parameter names, shapes and dtypes (collective).
-/// - Buckets hold parameters in reverse registration order. After the reduction, each
-///   parameter's `.grad()` is a view into its bucket (no copy back).
-/// - During backward, a grad-ready hook copies each final gradient into its bucket;
-///   when a bucket is complete its allreduce goes to the backend's communication
-///   thread at once (buckets launch in index order on every rank).
+/// - Buckets hold parameters in reverse registration order. Small gradients are copied
+///   into the bucket's flat buffer by a grad-ready hook and, after the reduction, each
+///   such parameter's `.grad()` is a view into it (no copy back); large ones
+///   (options.direct_min_bytes) are allreduced in place in their own tensor.
+/// - When every gradient of a bucket is final its allreduces go to the backend's
+///   communication thread (during backward with overlap; buckets launch in index
+///   order on every rank).
 /// - `backward()` scales the loss's gradient by 1/size so the summed allreduce is the
 ///   average; after a plain `loss.backward()`, `finish()` divides instead.
 /// - A parameter without a gradient in a synchronised step is an error naming it
@@ -147,8 +153,9 @@ class GradientReducer {
     std::string name;
     at::Tensor tensor;
     int bucket = 0;
-    int64_t offset = 0;  // in the bucket, in elements
-    at::Tensor view;     // the bucket slice, shaped like the parameter
+    bool direct = false;  // allreduced in its own gradient tensor
+    int64_t offset = 0;   // in the bucket's flat buffer, in elements (not direct)
+    at::Tensor view;      // the bucket slice, shaped like the parameter (not direct)
   };
   struct Bucket {
     std::vector<int> params;

@@ -24,6 +24,7 @@ struct DdpBenchOptions {
   int warmup = 5;
   std::string compression = "none";
   std::string overlap = "auto";
+  int direct_min_kb = 256;
   bool plain = false;
   std::string json_path;
 };
@@ -44,6 +45,7 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
   HPCML_CHECK_AS(ConfigError, o.batch >= 1 && o.steps >= 1 && o.warmup >= 0, "bench ddp: --batch and --steps must be "
                  ">= 1 and --warmup >= 0; found ", o.batch, ", ", o.steps, ", ", o.warmup);
   collectives::ReducerOptions reducer_options;
+  reducer_options.direct_min_bytes = int64_t{o.direct_min_kb} * 1024;
   if (o.overlap == "always") reducer_options.overlap = collectives::Overlap::kAlways;
   else if (o.overlap == "never") reducer_options.overlap = collectives::Overlap::kNever;
   else HPCML_CHECK_AS(ConfigError, o.overlap == "auto", "bench ddp: --overlap: expected one of [auto, always, never], "
@@ -164,6 +166,9 @@ void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selec
   sub->add_option("--overlap", o->overlap,
                   "When bucket allreduces run: auto (during backward only if the rank has a core to spare), "
                   "always, never")
+      ->capture_default_str();
+  sub->add_option("--direct-min-kb", o->direct_min_kb,
+                  "Gradients of at least this many KiB are allreduced in place instead of copied into a bucket")
       ->capture_default_str();
   sub->add_flag("--plain", o->plain,
                 "Plain LibTorch loop without hpcml: no gradient averaging. At 1 rank, the overhead baseline; at N "

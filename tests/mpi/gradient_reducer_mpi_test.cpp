@@ -114,6 +114,21 @@ TEST(GradientReducer, EquivalentWithTinyBucketsAndExplicitFinish) {
   expect_equivalent_to_one_rank(spec);
 }
 
+TEST(GradientReducer, EquivalentWithEveryGradientReducedInPlace) {
+  TrainSpec spec;
+  spec.options.direct_min_bytes = 0;  // no copies into buckets at all
+  expect_equivalent_to_one_rank(spec);
+}
+
+TEST(GradientReducer, EquivalentWithMixedDirectAndBucketedGradients) {
+  TrainSpec spec;
+  spec.options.direct_min_bytes = 500;  // the 16x16 and 16x8 weights in place, biases bucketed
+  spec.options.first_bucket_bytes = 300;
+  spec.options.bucket_cap_bytes = 700;
+  spec.options.overlap = hpcml::collectives::Overlap::kAlways;
+  expect_equivalent_to_one_rank(spec);
+}
+
 TEST(GradientReducer, BucketsFollowReverseRegistrationOrder) {
   auto model = make_mlp(8, 16, 4);
   ReducerOptions options;
@@ -186,6 +201,7 @@ TEST(GradientReducer, UnusedParameterIsAnErrorNamingIt) {
 
   ReducerOptions allow;
   allow.allow_unused = true;
+  allow.direct_min_bytes = 0;  // the unused gradient is reduced in place: it must be created
   GradientReducer tolerant(hpcml::collectives::named_parameters(*model), {}, world(), allow);
   tolerant.zero_grad();
   tolerant.backward(torch::nll_loss(torch::log_softmax(model->forward(x), 1), y));

@@ -10,7 +10,7 @@
 # Env:  HPCML_TEST_SLURM_PORT [16857], HPCML_TEST_KEEP=1 (see lib.sh)
 # shellcheck source=tests/slurm/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-slurm_test_init killed-rank 16857 "$@"
+slurm_test_init killed-rank 16857 100 "$@"
 start_cluster
 
 CFG=(--set data.features=256 --set "model.hidden=[512,512]" --set train.batch_size=128

@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 #
 #   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-#   slurm_test_init NAME DEFAULT_PORT "$@"   # skip (77) unless root + Slurm; find hpcml; temp dir $T
+#   slurm_test_init NAME DEFAULT_PORT BUDGET_S "$@"  # skip (77) unless root + Slurm; hpcml; temp dir $T
 #   start_cluster                            # own cluster in $T/cluster, stopped on exit
 #   j=$(submit NAME TEMPLATE [OPT...] -- ARG...)  # sbatch OPTs jobs/TEMPLATE ARGs; log $T/NAME.out
 #   wait_job "$j" SECONDS                    # poll until it ends; prints its JobState
@@ -12,6 +12,7 @@
 # $<TARGET_FILE:hpcml>), else $HPCML_BIN, else build/bin/hpcml in the source tree.
 # Env: HPCML_TEST_SLURM_PORT  slurmctld port; slurmds use +1, +2 [per test]
 #      HPCML_TEST_KEEP=1      keep the temp dir (logs, run dirs) even when all passed
+#      HPCML_TEST_BUDGET_S    override the test's overall time budget (seconds)
 # Every wait here has a deadline; the cluster is stopped on every exit path.
 
 set -uo pipefail
@@ -27,10 +28,13 @@ skip() { echo "SKIP: $*"; }
 note() { echo "NOTE: $*"; }
 elapsed() { echo "$((SECONDS - ${1:-0}))"; }
 
-# slurm_test_init NAME DEFAULT_PORT [HPCML_BINARY]
+# slurm_test_init NAME DEFAULT_PORT BUDGET_S [HPCML_BINARY]
+# BUDGET_S: after this many seconds the test fails and stops its cluster. Keep it
+# well below the CTest TIMEOUT: CTest kills the script's process tree with
+# SIGKILL, which would leave the (daemonized) Slurm daemons running.
 slurm_test_init() {
-  TEST_NAME=$1 PORT=${HPCML_TEST_SLURM_PORT:-$2}
-  shift 2
+  TEST_NAME=$1 PORT=${HPCML_TEST_SLURM_PORT:-$2} BUDGET=${HPCML_TEST_BUDGET_S:-$3}
+  shift 3
   if [[ $(id -u) -ne 0 ]]; then skip "needs root (the local cluster runs as root)"; exit 77; fi
   export PATH="$PATH:/usr/sbin:/sbin"
   local b
@@ -47,11 +51,22 @@ slurm_test_init() {
   T=$(mktemp -d "/tmp/hpcml-$TEST_NAME.XXXXXX")
   D="$T/cluster"
   trap _slurm_test_cleanup EXIT
-  trap 'exit 130' INT TERM
+  trap 'failures=$((failures + 1)); exit 130' INT TERM
+  # Watchdog: SIGTERM to this shell after BUDGET s; the EXIT trap then cleans up.
+  (
+    sleeper=""
+    trap 'kill $sleeper 2>/dev/null; exit 0' TERM
+    sleep "$BUDGET" & sleeper=$!
+    wait "$sleeper" || exit 0
+    echo "FAIL: $TEST_NAME exceeded its ${BUDGET} s budget; stopping the cluster"
+    kill -TERM $$
+  ) &
+  WATCHDOG=$!
   echo "$TEST_NAME: hpcml $HPCML_BIN, temp dir $T"
 }
 
 _slurm_test_cleanup() {
+  kill "$WATCHDOG" 2>/dev/null
   if [[ -d "$D" ]]; then
     timeout 60 "$CLUSTER_SH" stop "$D" >"$T/stop-on-exit.log" 2>&1 ||
       { echo "FAIL: stopping the cluster (see below)"; cat "$T/stop-on-exit.log"; failures=$((failures + 1)); }

@@ -12,12 +12,12 @@
 # Env:  HPCML_TEST_SLURM_PORT [16837], HPCML_TEST_KEEP=1 (see lib.sh)
 # shellcheck source=tests/slurm/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-slurm_test_init serve-hetjob 16837 "$@"
+slurm_test_init serve-hetjob 16837 200 "$@"
 start_cluster
 
 # The template's srun guard acts once a step has been gone for this long.
 export HPCML_SRUN_GUARD_S=8
-SMALL=(--set train.max_steps=60 --set checkpoint.every_steps=10 --set train.log_every=5
+SMALL=(--set train.max_steps=20 --set checkpoint.every_steps=10 --set train.log_every=5
        --set data.samples=2048)
 
 # ---- the template as shipped: 3 (cpu) + 1 (gpu) ranks -------------------------------
@@ -51,8 +51,8 @@ grep -q 'info: training .* on 4 rank(s)' "$log" && pass "training ran on all 4 r
 summary="$T/run/summary.json"
 if [[ -s "$summary" ]]; then
   steps=$(json_field "$summary" steps) nranks=$(json_field "$summary" ranks)
-  [[ "$steps" == 60 && "$nranks" == 4 ]] && pass "summary.json: 60 steps on 4 ranks" ||
-    fail "summary.json: steps=$steps ranks=$nranks (want 60, 4)"
+  [[ "$steps" == 20 && "$nranks" == 4 ]] && pass "summary.json: 20 steps on 4 ranks" ||
+    fail "summary.json: steps=$steps ranks=$nranks (want 20, 4)"
 else
   fail "no $summary"
 fi

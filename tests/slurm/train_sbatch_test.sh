@@ -9,7 +9,7 @@
 # Env:  HPCML_TEST_SLURM_PORT [16827], HPCML_TEST_KEEP=1 (see lib.sh)
 # shellcheck source=tests/slurm/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-slurm_test_init train-sbatch 16827 "$@"
+slurm_test_init train-sbatch 16827 100 "$@"
 start_cluster
 
 SMALL=(--set train.max_steps=60 --set checkpoint.every_steps=10 --set train.log_every=5
