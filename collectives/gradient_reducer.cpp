@@ -127,6 +127,11 @@ GradientReducer::GradientReducer(std::vector<NamedTensor> parameters, std::vecto
       bucket.send = at::zeros({n * chunk}, dtype);
       bucket.recv = at::empty({n * chunk}, dtype);
       bucket.gather = at::empty({n * chunk}, dtype);
+      bucket.segment = at::empty({chunk}, at::kFloat);
+      for (int i : bucket.params) {
+        auto& p = params_[i];
+        p.send = bucket.send.narrow(0, p.offset, p.tensor.numel()).view(p.tensor.sizes());
+      }
     }
   }
 
@@ -192,6 +197,10 @@ void GradientReducer::on_grad_ready(int index) {
   if (p.direct) {
     // Reduced where it lies; MPI needs it contiguous.
     if (!grad.is_contiguous()) p.tensor.mutable_grad() = grad.contiguous();
+  } else if (p.send.defined()) {
+    // Compression: straight into the 16-bit send buffer (one pass, no float32 copy).
+    if (grad.defined()) p.send.copy_(grad);
+    else p.send.zero_();
   } else if (grad.defined() && !grad.is_same(p.view) && grad.data_ptr() != p.view.data_ptr()) {
     p.view.copy_(grad);
   } else if (!grad.defined()) {
@@ -247,14 +256,17 @@ void GradientReducer::reduce_compressed(Bucket& bucket, bool divide) const {
   const int64_t n = backend_->size();
   const int64_t numel = bucket.flat.numel();
   const int64_t chunk = bucket.send.numel() / n;
-  bucket.send.narrow(0, 0, numel).copy_(bucket.flat);
+  // The hooks filled bucket.send with this rank's 16-bit gradients.
   backend_->alltoall(bucket.recv, bucket.send);
-  at::Tensor segment = bucket.recv.view({n, chunk}).to(at::kFloat).sum(0);
-  if (divide) segment.div_(n);
-  const at::Tensor rounded = segment.to(bucket.send.scalar_type());
+  const at::Tensor received = bucket.recv.view({n, chunk});
+  bucket.segment.copy_(received[0]);
+  for (int64_t r = 1; r < n; ++r) bucket.segment.add_(received[r]);  // widened, summed in float32
+  if (divide) bucket.segment.div_(n);
   std::vector<at::Tensor> outputs;
   for (int64_t r = 0; r < n; ++r) outputs.push_back(bucket.gather.narrow(0, r * chunk, chunk));
-  backend_->allgather(outputs, rounded);
+  at::Tensor& mine = outputs[backend_->rank()];
+  mine.copy_(bucket.segment);  // the one rounding to 16 bits
+  backend_->allgather(outputs, mine);  // in place
   bucket.flat.copy_(bucket.gather.narrow(0, 0, numel));
 }
 
@@ -294,6 +306,8 @@ void GradientReducer::finish() {
       // Unused here: contributes zeros, like DDP with find_unused_parameters.
       if (p.direct) {
         p.tensor.mutable_grad() = at::zeros_like(p.tensor);
+      } else if (p.send.defined()) {
+        p.send.zero_();
       } else {
         p.view.zero_();
       }

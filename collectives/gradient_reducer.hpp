@@ -156,11 +156,13 @@ class GradientReducer {
     bool direct = false;  // allreduced in its own gradient tensor
     int64_t offset = 0;   // in the bucket's flat buffer, in elements (not direct)
     at::Tensor view;      // the bucket slice, shaped like the parameter (not direct)
+    at::Tensor send;      // its slice of the 16-bit send buffer (compression)
   };
   struct Bucket {
     std::vector<int> params;
     at::Tensor flat;                // float32 gradients
     at::Tensor send, recv, gather;  // 16-bit staging, with compression
+    at::Tensor segment;             // float32 sums of this rank's segment, with compression
     int pending = 0;
     bool launched = false;
     WorkPtr work;

@@ -83,17 +83,29 @@ WorkPtr MpiBackend::do_allgather(std::vector<at::Tensor>& outputs, const at::Ten
     total += counts[r];
     equal = equal && counts[r] == counts[0];
   }
-  // One receive buffer, then copied out: outputs need not be adjacent in memory.
+  // Outputs that are consecutive pieces of one buffer receive directly (and an
+  // input that is already this rank's piece is sent in place); otherwise one
+  // receive buffer, copied out.
+  const auto itemsize = static_cast<int64_t>(input.element_size());
+  const char* base = static_cast<const char*>(outputs[0].data_ptr());
+  bool adjacent = true;
+  for (int r = 0; r < size_; ++r) {
+    adjacent = adjacent && outputs[r].is_contiguous() &&
+               static_cast<const char*>(outputs[r].data_ptr()) == base + displs[r] * itemsize;
+  }
+  const bool in_place = adjacent && input.data_ptr() == outputs[rank_].data_ptr();
   return launch("allgather", options.async, options.timeout,
-                [this, outputs, input, type, counts, displs, total, equal]() mutable {
-                  at::Tensor flat = at::empty({total}, input.options());
+                [this, outputs, input, type, counts, displs, total, equal, adjacent, in_place]() mutable {
+                  at::Tensor flat = adjacent ? at::Tensor() : at::empty({total}, input.options());
+                  void* receive = adjacent ? outputs[0].data_ptr() : flat.data_ptr();
+                  void* send = in_place ? MPI_IN_PLACE : input.data_ptr();
                   if (equal) {
-                    HPCML_MPI_CHECK(MPI_Allgather(input.data_ptr(), counts[0], type, flat.data_ptr(), counts[0],
-                                                  type, comm_));
+                    HPCML_MPI_CHECK(MPI_Allgather(send, counts[0], type, receive, counts[0], type, comm_));
                   } else {
-                    HPCML_MPI_CHECK(MPI_Allgatherv(input.data_ptr(), counts[rank_], type, flat.data_ptr(),
-                                                   counts.data(), displs.data(), type, comm_));
+                    HPCML_MPI_CHECK(MPI_Allgatherv(send, counts[rank_], type, receive, counts.data(), displs.data(),
+                                                   type, comm_));
                   }
+                  if (adjacent) return;
                   for (int r = 0; r < size_; ++r) {
                     outputs[r].view({-1}).copy_(flat.narrow(0, displs[r], counts[r]));
                   }

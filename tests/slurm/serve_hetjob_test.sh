@@ -7,7 +7,7 @@
 # hang is exercised with a copy whose srun "hangs" after its step ended.
 #
 # Usage: tests/slurm/serve_hetjob_test.sh [HPCML_BINARY]
-# Needs root and slurm-wlm + munge (scripts/install-deps.sh). About 35 s.
+# Needs root and slurm-wlm + munge (scripts/install-deps.sh). About 55 s.
 # Exit: 0 all passed, 1 a check failed, 77 skipped (not root / no Slurm).
 # Env:  HPCML_TEST_SLURM_PORT [16837], HPCML_TEST_KEEP=1 (see lib.sh)
 # shellcheck source=tests/slurm/lib.sh
