@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # jobs/train.sbatch on a real local Slurm cluster: a 2-task training job runs to
-# COMPLETED, writes summary.json, and its log starts with `hpcml info` showing
+# COMPLETED, writes summary.json into runs/<job id> (run.dir's default in a job), and its log starts with `hpcml info` showing
 # the srun launcher and 2 ranks.
 #
 # Usage: tests/slurm/train_sbatch_test.sh [HPCML_BINARY]
@@ -15,7 +15,8 @@ start_cluster
 SMALL=(--set train.max_steps=60 --set checkpoint.every_steps=10 --set train.log_every=5
        --set data.samples=2048)
 t0=$SECONDS
-j=$(submit train train.sbatch -n 2 -- "${SMALL[@]}" --set run.dir=run) || { fail "sbatch train.sbatch"; finish; }
+# No run.dir: inside a job it defaults to runs/<job id> (relative to the job's cwd, $T).
+j=$(submit train train.sbatch -n 2 -- "${SMALL[@]}") || { fail "sbatch train.sbatch"; finish; }
 state=$(wait_job "$j" 120)
 log="$T/train.out"
 if [[ "$state" == COMPLETED ]]; then
@@ -44,7 +45,7 @@ train_line=$(grep -n -m1 'info: training' "$log" | cut -d: -f1)
   pass "hpcml info comes before training in the log" ||
   fail "hpcml info (line ${info_line:-none}) should come before training (line ${train_line:-none})"
 
-summary="$T/run/summary.json"
+summary="$T/runs/$j/summary.json"
 if [[ -s "$summary" ]]; then
   steps=$(json_field "$summary" steps) nranks=$(json_field "$summary" ranks)
   [[ "$steps" == 60 && "$nranks" == 2 ]] &&
