@@ -164,11 +164,8 @@ int64_t read_int(torch::serialize::InputArchive& archive, const char* key, const
   return v.toInt();
 }
 
-// Loads a checkpoint into the model and optimizer; returns its header. A model of
-// another shape is an error naming the first mismatching parameter.
-CheckpointHeader load_checkpoint(const std::string& path, models::Model& model, torch::optim::Optimizer& optimizer,
-                                 int rank, int world_size) {
-  torch::serialize::InputArchive archive;
+// Opens a checkpoint and checks its format version (IoError naming the file otherwise).
+void open_checkpoint(const std::string& path, torch::serialize::InputArchive& archive) {
   try {
     archive.load_from(path);
   } catch (const c10::Error& e) {
@@ -177,6 +174,14 @@ CheckpointHeader load_checkpoint(const std::string& path, models::Model& model, 
   const int64_t version = read_int(archive, "format_version", path);
   HPCML_CHECK_AS(IoError, version == kCheckpointFormat, "checkpoint '", path, "' has format version ", version,
                  "; this hpcml reads version ", kCheckpointFormat);
+}
+
+// Loads a checkpoint into the model and optimizer; returns its header. A model of
+// another shape is an error naming the first mismatching parameter.
+CheckpointHeader load_checkpoint(const std::string& path, models::Model& model, torch::optim::Optimizer& optimizer,
+                                 int rank, int world_size) {
+  torch::serialize::InputArchive archive;
+  open_checkpoint(path, archive);
   CheckpointHeader header{read_int(archive, "step", path), read_int(archive, "world_size", path),
                           read_int(archive, "threads", path)};
   c10::IValue names_value;
@@ -316,14 +321,7 @@ std::string newest_checkpoint(const std::string& run_dir) {
 
 void export_checkpoint(const std::string& path, const std::string& out) {
   torch::serialize::InputArchive archive;
-  try {
-    archive.load_from(path);
-  } catch (const c10::Error& e) {
-    HPCML_THROW(IoError, "cannot read checkpoint '", path, "': ", e.what_without_backtrace());
-  }
-  const int64_t version = read_int(archive, "format_version", path);
-  HPCML_CHECK_AS(IoError, version == kCheckpointFormat, "checkpoint '", path, "' has format version ", version,
-                 "; this hpcml reads version ", kCheckpointFormat);
+  open_checkpoint(path, archive);
   c10::IValue names_value;
   archive.read("param_names", names_value);
   std::vector<io::NamedTensor> tensors;
