@@ -7,6 +7,7 @@
 #include "core/env.hpp"
 #include "core/env_vars.hpp"
 #include "core/error.hpp"
+#include "core/files.hpp"
 #include "core/h5.hpp"
 #include "core/log.hpp"
 #include "core/mpi.hpp"

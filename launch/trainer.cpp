@@ -16,6 +16,7 @@
 
 #include "collectives/gradient_reducer.hpp"
 #include "core/error.hpp"
+#include "core/files.hpp"
 #include "core/log.hpp"
 #include "core/signals.hpp"
 #include "core/trace.hpp"
@@ -37,26 +38,7 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-// Writes `text` to `path` through a temporary name, so readers see all or nothing.
-void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    HPCML_CHECK_AS(IoError, out.good(), "cannot write '", tmp.string(), "'");
-    out << text;
-    out.flush();
-    HPCML_CHECK_AS(IoError, out.good(), "write to '", tmp.string(), "' failed (disk full?)");
-  }
-  fs::rename(tmp, path);
-}
-
-void fsync_file(const fs::path& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (f) {
-    fsync(fileno(f));
-    std::fclose(f);
-  }
-}
+void write_atomically(const fs::path& path, const std::string& text) { write_file_atomically(path.string(), text); }
 
 std::unique_ptr<models::Model> build_model(const TrainConfig& c) {
   if (c.model.name == "torchscript") {
@@ -154,7 +136,7 @@ void save_checkpoint(const fs::path& path, int64_t step, const Context& ctx, con
   for (size_t r = 0; r < rng_states.size(); ++r) archive.write("rng_torch_" + std::to_string(r), rng_states[r]);
   const fs::path tmp = path.string() + ".tmp";
   archive.save_to(tmp.string());
-  fsync_file(tmp);
+  fsync_file(tmp.string());
   fs::rename(tmp, path);
 }
 

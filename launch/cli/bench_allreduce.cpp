@@ -10,6 +10,7 @@
 
 #include "collectives/mpi_backend.hpp"
 #include "core/error.hpp"
+#include "core/files.hpp"
 #include "core/mpi.hpp"
 #include "core/watchdog.hpp"
 #include "launch/cli/command.hpp"
@@ -184,11 +185,7 @@ int run_bench_allreduce(Context& c, const AllreduceBenchOptions& o) {
                    {"busbw_vs_mpi_blocking", ratio}});
   }
   std::fflush(stdout);
-  if (!o.json_path.empty()) {
-    std::ofstream file(o.json_path);
-    HPCML_CHECK_AS(IoError, file.good(), "bench allreduce: cannot write '", o.json_path, "'");
-    file << out.dump(2) << "\n";
-  }
+  if (!o.json_path.empty()) write_file_atomically(o.json_path, out.dump(2) + "\n");
   return 0;
 }
 

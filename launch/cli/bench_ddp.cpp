@@ -11,6 +11,7 @@
 #include "collectives/gradient_reducer.hpp"
 #include "collectives/module_params.hpp"
 #include "core/error.hpp"
+#include "core/files.hpp"
 #include "launch/cli/command.hpp"
 
 namespace hpcml::launch::cli {
@@ -140,11 +141,7 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
               samples_per_s, 1000.0 * seconds / o.steps, p[0], p[1], p[2], p[3], last_loss);
   std::printf("%s\n", out.dump().c_str());
   std::fflush(stdout);
-  if (!o.json_path.empty()) {
-    std::ofstream file(o.json_path);
-    HPCML_CHECK_AS(IoError, file.good(), "bench ddp: cannot write '", o.json_path, "'");
-    file << out.dump(2) << "\n";
-  }
+  if (!o.json_path.empty()) write_file_atomically(o.json_path, out.dump(2) + "\n");
   return 0;
 }
 

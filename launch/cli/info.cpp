@@ -12,6 +12,7 @@
 
 #include "collectives/factory.hpp"
 #include "core/error.hpp"
+#include "core/files.hpp"
 #include "core/h5.hpp"
 #include "hpcml/build_config.hpp"
 #include "launch/cli/command.hpp"
@@ -121,11 +122,7 @@ int run_info(Context& c, const std::string& json_path) {
               << std::setw(9) << r["threads"].get<int>() << r["blas_threads"].get<int>() << "\n";
   }
   std::cout.flush();
-  if (!json_path.empty()) {
-    std::ofstream out(json_path);
-    HPCML_CHECK_AS(IoError, out.good(), "info: cannot write '", json_path, "'");
-    out << info.dump(2) << "\n";
-  }
+  if (!json_path.empty()) write_file_atomically(json_path, info.dump(2) + "\n");
   return 0;
 }
 
