@@ -23,12 +23,22 @@ std::string h5_version();
 
 }  // namespace hpcml
 
-/// Evaluates an HDF5 call once; a negative result throws hpcml::IoError naming the
-/// call, `what` (file, dataset...) and HDF5's own error stack.
-#define HPCML_H5_CHECK(call, what)                                                            \
-  ([&]() {                                                                                    \
-    const auto hpcml_h5_rc_ = (call);                                                         \
-    if (hpcml_h5_rc_ < 0)                                                                     \
-      HPCML_THROW(::hpcml::IoError, #call, " failed for ", what, ": ", ::hpcml::h5_error_stack()); \
-    return hpcml_h5_rc_;                                                                      \
+namespace hpcml::detail {
+/// "H5Dread" from the text "H5Dread(dataset, ...)".
+inline std::string h5_function(const char* call) {
+  const std::string text(call);
+  return text.substr(0, text.find('('));
+}
+}  // namespace hpcml::detail
+
+/// Evaluates an HDF5 call once; a negative result throws hpcml::IoError naming
+/// `what` (file, dataset...), the HDF5 function and HDF5's own error stack:
+/// "file 'a.h5' dataset 'x': H5Dread failed: H5Dread: can't read data; ...".
+#define HPCML_H5_CHECK(call, what)                                                                        \
+  ([&]() {                                                                                                \
+    const auto hpcml_h5_rc_ = (call);                                                                     \
+    if (hpcml_h5_rc_ < 0)                                                                                 \
+      HPCML_THROW(::hpcml::IoError, what, ": ", ::hpcml::detail::h5_function(#call), " failed: ",         \
+                  ::hpcml::h5_error_stack());                                                             \
+    return hpcml_h5_rc_;                                                                                  \
   }())

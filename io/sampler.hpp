@@ -30,6 +30,15 @@ struct SamplerOptions {
   uint64_t seed = 0;
   LastBatch last_batch = LastBatch::kDrop;
   RankSlicing slicing = RankSlicing::kStrided;
+  /// > 0 selects chunked shuffling for files (then `slicing` is not used): the
+  /// dataset is cut into chunks of this many consecutive rows, all ranks permute the
+  /// chunks with the same epoch seed, rank r takes the r-th contiguous 1/W of that
+  /// sequence (its shard), and shuffles it within windows of `window` rows. Reads
+  /// then touch whole chunks, and memory holds one window, whatever the dataset size.
+  int64_t chunk_rows = 0;
+  /// Rows per shuffle window in chunked mode, rounded up to a multiple of batch_size
+  /// so that no batch straddles two windows.
+  int64_t window = 0;
 };
 
 /// Disjoint per-rank shards of an epoch-seeded permutation.
@@ -51,11 +60,26 @@ class DistributedSampler {
   std::vector<int64_t> batch(int64_t step) const;
   const SamplerOptions& options() const { return options_; }
 
+  /// Steps are grouped in windows: a reader loads a window's rows at once (in any
+  /// order) and cuts its batches from them. One step per window unless chunked.
+  int64_t steps_per_window() const { return window_steps_; }
+  /// The rows of window `w` (steps [w * steps_per_window(), ...)), in ascending order.
+  std::vector<int64_t> window_rows(int64_t w) const;
+
  private:
+  bool chunked() const { return options_.chunk_rows > 0; }
+  // Row at `position` of the epoch's chunk sequence (chunked mode).
+  int64_t chunk_sequence_row(int64_t position) const;
+  // The shuffled rows of this rank's window `w` (chunked mode).
+  std::vector<int64_t> window_order(int64_t w) const;
+
   SamplerOptions options_;
   int64_t epoch_ = -1;
   int64_t steps_ = 0;
-  std::vector<int64_t> order_;
+  int64_t window_steps_ = 1;
+  std::vector<int64_t> order_;   // sample mode: the epoch's permutation of all rows
+  std::vector<int64_t> chunks_;  // chunked mode: the epoch's permutation of chunk indices
+  int64_t short_position_ = -1;  // chunked mode: where the last, shorter chunk landed
 };
 
 }  // namespace hpcml::io

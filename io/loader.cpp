@@ -1,0 +1,150 @@
+#include "io/loader.hpp"
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+
+#include "core/error.hpp"
+
+namespace hpcml::io {
+
+namespace {
+
+void collate_padded(const std::string& name, const Block::Ragged& r, int64_t pad_to, Batch& out) {
+  const int64_t n = r.offsets.size(0) - 1;
+  const int64_t* offsets = r.offsets.data_ptr<int64_t>();
+  int64_t longest = 0;
+  for (int64_t i = 0; i < n; ++i) longest = std::max(longest, offsets[i + 1] - offsets[i]);
+  const int64_t p = pad_to > 0 ? pad_to : longest;
+  at::Tensor mask = at::zeros({n, p}, at::kBool);
+  auto* m = mask.data_ptr<bool>();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t count = std::min(p, offsets[i + 1] - offsets[i]);
+    std::fill(m + i * p, m + i * p + count, true);
+  }
+  for (const auto& [item, values] : r.items) {
+    std::vector<int64_t> dims = values.sizes().vec();
+    dims[0] = p;
+    dims.insert(dims.begin(), n);
+    at::Tensor padded = at::zeros(dims, values.options());
+    const int64_t row_bytes = values.size(0) == 0 ? 0 : values.nbytes() / values.size(0);
+    auto* dst = static_cast<char*>(padded.data_ptr());
+    const auto* src = static_cast<const char*>(values.data_ptr());
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t count = std::min(p, offsets[i + 1] - offsets[i]);
+      std::memcpy(dst + i * p * row_bytes, src + offsets[i] * row_bytes, static_cast<size_t>(count * row_bytes));
+    }
+    out.emplace(name + "/" + item, std::move(padded));
+  }
+  out.emplace(name + "/mask", std::move(mask));
+}
+
+void collate_packed(const std::string& name, const Block::Ragged& r, Batch& out) {
+  const int64_t n = r.offsets.size(0) - 1;
+  const int64_t* offsets = r.offsets.data_ptr<int64_t>();
+  at::Tensor batch = at::empty({offsets[n]}, at::kLong);
+  int64_t* b = batch.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) std::fill(b + offsets[i], b + offsets[i + 1], i);
+  for (const auto& [item, values] : r.items) out.emplace(name + "/" + item, values);
+  out.emplace(name + "/offsets", r.offsets);
+  out.emplace(name + "/batch", std::move(batch));
+}
+
+}  // namespace
+
+Batch collate(const Block& block, const CollateOptions& options) {
+  Batch out;
+  for (const auto& [name, t] : block.fixed) out.emplace(name, t);
+  for (const auto& [name, r] : block.ragged) {
+    const auto mode = options.collections.find(name);
+    if (mode != options.collections.end() && mode->second == Collation::kPacked)
+      collate_packed(name, r, out);
+    else
+      collate_padded(name, r, options.pad_to, out);
+  }
+  out.emplace("rows", at::tensor(block.rows, at::kLong));
+  return out;
+}
+
+Loader::Loader(const H5Dataset& dataset, const DistributedSampler& sampler, CollateOptions collate,
+               LoaderOptions options)
+    : dataset_(dataset), sampler_(sampler), collate_(std::move(collate)), options_(options) {}
+
+Loader::~Loader() { stop(); }
+
+void Loader::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+Batch Loader::produce(int64_t step) {
+  const int64_t w = step / sampler_.steps_per_window();
+  if (w != window_) {
+    window_block_ = Block();  // release the old window before reading the next
+    window_block_ = dataset_.read(sampler_.window_rows(w));
+    window_ = w;
+    window_position_.clear();
+    for (int64_t i = 0; i < window_block_.size(); ++i) window_position_[window_block_.rows[static_cast<size_t>(i)]] = i;
+  }
+  std::vector<int64_t> positions;
+  for (int64_t row : sampler_.batch(step)) positions.push_back(window_position_.at(row));
+  return collate(window_block_.select(positions), collate_);
+}
+
+void Loader::run(int64_t first_step) {
+  try {
+    for (int64_t step = first_step; step < sampler_.steps_per_epoch(); ++step) {
+      Batch batch = produce(step);
+      std::unique_lock<std::mutex> lock(mutex_);
+      changed_.wait(lock, [&] { return stopping_ || static_cast<int64_t>(queue_.size()) < options_.prefetch; });
+      if (stopping_) return;
+      queue_.push_back(std::move(batch));
+      changed_.notify_all();
+    }
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    error_ = std::current_exception();
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  finished_ = true;
+  changed_.notify_all();
+}
+
+void Loader::start(int64_t first_step) {
+  stop();
+  queue_.clear();
+  error_ = nullptr;
+  stopping_ = false;
+  finished_ = false;
+  window_ = -1;
+  window_block_ = Block();
+  next_step_ = first_step;
+  if (options_.prefetch > 0) thread_ = std::thread([this, first_step] { run(first_step); });
+}
+
+Batch Loader::next() {
+  if (options_.prefetch <= 0) {
+    HPCML_CHECK_AS(IoError, next_step_ < sampler_.steps_per_epoch(), "loader: the epoch has ",
+                   sampler_.steps_per_epoch(), " steps; next() called after the last");
+    return produce(next_step_++);
+  }
+  std::unique_lock<std::mutex> lock(mutex_);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(options_.timeout_s);
+  const bool ready = changed_.wait_until(lock, deadline, [&] { return !queue_.empty() || error_ || finished_; });
+  if (!queue_.empty()) {
+    Batch batch = std::move(queue_.front());
+    queue_.pop_front();
+    changed_.notify_all();
+    return batch;
+  }
+  if (error_) std::rethrow_exception(error_);
+  HPCML_CHECK_AS(IoError, ready, "loader: no batch after ", options_.timeout_s,
+                 " s (io.timeout_s); the reading thread is stuck on the file system");
+  HPCML_THROW(IoError, "loader: the epoch has ", sampler_.steps_per_epoch(), " steps; next() called after the last");
+}
+
+}  // namespace hpcml::io
