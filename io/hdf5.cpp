@@ -29,20 +29,6 @@ void Id::reset() {
   id_ = H5I_INVALID_HID;
 }
 
-std::string Shape::describe() const {
-  std::string text;
-  switch (kind) {
-    case Kind::kFloat: text = "float" + std::to_string(element_size * 8); break;
-    case Kind::kInteger: text = std::string(is_signed ? "int" : "uint") + std::to_string(element_size * 8); break;
-    case Kind::kString: text = "string"; break;
-    case Kind::kOther: text = "non-numeric"; break;
-  }
-  text += " (";
-  for (size_t i = 0; i < dims.size(); ++i) text += (i ? ", " : "") + std::to_string(dims[i]);
-  if (dims.size() == 1) text += ",";
-  return text + ")";
-}
-
 File File::open(const std::string& path) {
   Lock lock(library_mutex());
   h5_silence_auto_print();
