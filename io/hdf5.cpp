@@ -98,8 +98,12 @@ Id open_dataset(const File& file, const std::string& name) {
   }();
   HPCML_CHECK_AS(IoError, type == H5O_TYPE_DATASET, "file '", file.path(), "': '", name,
                  "' is not a dataset (expected a dataset, found a group or other object)");
-  return Id(HPCML_H5_CHECK(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT),
-                           "file '" + file.path() + "' dataset '" + name + "'"));
+  // No chunk cache: reads take whole chunks straight into the caller's buffer, and a
+  // cache per open dataset would make memory grow with the number of open files.
+  const std::string what = "file '" + file.path() + "' dataset '" + name + "'";
+  Id access(HPCML_H5_CHECK(H5Pcreate(H5P_DATASET_ACCESS), what));
+  HPCML_H5_CHECK(H5Pset_chunk_cache(access.get(), H5D_CHUNK_CACHE_NSLOTS_DEFAULT, 0, H5D_CHUNK_CACHE_W0_DEFAULT), what);
+  return Id(HPCML_H5_CHECK(H5Dopen2(file.get(), name.c_str(), access.get()), what));
 }
 
 Shape shape_of(hid_t dataset, const std::string& what) {

@@ -42,7 +42,8 @@ FileInfo inspect(const h5::File& file) {
   info.schema = h5::read_string_attribute(root, std::string(kSchemaAttribute), what);
   info.schema_version = h5::read_int_attribute(root, std::string(kSchemaVersionAttribute), what);
   info.rows = h5::read_int_attribute(root, std::string(kRowsAttribute), what);
-  HPCML_CHECK_AS(IoError, info.rows >= 0, what, ": attribute 'rows' is ", info.rows, ", expected >= 0");
+  HPCML_CHECK_AS(IoError, info.rows >= 0 && info.rows < (int64_t{1} << 48), what, ": attribute 'rows' is ", info.rows,
+                 ", expected a count in [0, 2^48)");
 
   for (const auto& name : h5::list_group(file, "/")) {
     if (name == kMetaGroup) continue;
@@ -75,6 +76,8 @@ FileInfo inspect(const h5::File& file) {
     collection.last_offset = read_offset(file, offsets, collection.offsets, info.rows);
     HPCML_CHECK_AS(IoError, collection.first_offset == 0, where, ": offsets[0] = ", collection.first_offset,
                    ", expected 0");
+    HPCML_CHECK_AS(IoError, collection.last_offset >= 0, where, ": offsets[", info.rows, "] = ", collection.last_offset,
+                   ", expected >= 0");
     for (const auto& item : h5::list_group(file, name)) {
       if (item == kOffsets) continue;
       info.fields.push_back(read_field(file, name + "/" + item, name));

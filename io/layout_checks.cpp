@@ -94,8 +94,8 @@ void validate(const FileInfo& info, const Expectation& expected, const FileInfo*
     HPCML_CHECK_AS(IoError, !shape.dims.empty(), where, ": expected at least one axis, found a scalar");
     const int item_rank = static_cast<int>(shape.dims.size()) - 1;
     HPCML_CHECK_AS(IoError, request.item_rank < 0 || item_rank == request.item_rank, where, ": expected ",
-                   request.item_rank + 1, " axes (", field->collection.empty() ? "rows" : "items", ", then ",
-                   request.item_rank, " per ", field->collection.empty() ? "row" : "item", "), found ",
+                   static_cast<int64_t>(request.item_rank) + 1, " axes (", field->collection.empty() ? "rows" : "items",
+                   ", then ", request.item_rank, " per ", field->collection.empty() ? "row" : "item", "), found ",
                    shape.describe());
     if (field->collection.empty()) {
       HPCML_CHECK_AS(IoError, shape.dims[0] == info.rows, where, ": expected ", info.rows,
@@ -104,8 +104,10 @@ void validate(const FileInfo& info, const Expectation& expected, const FileInfo*
     if (first) {
       const FieldInfo* reference = first->field(request.name);
       HPCML_CHECK_AS(IoError, reference != nullptr, where, ": not in '", first->path, "'");
-      const bool same_items = std::vector<int64_t>(shape.dims.begin() + 1, shape.dims.end()) ==
-                              std::vector<int64_t>(reference->shape.dims.begin() + 1, reference->shape.dims.end());
+      const auto& reference_dims = reference->shape.dims;  // a scalar there never matches
+      const bool same_items = !reference_dims.empty() &&
+                              std::vector<int64_t>(shape.dims.begin() + 1, shape.dims.end()) ==
+                                  std::vector<int64_t>(reference_dims.begin() + 1, reference_dims.end());
       HPCML_CHECK_AS(IoError, same_items && shape.kind == reference->shape.kind, where, ": ", shape.describe(),
                      " per-row shape ", shape_text(shape.dims, 1), ", but '", first->path, "' has ",
                      reference->shape.describe());
@@ -118,8 +120,9 @@ void validate(const FileInfo& info, const Expectation& expected, const FileInfo*
 void check_offsets(const int64_t* offsets, int64_t count, int64_t rows, int64_t items, int64_t first_index,
                    const std::string& what, int64_t previous) {
   if (rows >= 0) {
-    HPCML_CHECK_AS(IoError, count == rows + 1, what, ": offsets has ", count, " entries, expected ", rows + 1,
-                   " (rows + 1)");
+    // count - 1 == rows, not count == rows + 1: rows may be INT64_MAX (a file's attribute).
+    HPCML_CHECK_AS(IoError, count > 0 && count - 1 == rows, what, ": offsets has ", count, " entries, expected ",
+                   static_cast<uint64_t>(rows) + 1, " (rows + 1)");
     HPCML_CHECK_AS(IoError, count > 0 && offsets[0] == 0, what, ": offsets[0] = ", count > 0 ? offsets[0] : -1,
                    ", expected 0");
   }

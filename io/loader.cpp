@@ -82,17 +82,33 @@ void Loader::stop() {
 }
 
 Batch Loader::produce(int64_t step) {
+  using Clock = std::chrono::steady_clock;
   const int64_t w = step / sampler_.steps_per_window();
   if (w != window_) {
+    const auto t0 = Clock::now();
     window_block_ = Block();  // release the old window before reading the next
     window_block_ = dataset_.read(sampler_.window_rows(w));
     window_ = w;
     window_position_.clear();
     for (int64_t i = 0; i < window_block_.size(); ++i) window_position_[window_block_.rows[static_cast<size_t>(i)]] = i;
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.windows;
+    stats_.events += window_block_.size();
+    stats_.bytes += window_block_.bytes();
+    stats_.read_s += std::chrono::duration<double>(Clock::now() - t0).count();
   }
+  const auto t0 = Clock::now();
   std::vector<int64_t> positions;
   for (int64_t row : sampler_.batch(step)) positions.push_back(window_position_.at(row));
-  return collate(window_block_.select(positions), collate_);
+  Batch batch = collate(window_block_.select(positions), collate_);
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.collate_s += std::chrono::duration<double>(Clock::now() - t0).count();
+  return batch;
+}
+
+Loader::Stats Loader::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
 }
 
 void Loader::run(int64_t first_step) {
@@ -120,6 +136,7 @@ void Loader::start(int64_t first_step) {
   error_ = nullptr;
   stopping_ = false;
   finished_ = false;
+  stats_ = Stats();
   window_ = -1;
   window_block_ = Block();
   next_step_ = first_step;

@@ -62,6 +62,17 @@ class Loader {
   Batch next();
   int64_t steps() const { return sampler_.steps_per_epoch(); }
 
+  /// What the reading side did since start(): windows read, their bytes and events,
+  /// and the seconds spent reading and collating (on whichever thread did it).
+  struct Stats {
+    int64_t windows = 0;
+    int64_t events = 0;
+    int64_t bytes = 0;
+    double read_s = 0;
+    double collate_s = 0;
+  };
+  Stats stats() const;
+
  private:
   Batch produce(int64_t step);
   void run(int64_t first_step);
@@ -79,12 +90,13 @@ class Loader {
 
   int64_t next_step_ = 0;  // synchronous mode
   std::thread thread_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<Batch> queue_;
   std::exception_ptr error_;
   bool stopping_ = false;
   bool finished_ = false;
+  Stats stats_;  // guarded by mutex_
 };
 
 }  // namespace hpcml::io

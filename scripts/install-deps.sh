@@ -20,6 +20,8 @@ packages=(
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
+  # the layout fuzzer (tests/fuzz): clang++ and libFuzzer (only recommended by clang-14)
+  clang libclang-rt-14-dev
   # a real local Slurm cluster for the job-script tests (jobs/local-cluster.sh)
   slurm-wlm munge
   # Python-side references and fixtures (always run with /usr/bin/python3)

@@ -212,6 +212,7 @@ void add_bench_command(CLI::App& app, CommonOptions& common, Runner& selected) {
                   "Write rows {impl, path, bytes, latency_us, algbw_gbps, busbw_gbps, ...} to this file (rank 0)");
   sub->callback([&selected, o] { selected = [o](Context& c) { return run_bench_allreduce(c, *o); }; });
   add_bench_ddp_command(*bench, common, selected);
+  add_bench_io_command(*bench, common, selected);
 }
 
 }  // namespace hpcml::launch::cli

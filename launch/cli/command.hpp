@@ -36,8 +36,11 @@ void add_config_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_bench_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_train_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_export_command(CLI::App& app, CommonOptions& common, Runner& selected);
+void add_datagen_command(CLI::App& app, CommonOptions& common, Runner& selected);
 /// `bench ddp`, under the `bench` subcommand.
 void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selected);
+/// `bench io`, under the `bench` subcommand.
+void add_bench_io_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 
 /// "hpcml 0.1.0 (git <rev>, Release)".
 std::string version_line();

@@ -15,6 +15,7 @@
 #include "io/hdf5.hpp"
 #include "io/layout.hpp"
 #include "io/loader.hpp"
+#include "io/predictions.hpp"
 #include "io/table.hpp"
 
 namespace {
@@ -441,6 +442,40 @@ TEST(Table, InconsistentTablesAreRefusedBeforeWriting) {
   t.ragged[0].offsets[2] = t.ragged[0].offsets[1] - 1;
   m = error_of([&] { check_table(t); });
   EXPECT_NE(m.find("offsets are not non-decreasing"), std::string::npos) << m;
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(DataTest, PredictionsCarryTheirProvenance) {
+  const at::Tensor scores = at::rand({5, 2});
+  const at::Tensor rows = at::arange(100, 105, at::kLong);
+  Provenance p;
+  p.model = "particlenet-lite";
+  p.checkpoint_digest = std::string(64, 'a');
+  p.config_yaml = "model:\n  name: particlenet-lite\n";
+  p.input_file = "/data/jets-00003.h5";
+  p.first_row = 100;
+  p.rows = 5;
+  write_predictions(path("pred.h5"),
+                    {column_from_tensor("scores", scores, {""}, {"qcd", "top"}), column_from_tensor("row", rows)}, p);
+  EXPECT_FALSE(fs::exists(path("pred.h5.tmp")));
+  H5Dataset read({{path("pred.h5")}, {"hpcml.predictions", 1, {{"scores"}, {"row"}}}});
+  const Block block = read.read({0, 1, 2, 3, 4});
+  EXPECT_TRUE(at::equal(block.fixed.at("scores"), scores));
+  EXPECT_TRUE(at::equal(block.fixed.at("row"), rows));
+  EXPECT_EQ(read.files()[0].field("scores")->features, (std::vector<std::string>{"qcd", "top"}));
+  const auto file = hpcml::io::h5::File::open(path("pred.h5"));
+  auto attribute = [&](const char* name) { return hpcml::io::h5::read_string_attribute(file.get(), name, "pred"); };
+  EXPECT_EQ(attribute("model"), "particlenet-lite");
+  EXPECT_EQ(attribute("checkpoint_sha256"), p.checkpoint_digest);
+  EXPECT_EQ(attribute("config"), p.config_yaml);
+  EXPECT_EQ(attribute("input_file"), "/data/jets-00003.h5");
+  EXPECT_EQ(attribute("input_first_row"), "100");
+  EXPECT_EQ(attribute("input_rows"), "5");
+  EXPECT_NE(attribute("hpcml_version").find("git"), std::string::npos);
+  EXPECT_EQ(attribute("libtorch_version").substr(0, 4), "1.13");
 }
 
 }  // namespace
