@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
+#include <cstring>
+#include <numeric>
 
 #include "core/error.hpp"
 
@@ -10,29 +12,38 @@ namespace hpcml::io {
 
 namespace {
 
-void collate_padded(const std::string& name, const Block::Ragged& r, int64_t pad_to, Batch& out) {
-  const int64_t n = r.offsets.size(0) - 1;
+// Pads the events at `positions` of `r` straight from the block: one copy per event,
+// and only the padding tail is zeroed.
+void collate_padded(const std::string& name, const Block::Ragged& r, const std::vector<int64_t>& positions,
+                    int64_t pad_to, Batch& out) {
+  const auto n = static_cast<int64_t>(positions.size());
   const int64_t* offsets = r.offsets.data_ptr<int64_t>();
   int64_t longest = 0;
-  for (int64_t i = 0; i < n; ++i) longest = std::max(longest, offsets[i + 1] - offsets[i]);
+  for (int64_t e : positions) longest = std::max(longest, offsets[e + 1] - offsets[e]);
   const int64_t p = pad_to > 0 ? pad_to : longest;
-  at::Tensor mask = at::zeros({n, p}, at::kBool);
+  at::Tensor mask = at::empty({n, p}, at::kBool);
   auto* m = mask.data_ptr<bool>();
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t count = std::min(p, offsets[i + 1] - offsets[i]);
+    const int64_t e = positions[static_cast<size_t>(i)];
+    const int64_t count = std::min(p, offsets[e + 1] - offsets[e]);
     std::fill(m + i * p, m + i * p + count, true);
+    std::fill(m + i * p + count, m + (i + 1) * p, false);
   }
   for (const auto& [item, values] : r.items) {
     std::vector<int64_t> dims = values.sizes().vec();
     dims[0] = p;
     dims.insert(dims.begin(), n);
-    at::Tensor padded = at::zeros(dims, values.options());
-    const int64_t row_bytes = values.size(0) == 0 ? 0 : values.nbytes() / values.size(0);
+    at::Tensor padded = at::empty(dims, values.options());
+    int64_t row_bytes = static_cast<int64_t>(values.element_size());
+    for (int64_t d = 1; d < values.dim(); ++d) row_bytes *= values.size(d);
     auto* dst = static_cast<char*>(padded.data_ptr());
     const auto* src = static_cast<const char*>(values.data_ptr());
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t count = std::min(p, offsets[i + 1] - offsets[i]);
-      std::memcpy(dst + i * p * row_bytes, src + offsets[i] * row_bytes, static_cast<size_t>(count * row_bytes));
+      const int64_t e = positions[static_cast<size_t>(i)];
+      const int64_t count = std::min(p, offsets[e + 1] - offsets[e]);
+      char* row = dst + i * p * row_bytes;
+      std::memcpy(row, src + offsets[e] * row_bytes, static_cast<size_t>(count * row_bytes));
+      std::memset(row + count * row_bytes, 0, static_cast<size_t>((p - count) * row_bytes));
     }
     out.emplace(name + "/" + item, std::move(padded));
   }
@@ -52,23 +63,43 @@ void collate_packed(const std::string& name, const Block::Ragged& r, Batch& out)
 
 }  // namespace
 
-Batch collate(const Block& block, const CollateOptions& options) {
+Batch collate(const Block& block, const std::vector<int64_t>& positions, const CollateOptions& options) {
   Batch out;
-  for (const auto& [name, t] : block.fixed) out.emplace(name, t);
+  at::Tensor index = at::tensor(positions, at::kLong);
+  std::vector<int64_t> rows;
+  for (int64_t e : positions) {
+    HPCML_CHECK(e >= 0 && e < block.size(), "collate: position ", e, " outside the block of ", block.size());
+    rows.push_back(block.rows[static_cast<size_t>(e)]);
+  }
+  for (const auto& [name, t] : block.fixed) out.emplace(name, t.index_select(0, index));
   for (const auto& [name, r] : block.ragged) {
     const auto mode = options.collections.find(name);
-    if (mode != options.collections.end() && mode->second == Collation::kPacked)
-      collate_packed(name, r, out);
-    else
-      collate_padded(name, r, options.pad_to, out);
+    if (mode != options.collections.end() && mode->second == Collation::kPacked) {
+      Block one;
+      one.rows = block.rows;
+      one.ragged.emplace(name, r);
+      collate_packed(name, one.select(positions).ragged.at(name), out);
+    } else {
+      collate_padded(name, r, positions, options.pad_to, out);
+    }
   }
-  out.emplace("rows", at::tensor(block.rows, at::kLong));
+  out.emplace("rows", at::tensor(rows, at::kLong));
   return out;
+}
+
+Batch collate(const Block& block, const CollateOptions& options) {
+  std::vector<int64_t> all(static_cast<size_t>(block.size()));
+  std::iota(all.begin(), all.end(), int64_t{0});
+  return collate(block, all, options);
 }
 
 Loader::Loader(const H5Dataset& dataset, const DistributedSampler& sampler, CollateOptions collate,
                LoaderOptions options)
-    : dataset_(dataset), sampler_(sampler), collate_(std::move(collate)), options_(options) {}
+    : dataset_(dataset),
+      sampler_(sampler),
+      collate_(std::move(collate)),
+      options_(options),
+      depth_(options.prefetch >= 0 ? options.prefetch : sampler.steps_per_window() + 1) {}
 
 Loader::~Loader() { stop(); }
 
@@ -100,7 +131,7 @@ Batch Loader::produce(int64_t step) {
   const auto t0 = Clock::now();
   std::vector<int64_t> positions;
   for (int64_t row : sampler_.batch(step)) positions.push_back(window_position_.at(row));
-  Batch batch = collate(window_block_.select(positions), collate_);
+  Batch batch = collate(window_block_, positions, collate_);
   std::lock_guard<std::mutex> lock(mutex_);
   stats_.collate_s += std::chrono::duration<double>(Clock::now() - t0).count();
   return batch;
@@ -116,7 +147,7 @@ void Loader::run(int64_t first_step) {
     for (int64_t step = first_step; step < sampler_.steps_per_epoch(); ++step) {
       Batch batch = produce(step);
       std::unique_lock<std::mutex> lock(mutex_);
-      changed_.wait(lock, [&] { return stopping_ || static_cast<int64_t>(queue_.size()) < options_.prefetch; });
+      changed_.wait(lock, [&] { return stopping_ || static_cast<int64_t>(queue_.size()) < depth_; });
       if (stopping_) return;
       queue_.push_back(std::move(batch));
       changed_.notify_all();
@@ -140,11 +171,11 @@ void Loader::start(int64_t first_step) {
   window_ = -1;
   window_block_ = Block();
   next_step_ = first_step;
-  if (options_.prefetch > 0) thread_ = std::thread([this, first_step] { run(first_step); });
+  if (depth_ > 0) thread_ = std::thread([this, first_step] { run(first_step); });
 }
 
 Batch Loader::next() {
-  if (options_.prefetch <= 0) {
+  if (depth_ <= 0) {
     HPCML_CHECK_AS(IoError, next_step_ < sampler_.steps_per_epoch(), "loader: the epoch has ",
                    sampler_.steps_per_epoch(), " steps; next() called after the last");
     return produce(next_step_++);

@@ -37,9 +37,15 @@ struct CollateOptions {
 using Batch = std::map<std::string, at::Tensor>;
 
 Batch collate(const Block& block, const CollateOptions& options);
+/// The events at `positions` of `block` (in that order), collated without an
+/// intermediate copy. "rows" holds their global rows.
+Batch collate(const Block& block, const std::vector<int64_t>& positions, const CollateOptions& options);
 
 struct LoaderOptions {
-  int64_t prefetch = 2;       ///< batches read ahead on a thread; 0 reads on the caller's thread
+  /// Batches read ahead on a thread; 0 reads on the caller's thread; -1 (auto) holds
+  /// one sampler window of batches plus one, so the burst of reading the next window
+  /// is covered by batches already queued.
+  int64_t prefetch = -1;
   double timeout_s = 600.0;   ///< longest wait for one batch before IoError
 };
 
@@ -61,6 +67,8 @@ class Loader {
   /// IoError after timeout_s without a batch, or when the epoch is exhausted.
   Batch next();
   int64_t steps() const { return sampler_.steps_per_epoch(); }
+  /// Queue depth in use (prefetch resolved).
+  int64_t depth() const { return depth_; }
 
   /// What the reading side did since start(): windows read, their bytes and events,
   /// and the seconds spent reading and collating (on whichever thread did it).
@@ -82,6 +90,7 @@ class Loader {
   const DistributedSampler& sampler_;
   CollateOptions collate_;
   LoaderOptions options_;
+  int64_t depth_ = 0;
 
   // The window whose rows are in memory (producer side only).
   int64_t window_ = -1;

@@ -9,6 +9,8 @@
 // - any other error on a rank: that rank prints one line naming itself and ends
 //   the job (MPI_Abort with kExitError), so no peer waits on it.
 // - a missed deadline: the watchdog prints one line and ends the job (kExitDeadline).
+#include <malloc.h>
+
 #include <CLI/CLI.hpp>
 
 #include <iostream>
@@ -114,6 +116,12 @@ std::string error_line(const std::string& text) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Batch tensors (hundreds of KB to MBs) are allocated by the prefetch thread and
+  // freed by the step: with glibc's default thresholds each one would be a fresh
+  // mmap, page-faulted in and unmapped (a TLB shootdown on every core of the
+  // process) per step. Serve them from the heap instead; the working set is bounded.
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
   // MPI outlives every error report below, so a failing rank can name itself and
   // end the job with MPI_Abort while its peers may sit in a collective.
   std::unique_ptr<hpcml::MpiSession> mpi;
