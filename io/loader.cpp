@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <chrono>
 #include <cstring>
 #include <numeric>
@@ -143,6 +146,12 @@ Loader::Stats Loader::stats() const {
 }
 
 void Loader::run(int64_t first_step) {
+  if (options_.cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(options_.cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);  // best effort: a refusal only costs speed
+  }
   try {
     for (int64_t step = first_step; step < sampler_.steps_per_epoch(); ++step) {
       Batch batch = produce(step);

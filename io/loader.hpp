@@ -47,6 +47,9 @@ struct LoaderOptions {
   /// is covered by batches already queued.
   int64_t prefetch = -1;
   double timeout_s = 600.0;   ///< longest wait for one batch before IoError
+  /// The prefetch thread runs on this CPU (sched_setaffinity) when >= 0, so it does
+  /// not migrate onto the cores of the compute threads.
+  int cpu = -1;
 };
 
 /// Iterates one rank's batches of an epoch: reads each sampler window with one

@@ -12,6 +12,9 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <pthread.h>
+#include <sched.h>
+
 #include <random>
 #include <thread>
 #include <unistd.h>
@@ -43,6 +46,7 @@ struct IoBenchOptions {
   int steps = 200;
   int reps = 7;
   int prefetch = -1;  // auto: one window of batches + 1
+  int loader_cpu = -2;  // -2: auto (a CPU of this rank that the compute threads leave free), -1: none
   int64_t chunk_rows = 1024;
   int64_t window = 4096;
   bool read_only = false;
@@ -132,6 +136,24 @@ Plan plan_for(const std::vector<std::string>& patterns) {
   return plan;
 }
 
+// With a spare CPU beyond the compute threads: the prefetch thread's CPU (the last
+// of this rank's), after pinning this thread to the first. -1 when none is spare.
+int pick_loader_cpu(const Context& c, int requested) {
+  if (requested >= -1) return requested;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+  std::vector<int> cpus;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+    if (CPU_ISSET(cpu, &set)) cpus.push_back(cpu);
+  if (static_cast<int>(cpus.size()) < c.threads.intra_op + 1 || c.threads.intra_op != 1) return -1;
+  cpu_set_t first;
+  CPU_ZERO(&first);
+  CPU_SET(cpus.front(), &first);
+  pthread_setaffinity_np(pthread_self(), sizeof first, &first);
+  return cpus.back();
+}
+
 struct Mode {
   std::string name;
   std::vector<double> step_ms;  // one per rep
@@ -144,7 +166,7 @@ double median(std::vector<double> v) {
 
 // One dataset: read-only throughput, then the three ways of feeding the step.
 nlohmann::json bench_dataset(Context& c, const IoBenchOptions& o, const std::string& label,
-                             const std::vector<std::string>& patterns) {
+                             const std::vector<std::string>& patterns, int loader_cpu) {
   const Plan plan = plan_for(patterns);
   io::H5Dataset dataset({patterns, plan.expect});
   io::SamplerOptions so;
@@ -165,7 +187,7 @@ nlohmann::json bench_dataset(Context& c, const IoBenchOptions& o, const std::str
   // Read-only throughput, without and with prefetch.
   for (int prefetch : {0, o.prefetch}) {
     sampler.set_epoch(prefetch + 1);
-    io::Loader loader(dataset, sampler, collate, {prefetch, 600.0});
+    io::Loader loader(dataset, sampler, collate, {prefetch, 600.0, loader_cpu});
     c.world->barrier();
     const auto t0 = Clock::now();
     loader.start();
@@ -209,7 +231,7 @@ nlohmann::json bench_dataset(Context& c, const IoBenchOptions& o, const std::str
   for (int rep = 0; rep < o.reps; ++rep) {
     for (auto& mode : modes) {
       const int prefetch = mode.name == "hdf5_prefetch" ? o.prefetch : 0;
-      io::Loader loader(dataset, sampler, collate, {prefetch, 600.0});
+      io::Loader loader(dataset, sampler, collate, {prefetch, 600.0, loader_cpu});
       if (mode.name != "memory") loader.start();
       if (prefetch > 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // as in training: the queue fills during start-up
       c.world->barrier();
@@ -235,6 +257,7 @@ nlohmann::json bench_dataset(Context& c, const IoBenchOptions& o, const std::str
   }
   result["read_fraction_without_prefetch"] = median(fraction);
   result["prefetch_over_memory"] = median(over);
+  result["loader_cpu"] = loader_cpu;
   result["model"] = "mlp " + std::to_string(width) + "-" + std::to_string(o.hidden) + "-" + std::to_string(o.hidden) + "-2";
   return result;
 }
@@ -270,7 +293,9 @@ int run_bench_io(Context& c, const IoBenchOptions& o) {
   }
   nlohmann::json out = {{"ranks", c.world->size()}, {"threads", c.threads.intra_op}, {"prefetch", o.prefetch},
                         {"chunk_rows", o.chunk_rows}, {"window", o.window}, {"datasets", nlohmann::json::array()}};
-  for (const auto& [label, patterns] : datasets) out["datasets"].push_back(bench_dataset(c, o, label, patterns));
+  const int loader_cpu = pick_loader_cpu(c, o.loader_cpu);
+  for (const auto& [label, patterns] : datasets)
+    out["datasets"].push_back(bench_dataset(c, o, label, patterns, loader_cpu));
   const double rss = peak_rss_mib();
   std::vector<at::Tensor> rss_all = c.world->allgather_varying(at::tensor({rss}, at::kDouble));
   out["peak_rss_mib"] = nlohmann::json::array();
@@ -326,6 +351,10 @@ void add_bench_io_command(CLI::App& bench, CommonOptions& common, Runner& select
   sub->add_option("--reps", o->reps, "Alternating repetitions of the three feeds (medians of times and of per-repetition ratios reported)")
       ->capture_default_str();
   sub->add_option("--prefetch", o->prefetch, "Batches read ahead on the prefetch thread (-1: one shuffle window of batches + 1)")->capture_default_str();
+  sub->add_option("--loader-cpu", o->loader_cpu,
+                  "CPU of the prefetch thread: -2 auto (with one compute thread and a spare CPU: the compute thread "
+                  "on the rank's first CPU, the prefetch thread on its last), -1 unpinned, or a CPU number")
+      ->capture_default_str();
   sub->add_option("--chunk-rows", o->chunk_rows, "Rows per shuffled chunk")->capture_default_str();
   sub->add_option("--window", o->window, "Rows per shuffle window")->capture_default_str();
   sub->add_flag("--read-only", o->read_only, "Only the read throughput over one epoch (no model): for RSS checks");
