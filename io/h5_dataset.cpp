@@ -56,6 +56,8 @@ struct H5Dataset::OpenFile {
 };
 
 H5Dataset::H5Dataset(H5DatasetOptions options) : options_(std::move(options)) {
+  HPCML_CHECK_AS(ConfigError, options_.mpi_io == MpiIo::kOff || options_.comm != MPI_COMM_NULL,
+                 "data: MPI-IO reads need a communicator");
   const auto paths = expand_files(options_.files);
   for (const auto& request : options_.expect.fields) {
     const auto slash = request.name.find('/');
@@ -77,6 +79,9 @@ H5Dataset::H5Dataset(H5DatasetOptions options) : options_(std::move(options)) {
     starts_.push_back(total_rows_);
     files_.push_back(std::move(info));
   }
+  if (options_.mpi_io != MpiIo::kOff) {
+    for (size_t i = 0; i < files_.size(); ++i) mpi_files_.push_back(open(i));
+  }
 }
 
 H5Dataset::~H5Dataset() = default;
@@ -89,6 +94,7 @@ std::pair<size_t, int64_t> H5Dataset::locate(int64_t row) const {
 }
 
 std::shared_ptr<H5Dataset::OpenFile> H5Dataset::open(size_t index) const {
+  if (index < mpi_files_.size()) return mpi_files_[index];
   std::lock_guard<std::mutex> lock(mutex_);
   for (auto it = open_files_.begin(); it != open_files_.end(); ++it) {
     if (it->first != index) continue;
@@ -96,7 +102,7 @@ std::shared_ptr<H5Dataset::OpenFile> H5Dataset::open(size_t index) const {
     return it->second;
   }
   auto opened = std::make_shared<OpenFile>();
-  opened->file = h5::File::open(files_[index].path);
+  opened->file = h5::File::open(files_[index].path, options_.mpi_io == MpiIo::kOff ? MPI_COMM_NULL : options_.comm);
   auto add = [&](const std::string& name) {
     h5::Id id = h5::open_dataset(opened->file, name);
     h5::Shape shape = h5::shape_of(id.get(), "file '" + opened->file.path() + "' dataset '" + name + "'");
@@ -107,6 +113,7 @@ std::shared_ptr<H5Dataset::OpenFile> H5Dataset::open(size_t index) const {
     add(collection + "/" + std::string(layout::kOffsets));
     for (const auto& item : items) add(collection + "/" + item);
   }
+  if (options_.mpi_io != MpiIo::kOff) return opened;  // kept in mpi_files_
   open_files_.emplace_front(index, opened);
   if (open_files_.size() > std::max<size_t>(1, options_.max_open_files)) open_files_.pop_back();
   return opened;
@@ -131,6 +138,34 @@ Block H5Dataset::read(std::vector<int64_t> rows) const {
       runs.push_back({file, local, 1, static_cast<int64_t>(i)});
     }
   }
+  // The runs of each file; a collective read visits every file, even without runs.
+  const bool collective = options_.mpi_io == MpiIo::kCollective;
+  std::vector<std::pair<size_t, std::vector<size_t>>> by_file;
+  for (size_t r = 0; r < runs.size(); ++r) {
+    if (by_file.empty() || by_file.back().first != runs[r].file) by_file.push_back({runs[r].file, {}});
+    by_file.back().second.push_back(r);
+  }
+  if (collective) {
+    std::vector<std::pair<size_t, std::vector<size_t>>> all(files_.size());
+    for (size_t f = 0; f < files_.size(); ++f) all[f].first = f;
+    for (auto& [file, list] : by_file) all[file].second = std::move(list);
+    by_file = std::move(all);
+  }
+  // One read of dataset `name` per file: the ranges `range(run)` of its runs, into
+  // `destination(first run)` (consecutive in the output).
+  auto read_per_file = [&](const std::string& name, hid_t memory_type, auto&& range, auto&& destination) {
+    for (const auto& [file_index, list] : by_file) {
+      auto file = open(file_index);
+      const auto& [id, shape] = file->datasets.at(name);
+      if (shape.dims.empty() || shape.dims[0] == 0) continue;  // no storage to read (every rank skips it)
+      std::vector<h5::RowRange> ranges;
+      for (size_t r : list) ranges.push_back(range(runs[r]));
+      void* out = list.empty() ? nullptr : destination(runs[list.front()]);
+      h5::read_row_ranges(id.get(), shape, ranges, memory_type, out, collective,
+                          "file '" + file->file.path() + "' dataset '" + name + "'");
+    }
+  };
+
   Block block;
   block.rows = rows;
   const auto n = static_cast<int64_t>(rows.size());
@@ -139,50 +174,48 @@ Block H5Dataset::read(std::vector<int64_t> rows) const {
   for (const auto& name : fixed_fields_) {
     const h5::Shape& shape = first.field(name)->shape;
     at::Tensor out = at::empty(with_rows(n, shape), at::TensorOptions().dtype(tensor_type(shape)));
-    for (const auto& run : runs) {
-      auto file = open(run.file);
-      const auto& [id, file_shape] = file->datasets.at(name);
-      h5::read_rows(id.get(), file_shape, run.local, run.count, memory_type(shape), row_pointer(out, run.position),
-                    "file '" + file->file.path() + "' dataset '" + name + "'");
-    }
+    read_per_file(
+        name, memory_type(shape), [](const Run& run) { return h5::RowRange{run.local, run.count}; },
+        [&](const Run& run) { return row_pointer(out, run.position); });
     block.fixed.emplace(name, std::move(out));
   }
 
   for (const auto& [collection, items] : ragged_fields_) {
     const std::string offsets_name = collection + "/" + std::string(layout::kOffsets);
-    // Pass 1: each run's item range, from its slice of offsets (checked here).
-    std::vector<std::pair<int64_t, int64_t>> item_ranges;
+    // Pass 1: each run's slice of offsets (count + 1 entries; runs of a file never
+    // share an entry), checked, then turned into local offsets and item ranges.
+    std::vector<int64_t> slices(runs.size() + rows.size());
+    std::vector<int64_t> slice_start(runs.size());
+    for (size_t r = 0, at = 0; r < runs.size(); at += static_cast<size_t>(runs[r].count) + 1, ++r)
+      slice_start[r] = static_cast<int64_t>(at);
+    read_per_file(
+        offsets_name, H5T_NATIVE_INT64, [](const Run& run) { return h5::RowRange{run.local, run.count + 1}; },
+        [&](const Run& run) { return static_cast<void*>(slices.data() + slice_start[&run - runs.data()]); });
     at::Tensor local_offsets = at::empty({n + 1}, at::kLong);
     int64_t* local = local_offsets.data_ptr<int64_t>();
     local[0] = 0;
-    std::vector<int64_t> slice;
-    for (const auto& run : runs) {
-      auto file = open(run.file);
-      const auto& [id, shape] = file->datasets.at(offsets_name);
-      const std::string what = "file '" + file->file.path() + "' dataset '" + offsets_name + "'";
-      slice.resize(static_cast<size_t>(run.count + 1));
-      h5::read_rows(id.get(), shape, run.local, run.count + 1, H5T_NATIVE_INT64, slice.data(), what);
+    std::vector<h5::RowRange> item_ranges(runs.size());
+    for (size_t r = 0; r < runs.size(); ++r) {
+      const Run& run = runs[r];
+      const int64_t* slice = slices.data() + slice_start[r];
       const int64_t total = files_[run.file].collection(collection)->last_offset;
-      layout::check_offsets(slice.data(), run.count + 1, -1, total, run.local, what);
+      layout::check_offsets(slice, run.count + 1, -1, total, run.local,
+                            "file '" + files_[run.file].path + "' dataset '" + offsets_name + "'");
       for (int64_t i = 0; i < run.count; ++i)
         local[run.position + i + 1] = local[run.position + i] + (slice[i + 1] - slice[i]);
-      item_ranges.emplace_back(slice.front(), slice.back() - slice.front());
+      item_ranges[r] = {slice[0], slice[run.count] - slice[0]};
     }
     Block::Ragged ragged;
     ragged.offsets = local_offsets;
     const int64_t total_items = local[n];
-    // Pass 2: the items of each run, one hyperslab per item dataset.
+    // Pass 2: the items of each run.
     for (const auto& item : items) {
       const std::string name = collection + "/" + item;
       const h5::Shape& shape = first.field(name)->shape;
       at::Tensor out = at::empty(with_rows(total_items, shape), at::TensorOptions().dtype(tensor_type(shape)));
-      for (size_t r = 0; r < runs.size(); ++r) {
-        auto file = open(runs[r].file);
-        const auto& [id, file_shape] = file->datasets.at(name);
-        h5::read_rows(id.get(), file_shape, item_ranges[r].first, item_ranges[r].second, memory_type(shape),
-                      row_pointer(out, local[runs[r].position]),
-                      "file '" + file->file.path() + "' dataset '" + name + "'");
-      }
+      read_per_file(
+          name, memory_type(shape), [&](const Run& run) { return item_ranges[&run - runs.data()]; },
+          [&](const Run& run) { return row_pointer(out, local[run.position]); });
       ragged.items.emplace(item, std::move(out));
     }
     block.ragged.emplace(collection, std::move(ragged));

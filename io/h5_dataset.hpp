@@ -40,10 +40,22 @@ struct Block {
   int64_t bytes() const;
 };
 
+/// How files are read.
+enum class MpiIo {
+  kOff,          ///< POSIX reads of each rank's own hyperslabs (default)
+  kIndependent,  ///< through MPI-IO, each rank on its own
+  kCollective,   ///< through MPI-IO, one collective read per file and dataset for all ranks
+};
+
 struct H5DatasetOptions {
   std::vector<std::string> files;  ///< files or glob patterns
   layout::Expectation expect;      ///< schema and the fields to read ("label", "hits/values")
   size_t max_open_files = 16;      ///< files kept open between reads (least recently used closed)
+  /// With MPI-IO, every rank of `comm` opens the dataset and calls read() the same
+  /// number of times (the Loader does: all ranks read the same number of windows);
+  /// all files stay open, so it suits datasets of a few large files.
+  MpiIo mpi_io = MpiIo::kOff;
+  MPI_Comm comm = MPI_COMM_NULL;
 };
 
 /// Opens and checks every file (structure and the fields asked for), then reads rows
@@ -76,6 +88,7 @@ class H5Dataset {
   std::vector<std::string> fixed_fields_;                              // requested fixed fields
   std::map<std::string, std::vector<std::string>> ragged_fields_;      // collection -> item names
 
+  std::vector<std::shared_ptr<OpenFile>> mpi_files_;  // with MPI-IO: every file, opened collectively
   mutable std::mutex mutex_;
   mutable std::list<std::pair<size_t, std::shared_ptr<OpenFile>>> open_files_;  // most recent first
 };

@@ -2,7 +2,10 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
+#include <numeric>
 
 #include "core/error.hpp"
 
@@ -29,7 +32,7 @@ void Id::reset() {
   id_ = H5I_INVALID_HID;
 }
 
-File File::open(const std::string& path) {
+File File::open(const std::string& path, MPI_Comm comm) {
   Lock lock(library_mutex());
   h5_silence_auto_print();
   struct stat info {};
@@ -43,7 +46,15 @@ File File::open(const std::string& path) {
   }
   File file;
   file.path_ = path;
-  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  Id access(HPCML_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS), "file '" + path + "'"));
+  if (comm != MPI_COMM_NULL) {
+#ifdef H5_HAVE_PARALLEL
+    HPCML_H5_CHECK(H5Pset_fapl_mpio(access.get(), comm, MPI_INFO_NULL), "file '" + path + "'");
+#else
+    HPCML_THROW(IoError, "file '", path, "': MPI-IO requested, but this HDF5 is serial");
+#endif
+  }
+  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, access.get());
   HPCML_CHECK_AS(IoError, id >= 0, "file '", path, "': cannot open (truncated or corrupt?): ", h5_error_stack());
   file.id_ = Id(id);
   return file;
@@ -150,6 +161,55 @@ void read_rows(hid_t dataset, const Shape& shape, int64_t start, int64_t count, 
       HPCML_H5_CHECK(H5Screate_simple(static_cast<int>(extent.size()), extent.data(), nullptr), what));
   HPCML_H5_CHECK(H5Dread(dataset, memory_type, memory_space.get(), file_space.get(), H5P_DEFAULT, out),
                  what + " rows [" + std::to_string(start) + ", " + std::to_string(start + count) + ")");
+}
+
+void read_row_ranges(hid_t dataset, const Shape& shape, const std::vector<RowRange>& ranges, hid_t memory_type,
+                     void* out, bool collective, const std::string& what) {
+  HPCML_CHECK_AS(IoError, !shape.dims.empty(), what, ": expected at least one axis, found a scalar");
+  int64_t total = 0;
+  for (const auto& r : ranges) {
+    HPCML_CHECK_AS(IoError, r.start >= 0 && r.count >= 0 && r.start + r.count <= shape.dims[0], what, ": rows [",
+                   r.start, ", ", r.start + r.count, ") outside ", shape.describe());
+    total += r.count;
+  }
+  if (total == 0 && !collective) return;
+  if (!collective && ranges.size() > 1) {
+    // Independent reads: one regular hyperslab per range. (A union built with
+    // H5S_SELECT_OR is an irregular selection, which HDF5 1.10 reads far slower.)
+    const int64_t row_bytes = static_cast<int64_t>(H5Tget_size(memory_type)) *
+                              std::accumulate(shape.dims.begin() + 1, shape.dims.end(), int64_t{1}, std::multiplies<>());
+    auto* cursor = static_cast<char*>(out);
+    for (const auto& r : ranges) {
+      read_rows(dataset, shape, r.start, r.count, memory_type, cursor, what);
+      cursor += r.count * row_bytes;
+    }
+    return;
+  }
+  Lock lock(library_mutex());
+  Id file_space(HPCML_H5_CHECK(H5Dget_space(dataset), what));
+  std::vector<hsize_t> offset(shape.dims.size(), 0), extent(shape.dims.begin(), shape.dims.end());
+  HPCML_H5_CHECK(H5Sselect_none(file_space.get()), what);
+  bool first = true;
+  for (const auto& r : ranges) {
+    if (r.count == 0) continue;
+    offset[0] = static_cast<hsize_t>(r.start);
+    extent[0] = static_cast<hsize_t>(r.count);
+    HPCML_H5_CHECK(H5Sselect_hyperslab(file_space.get(), first ? H5S_SELECT_SET : H5S_SELECT_OR, offset.data(), nullptr,
+                                       extent.data(), nullptr),
+                   what);
+    first = false;
+  }
+  extent[0] = static_cast<hsize_t>(std::max<int64_t>(total, 1));
+  Id memory_space(HPCML_H5_CHECK(H5Screate_simple(static_cast<int>(extent.size()), extent.data(), nullptr), what));
+  if (total == 0) HPCML_H5_CHECK(H5Sselect_none(memory_space.get()), what);
+  Id transfer(HPCML_H5_CHECK(H5Pcreate(H5P_DATASET_XFER), what));
+#ifdef H5_HAVE_PARALLEL
+  if (collective) HPCML_H5_CHECK(H5Pset_dxpl_mpio(transfer.get(), H5FD_MPIO_COLLECTIVE), what);
+#endif
+  char placeholder[16];
+  HPCML_H5_CHECK(H5Dread(dataset, memory_type, memory_space.get(), file_space.get(), transfer.get(),
+                         total == 0 ? static_cast<void*>(placeholder) : out),
+                 what + (collective ? " (collective MPI-IO read)" : ""));
 }
 
 Id create_group(hid_t location, const std::string& name, const std::string& what) {

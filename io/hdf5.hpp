@@ -6,6 +6,7 @@
 #pragma once
 
 #include <hdf5.h>
+#include <mpi.h>
 
 #include <cstdint>
 #include <mutex>
@@ -70,8 +71,9 @@ struct Shape {
 class File {
  public:
   /// Opens read-only. Missing or unreadable files throw IoError naming the file
-  /// (and "not an HDF5 file" for truncated or foreign files).
-  static File open(const std::string& path);
+  /// (and "not an HDF5 file" for truncated or foreign files). With a communicator,
+  /// through MPI-IO: collective, every rank of `comm` opens the same file.
+  static File open(const std::string& path, MPI_Comm comm = MPI_COMM_NULL);
   /// Creates (truncating) a file.
   static File create(const std::string& path);
 
@@ -98,6 +100,19 @@ Shape shape_of(hid_t dataset, const std::string& what);
 /// converted to `memory_type` (H5T_NATIVE_FLOAT...); `out` holds count * row elements.
 void read_rows(hid_t dataset, const Shape& shape, int64_t start, int64_t count, hid_t memory_type, void* out,
                const std::string& what);
+
+/// Rows [start, start + count) of the first axis.
+struct RowRange {
+  int64_t start = 0;
+  int64_t count = 0;
+};
+
+/// Reads the union of `ranges` (ascending, disjoint; may be empty) into `out`, one
+/// range after the other, in one H5Dread. With `collective` the read is one
+/// collective MPI-IO operation: every rank of the file's communicator must make the
+/// same call for this dataset, each with its own ranges (empty ones included).
+void read_row_ranges(hid_t dataset, const Shape& shape, const std::vector<RowRange>& ranges, hid_t memory_type,
+                     void* out, bool collective, const std::string& what);
 
 /// Creates a group (and its parents).
 Id create_group(hid_t location, const std::string& name, const std::string& what);

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <mpi.h>
 #include <pthread.h>
 #include <sched.h>
 
@@ -46,6 +47,7 @@ struct IoBenchOptions {
   int steps = 200;
   int reps = 7;
   int prefetch = -1;  // auto: one window of batches + 1
+  std::string mpi_io = "off";
   int loader_cpu = -2;  // -2: auto (a CPU of this rank that the compute threads leave free), -1: none
   int64_t chunk_rows = 1024;
   int64_t window = 4096;
@@ -168,7 +170,22 @@ double median(std::vector<double> v) {
 nlohmann::json bench_dataset(Context& c, const IoBenchOptions& o, const std::string& label,
                              const std::vector<std::string>& patterns, int loader_cpu) {
   const Plan plan = plan_for(patterns);
-  io::H5Dataset dataset({patterns, plan.expect});
+  io::H5DatasetOptions dataset_options{patterns, plan.expect};
+  dataset_options.mpi_io = o.mpi_io == "collective"    ? io::MpiIo::kCollective
+                           : o.mpi_io == "independent" ? io::MpiIo::kIndependent
+                                                       : io::MpiIo::kOff;
+  // MPI-IO reads get a communicator of their own: they run on the prefetch thread.
+  MPI_Comm comm = MPI_COMM_NULL;
+  if (dataset_options.mpi_io != io::MpiIo::kOff) MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+  dataset_options.comm = comm;
+  struct CommFree {
+    MPI_Comm& comm;
+    ~CommFree() {
+      if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
+    }
+  } comm_free{comm};
+  auto dataset_holder = std::make_unique<io::H5Dataset>(dataset_options);
+  io::H5Dataset& dataset = *dataset_holder;
   io::SamplerOptions so;
   so.dataset_size = dataset.size();
   so.batch_size = o.batch;
@@ -265,6 +282,8 @@ nlohmann::json bench_dataset(Context& c, const IoBenchOptions& o, const std::str
 int run_bench_io(Context& c, const IoBenchOptions& o) {
   HPCML_CHECK_AS(ConfigError, o.batch >= 1 && o.steps >= 1 && o.reps >= 1 && o.files >= 1 && o.events >= 1,
                  "bench io: --batch, --steps, --reps, --files and --events must be >= 1");
+  HPCML_CHECK_AS(ConfigError, o.mpi_io == "off" || o.mpi_io == "independent" || o.mpi_io == "collective",
+                 "bench io: --mpi-io: expected one of [off, independent, collective], found '", o.mpi_io, "'");
   HPCML_CHECK_AS(ConfigError, o.kind == "fixed" || o.kind == "ragged" || o.kind == "both",
                  "bench io: --kind: expected one of [fixed, ragged, both], found '", o.kind, "'");
   const std::vector<std::string> kinds =
@@ -298,6 +317,7 @@ int run_bench_io(Context& c, const IoBenchOptions& o) {
     out["datasets"].push_back(bench_dataset(c, o, label, patterns, loader_cpu));
   const double rss = peak_rss_mib();
   std::vector<at::Tensor> rss_all = c.world->allgather_varying(at::tensor({rss}, at::kDouble));
+  out["mpi_io"] = o.mpi_io;
   out["peak_rss_mib"] = nlohmann::json::array();
   for (const auto& r : rss_all) out["peak_rss_mib"].push_back(r.item<double>());
   c.world->barrier();
@@ -351,6 +371,9 @@ void add_bench_io_command(CLI::App& bench, CommonOptions& common, Runner& select
   sub->add_option("--reps", o->reps, "Alternating repetitions of the three feeds (medians of times and of per-repetition ratios reported)")
       ->capture_default_str();
   sub->add_option("--prefetch", o->prefetch, "Batches read ahead on the prefetch thread (-1: one shuffle window of batches + 1)")->capture_default_str();
+  sub->add_option("--mpi-io", o->mpi_io,
+                  "off (POSIX reads of each rank's hyperslabs), independent or collective (MPI-IO)")
+      ->capture_default_str();
   sub->add_option("--loader-cpu", o->loader_cpu,
                   "CPU of the prefetch thread: -2 auto (with one compute thread and a spare CPU: the compute thread "
                   "on the rank's first CPU, the prefetch thread on its last), -1 unpinned, or a CPU number")

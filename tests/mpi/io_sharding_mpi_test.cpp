@@ -158,4 +158,30 @@ TEST(Sharding, SampleModeShardsAreDisjointToo) {
   check_epoch(gather(read_epoch(dataset, sampler, 3, 1)), 1000, sampler.steps_per_epoch(), 16, LastBatch::kDrop);
 }
 
+// MPI-IO, independent and collective: the same batches as the POSIX reader, read on
+// the prefetch thread (collective reads from every rank in step: same window count).
+TEST(Sharding, MpiIoReadsTheSameBatches) {
+  const std::string files = write_dataset();
+  MPI_Comm comm;
+  MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+  for (MpiIo mode : {MpiIo::kIndependent, MpiIo::kCollective}) {
+    H5DatasetOptions options{{files}, {"hpcml.test.ids", 1, {{"id"}, {"items/values"}}}};
+    options.mpi_io = mode;
+    options.comm = comm;
+    H5Dataset dataset(options);
+    SamplerOptions o;
+    o.dataset_size = dataset.size();
+    o.batch_size = 8;
+    o.rank = world()->rank();
+    o.world_size = world()->size();
+    o.seed = 9;
+    o.chunk_rows = 64;
+    o.window = 64;
+    DistributedSampler sampler(o);
+    // read_epoch checks every batch against the sampler and the items against their ids.
+    check_epoch(gather(read_epoch(dataset, sampler, 2, -1)), 1000, sampler.steps_per_epoch(), 8, LastBatch::kDrop);
+  }
+  MPI_Comm_free(&comm);
+}
+
 }  // namespace
