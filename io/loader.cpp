@@ -111,7 +111,8 @@ void Loader::stop() {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
-  changed_.notify_all();
+  space_.notify_all();
+  ready_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -156,10 +157,16 @@ void Loader::run(int64_t first_step) {
     for (int64_t step = first_step; step < sampler_.steps_per_epoch(); ++step) {
       Batch batch = produce(step);
       std::unique_lock<std::mutex> lock(mutex_);
-      changed_.wait(lock, [&] { return stopping_ || static_cast<int64_t>(queue_.size()) < depth_; });
+      if (static_cast<int64_t>(queue_.size()) >= depth_) {
+        // Full: sleep until the queue is down to half, not at every pop. Each
+        // wake-up is a cross-core interrupt that the step's core pays for.
+        producer_waiting_ = true;
+        space_.wait(lock, [&] { return stopping_ || static_cast<int64_t>(queue_.size()) <= low_water(); });
+        producer_waiting_ = false;
+      }
       if (stopping_) return;
       queue_.push_back(std::move(batch));
-      changed_.notify_all();
+      if (consumer_waiting_) ready_.notify_one();
     }
   } catch (...) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -167,7 +174,7 @@ void Loader::run(int64_t first_step) {
   }
   std::lock_guard<std::mutex> lock(mutex_);
   finished_ = true;
-  changed_.notify_all();
+  ready_.notify_all();
 }
 
 void Loader::start(int64_t first_step) {
@@ -191,11 +198,13 @@ Batch Loader::next() {
   }
   std::unique_lock<std::mutex> lock(mutex_);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(options_.timeout_s);
-  const bool ready = changed_.wait_until(lock, deadline, [&] { return !queue_.empty() || error_ || finished_; });
+  consumer_waiting_ = true;
+  const bool ready = ready_.wait_until(lock, deadline, [&] { return !queue_.empty() || error_ || finished_; });
+  consumer_waiting_ = false;
   if (!queue_.empty()) {
     Batch batch = std::move(queue_.front());
     queue_.pop_front();
-    changed_.notify_all();
+    if (producer_waiting_ && static_cast<int64_t>(queue_.size()) <= low_water()) space_.notify_one();
     return batch;
   }
   if (error_) std::rethrow_exception(error_);

@@ -103,7 +103,11 @@ class Loader {
   int64_t next_step_ = 0;  // synchronous mode
   std::thread thread_;
   mutable std::mutex mutex_;
-  std::condition_variable changed_;
+  std::condition_variable space_;  // the producer waits for room
+  std::condition_variable ready_;  // the consumer waits for a batch
+  bool producer_waiting_ = false;
+  bool consumer_waiting_ = false;
+  int64_t low_water() const { return depth_ / 2; }
   std::deque<Batch> queue_;
   std::exception_ptr error_;
   bool stopping_ = false;

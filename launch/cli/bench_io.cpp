@@ -332,8 +332,11 @@ int run_bench_io(Context& c, const IoBenchOptions& o) {
                 static_cast<long long>(d["events"].get<int64_t>()), static_cast<int>(d["files"].get<size_t>()));
     for (const char* mode : {"no_prefetch", "prefetch"}) {
       const auto& r = d["read"][mode];
-      std::printf("    read %-12s %10.0f events/s %8.1f MB/s (all ranks)\n", mode,
+      std::printf("    read %-12s %10.0f events/s %8.1f MB/s (all ranks); per rank:", mode,
                   r["events_per_s_total"].get<double>(), r["mb_per_s_total"].get<double>());
+      for (const auto& rank : r["per_rank"])
+        std::printf(" %.0f/s %.1f MB/s;", rank["events_per_s"].get<double>(), rank["mb_per_s"].get<double>());
+      std::printf("\n");
     }
     if (d.contains("step_ms")) {
       const auto& s = d["step_ms"];
