@@ -66,6 +66,8 @@ class Loader {
   /// Starts (or restarts) epoch `epoch` at step `first_step` (resume); the sampler
   /// must already be set to that epoch.
   void start(int64_t first_step = 0);
+  /// Stops the prefetch thread (idempotent); call before changing the sampler's epoch.
+  void stop();
   /// The next batch; rows of the batch in "rows" (int64). Throws the reader's error,
   /// IoError after timeout_s without a batch, or when the epoch is exhausted.
   Batch next();
@@ -87,7 +89,6 @@ class Loader {
  private:
   Batch produce(int64_t step);
   void run(int64_t first_step);
-  void stop();
 
   const H5Dataset& dataset_;
   const DistributedSampler& sampler_;

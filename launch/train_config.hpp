@@ -31,15 +31,35 @@ struct DataSection {
   int features = 64;
   int classes = 10;
   int seed = 1;
+  std::vector<std::string> files;
+  std::vector<std::string> validation_files;
+  std::string input = "";
+  std::string target = "";
+  int chunk_rows = 1024;
+  int window = 8192;
+  int prefetch = -1;
   template <typename V>
   void describe(V& v) {
-    v.field("name", name, "dataset: synthetic (a learnable classification task generated from the seed)",
-            config::one_of({"synthetic"}));
-    v.field("samples", samples, "training samples", config::at_least(1));
-    v.field("validation_samples", validation_samples, "validation samples (0: no validation)", config::at_least(0));
-    v.field("features", features, "input features", config::at_least(1));
-    v.field("classes", classes, "classes", config::at_least(2));
-    v.field("seed", seed, "seed of the data", config::at_least(0));
+    v.field("name", name,
+            "dataset: synthetic (a learnable classification task generated from the seed) or hdf5 (files in "
+            "hpcml's layout, docs/data-layout.md)",
+            config::one_of({"synthetic", "hdf5"}));
+    v.field("samples", samples, "synthetic: training samples", config::at_least(1));
+    v.field("validation_samples", validation_samples, "synthetic: validation samples (0: no validation)",
+            config::at_least(0));
+    v.field("features", features, "synthetic: input features", config::at_least(1));
+    v.field("classes", classes, "classes of a classification target (synthetic and hdf5)", config::at_least(2));
+    v.field("seed", seed, "synthetic: seed of the data", config::at_least(0));
+    v.field("files", files, "hdf5: training files or glob patterns");
+    v.field("validation_files", validation_files, "hdf5: validation files or glob patterns (none: no validation)");
+    v.field("input", input, "hdf5: the dataset field fed to the model (e.g. inputs, images, constituents/features)");
+    v.field("target", target,
+            "hdf5: the target field; integer: classification (cross-entropy, accuracy), floating-point: regression "
+            "(see train.loss; resolution = RMS of (prediction - target) / target)");
+    v.field("chunk_rows", chunk_rows, "hdf5: rows per shuffled chunk", config::at_least(1));
+    v.field("window", window, "hdf5: rows per shuffle window (memory holds about two windows)", config::at_least(1));
+    v.field("prefetch", prefetch, "hdf5: batches read ahead on a thread (0: none, -1: a window of batches + 1)",
+            config::at_least(-1));
   }
 };
 
@@ -96,6 +116,7 @@ struct TrainSection {
   int seed = 1234;
   int log_every = 20;
   bool allow_unused_parameters = false;
+  std::string loss = "auto";
   template <typename V>
   void describe(V& v) {
     v.field("epochs", epochs, "epochs (ignored when max_steps > 0)", config::at_least(1));
@@ -116,6 +137,10 @@ struct TrainSection {
     v.field("log_every", log_every, "write metrics every this many steps", config::at_least(1));
     v.field("allow_unused_parameters", allow_unused_parameters,
             "parameters without a gradient in a step count as zero instead of an error");
+    v.field("loss", loss,
+            "auto (cross_entropy for an integer target, mse for a floating-point one), cross_entropy, mse, or "
+            "relative_mse (mean of ((prediction - target) / target)^2: minimises the resolution)",
+            config::one_of({"auto", "cross_entropy", "mse", "relative_mse"}));
   }
 };
 

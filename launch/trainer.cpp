@@ -23,8 +23,7 @@
 #include "core/watchdog.hpp"
 #include "hpcml/build_config.hpp"
 #include "io/h5_tensors.hpp"
-#include "io/sampler.hpp"
-#include "io/synthetic.hpp"
+#include "launch/feed.hpp"
 #include "models/model.hpp"
 
 namespace hpcml::launch {
@@ -40,7 +39,7 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 
 void write_atomically(const fs::path& path, const std::string& text) { write_file_atomically(path.string(), text); }
 
-std::unique_ptr<models::Model> build_model(const TrainConfig& c) {
+std::unique_ptr<models::Model> build_model(const TrainConfig& c, const Feed& feed) {
   if (c.model.name == "torchscript") {
     HPCML_CHECK_AS(ConfigError, !c.model.torchscript.empty(),
                    "config error: key 'model.torchscript': expected the path of a TorchScript file when model.name "
@@ -48,7 +47,9 @@ std::unique_ptr<models::Model> build_model(const TrainConfig& c) {
     return models::load_torchscript(c.model.torchscript);
   }
   std::vector<int64_t> hidden(c.model.hidden.begin(), c.model.hidden.end());
-  return models::make_mlp(c.data.features, hidden, c.data.classes, static_cast<uint64_t>(c.model.seed));
+  int64_t inputs = 1;
+  for (int64_t d : feed.input_shape()) inputs *= d;
+  return models::make_mlp(inputs, hidden, feed.regression() ? 1 : c.data.classes, static_cast<uint64_t>(c.model.seed));
 }
 
 std::unique_ptr<torch::optim::Optimizer> build_optimizer(const TrainConfig& c, std::vector<at::Tensor> params) {
@@ -343,26 +344,15 @@ int train(Context& ctx, const TrainConfig& config) {
     trace::name_thread("main");
   }
 
-  // Data: every rank holds the (small, generated) dataset and reads its shard.
-  const auto train_set = io::synthetic_classification(c.data.samples, c.data.features, c.data.classes,
-                                                      static_cast<uint64_t>(c.data.seed), c.data.seed + 100u);
-  const auto val_set = io::synthetic_classification(c.data.validation_samples, c.data.features, c.data.classes,
-                                                    c.data.seed + 1u, c.data.seed + 100u);
-  io::SamplerOptions sampler_options;
-  sampler_options.dataset_size = train_set.size();
-  sampler_options.batch_size = c.train.batch_size;
-  sampler_options.rank = rank;
-  sampler_options.world_size = n;
-  sampler_options.shuffle = c.train.shuffle;
-  sampler_options.seed = static_cast<uint64_t>(c.train.seed);
-  sampler_options.last_batch = c.train.last_batch == "pad" ? io::LastBatch::kPad : io::LastBatch::kDrop;
-  sampler_options.slicing = c.train.slicing == "contiguous" ? io::RankSlicing::kContiguous : io::RankSlicing::kStrided;
-  io::DistributedSampler sampler(sampler_options);
+  // Data: the synthetic set in memory, or this rank's shard of HDF5 files.
+  auto feed = make_feed(c, ctx);
+  const bool regression = feed->regression();
   HPCML_CHECK_AS(ConfigError, c.train.batch_size % c.train.gradient_accumulation == 0,
                  "config error: key 'train.gradient_accumulation': expected a divisor of train.batch_size (",
                  c.train.batch_size, "), found ", c.train.gradient_accumulation);
 
-  auto model = build_model(c);
+  auto model = build_model(c, *feed);
+  const bool flatten = c.model.name == "mlp";  // an MLP takes (batch, features)
   // After the model (whose initialisation seeds torch's generator): each rank's own
   // stream for dropout and other random ops.
   torch::manual_seed(static_cast<uint64_t>(c.train.seed) + 7919u * static_cast<uint64_t>(rank));
@@ -374,7 +364,7 @@ int train(Context& ctx, const TrainConfig& config) {
   }
   auto optimizer = build_optimizer(c, params);
 
-  const int64_t steps_per_epoch = sampler.steps_per_epoch();
+  const int64_t steps_per_epoch = feed->steps_per_epoch();
   const int64_t total_steps = c.train.max_steps > 0 ? c.train.max_steps : c.train.epochs * steps_per_epoch;
   int64_t start_step = 0;
   if (c.run.resume == "auto") {
@@ -429,36 +419,36 @@ int train(Context& ctx, const TrainConfig& config) {
     world.barrier();
   };
 
+  nlohmann::json last_validation;
   auto validate = [&](int64_t step_done, int64_t epoch) {
-    if (val_set.size() < n) return;
+    if (feed->validation_size() == 0) return;
     torch::NoGradGuard no_grad;
     model->set_training(false);
     double sums[3] = {0, 0, 0};
-    for (int64_t i = rank; i < val_set.size(); i += n * 256) {
-      std::vector<int64_t> idx;
-      for (int64_t k = i; k < std::min(val_set.size(), i + n * 256); k += n) idx.push_back(k);
-      auto [x, y] = val_set.gather(idx);
-      auto logits = model->forward(x);
-      sums[0] += models::cross_entropy(logits, y).item<double>() * static_cast<double>(idx.size());
-      sums[1] += static_cast<double>(models::correct(logits, y));
-      sums[2] += static_cast<double>(idx.size());
-    }
+    feed->for_each_validation([&](const at::Tensor& x, const at::Tensor& y) {
+      const auto output = model->forward(flatten ? x.reshape({x.size(0), -1}) : x);
+      const double samples = static_cast<double>(y.size(0));
+      sums[0] += task_loss(c.train.loss, regression, output, y).item<double>() * samples;
+      sums[1] += metric_sum(regression, output, y);
+      sums[2] += samples;
+    });
     model->set_training(true);
     at::Tensor t = at::tensor({sums[0], sums[1], sums[2]}, at::kDouble);
     world.allreduce(t);
     if (rank == 0) {
       const auto v = t.accessor<double, 1>();
-      nlohmann::json row = {{"step", step_done}, {"epoch", epoch}, {"val_loss", v[0] / v[2]},
-                            {"val_accuracy", v[1] / v[2]}};
-      metrics << row.dump() << "\n" << std::flush;
-      HPCML_LOG_INFO("epoch {} validation: loss {:.4f}, accuracy {:.4f}", epoch, v[0] / v[2], v[1] / v[2]);
+      const double metric = metric_value(regression, v[1], v[2]);
+      last_validation = {{"step", step_done}, {"epoch", epoch}, {"val_loss", v[0] / v[2]},
+                         {std::string("val_") + metric_name(regression), metric}, {"val_samples", v[2]}};
+      metrics << last_validation.dump() << "\n" << std::flush;
+      HPCML_LOG_INFO("epoch {} validation: loss {:.4g}, {} {:.4f}", epoch, v[0] / v[2], metric_name(regression),
+                     metric);
     }
   };
 
   model->set_training(true);
   for (int64_t step = start_step; step < total_steps; ++step) {
     const int64_t epoch = step / steps_per_epoch;
-    sampler.set_epoch(epoch);
     const double lr = learning_rate(c, step, total_steps, n);
     for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
 
@@ -466,7 +456,8 @@ int train(Context& ctx, const TrainConfig& config) {
     at::Tensor x, y;
     {
       trace::Span span("data", "data");
-      std::tie(x, y) = train_set.gather(sampler.batch(step % steps_per_epoch));
+      std::tie(x, y) = feed->batch(epoch, step % steps_per_epoch);
+      if (flatten) x = x.reshape({x.size(0), -1});
     }
     auto t1 = Clock::now();
     double forward_ms = 0, backward_ms = 0, wait_ms = 0, loss_sum = 0, correct = 0;
@@ -478,7 +469,7 @@ int train(Context& ctx, const TrainConfig& config) {
       {
         trace::Span span("forward", "compute");
         logits = model->forward(x.narrow(0, m * micro_size, micro_size));
-        loss = models::cross_entropy(logits, y.narrow(0, m * micro_size, micro_size));
+        loss = task_loss(c.train.loss, regression, logits, y.narrow(0, m * micro_size, micro_size));
       }
       auto tb = Clock::now();
       forward_ms += ms_between(tf, tb);
@@ -493,7 +484,7 @@ int train(Context& ctx, const TrainConfig& config) {
       }
       backward_ms += ms_between(tb, Clock::now());
       loss_sum += loss.item<double>() * static_cast<double>(micro_size);
-      correct += static_cast<double>(models::correct(logits, y.narrow(0, m * micro_size, micro_size)));
+      correct += metric_sum(regression, logits, y.narrow(0, m * micro_size, micro_size));
     }
     backward_ms -= wait_ms;
     auto t3 = Clock::now();
@@ -523,7 +514,7 @@ int train(Context& ctx, const TrainConfig& config) {
             {"step", done},
             {"epoch", epoch},
             {"loss", v[0] / v[2]},
-            {"accuracy", v[1] / v[2]},
+            {metric_name(regression), metric_value(regression, v[1], v[2])},
             {"lr", lr},
             {"samples_per_s", v[2] / seconds},
             {"time_ms",
@@ -533,8 +524,9 @@ int train(Context& ctx, const TrainConfig& config) {
         if (progress.bar()) {
           progress.update(done, v[0] / v[2], v[2] / seconds);
         } else {
-          HPCML_LOG_INFO("step {}/{} epoch {} loss {:.4f} accuracy {:.3f} lr {:.4g} {:.0f} samples/s", done,
-                         total_steps, epoch, v[0] / v[2], v[1] / v[2], lr, v[2] / seconds);
+          HPCML_LOG_INFO("step {}/{} epoch {} loss {:.4g} {} {:.4f} lr {:.4g} {:.0f} samples/s", done, total_steps,
+                         epoch, v[0] / v[2], metric_name(regression), metric_value(regression, v[1], v[2]), lr,
+                         v[2] / seconds);
         }
       }
       std::fill(acc.begin(), acc.end(), 0.0);
@@ -582,6 +574,7 @@ int train(Context& ctx, const TrainConfig& config) {
                               {"parameters_sha256", digest},
                               {"hpcml_version", HPCML_VERSION},
                               {"git_revision", HPCML_GIT_REVISION}};
+    if (!last_validation.is_null()) summary["validation"] = last_validation;
     write_atomically(run_dir / "summary.json", summary.dump(2) + "\n");
     HPCML_LOG_INFO("done: {} steps; parameters sha256 {}", total_steps, digest);
   }
