@@ -6,8 +6,16 @@
 #include <vector>
 
 #include "launch/run_config.hpp"
+#include "models/registry.hpp"
 
 namespace hpcml::launch {
+
+/// mlp, torchscript and the zoo's models.
+inline std::vector<std::string> model_names() {
+  std::vector<std::string> names{"mlp", "torchscript"};
+  for (const auto& entry : models::zoo()) names.push_back(entry.name);
+  return names;
+}
 
 struct ModelSection {
   std::string name = "mlp";
@@ -16,8 +24,10 @@ struct ModelSection {
   int seed = 0;
   template <typename V>
   void describe(V& v) {
-    v.field("name", name, "model: mlp, or torchscript (a file scripted by Python, see model.torchscript)",
-            config::one_of({"mlp", "torchscript"}));
+    v.field("name", name,
+            "model: mlp, torchscript (a file scripted by Python, see model.torchscript), or a zoo model (`hpcml "
+            "models`; data.input and data.target default to the zoo model's fields)",
+            config::one_of(model_names()));
     v.field("hidden", hidden, "mlp: hidden layer widths");
     v.field("torchscript", torchscript, "torchscript: path of the .pt file; forward(x) returns logits");
     v.field("seed", seed, "seed of the initial weights (rank 0's are broadcast)", config::at_least(0));

@@ -25,6 +25,7 @@
 #include "io/h5_tensors.hpp"
 #include "launch/feed.hpp"
 #include "models/model.hpp"
+#include "models/registry.hpp"
 
 namespace hpcml::launch {
 
@@ -46,6 +47,7 @@ std::unique_ptr<models::Model> build_model(const TrainConfig& c, const Feed& fee
                    "is torchscript, found nothing");
     return models::load_torchscript(c.model.torchscript);
   }
+  if (c.model.name != "mlp") return models::make(c.model.name, static_cast<uint64_t>(c.model.seed));
   std::vector<int64_t> hidden(c.model.hidden.begin(), c.model.hidden.end());
   int64_t inputs = 1;
   for (int64_t d : feed.input_shape()) inputs *= d;
@@ -327,6 +329,12 @@ void export_checkpoint(const std::string& path, const std::string& out) {
 
 int train(Context& ctx, const TrainConfig& config) {
   TrainConfig c = config;
+  if (c.model.name != "mlp" && c.model.name != "torchscript") {
+    // A zoo model names the fields it reads and predicts.
+    const auto& entry = models::zoo_entry(c.model.name);
+    if (c.data.input.empty()) c.data.input = entry.input_field;
+    if (c.data.target.empty()) c.data.target = entry.target_field;
+  }
   if (c.run.dir.empty()) c.run.dir = ctx.env.job_id ? "runs/" + *ctx.env.job_id : "runs/train";
   auto& world = *ctx.world;
   const int rank = world.rank();

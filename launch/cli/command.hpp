@@ -37,6 +37,7 @@ void add_bench_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_train_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_export_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_datagen_command(CLI::App& app, CommonOptions& common, Runner& selected);
+void add_models_command(CLI::App& app, CommonOptions& common, Runner& selected);
 /// `bench ddp`, under the `bench` subcommand.
 void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 /// `bench io`, under the `bench` subcommand.
