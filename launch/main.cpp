@@ -75,6 +75,7 @@ int run(int argc, char** argv) {
   hpcml::launch::cli::add_bench_command(app, common, selected);
   hpcml::launch::cli::add_train_command(app, common, selected);
   hpcml::launch::cli::add_export_command(app, common, selected);
+  hpcml::launch::cli::add_eval_command(app, common, selected);
   hpcml::launch::cli::add_datagen_command(app, common, selected);
   hpcml::launch::cli::add_models_command(app, common, selected);
 

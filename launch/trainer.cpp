@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <torch/torch.h>
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -163,12 +164,9 @@ void open_checkpoint(const std::string& path, torch::serialize::InputArchive& ar
 
 // Loads a checkpoint into the model and optimizer; returns its header. A model of
 // another shape is an error naming the first mismatching parameter.
-CheckpointHeader load_checkpoint(const std::string& path, models::Model& model, torch::optim::Optimizer& optimizer,
-                                 int rank, int world_size) {
-  torch::serialize::InputArchive archive;
-  open_checkpoint(path, archive);
-  CheckpointHeader header{read_int(archive, "step", path), read_int(archive, "world_size", path),
-                          read_int(archive, "threads", path)};
+// Copies a checkpoint's parameters and buffers into `model`. A model of another
+// shape is an error naming the first mismatching parameter.
+void load_model_state(torch::serialize::InputArchive& archive, const std::string& path, models::Model& model) {
   c10::IValue names_value;
   archive.read("param_names", names_value);
   std::vector<std::string> names;
@@ -193,6 +191,15 @@ CheckpointHeader load_checkpoint(const std::string& path, models::Model& model, 
     archive.read("buffer_" + std::to_string(i++), stored, true);
     t.copy_(stored);
   }
+}
+
+CheckpointHeader load_checkpoint(const std::string& path, models::Model& model, torch::optim::Optimizer& optimizer,
+                                 int rank, int world_size) {
+  torch::serialize::InputArchive archive;
+  open_checkpoint(path, archive);
+  CheckpointHeader header{read_int(archive, "step", path), read_int(archive, "world_size", path),
+                          read_int(archive, "threads", path)};
+  load_model_state(archive, path, model);
   torch::serialize::InputArchive opt_archive;
   archive.read("optimizer", opt_archive);
   optimizer.load(opt_archive);
@@ -327,14 +334,35 @@ void export_checkpoint(const std::string& path, const std::string& out) {
                         {"config", config.toStringRef()}});
 }
 
-int train(Context& ctx, const TrainConfig& config) {
-  TrainConfig c = config;
+// A zoo model names the fields it reads and predicts: they are the data defaults.
+TrainConfig with_model_defaults(TrainConfig c) {
   if (c.model.name != "mlp" && c.model.name != "torchscript") {
-    // A zoo model names the fields it reads and predicts.
     const auto& entry = models::zoo_entry(c.model.name);
     if (c.data.input.empty()) c.data.input = entry.input_field;
     if (c.data.target.empty()) c.data.target = entry.target_field;
   }
+  return c;
+}
+
+// Loss and metric sums (loss * samples, metric sum, samples) of `model` over this
+// rank's share of the feed's validation set. No collectives.
+std::array<double, 3> validation_sums(models::Model& model, Feed& feed, const std::string& loss, bool flatten) {
+  torch::NoGradGuard no_grad;
+  model.set_training(false);
+  std::array<double, 3> sums{0, 0, 0};
+  feed.for_each_validation([&](const at::Tensor& x, const at::Tensor& y) {
+    const auto output = model.forward(flatten ? x.reshape({x.size(0), -1}) : x);
+    const double samples = static_cast<double>(y.size(0));
+    sums[0] += task_loss(loss, feed.regression(), output, y).item<double>() * samples;
+    sums[1] += metric_sum(feed.regression(), output, y);
+    sums[2] += samples;
+  });
+  model.set_training(true);
+  return sums;
+}
+
+int train(Context& ctx, const TrainConfig& config) {
+  TrainConfig c = with_model_defaults(config);
   if (c.run.dir.empty()) c.run.dir = ctx.env.job_id ? "runs/" + *ctx.env.job_id : "runs/train";
   auto& world = *ctx.world;
   const int rank = world.rank();
@@ -430,17 +458,8 @@ int train(Context& ctx, const TrainConfig& config) {
   nlohmann::json last_validation;
   auto validate = [&](int64_t step_done, int64_t epoch) {
     if (feed->validation_size() == 0) return;
-    torch::NoGradGuard no_grad;
-    model->set_training(false);
-    double sums[3] = {0, 0, 0};
-    feed->for_each_validation([&](const at::Tensor& x, const at::Tensor& y) {
-      const auto output = model->forward(flatten ? x.reshape({x.size(0), -1}) : x);
-      const double samples = static_cast<double>(y.size(0));
-      sums[0] += task_loss(c.train.loss, regression, output, y).item<double>() * samples;
-      sums[1] += metric_sum(regression, output, y);
-      sums[2] += samples;
-    });
-    model->set_training(true);
+    reducer.sync_buffers();  // every rank validates with rank 0's statistics, as a checkpoint stores them
+    const auto sums = validation_sums(*model, *feed, c.train.loss, flatten);
     at::Tensor t = at::tensor({sums[0], sums[1], sums[2]}, at::kDouble);
     world.allreduce(t);
     if (rank == 0) {
@@ -587,6 +606,59 @@ int train(Context& ctx, const TrainConfig& config) {
     HPCML_LOG_INFO("done: {} steps; parameters sha256 {}", total_steps, digest);
   }
   return exit_code;
+}
+
+int evaluate(Context& ctx, const TrainConfig& config, const std::string& checkpoint_path) {
+  TrainConfig c = with_model_defaults(config);
+  HPCML_CHECK_AS(ConfigError, c.data.name == "synthetic" || !c.data.validation_files.empty(),
+                 "config error: key 'data.validation_files': expected the files to evaluate on, found none");
+  if (c.data.name == "hdf5" && c.data.files.empty()) c.data.files = c.data.validation_files;
+  auto& world = *ctx.world;
+  std::string path = checkpoint_path;
+  if (path.empty()) {
+    path = world.rank() == 0 ? newest_checkpoint(c.run.dir) : std::string();
+    at::Tensor found = at::tensor({path.empty() ? 0 : 1}, at::kInt);
+    world.allreduce(found, {collectives::ReduceOp::kMax});
+    HPCML_CHECK_AS(ConfigError, found.item<int>() == 1, "eval: no checkpoint in '", c.run.dir,
+                   "/checkpoints' (run.dir); give one with --checkpoint");
+    path = newest_checkpoint(c.run.dir);
+  }
+  auto feed = make_feed(c, ctx);
+  auto model = build_model(c, *feed);
+  {
+    torch::serialize::InputArchive archive;
+    open_checkpoint(path, archive);
+    load_model_state(archive, path, *model);
+  }
+  const bool regression = feed->regression();
+  const auto sums = validation_sums(*model, *feed, c.train.loss, c.model.name == "mlp");
+  at::Tensor t = at::tensor({sums[0], sums[1], sums[2]}, at::kDouble);
+  world.allreduce(t);
+  if (world.rank() != 0) return 0;
+  const auto v = t.accessor<double, 1>();
+  HPCML_CHECK_AS(ConfigError, v[2] > 0, "eval: the evaluation set is empty");
+  const double metric = metric_value(regression, v[1], v[2]);
+  nlohmann::json result = {{"checkpoint", path},
+                           {"model", model->name()},
+                           {"samples", v[2]},
+                           {"loss", v[0] / v[2]},
+                           {metric_name(regression), metric},
+                           {"parameters_sha256", parameters_digest(model->named_parameters())}};
+  std::printf("eval %s (%s) on %.0f samples: loss %.6g, %s %.6f\n", model->name().c_str(), path.c_str(), v[2],
+              v[0] / v[2], metric_name(regression), metric);
+  // Into run.dir/summary.json under "eval", keeping what training wrote.
+  const fs::path summary_path = fs::path(c.run.dir) / "summary.json";
+  nlohmann::json summary = nlohmann::json::object();
+  if (fs::exists(summary_path)) {
+    std::ifstream in(summary_path);
+    summary = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (summary.is_discarded()) summary = nlohmann::json::object();
+  }
+  summary["eval"] = result;
+  fs::create_directories(c.run.dir);
+  write_atomically(summary_path, summary.dump(2) + "\n");
+  std::printf("wrote %s\n", summary_path.string().c_str());
+  return 0;
 }
 
 }  // namespace hpcml::launch

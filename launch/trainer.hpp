@@ -19,6 +19,11 @@ inline constexpr int64_t kCheckpointFormat = 1;
 /// checkpoints/step-<N>.pt and, with run.trace, trace.json.
 int train(Context& context, const TrainConfig& config);
 
+/// Evaluates checkpoint `checkpoint` (or, when empty, the newest in run.dir) on the
+/// validation set of `config` over all ranks; rank 0 prints the loss and the task's
+/// metric and writes them under "eval" in run.dir/summary.json. Returns 0.
+int evaluate(Context& context, const TrainConfig& config, const std::string& checkpoint);
+
 /// The newest checkpoint in `dir`/checkpoints that opens and carries this format
 /// version, or "" when there is none.
 std::string newest_checkpoint(const std::string& run_dir);

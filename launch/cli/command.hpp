@@ -36,6 +36,7 @@ void add_config_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_bench_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_train_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_export_command(CLI::App& app, CommonOptions& common, Runner& selected);
+void add_eval_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_datagen_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_models_command(CLI::App& app, CommonOptions& common, Runner& selected);
 /// `bench ddp`, under the `bench` subcommand.

@@ -26,6 +26,23 @@ void add_train_command(CLI::App& app, CommonOptions& common, Runner& selected) {
   });
 }
 
+void add_eval_command(CLI::App& app, CommonOptions& common, Runner& selected) {
+  auto* sub = app.add_subcommand(
+      "eval", "Evaluate a checkpoint on the config's validation data (data.validation_files) over all ranks: print "
+              "the loss and the task's metric (accuracy or resolution) and write them to run.dir/summary.json");
+  add_common_options(sub, common);
+  auto checkpoint = std::make_shared<std::string>();
+  sub->add_option("--checkpoint", *checkpoint, "Checkpoint file (default: the newest in run.dir/checkpoints)")
+      ->check(CLI::ExistingFile);
+  auto config = std::make_shared<TrainConfig>();
+  sub->callback([&selected, &common, config, checkpoint] {
+    common.parser = [config](const config::Document& environment, const config::Document& file) {
+      return read_layers(environment, file, *config);
+    };
+    selected = [config, checkpoint](Context& c) { return evaluate(c, *config, *checkpoint); };
+  });
+}
+
 void add_export_command(CLI::App& app, CommonOptions& common, Runner& selected) {
   auto* sub = app.add_subcommand("export", "Write the parameters of a checkpoint to HDF5, one dataset per parameter "
                                            "name (read them with h5py), with step, config and SHA-256 as attributes");

@@ -68,6 +68,16 @@ class TrainHdf5Test(unittest.TestCase):
                 with open(os.path.join(run_dir, "summary.json")) as f:
                     summary = json.load(f)
                 self.assertEqual(summary["validation"]["val_resolution"], val_rows[-1]["val_resolution"])
+                # `hpcml eval` on the final checkpoint, at the other rank count, gives the last
+                # validation's metric and adds it to summary.json.
+                rc, out, err, _ = run(["eval"] + self.common(run_dir)[1:], ranks=3 - ranks, timeout=300)
+                self.assertEqual(rc, 0, err)
+                with open(os.path.join(run_dir, "summary.json")) as f:
+                    summary = json.load(f)
+                self.assertEqual(summary["eval"]["samples"], n_val)
+                self.assertAlmostEqual(summary["eval"]["resolution"], val_rows[-1]["val_resolution"], places=5)
+                self.assertEqual(summary["steps"], 3 * (6000 // 200))
+                self.assertIn("resolution", out)
 
     def test_bad_data_sections_name_the_key_or_the_dataset(self):
         run_dir = os.path.join(self.tmp, "bad")
