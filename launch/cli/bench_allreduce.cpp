@@ -213,6 +213,7 @@ void add_bench_command(CLI::App& app, CommonOptions& common, Runner& selected) {
   sub->callback([&selected, o] { selected = [o](Context& c) { return run_bench_allreduce(c, *o); }; });
   add_bench_ddp_command(*bench, common, selected);
   add_bench_io_command(*bench, common, selected);
+  add_bench_model_command(*bench, common, selected);
 }
 
 }  // namespace hpcml::launch::cli

@@ -43,6 +43,8 @@ void add_models_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 /// `bench io`, under the `bench` subcommand.
 void add_bench_io_command(CLI::App& bench, CommonOptions& common, Runner& selected);
+/// `bench model`, under the `bench` subcommand.
+void add_bench_model_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 
 /// "hpcml 0.1.0 (git <rev>, Release)".
 std::string version_line();
