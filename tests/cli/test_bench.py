@@ -1,4 +1,5 @@
-"""`hpcml bench allreduce` runs on 2 ranks and writes the documented JSON rows."""
+"""`hpcml bench allreduce` runs on 2 ranks and writes the documented JSON rows; `bench io`
+and `bench model` write theirs (tiny sizes: these check the plumbing, not the speed)."""
 import json
 import os
 import tempfile
@@ -32,6 +33,39 @@ class BenchAllreduceTest(unittest.TestCase):
         self.assertEqual(rc, 2)
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertIn("--max-bytes", err)
+
+
+class BenchIoAndModelTest(unittest.TestCase):
+    def test_io_reads_every_step_and_reports_both_feeds(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "io.json")
+            rc, out, err, _ = run(["bench", "io", "--events", "3000", "--files", "2", "--batch", "64", "--steps", "10",
+                                   "--reps", "1", "--window", "256", "--chunk-rows", "128", "--json", path], ranks=2)
+            self.assertEqual(rc, 0, err)
+            with open(path) as f:
+                d = json.load(f)
+        self.assertEqual([x["dataset"] for x in d["datasets"]], ["fixed", "ragged"])
+        for x in d["datasets"]:
+            self.assertEqual(x["events"], 3000)
+            self.assertEqual(len(x["read"]["prefetch"]["per_rank"]), 2)
+            for mode in ("memory", "hdf5", "hdf5_prefetch"):
+                self.assertGreater(x["step_ms"][mode], 0)
+        self.assertEqual(len(d["peak_rss_mib"]), 2)
+
+    def test_model_runs_hpcml_and_the_twin(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.json")
+            rc, out, err, _ = run(["bench", "model", "facile", "--steps", "5", "--warmup", "1", "--reps", "1",
+                                   "--batch", "32", "--json", path], timeout=300)
+            self.assertEqual(rc, 0, err)
+            with open(path) as f:
+                d = json.load(f)
+        self.assertGreater(d["hpcml_samples_per_s"], 0)
+        self.assertGreater(d["twin_samples_per_s"], 0)
+        self.assertAlmostEqual(d["hpcml_over_twin"], d["per_rep"]["ratio"][0])
+        rc, _, err, _ = run(["bench", "model", "nope"])
+        self.assertNotEqual(rc, 0)
+        self.assertIn("expected one of [deepcalo, facile], found 'nope'", err)
 
 
 if __name__ == "__main__":
