@@ -23,14 +23,7 @@ using hpcml::collectives::GradCompression;
 using hpcml::collectives::GradientReducer;
 using hpcml::collectives::ReducerOptions;
 
-hpcml::collectives::BackendPtr world() {
-  static auto backend = [] {
-    hpcml::collectives::BackendOptions options;
-    options.timeout = std::chrono::seconds(60);
-    return hpcml::collectives::make_backend("mpi", options);
-  }();
-  return backend;
-}
+hpcml::collectives::BackendPtr world() { return hpcml::testing::test_world(); }
 
 torch::nn::Sequential make_mlp(int64_t in = 8, int64_t hidden = 16, int64_t out = 4, uint64_t seed = 7) {
   torch::manual_seed(seed);

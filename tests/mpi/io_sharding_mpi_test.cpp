@@ -12,20 +12,14 @@
 #include "io/h5_dataset.hpp"
 #include "io/loader.hpp"
 #include "io/table.hpp"
+#include "tests/support/tensor_testing.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 using namespace hpcml::io;
 
-hpcml::collectives::BackendPtr world() {
-  static auto backend = [] {
-    hpcml::collectives::BackendOptions options;
-    options.timeout = std::chrono::seconds(60);
-    return hpcml::collectives::make_backend("mpi", options);
-  }();
-  return backend;
-}
+hpcml::collectives::BackendPtr world() { return hpcml::testing::test_world(); }
 
 // Files of 211, 0, 389 and 400 rows (an empty file included): 1000 rows whose `id` is
 // the row and whose ragged `items` hold (id, k) for k < id % 4.

@@ -24,14 +24,7 @@ using hpcml::testing::tensor_equal;
 
 constexpr uint64_t kSeed = 20261123;
 
-BackendPtr world() {
-  static BackendPtr backend = [] {
-    hpcml::collectives::BackendOptions options;
-    options.timeout = std::chrono::seconds(60);  // a hung collective fails the test, not CI
-    return hpcml::collectives::make_backend(hpcml::mpi_initialized() ? "mpi" : "local", options);
-  }();
-  return backend;
-}
+BackendPtr world() { return hpcml::testing::test_world(); }
 
 // Reference reduction of every rank's input, in float64.
 at::Tensor reference(ReduceOp op, c10::ScalarType dtype, int64_t numel, int size) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "collectives/factory.hpp"
 #include "core/mpi.hpp"
 
 namespace hpcml::testing {
@@ -56,6 +57,15 @@ double unit_roundoff(c10::ScalarType dtype) {
     case at::kDouble: return std::ldexp(1.0, -53);
     default: return 0.0;
   }
+}
+
+hpcml::collectives::BackendPtr test_world() {
+  static hpcml::collectives::BackendPtr backend = [] {
+    hpcml::collectives::BackendOptions options;
+    options.timeout = std::chrono::seconds(60);
+    return hpcml::collectives::make_backend(hpcml::mpi_initialized() ? "mpi" : "local", options);
+  }();
+  return backend;
 }
 
 }  // namespace hpcml::testing

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "collectives/backend.hpp"
+
 namespace hpcml::testing {
 
 /// Checks |actual - expected| <= atol + rtol * |expected| elementwise (compared in
@@ -24,5 +26,9 @@ at::Tensor seeded_input(uint64_t seed, int rank, int64_t numel, c10::ScalarType 
 
 /// Unit roundoff of a floating dtype (2^-8 bfloat16, 2^-11 float16, 2^-24 float32, 2^-53 float64).
 double unit_roundoff(c10::ScalarType dtype);
+
+/// The world every test shares: the "mpi" backend when MPI is initialised (MPI test
+/// binaries), else "local"; a 60 s deadline, so a hung collective fails the test, not CI.
+hpcml::collectives::BackendPtr test_world();
 
 }  // namespace hpcml::testing
