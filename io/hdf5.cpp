@@ -220,8 +220,8 @@ Id create_group(hid_t location, const std::string& name, const std::string& what
                            what + " group '" + name + "'"));
 }
 
-void write_dataset(hid_t location, const std::string& name, hid_t memory_type, const std::vector<int64_t>& dims,
-                   int64_t chunk_rows, const void* data, const std::string& what) {
+Id write_dataset(hid_t location, const std::string& name, hid_t memory_type, const std::vector<int64_t>& dims,
+                 int64_t chunk_rows, const void* data, const std::string& what) {
   Lock lock(library_mutex());
   const std::string where = what + " dataset '" + name + "'";
   std::vector<hsize_t> extent(dims.begin(), dims.end());
@@ -237,6 +237,7 @@ void write_dataset(hid_t location, const std::string& name, hid_t memory_type, c
   Id dataset(HPCML_H5_CHECK(
       H5Dcreate2(location, name.c_str(), memory_type, space.get(), link.get(), create.get(), H5P_DEFAULT), where));
   HPCML_H5_CHECK(H5Dwrite(dataset.get(), memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), where);
+  return dataset;
 }
 
 namespace {
@@ -316,29 +317,36 @@ bool has_attribute(hid_t object, const std::string& name) {
   return H5Aexists(object, name.c_str()) > 0;
 }
 
+namespace {
+// An attribute holding exactly one value of class `expected` ("string"/"integer" in messages).
+struct SingleAttribute {
+  Id attr;
+  Id type;
+  std::string where;
+};
+SingleAttribute open_single_attribute(hid_t object, const std::string& name, const std::string& what,
+                                      H5T_class_t expected, const char* a_kind, const char* one_kind) {
+  SingleAttribute a{open_attribute(object, name, what), Id(), what + " attribute '" + name + "'"};
+  a.type = Id(HPCML_H5_CHECK(H5Aget_type(a.attr.get()), a.where));
+  HPCML_CHECK_AS(IoError, H5Tget_class(a.type.get()) == expected, a.where, ": expected ", a_kind);
+  Id space(HPCML_H5_CHECK(H5Aget_space(a.attr.get()), a.where));
+  HPCML_CHECK_AS(IoError, H5Sget_simple_extent_npoints(space.get()) == 1, a.where, ": expected ", one_kind,
+                 ", found ", H5Sget_simple_extent_npoints(space.get()));
+  return a;
+}
+}  // namespace
+
 std::string read_string_attribute(hid_t object, const std::string& name, const std::string& what) {
   Lock lock(library_mutex());
-  const std::string where = what + " attribute '" + name + "'";
-  Id attr = open_attribute(object, name, what);
-  Id type(HPCML_H5_CHECK(H5Aget_type(attr.get()), where));
-  HPCML_CHECK_AS(IoError, H5Tget_class(type.get()) == H5T_STRING, where, ": expected a string");
-  Id space(HPCML_H5_CHECK(H5Aget_space(attr.get()), where));
-  HPCML_CHECK_AS(IoError, H5Sget_simple_extent_npoints(space.get()) == 1, where, ": expected one string, found ",
-                 H5Sget_simple_extent_npoints(space.get()));
-  return read_strings(attr.get(), type.get(), 1, where).front();
+  const auto a = open_single_attribute(object, name, what, H5T_STRING, "a string", "one string");
+  return read_strings(a.attr.get(), a.type.get(), 1, a.where).front();
 }
 
 int64_t read_int_attribute(hid_t object, const std::string& name, const std::string& what) {
   Lock lock(library_mutex());
-  const std::string where = what + " attribute '" + name + "'";
-  Id attr = open_attribute(object, name, what);
-  Id type(HPCML_H5_CHECK(H5Aget_type(attr.get()), where));
-  HPCML_CHECK_AS(IoError, H5Tget_class(type.get()) == H5T_INTEGER, where, ": expected an integer");
-  Id space(HPCML_H5_CHECK(H5Aget_space(attr.get()), where));
-  HPCML_CHECK_AS(IoError, H5Sget_simple_extent_npoints(space.get()) == 1, where, ": expected one integer, found ",
-                 H5Sget_simple_extent_npoints(space.get()));
+  const auto a = open_single_attribute(object, name, what, H5T_INTEGER, "an integer", "one integer");
   int64_t value = 0;
-  HPCML_H5_CHECK(H5Aread(attr.get(), H5T_NATIVE_INT64, &value), where);
+  HPCML_H5_CHECK(H5Aread(a.attr.get(), H5T_NATIVE_INT64, &value), a.where);
   return value;
 }
 

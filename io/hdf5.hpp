@@ -118,8 +118,9 @@ void read_row_ranges(hid_t dataset, const Shape& shape, const std::vector<RowRan
 Id create_group(hid_t location, const std::string& name, const std::string& what);
 
 /// Creates and writes a dataset of `dims`, chunked along the first axis by
-/// `chunk_rows` rows (0: contiguous), from `data` in `memory_type`.
-void write_dataset(hid_t location, const std::string& name, hid_t memory_type, const std::vector<int64_t>& dims,
+/// `chunk_rows` rows (0: contiguous), from `data` in `memory_type`; returns it open
+/// (for attributes).
+Id write_dataset(hid_t location, const std::string& name, hid_t memory_type, const std::vector<int64_t>& dims,
                    int64_t chunk_rows, const void* data, const std::string& what);
 
 /// Attributes: scalar strings (variable-length UTF-8, read by h5py as str), int64

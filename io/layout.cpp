@@ -1,5 +1,8 @@
 #include "io/layout.hpp"
 
+#include <tuple>
+#include <utility>
+
 #include "core/error.hpp"
 
 namespace hpcml::io::layout {
@@ -18,12 +21,15 @@ FieldInfo read_field(const h5::File& file, const std::string& name, const std::s
   return field;
 }
 
-int64_t read_offset(const h5::File& file, const std::string& name, const h5::Shape& shape, int64_t index) {
-  int64_t value = 0;
+// offsets[0] and offsets[rows] of a collection, with one open of the dataset.
+std::pair<int64_t, int64_t> read_offset_ends(const h5::File& file, const std::string& name, const h5::Shape& shape,
+                                             int64_t rows) {
+  const std::string what = "file '" + file.path() + "' dataset '" + name + "'";
   h5::Id dataset = h5::open_dataset(file, name);
-  h5::read_rows(dataset.get(), shape, index, 1, H5T_NATIVE_INT64, &value,
-                "file '" + file.path() + "' dataset '" + name + "'");
-  return value;
+  int64_t first = 0, last = 0;
+  h5::read_rows(dataset.get(), shape, 0, 1, H5T_NATIVE_INT64, &first, what);
+  h5::read_rows(dataset.get(), shape, rows, 1, H5T_NATIVE_INT64, &last, what);
+  return {first, last};
 }
 
 }  // namespace
@@ -72,8 +78,8 @@ FileInfo inspect(const h5::File& file) {
                    collection.offsets.describe());
     HPCML_CHECK_AS(IoError, dims.size() == 1 && dims[0] == info.rows + 1, where, ": expected shape (", info.rows + 1,
                    ",) for ", info.rows, " rows, found ", collection.offsets.describe());
-    collection.first_offset = read_offset(file, offsets, collection.offsets, 0);
-    collection.last_offset = read_offset(file, offsets, collection.offsets, info.rows);
+    std::tie(collection.first_offset, collection.last_offset) =
+        read_offset_ends(file, offsets, collection.offsets, info.rows);
     HPCML_CHECK_AS(IoError, collection.first_offset == 0, where, ": offsets[0] = ", collection.first_offset,
                    ", expected 0");
     HPCML_CHECK_AS(IoError, collection.last_offset >= 0, where, ": offsets[", info.rows, "] = ", collection.last_offset,

@@ -71,9 +71,8 @@ int64_t chunk_rows_for(const Column& c) {
 
 void write_column(hid_t location, const std::string& name, const Column& c, const std::string& file) {
   const std::string what = "file '" + file + "'";
-  h5::write_dataset(location, name, memory_type(c.dtype()), c.shape, chunk_rows_for(c), data_pointer(c.data), what);
-  h5::Lock lock(h5::library_mutex());
-  h5::Id dataset(HPCML_H5_CHECK(H5Dopen2(location, name.c_str(), H5P_DEFAULT), what + " dataset '" + name + "'"));
+  const h5::Id dataset =
+      h5::write_dataset(location, name, memory_type(c.dtype()), c.shape, chunk_rows_for(c), data_pointer(c.data), what);
   h5::write_attribute(dataset.get(), std::string(layout::kUnitsAttribute),
                       c.units.empty() ? std::vector<std::string>{""} : c.units, what);
   if (!c.features.empty())

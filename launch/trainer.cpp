@@ -334,6 +334,18 @@ void export_checkpoint(const std::string& path, const std::string& out) {
                         {"config", config.toStringRef()}});
 }
 
+// The newest valid checkpoint of `run_dir` as rank 0 finds it (it alone opens the
+// candidates), broadcast so that every rank loads the same file; "" when none.
+std::string agreed_newest_checkpoint(collectives::Backend& world, const std::string& run_dir) {
+  std::string chosen = world.rank() == 0 ? newest_checkpoint(run_dir) : std::string();
+  at::Tensor len = at::tensor({static_cast<int64_t>(chosen.size())}, at::kLong);
+  world.broadcast(len);
+  at::Tensor bytes = at::zeros({len.item<int64_t>()}, at::kByte);
+  if (world.rank() == 0 && !chosen.empty()) std::memcpy(bytes.data_ptr(), chosen.data(), chosen.size());
+  world.broadcast(bytes);
+  return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
+}
+
 // A zoo model names the fields it reads and predicts: they are the data defaults.
 TrainConfig with_model_defaults(TrainConfig c) {
   if (c.model.name != "mlp" && c.model.name != "torchscript") {
@@ -404,14 +416,7 @@ int train(Context& ctx, const TrainConfig& config) {
   const int64_t total_steps = c.train.max_steps > 0 ? c.train.max_steps : c.train.epochs * steps_per_epoch;
   int64_t start_step = 0;
   if (c.run.resume == "auto") {
-    // Rank 0 picks the checkpoint; every rank loads that one.
-    std::string chosen = rank == 0 ? newest_checkpoint(c.run.dir) : std::string();
-    at::Tensor len = at::tensor({static_cast<int64_t>(chosen.size())}, at::kLong);
-    world.broadcast(len);
-    at::Tensor bytes = at::zeros({len.item<int64_t>()}, at::kByte);
-    if (rank == 0 && !chosen.empty()) std::memcpy(bytes.data_ptr(), chosen.data(), chosen.size());
-    world.broadcast(bytes);
-    chosen.assign(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
+    const std::string chosen = agreed_newest_checkpoint(world, c.run.dir);
     if (!chosen.empty()) {
       const auto header = load_checkpoint(chosen, *model, *optimizer, rank, n);
       start_step = header.step;
@@ -614,15 +619,9 @@ int evaluate(Context& ctx, const TrainConfig& config, const std::string& checkpo
                  "config error: key 'data.validation_files': expected the files to evaluate on, found none");
   if (c.data.name == "hdf5" && c.data.files.empty()) c.data.files = c.data.validation_files;
   auto& world = *ctx.world;
-  std::string path = checkpoint_path;
-  if (path.empty()) {
-    path = world.rank() == 0 ? newest_checkpoint(c.run.dir) : std::string();
-    at::Tensor found = at::tensor({path.empty() ? 0 : 1}, at::kInt);
-    world.allreduce(found, {collectives::ReduceOp::kMax});
-    HPCML_CHECK_AS(ConfigError, found.item<int>() == 1, "eval: no checkpoint in '", c.run.dir,
-                   "/checkpoints' (run.dir); give one with --checkpoint");
-    path = newest_checkpoint(c.run.dir);
-  }
+  const std::string path = checkpoint_path.empty() ? agreed_newest_checkpoint(world, c.run.dir) : checkpoint_path;
+  HPCML_CHECK_AS(ConfigError, !path.empty(), "eval: no checkpoint in '", c.run.dir,
+                 "/checkpoints' (run.dir); give one with --checkpoint");
   auto feed = make_feed(c, ctx);
   auto model = build_model(c, *feed);
   {
