@@ -68,6 +68,9 @@ template <> struct TypeName<std::string> { static constexpr const char* value = 
 template <> struct TypeName<std::vector<int>> { static constexpr const char* value = "a list of integers"; };
 template <> struct TypeName<std::vector<double>> { static constexpr const char* value = "a list of numbers"; };
 template <> struct TypeName<std::vector<std::string>> { static constexpr const char* value = "a list of strings"; };
+template <> struct TypeName<std::map<std::string, std::string>> {
+  static constexpr const char* value = "a mapping of strings";
+};
 /// A value as a YAML node; doubles in their shortest round-trip form ("0.05").
 std::string format_double(double value);
 template <typename T>
@@ -148,6 +151,15 @@ class Reader {
       return true;
     } else if constexpr (std::is_arithmetic_v<T>) {
       return node.IsScalar() && YAML::convert<T>::decode(node, out);
+    } else if constexpr (std::is_same_v<T, std::map<std::string, std::string>>) {
+      if (node.IsNull()) return true;
+      if (!node.IsMap()) return false;
+      out.clear();
+      for (const auto& item : node) {
+        if (!item.first.IsScalar() || !item.second.IsScalar()) return false;
+        out[item.first.Scalar()] = item.second.Scalar();
+      }
+      return true;
     } else {  // std::vector<E>
       if (!node.IsSequence()) return false;
       out.clear();

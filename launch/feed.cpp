@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.hpp"
@@ -12,7 +13,55 @@
 
 namespace hpcml::launch {
 
+Example Example::narrow(int64_t begin, int64_t size) const {
+  Example out;
+  for (const auto& [name, t] : inputs) out.inputs.emplace(name, t.narrow(0, begin, size));
+  out.target = target.narrow(0, begin, size);
+  return out;
+}
+
+TrainConfig with_input_fields(TrainConfig c, const std::vector<std::string>& input_names) {
+  const bool zoo = c.model.name != "mlp" && c.model.name != "torchscript";
+  std::string names;
+  for (const auto& n : input_names) names += (names.empty() ? "" : ", ") + n;
+  for (const auto& [key, field] : c.data.inputs) {
+    HPCML_CHECK_AS(ConfigError, std::find(input_names.begin(), input_names.end(), key) != input_names.end(),
+                   "config error: key 'data.inputs.", key, "': model ", c.model.name, " has no input '", key,
+                   "'; expected one of [", names, "]");
+  }
+  if (c.data.name != "hdf5") return c;
+  std::map<std::string, std::string> resolved;
+  for (const auto& name : input_names) {
+    std::string field;
+    if (auto it = c.data.inputs.find(name); it != c.data.inputs.end()) {
+      field = it->second;
+    } else if (input_names.size() == 1 && !c.data.input.empty()) {
+      field = c.data.input;
+    } else if (zoo) {
+      for (const auto& spec : models::zoo_entry(c.model.name).inputs) {
+        if (spec.name == name) field = spec.field;
+      }
+    }
+    HPCML_CHECK_AS(ConfigError, !field.empty(), "config error: key 'data.inputs.", name,
+                   "': expected the dataset field of input '", name, "' of model ", c.model.name, ", found none",
+                   input_names.size() == 1 ? " (or set data.input)" : "");
+    resolved[name] = field;
+  }
+  c.data.inputs = resolved;
+  if (input_names.size() == 1) c.data.input = resolved.begin()->second;
+  return c;
+}
+
 namespace {
+
+// "c/mask" is made by padded collation of collection "c"; not a dataset in the file.
+std::string mask_collection(const std::string& field) {
+  const std::string suffix = "/mask";
+  if (field.size() <= suffix.size() || field.compare(field.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    return {};
+  }
+  return field.substr(0, field.size() - suffix.size());
+}
 
 io::SamplerOptions sampler_options(const TrainConfig& c, int64_t size, int rank, int world) {
   io::SamplerOptions o;
@@ -38,17 +87,18 @@ class SyntheticFeed final : public Feed {
         rank_(rank),
         world_(world) {}
   int64_t steps_per_epoch() const override { return sampler_.steps_per_epoch(); }
-  std::pair<at::Tensor, at::Tensor> batch(int64_t epoch, int64_t step) override {
+  Example batch(int64_t epoch, int64_t step) override {
     sampler_.set_epoch(epoch);
-    return train_.gather(sampler_.batch(step));
+    auto [x, y] = train_.gather(sampler_.batch(step));
+    return {{{"x", x}}, y};
   }
-  void for_each_validation(const std::function<void(const at::Tensor&, const at::Tensor&)>& fn) override {
+  void for_each_validation(const std::function<void(const Example&)>& fn) override {
     if (validation_.size() < world_) return;
     for (int64_t i = rank_; i < validation_.size(); i += world_ * 256) {
       std::vector<int64_t> idx;
       for (int64_t k = i; k < std::min(validation_.size(), i + world_ * 256); k += world_) idx.push_back(k);
       auto [x, y] = validation_.gather(idx);
-      fn(x, y);
+      fn({{{"x", x}}, y});
     }
   }
   int64_t validation_size() const override { return validation_.size() < world_ ? 0 : validation_.size(); }
@@ -64,7 +114,10 @@ class SyntheticFeed final : public Feed {
 io::H5DatasetOptions dataset_options(const TrainConfig& c, const std::vector<std::string>& files) {
   io::H5DatasetOptions o;
   o.files = files;
-  o.expect.fields = {{c.data.input, io::layout::ElementKind::kFloat, -1}, {c.data.target, io::layout::ElementKind::kAny, 0}};
+  for (const auto& [name, field] : c.data.inputs) {
+    if (mask_collection(field).empty()) o.expect.fields.push_back({field, io::layout::ElementKind::kFloat, -1});
+  }
+  o.expect.fields.push_back({c.data.target, io::layout::ElementKind::kAny, 0});
   return o;
 }
 
@@ -74,22 +127,28 @@ class H5Feed final : public Feed {
       : c_(c),
         train_(dataset_options(c, c.data.files)),
         sampler_(chunked(sampler_options(c, train_.size(), rank, world), c)),
-        loader_(train_, sampler_, {}, {c.data.prefetch, 600.0, -1}),
+        loader_(train_, sampler_, collate_options(c), {c.data.prefetch, 600.0, -1}),
         rank_(rank),
         world_(world) {
     if (!c.data.validation_files.empty())
       validation_ = std::make_unique<io::H5Dataset>(dataset_options(c, c.data.validation_files));
-    const auto* target = train_.files().front().field(c.data.target);
-    regression_ = target->shape.kind == io::h5::Kind::kFloat;
-    const auto* input = train_.files().front().field(c.data.input);
-    input_shape_.assign(input->shape.dims.begin() + 1, input->shape.dims.end());
-    HPCML_CHECK_AS(ConfigError, input->collection.empty(), "config error: key 'data.input': '", c.data.input,
-                   "' is a ragged item dataset; the Trainer feeds fixed fields today");
+    const auto& first = train_.files().front();
+    regression_ = first.field(c.data.target)->shape.kind == io::h5::Kind::kFloat;
+    for (const auto& [name, field] : c.data.inputs) {
+      const std::string collection = mask_collection(field);
+      HPCML_CHECK_AS(ConfigError, collection.empty() || first.collection(collection) != nullptr,
+                     "config error: key 'data.inputs.", name, "': '", field, "' is the padding mask of collection '",
+                     collection, "', which ", first.path, " does not have");
+      if (name == "x" && collection.empty()) {
+        const auto* input = first.field(field);
+        input_shape_.assign(input->shape.dims.begin() + 1, input->shape.dims.end());
+      }
+    }
   }
   ~H5Feed() override { loader_.stop(); }
 
   int64_t steps_per_epoch() const override { return sampler_.steps_per_epoch(); }
-  std::pair<at::Tensor, at::Tensor> batch(int64_t epoch, int64_t step) override {
+  Example batch(int64_t epoch, int64_t step) override {
     if (epoch != epoch_ || step != next_step_) {
       loader_.stop();
       sampler_.set_epoch(epoch);
@@ -97,18 +156,16 @@ class H5Feed final : public Feed {
       epoch_ = epoch;
     }
     next_step_ = step + 1;
-    const io::Batch b = loader_.next();
-    return {b.at(c_.data.input), b.at(c_.data.target)};
+    return example(loader_.next());
   }
-  void for_each_validation(const std::function<void(const at::Tensor&, const at::Tensor&)>& fn) override {
+  void for_each_validation(const std::function<void(const Example&)>& fn) override {
     if (!validation_) return;
     const int64_t n = validation_->size();
     const int64_t begin = n * rank_ / world_, end = n * (rank_ + 1) / world_;
     for (int64_t i = begin; i < end; i += 1024) {
       std::vector<int64_t> rows;
       for (int64_t r = i; r < std::min(end, i + 1024); ++r) rows.push_back(r);
-      const io::Block block = validation_->read(rows);
-      fn(block.fixed.at(c_.data.input), block.fixed.at(c_.data.target));
+      fn(example(io::collate(validation_->read(rows), collate_options(c_))));
     }
   }
   int64_t validation_size() const override { return validation_ ? validation_->size() : 0; }
@@ -116,6 +173,17 @@ class H5Feed final : public Feed {
   bool regression() const override { return regression_; }
 
  private:
+  static io::CollateOptions collate_options(const TrainConfig& c) {
+    io::CollateOptions o;
+    o.pad_to = c.data.pad_to;
+    return o;
+  }
+  Example example(const io::Batch& b) const {
+    Example e;
+    for (const auto& [name, field] : c_.data.inputs) e.inputs.emplace(name, b.at(field));
+    e.target = b.at(c_.data.target);
+    return e;
+  }
   static io::SamplerOptions chunked(io::SamplerOptions o, const TrainConfig& c) {
     o.chunk_rows = c.data.chunk_rows;
     o.window = c.data.window;
@@ -140,9 +208,10 @@ std::unique_ptr<Feed> make_feed(const TrainConfig& c, const Context& ctx) {
   if (c.data.name == "synthetic") return std::make_unique<SyntheticFeed>(c, rank, world);
   HPCML_CHECK_AS(ConfigError, !c.data.files.empty(), "config error: key 'data.files': expected files or glob "
                  "patterns when data.name is hdf5, found none");
-  HPCML_CHECK_AS(ConfigError, !c.data.input.empty() && !c.data.target.empty(), "config error: keys 'data.input' "
-                 "and 'data.target': expected dataset field names when data.name is hdf5, found '", c.data.input,
-                 "' and '", c.data.target, "'");
+  HPCML_CHECK_AS(ConfigError, !c.data.inputs.empty(), "config error: key 'data.inputs': expected the model's input "
+                 "fields (data.input for a one-input model) when data.name is hdf5, found none");
+  HPCML_CHECK_AS(ConfigError, !c.data.target.empty(), "config error: key 'data.target': expected a dataset field "
+                 "name when data.name is hdf5, found ''");
   return std::make_unique<H5Feed>(c, rank, world);
 }
 
@@ -173,6 +242,64 @@ const char* metric_name(bool regression) { return regression ? "resolution" : "a
 double metric_value(bool regression, double sum, double samples) {
   if (samples <= 0) return 0.0;
   return regression ? std::sqrt(sum / samples) : sum / samples;
+}
+
+}  // namespace hpcml::launch
+
+namespace hpcml::launch {
+
+Scores::Scores(bool regression, bool binary)
+    : regression_(regression), binary_(binary && !regression), sums_(at::zeros({3 + (binary_ ? 2 * kBins : 0)}, at::kDouble)) {}
+
+void Scores::add(const at::Tensor& output, const at::Tensor& target, double mean_loss) {
+  const double n = static_cast<double>(target.size(0));
+  auto s = sums_.accessor<double, 1>();
+  s[0] += mean_loss * n;
+  s[1] += metric_sum(regression_, output, target);
+  s[2] += n;
+  if (!binary_ || n == 0) return;
+  HPCML_CHECK_AS(ConfigError, output.dim() == 2 && output.size(1) == 2, "validation: a binary classifier gives "
+                 "(batch, 2) logits, found ", output.sizes());
+  const at::Tensor logit = (output.select(1, 1) - output.select(1, 0)).to(at::kDouble).clamp(-kRange, kRange);
+  const at::Tensor bin = ((logit + kRange) * (kBins / (2 * kRange))).to(at::kLong).clamp(0, kBins - 1);
+  const at::Tensor signal = target.to(at::kLong).eq(1);
+  sums_.narrow(0, 3, kBins).index_add_(0, bin, signal.to(at::kDouble));
+  sums_.narrow(0, 3 + kBins, kBins).index_add_(0, bin, signal.logical_not().to(at::kDouble));
+}
+
+double Scores::samples() const { return sums_[2].item<double>(); }
+
+std::map<std::string, double> Scores::metrics() const {
+  const auto s = sums_.accessor<double, 1>();
+  const double samples = s[2];
+  std::map<std::string, double> out{{"loss", samples > 0 ? s[0] / samples : 0.0},
+                                    {metric_name(regression_), metric_value(regression_, s[1], samples)},
+                                    {"samples", samples}};
+  if (!binary_) return out;
+  // From the highest score down: AUC = P(score_signal > score_background) (ties count
+  // half); the working point where the signal efficiency reaches 30% is interpolated
+  // linearly within its bin.
+  double total_signal = 0, total_background = 0;
+  for (int64_t b = 0; b < kBins; ++b) {
+    total_signal += s[3 + b];
+    total_background += s[3 + kBins + b];
+  }
+  if (total_signal <= 0 || total_background <= 0) return out;
+  double signal_above = 0, background_above = 0, auc = 0, background_at_30 = -1;
+  for (int64_t b = kBins - 1; b >= 0; --b) {
+    const double sig = s[3 + b], bkg = s[3 + kBins + b];
+    auc += sig * ((total_background - background_above - bkg) + 0.5 * bkg);
+    const double target_signal = 0.3 * total_signal;
+    if (background_at_30 < 0 && signal_above + sig >= target_signal && sig > 0) {
+      background_at_30 = background_above + bkg * (target_signal - signal_above) / sig;
+    }
+    signal_above += sig;
+    background_above += bkg;
+  }
+  out["auc"] = auc / (total_signal * total_background);
+  // No background above the working point: the rejection is at least the background count.
+  out["rejection_30"] = total_background / std::max(background_at_30, 0.5);
+  return out;
 }
 
 }  // namespace hpcml::launch

@@ -7,14 +7,24 @@
 #include <ATen/core/Tensor.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
 
 #include "launch/runtime.hpp"
 #include "launch/train_config.hpp"
+#include "models/model.hpp"
 
 namespace hpcml::launch {
+
+/// One batch: the model's named inputs and the target (batch, ...).
+struct Example {
+  models::Inputs inputs;
+  at::Tensor target;
+  /// Rows [begin, begin + size) of every tensor (a micro-batch).
+  Example narrow(int64_t begin, int64_t size) const;
+};
 
 /// One rank's training batches and validation share.
 class Feed {
@@ -22,19 +32,26 @@ class Feed {
   virtual ~Feed() = default;
   virtual int64_t steps_per_epoch() const = 0;
   /// Inputs and targets of step `step` (within `epoch`) for this rank.
-  virtual std::pair<at::Tensor, at::Tensor> batch(int64_t epoch, int64_t step) = 0;
+  virtual Example batch(int64_t epoch, int64_t step) = 0;
   /// Calls `fn` on this rank's share of the validation set, every sample once over
   /// all ranks, in batches. No collectives inside.
-  virtual void for_each_validation(const std::function<void(const at::Tensor&, const at::Tensor&)>& fn) = 0;
+  virtual void for_each_validation(const std::function<void(const Example&)>& fn) = 0;
   /// Validation samples over all ranks (0: none).
   virtual int64_t validation_size() const = 0;
-  /// Elements of one input sample (the MLP's width) and the input's per-sample shape.
+  /// Per-sample shape of the input "x" of a one-input model (the MLP's width).
   virtual std::vector<int64_t> input_shape() const = 0;
   /// True when the target is floating-point.
   virtual bool regression() const = 0;
 };
 
+/// `c` with data.inputs mapping each of the model's `input_names` to a dataset field:
+/// data.inputs.<name> when given, else data.input for a one-input model, else the
+/// zoo model's default field. Throws ConfigError for an input without a field and
+/// for a data.inputs key the model does not have.
+TrainConfig with_input_fields(TrainConfig c, const std::vector<std::string>& input_names);
+
 /// The feed `c.data` describes (collective: opening files checks them on every rank).
+/// With HDF5 data, `c.data.inputs` must be resolved (with_input_fields).
 std::unique_ptr<Feed> make_feed(const TrainConfig& c, const Context& ctx);
 
 /// The loss named by train.loss (auto: cross-entropy or MSE by task).
@@ -47,5 +64,29 @@ double metric_sum(bool regression, const at::Tensor& output, const at::Tensor& t
 /// "accuracy" or "resolution"; `sum / samples` turned into the metric.
 const char* metric_name(bool regression);
 double metric_value(bool regression, double sum, double samples);
+
+/// A validation or evaluation set's metrics, accumulated batch by batch and summed
+/// across ranks as one tensor: loss, accuracy or resolution; for a binary classifier
+/// also ROC AUC and background rejection 1/eps_B at signal efficiency 30% (class 1 is
+/// the signal). The ROC comes from histograms of the logit difference (10,000 bins
+/// over [-25, 25]), so the result does not depend on the number of ranks.
+class Scores {
+ public:
+  Scores(bool regression, bool binary);
+  /// One batch: model outputs, targets, and the batch's mean loss.
+  void add(const at::Tensor& output, const at::Tensor& target, double mean_loss);
+  /// The sums (float64); allreduce them to combine ranks.
+  at::Tensor& sums() { return sums_; }
+  double samples() const;
+  /// {"loss", "accuracy"|"resolution", "samples"} plus {"auc", "rejection_30"} when binary.
+  std::map<std::string, double> metrics() const;
+
+  static constexpr int64_t kBins = 10000;
+  static constexpr double kRange = 25.0;
+
+ private:
+  bool regression_, binary_;
+  at::Tensor sums_;  // loss sum, metric sum, samples, then signal and background histograms
+};
 
 }  // namespace hpcml::launch

@@ -122,8 +122,8 @@ int main(int argc, char** argv) {
   // freed by the step: with glibc's default thresholds each one would be a fresh
   // mmap, page-faulted in and unmapped (a TLB shootdown on every core of the
   // process) per step. Serve them from the heap instead; the working set is bounded.
-  mallopt(M_MMAP_THRESHOLD, 4 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum (DEFAULT_MMAP_THRESHOLD_MAX)
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
   // MPI outlives every error report below, so a failing rank can name itself and
   // end the job with MPI_Abort while its peers may sit in a collective.
   std::unique_ptr<hpcml::MpiSession> mpi;

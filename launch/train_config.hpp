@@ -2,6 +2,7 @@
 /// The config of `hpcml train` (keys: `hpcml config --reference`).
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -44,7 +45,9 @@ struct DataSection {
   std::vector<std::string> files;
   std::vector<std::string> validation_files;
   std::string input = "";
+  std::map<std::string, std::string> inputs;
   std::string target = "";
+  int pad_to = 0;
   int chunk_rows = 1024;
   int window = 8192;
   int prefetch = -1;
@@ -62,10 +65,18 @@ struct DataSection {
     v.field("seed", seed, "synthetic: seed of the data", config::at_least(0));
     v.field("files", files, "hdf5: training files or glob patterns");
     v.field("validation_files", validation_files, "hdf5: validation files or glob patterns (none: no validation)");
-    v.field("input", input, "hdf5: the dataset field fed to the model (e.g. inputs, images, constituents/features)");
+    v.field("input", input, "hdf5: the dataset field fed to a one-input model (e.g. inputs, images)");
+    v.field("inputs", inputs,
+            "hdf5: the model's inputs by name -> dataset field, e.g. {particles: constituents/values, mask: "
+            "constituents/mask}; a ragged collection's items are padded and '<collection>/mask' is its mask; "
+            "zoo models default to their fields, a TorchScript model's names are its forward arguments");
     v.field("target", target,
             "hdf5: the target field; integer: classification (cross-entropy, accuracy), floating-point: regression "
             "(see train.loss; resolution = RMS of (prediction - target) / target)");
+    v.field("pad_to", pad_to,
+            "hdf5: ragged collections are padded to the longest event of each batch (0) or to this length "
+            "(longer events keep their first pad_to items)",
+            config::at_least(0));
     v.field("chunk_rows", chunk_rows, "hdf5: rows per shuffled chunk", config::at_least(1));
     v.field("window", window, "hdf5: rows per shuffle window (memory holds about two windows)", config::at_least(1));
     v.field("prefetch", prefetch, "hdf5: batches read ahead on a thread (0: none, -1: a window of batches + 1)",

@@ -41,7 +41,9 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 
 void write_atomically(const fs::path& path, const std::string& text) { write_file_atomically(path.string(), text); }
 
-std::unique_ptr<models::Model> build_model(const TrainConfig& c, const Feed& feed) {
+// The zoo or TorchScript model of `c`, or nullptr for the MLP (whose width comes
+// from the feed: make_mlp_for).
+std::unique_ptr<models::Model> build_named_model(const TrainConfig& c) {
   if (c.model.name == "torchscript") {
     HPCML_CHECK_AS(ConfigError, !c.model.torchscript.empty(),
                    "config error: key 'model.torchscript': expected the path of a TorchScript file when model.name "
@@ -49,10 +51,38 @@ std::unique_ptr<models::Model> build_model(const TrainConfig& c, const Feed& fee
     return models::load_torchscript(c.model.torchscript);
   }
   if (c.model.name != "mlp") return models::make(c.model.name, static_cast<uint64_t>(c.model.seed));
+  return nullptr;
+}
+
+std::unique_ptr<models::Model> make_mlp_for(const TrainConfig& c, const Feed& feed) {
   std::vector<int64_t> hidden(c.model.hidden.begin(), c.model.hidden.end());
   int64_t inputs = 1;
   for (int64_t d : feed.input_shape()) inputs *= d;
   return models::make_mlp(inputs, hidden, feed.regression() ? 1 : c.data.classes, static_cast<uint64_t>(c.model.seed));
+}
+
+// The model, the config with its input fields resolved, and the feed, in the order
+// they depend on each other (a TorchScript model's inputs are its argument names).
+struct Setup {
+  TrainConfig config;
+  std::unique_ptr<Feed> feed;
+  std::unique_ptr<models::Model> model;
+};
+
+Setup set_up(TrainConfig c, const Context& ctx) {
+  Setup s;
+  s.model = build_named_model(c);
+  s.config = with_input_fields(std::move(c), s.model ? s.model->input_names() : std::vector<std::string>{"x"});
+  s.feed = make_feed(s.config, ctx);
+  if (!s.model) s.model = make_mlp_for(s.config, *s.feed);
+  return s;
+}
+
+// A two-class classifier gets ROC metrics: zoo classifiers, or data.classes = 2.
+bool binary_task(const TrainConfig& c, const Feed& feed) {
+  if (feed.regression()) return false;
+  if (c.model.name != "mlp" && c.model.name != "torchscript") return true;
+  return c.data.classes == 2;
 }
 
 std::unique_ptr<torch::optim::Optimizer> build_optimizer(const TrainConfig& c, std::vector<at::Tensor> params) {
@@ -349,28 +379,39 @@ std::string agreed_newest_checkpoint(collectives::Backend& world, const std::str
 // A zoo model names the fields it reads and predicts: they are the data defaults.
 TrainConfig with_model_defaults(TrainConfig c) {
   if (c.model.name != "mlp" && c.model.name != "torchscript") {
-    const auto& entry = models::zoo_entry(c.model.name);
-    if (c.data.input.empty()) c.data.input = entry.input_field;
-    if (c.data.target.empty()) c.data.target = entry.target_field;
+    if (c.data.target.empty()) c.data.target = models::zoo_entry(c.model.name).target_field;
   }
   return c;
 }
 
-// Loss and metric sums (loss * samples, metric sum, samples) of `model` over this
-// rank's share of the feed's validation set. No collectives.
-std::array<double, 3> validation_sums(models::Model& model, Feed& feed, const std::string& loss, bool flatten) {
+// The metrics of `model` over this rank's share of the feed's validation set. No
+// collectives: allreduce the result's sums().
+Scores validation_scores(models::Model& model, Feed& feed, const TrainConfig& c) {
   torch::NoGradGuard no_grad;
   model.set_training(false);
-  std::array<double, 3> sums{0, 0, 0};
-  feed.for_each_validation([&](const at::Tensor& x, const at::Tensor& y) {
-    const auto output = model.forward(flatten ? x.reshape({x.size(0), -1}) : x);
-    const double samples = static_cast<double>(y.size(0));
-    sums[0] += task_loss(loss, feed.regression(), output, y).item<double>() * samples;
-    sums[1] += metric_sum(feed.regression(), output, y);
-    sums[2] += samples;
+  Scores scores(feed.regression(), binary_task(c, feed));
+  feed.for_each_validation([&](const Example& e) {
+    const auto output = model.forward(e.inputs);
+    scores.add(output, e.target, task_loss(c.train.loss, feed.regression(), output, e.target).item<double>());
   });
   model.set_training(true);
-  return sums;
+  return scores;
+}
+
+// The metrics as JSON fields, "val_"-prefixed or not, in a fixed order.
+nlohmann::json metrics_json(const Scores& scores, const std::string& prefix) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [key, value] : scores.metrics()) out[prefix + key] = value;
+  return out;
+}
+
+std::string metrics_text(const Scores& scores) {
+  std::string text;
+  for (const auto& [key, value] : scores.metrics()) {
+    if (key == "samples") continue;
+    text += (text.empty() ? "" : ", ") + key + " " + fmt::format("{:.5g}", value);
+  }
+  return text;
 }
 
 int train(Context& ctx, const TrainConfig& config) {
@@ -380,6 +421,11 @@ int train(Context& ctx, const TrainConfig& config) {
   const int rank = world.rank();
   const int n = world.size();
   const fs::path run_dir = c.run.dir;
+  // The model and its data: the synthetic set in memory, or this rank's shard of HDF5 files.
+  Setup setup = set_up(c, ctx);
+  c = std::move(setup.config);
+  auto feed = std::move(setup.feed);
+  auto model = std::move(setup.model);
   const std::string config_yaml = config::to_yaml(c);
   if (rank == 0) {
     fs::create_directories(checkpoint_dir(c.run.dir));
@@ -392,15 +438,11 @@ int train(Context& ctx, const TrainConfig& config) {
     trace::name_thread("main");
   }
 
-  // Data: the synthetic set in memory, or this rank's shard of HDF5 files.
-  auto feed = make_feed(c, ctx);
   const bool regression = feed->regression();
   HPCML_CHECK_AS(ConfigError, c.train.batch_size % c.train.gradient_accumulation == 0,
                  "config error: key 'train.gradient_accumulation': expected a divisor of train.batch_size (",
                  c.train.batch_size, "), found ", c.train.gradient_accumulation);
 
-  auto model = build_model(c, *feed);
-  const bool flatten = c.model.name == "mlp";  // an MLP takes (batch, features)
   // After the model (whose initialisation seeds torch's generator): each rank's own
   // stream for dropout and other random ops.
   torch::manual_seed(static_cast<uint64_t>(c.train.seed) + 7919u * static_cast<uint64_t>(rank));
@@ -464,17 +506,13 @@ int train(Context& ctx, const TrainConfig& config) {
   auto validate = [&](int64_t step_done, int64_t epoch) {
     if (feed->validation_size() == 0) return;
     reducer.sync_buffers();  // every rank validates with rank 0's statistics, as a checkpoint stores them
-    const auto sums = validation_sums(*model, *feed, c.train.loss, flatten);
-    at::Tensor t = at::tensor({sums[0], sums[1], sums[2]}, at::kDouble);
-    world.allreduce(t);
+    Scores scores = validation_scores(*model, *feed, c);
+    world.allreduce(scores.sums());
     if (rank == 0) {
-      const auto v = t.accessor<double, 1>();
-      const double metric = metric_value(regression, v[1], v[2]);
-      last_validation = {{"step", step_done}, {"epoch", epoch}, {"val_loss", v[0] / v[2]},
-                         {std::string("val_") + metric_name(regression), metric}, {"val_samples", v[2]}};
+      last_validation = {{"step", step_done}, {"epoch", epoch}};
+      last_validation.update(metrics_json(scores, "val_"));
       metrics << last_validation.dump() << "\n" << std::flush;
-      HPCML_LOG_INFO("epoch {} validation: loss {:.4g}, {} {:.4f}", epoch, v[0] / v[2], metric_name(regression),
-                     metric);
+      HPCML_LOG_INFO("epoch {} validation: {}", epoch, metrics_text(scores));
     }
   };
 
@@ -485,11 +523,10 @@ int train(Context& ctx, const TrainConfig& config) {
     for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
 
     auto t0 = Clock::now();
-    at::Tensor x, y;
+    Example batch;
     {
       trace::Span span("data", "data");
-      std::tie(x, y) = feed->batch(epoch, step % steps_per_epoch);
-      if (flatten) x = x.reshape({x.size(0), -1});
+      batch = feed->batch(epoch, step % steps_per_epoch);
     }
     auto t1 = Clock::now();
     double forward_ms = 0, backward_ms = 0, wait_ms = 0, loss_sum = 0, correct = 0;
@@ -498,10 +535,11 @@ int train(Context& ctx, const TrainConfig& config) {
     for (int m = 0; m < micro; ++m) {
       auto tf = Clock::now();
       at::Tensor logits, loss;
+      const Example part = micro > 1 ? batch.narrow(m * micro_size, micro_size) : batch;
       {
         trace::Span span("forward", "compute");
-        logits = model->forward(x.narrow(0, m * micro_size, micro_size));
-        loss = task_loss(c.train.loss, regression, logits, y.narrow(0, m * micro_size, micro_size));
+        logits = model->forward(part.inputs);
+        loss = task_loss(c.train.loss, regression, logits, part.target);
       }
       auto tb = Clock::now();
       forward_ms += ms_between(tf, tb);
@@ -516,7 +554,7 @@ int train(Context& ctx, const TrainConfig& config) {
       }
       backward_ms += ms_between(tb, Clock::now());
       loss_sum += loss.item<double>() * static_cast<double>(micro_size);
-      correct += metric_sum(regression, logits, y.narrow(0, m * micro_size, micro_size));
+      correct += metric_sum(regression, logits, part.target);
     }
     backward_ms -= wait_ms;
     auto t3 = Clock::now();
@@ -622,29 +660,22 @@ int evaluate(Context& ctx, const TrainConfig& config, const std::string& checkpo
   const std::string path = checkpoint_path.empty() ? agreed_newest_checkpoint(world, c.run.dir) : checkpoint_path;
   HPCML_CHECK_AS(ConfigError, !path.empty(), "eval: no checkpoint in '", c.run.dir,
                  "/checkpoints' (run.dir); give one with --checkpoint");
-  auto feed = make_feed(c, ctx);
-  auto model = build_model(c, *feed);
+  Setup setup = set_up(c, ctx);
+  auto& model = setup.model;
   {
     torch::serialize::InputArchive archive;
     open_checkpoint(path, archive);
     load_model_state(archive, path, *model);
   }
-  const bool regression = feed->regression();
-  const auto sums = validation_sums(*model, *feed, c.train.loss, c.model.name == "mlp");
-  at::Tensor t = at::tensor({sums[0], sums[1], sums[2]}, at::kDouble);
-  world.allreduce(t);
+  Scores scores = validation_scores(*model, *setup.feed, setup.config);
+  world.allreduce(scores.sums());
   if (world.rank() != 0) return 0;
-  const auto v = t.accessor<double, 1>();
-  HPCML_CHECK_AS(ConfigError, v[2] > 0, "eval: the evaluation set is empty");
-  const double metric = metric_value(regression, v[1], v[2]);
-  nlohmann::json result = {{"checkpoint", path},
-                           {"model", model->name()},
-                           {"samples", v[2]},
-                           {"loss", v[0] / v[2]},
-                           {metric_name(regression), metric},
-                           {"parameters_sha256", parameters_digest(model->named_parameters())}};
-  std::printf("eval %s (%s) on %.0f samples: loss %.6g, %s %.6f\n", model->name().c_str(), path.c_str(), v[2],
-              v[0] / v[2], metric_name(regression), metric);
+  HPCML_CHECK_AS(ConfigError, scores.samples() > 0, "eval: the evaluation set is empty");
+  nlohmann::json result = {{"checkpoint", path}, {"model", model->name()}};
+  result.update(metrics_json(scores, ""));
+  result["parameters_sha256"] = parameters_digest(model->named_parameters());
+  std::printf("eval %s (%s) on %.0f samples: %s\n", model->name().c_str(), path.c_str(), scores.samples(),
+              metrics_text(scores).c_str());
   // Into run.dir/summary.json under "eval", keeping what training wrote.
   const fs::path summary_path = fs::path(c.run.dir) / "summary.json";
   nlohmann::json summary = nlohmann::json::object();

@@ -16,6 +16,21 @@ int64_t correct(const at::Tensor& logits, const at::Tensor& targets) {
   return logits.argmax(1).eq(targets).sum().item<int64_t>();
 }
 
+at::Tensor Model::forward(const at::Tensor& x) {
+  const auto names = input_names();
+  HPCML_CHECK_AS(ConfigError, names.size() == 1, "model '", name(), "' takes ", names.size(),
+                 " named inputs, found one unnamed tensor");
+  return forward(Inputs{{names.front(), x}});
+}
+
+const at::Tensor& input(const Inputs& inputs, const std::string& name, const std::string& model) {
+  const auto it = inputs.find(name);
+  if (it != inputs.end()) return it->second;
+  std::string given;
+  for (const auto& [key, t] : inputs) given += (given.empty() ? "" : ", ") + key;
+  HPCML_THROW(ConfigError, "model '", model, "': expected input '", name, "', found [", given, "]");
+}
+
 int64_t parameter_count(const Model& model) {
   int64_t n = 0;
   for (const auto& [name, t] : model.named_parameters()) n += t.requires_grad() ? t.numel() : 0;
@@ -37,7 +52,11 @@ class Mlp final : public Model {
     net_->push_back(torch::nn::Linear(width, classes));
   }
   std::string name() const override { return "mlp"; }
-  at::Tensor forward(const at::Tensor& inputs) override { return net_->forward(inputs); }
+  using Model::forward;
+  at::Tensor forward(const Inputs& inputs) override {
+    const at::Tensor& x = input(inputs, "x", "mlp");
+    return net_->forward(x.reshape({x.size(0), -1}));
+  }
   std::vector<NamedTensor> named_parameters() const override {
     std::vector<NamedTensor> out;
     for (const auto& item : net_->named_parameters()) out.emplace_back(item.key(), item.value());
@@ -62,10 +81,25 @@ class TorchScriptModel final : public Model {
     } catch (const c10::Error& e) {
       HPCML_THROW(IoError, "cannot load TorchScript model '", path, "': ", e.what_without_backtrace());
     }
+    const auto method = module_.find_method("forward");
+    HPCML_CHECK_AS(IoError, method.has_value(), "TorchScript model '", path, "': expected a forward method, found none");
+    const auto& arguments = method->function().getSchema().arguments();
+    for (size_t i = 1; i < arguments.size(); ++i) {  // 0 is self
+      HPCML_CHECK_AS(IoError, arguments[i].type()->kind() == c10::TypeKind::TensorType, "TorchScript model '", path,
+                     "': forward argument '", arguments[i].name(), "': expected a Tensor, found ",
+                     arguments[i].type()->str());
+      inputs_.push_back(arguments[i].name());
+    }
+    HPCML_CHECK_AS(IoError, !inputs_.empty(), "TorchScript model '", path,
+                   "': expected forward to take at least one tensor, found none");
   }
   std::string name() const override { return "torchscript:" + path_; }
-  at::Tensor forward(const at::Tensor& inputs) override {
-    auto out = module_.forward({inputs});
+  std::vector<std::string> input_names() const override { return inputs_; }
+  using Model::forward;
+  at::Tensor forward(const Inputs& inputs) override {
+    std::vector<c10::IValue> args;
+    for (const auto& n : inputs_) args.emplace_back(input(inputs, n, name()));
+    auto out = module_.forward(args);
     HPCML_CHECK(out.isTensor(), "TorchScript model '", path_, "': forward must return one tensor, returned ",
                 out.tagKind());
     return out.toTensor();
@@ -85,6 +119,7 @@ class TorchScriptModel final : public Model {
  private:
   std::string path_;
   torch::jit::Module module_;
+  std::vector<std::string> inputs_;  // forward's argument names
 };
 
 }  // namespace

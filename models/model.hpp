@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -13,14 +14,22 @@ namespace hpcml::models {
 
 using NamedTensor = std::pair<std::string, at::Tensor>;
 
-/// A trainable classifier: inputs (batch, features...) -> logits (batch, classes).
-/// Parameters are listed in registration order (the GradientReducer buckets them
-/// in reverse). Not thread-safe.
+/// The input tensors of one batch, by the model's input names ("x"; "particles", "mask").
+/// Each is (batch, ...).
+using Inputs = std::map<std::string, at::Tensor>;
+
+/// A trainable model: named inputs (batch, ...) -> outputs (batch, ...): logits of a
+/// classifier, or the regressed value. Parameters are listed in registration order
+/// (the GradientReducer buckets them in reverse). Not thread-safe.
 class Model {
  public:
   virtual ~Model() = default;
   virtual std::string name() const = 0;
-  virtual at::Tensor forward(const at::Tensor& inputs) = 0;
+  /// The names forward() reads, in order. One-input models: {"x"}.
+  virtual std::vector<std::string> input_names() const { return {"x"}; }
+  virtual at::Tensor forward(const Inputs& inputs) = 0;
+  /// A one-input model's forward: forward({{input_names()[0], x}}).
+  at::Tensor forward(const at::Tensor& x);
   virtual std::vector<NamedTensor> named_parameters() const = 0;
   virtual std::vector<NamedTensor> named_buffers() const = 0;
   /// Training mode (dropout, batch-norm statistics) on or off.
@@ -33,13 +42,18 @@ at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets);
 int64_t correct(const at::Tensor& logits, const at::Tensor& targets);
 
 /// A multilayer perceptron: Linear + ReLU per hidden size, then Linear to `classes`.
+/// Its input "x" (batch, ...) is flattened to (batch, inputs).
 /// Parameters named "0.weight", "0.bias", "2.weight", ... as in torch.nn.Sequential.
 /// Initialised from torch's generator after torch::manual_seed(seed).
 std::unique_ptr<Model> make_mlp(int64_t inputs, const std::vector<int64_t>& hidden, int64_t classes, uint64_t seed);
 
-/// A TorchScript module saved by Python (torch.jit.script(...).save(path)); its
-/// forward takes one tensor and returns logits. Throws hpcml::IoError naming the
-/// file when it cannot be loaded.
+/// The input `name` of `inputs`; throws hpcml::ConfigError naming the model, the
+/// missing input and the inputs given.
+const at::Tensor& input(const Inputs& inputs, const std::string& name, const std::string& model);
+
+/// A TorchScript module saved by Python (torch.jit.script(...).save(path)). Its
+/// forward's tensor arguments are its inputs, by argument name; it returns one
+/// tensor. Throws hpcml::IoError naming the file when it cannot be loaded.
 std::unique_ptr<Model> load_torchscript(const std::string& path);
 
 /// Total elements of the trainable parameters.

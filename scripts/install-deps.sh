@@ -18,6 +18,8 @@ packages=(
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
   # configs, command line, JSON, logging
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
+  # Kokkos 3.4 (Serial backend) for the tracking kernels (models/tracking/, docs/tracking.md)
+  libtrilinos-kokkos-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # the layout fuzzer (tests/fuzz): clang++ and libFuzzer (only recommended by clang-14)

@@ -43,14 +43,14 @@ double hpcml_samples_per_s(const ModelBenchOptions& o) {
   std::vector<at::Tensor> params;
   for (const auto& [n, p] : model->named_parameters()) params.push_back(p);
   torch::optim::Adam optimizer(params, torch::optim::AdamOptions(1e-3));
-  std::vector<int64_t> shape{o.batch};
-  shape.insert(shape.end(), entry.input_shape.begin(), entry.input_shape.end());
+  const models::Inputs x = models::example_inputs(o.name, o.batch, /*seed=*/0);
   torch::manual_seed(0);
-  const at::Tensor x = torch::randn(shape);
-  const at::Tensor y = torch::rand({o.batch, 1}) * 100 + 1;
+  const bool regression = entry.task == "regression";
+  const at::Tensor y = regression ? torch::rand({o.batch, 1}) * 100 + 1 : torch::randint(0, 2, {o.batch}, at::kLong);
   auto step = [&] {
     for (auto& p : params) p.mutable_grad().reset();  // what optimizer.zero_grad(set_to_none) does
-    const at::Tensor loss = torch::mse_loss(model->forward(x), y);
+    const at::Tensor out = model->forward(x);
+    const at::Tensor loss = regression ? torch::mse_loss(out, y) : torch::nn::functional::cross_entropy(out, y);
     loss.backward();
     optimizer.step();
   };
@@ -107,7 +107,7 @@ int run_bench_model(Context& c, const ModelBenchOptions& o) {
 
 void add_bench_model_command(CLI::App& bench, CommonOptions& common, Runner& selected) {
   auto* sub = bench.add_subcommand(
-      "model", "Training-step throughput of a zoo model (forward, MSE loss, backward, Adam) against its Python twin "
+      "model", "Training-step throughput of a zoo model (forward, MSE or cross-entropy loss, backward, Adam) against its Python twin "
                "under plain eager PyTorch (bench/model_twin_step.py), same batch and threads, alternated; rank 0");
   add_common_options(sub, common);
   auto o = std::make_shared<ModelBenchOptions>();

@@ -15,29 +15,44 @@ namespace {
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::ostringstream out;
   out << "(B";
-  for (int64_t d : shape) out << ", " << d;
+  for (int64_t d : shape) {
+    out << ", ";
+    if (d < 0) out << "P"; else out << d;
+  }
   out << ")";
   return out.str();
+}
+
+// "x = inputs (B, 15)" per input, joined by "; ".
+std::string inputs_text(const models::ZooEntry& e) {
+  std::string text;
+  for (const auto& in : e.inputs) {
+    text += (text.empty() ? "" : "; ") + in.name + " = " + in.field + " " + shape_text(in.shape);
+  }
+  return text;
 }
 
 int run_models(Context& c, const std::string& json_path) {
   if (c.env.rank != 0) return 0;
   nlohmann::json list = nlohmann::json::array();
-  std::cout << "  " << std::left << std::setw(10) << "name" << std::right << std::setw(11) << "parameters"
-            << "  " << std::left << std::setw(46) << "input" << std::setw(8) << "target" << std::setw(12) << "task"
+  std::cout << "  " << std::left << std::setw(16) << "name" << std::right << std::setw(11) << "parameters"
+            << "  " << std::left << std::setw(20) << "schema" << std::setw(8) << "target" << std::setw(16) << "task"
             << "config\n";
   for (const auto& e : models::zoo()) {
     // Built on the fly, so the count is the code's, not a copy in the registry.
     const int64_t parameters = models::parameter_count(*models::make(e.name, /*seed=*/0));
-    const std::string input = e.input_field + " " + shape_text(e.input_shape) + " of " + e.input_schema;
-    std::cout << "  " << std::left << std::setw(10) << e.name << std::right << std::setw(11) << parameters << "  "
-              << std::left << std::setw(46) << input << std::setw(8) << e.target_field << std::setw(12) << e.task
-              << e.default_config << "\n"
-              << "  " << std::setw(10) << "" << "  " << e.description << "\n";
+    std::cout << "  " << std::left << std::setw(16) << e.name << std::right << std::setw(11) << parameters << "  "
+              << std::left << std::setw(20) << e.input_schema << std::setw(8) << e.target_field << std::setw(16)
+              << e.task << e.default_config << "\n"
+              << "  " << std::setw(16) << "" << "  inputs: " << inputs_text(e) << "\n"
+              << "  " << std::setw(16) << "" << "  " << e.description << "\n";
+    nlohmann::json inputs = nlohmann::json::array();
+    for (const auto& in : e.inputs) inputs.push_back({{"name", in.name}, {"field", in.field}, {"shape", in.shape}});
     list.push_back({{"name", e.name},
                     {"description", e.description},
                     {"parameters", parameters},
-                    {"input", {{"schema", e.input_schema}, {"field", e.input_field}, {"shape", e.input_shape}}},
+                    {"schema", e.input_schema},
+                    {"inputs", inputs},
                     {"target", e.target_field},
                     {"task", e.task},
                     {"default_config", e.default_config}});

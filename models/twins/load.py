@@ -10,8 +10,9 @@ import torch
 
 from models.twins.deepcalo import DeepCalo
 from models.twins.facile import Facile
+from models.twins.particlenet import particlenet, particlenet_lite
 
-TWINS = {"deepcalo": DeepCalo, "facile": Facile}
+TWINS = {"deepcalo": DeepCalo, "facile": Facile, "particlenet": particlenet, "particlenet-lite": particlenet_lite}
 
 
 def make_twin(name):

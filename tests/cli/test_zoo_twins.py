@@ -37,37 +37,59 @@ class ZooTwinsTest(unittest.TestCase):
             self.assertEqual(rc, 0, err)
             model = load_twin(name, path).eval()
             with h5py.File(path, "r") as f:
-                x = torch.from_numpy(f["__input__"][()])
+                inputs = {k[len("__input__."):]: torch.from_numpy(f[k][()]) for k in f if k.startswith("__input__.")}
                 expected = torch.from_numpy(f["__output__"][()])
                 # The dump ran training-mode batches first: the running stats are not the defaults.
                 counts = [f[k][()] for k in f if k.endswith("num_batches_tracked")]
                 self.assertTrue(counts and all(c == 3 for c in counts), counts)
         with torch.no_grad():
-            got = model(x)
-        self.assertEqual(tuple(got.shape), (x.shape[0], 1))
+            got = model(**inputs)
+        self.assertEqual(tuple(got.shape), tuple(expected.shape))
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
-        return model
+        return model, inputs, expected
 
     def test_facile(self):
-        model = self.check_twin("facile", seed=11)
+        model, _, expected = self.check_twin("facile", seed=11)
+        self.assertEqual(tuple(expected.shape), (8, 1))
         count = parameter_count(model)
         self.assertEqual(self.listed["facile"]["parameters"], count)
         self.assertTrue(1400 <= count <= 1700, count)
-        self.assertEqual(self.listed["facile"]["input"]["field"], "inputs")
-        self.assertEqual(self.listed["facile"]["input"]["shape"], [15])
+        self.assertEqual(self.listed["facile"]["inputs"], [{"name": "x", "field": "inputs", "shape": [15]}])
 
     def test_deepcalo(self):
-        model = self.check_twin("deepcalo", seed=12)
+        model, _, _ = self.check_twin("deepcalo", seed=12)
         count = parameter_count(model)
         self.assertEqual(self.listed["deepcalo"]["parameters"], count)
         self.assertLess(abs(count - PAPER_DEEPCALO_PARAMETERS) / PAPER_DEEPCALO_PARAMETERS, 0.05, count)
-        self.assertEqual(self.listed["deepcalo"]["input"]["field"], "images")
-        self.assertEqual(self.listed["deepcalo"]["input"]["shape"], [4, 56, 11])
+        self.assertEqual(self.listed["deepcalo"]["inputs"], [{"name": "x", "field": "images", "shape": [4, 56, 11]}])
+
+    def check_particlenet(self, name, seed, parameters):
+        model, inputs, expected = self.check_twin(name, seed)
+        self.assertEqual(tuple(expected.shape), (8, 2))
+        # The exact counts (7 features, input BN, bias-free edge convs and shortcuts).
+        self.assertEqual(parameter_count(model), parameters)
+        self.assertEqual(self.listed[name]["parameters"], parameters)
+        self.assertEqual([(i["name"], i["field"]) for i in self.listed[name]["inputs"]],
+                         [("particles", "constituents/values"), ("mask", "constituents/mask")])
+        mask = inputs["mask"].bool()
+        self.assertTrue(bool((~mask).any()) and bool(mask.all(1).logical_not().any()), "the dump has padding")
+        # Padding is masked out: changing padded particles does not change the output.
+        changed = dict(inputs)
+        changed["particles"] = inputs["particles"] + (~mask).unsqueeze(-1) * 50.0
+        with torch.no_grad():
+            torch.testing.assert_close(model(**changed), expected, rtol=1e-5, atol=1e-6)
+
+    def test_particlenet(self):
+        self.check_particlenet("particlenet", 13, 366160)
+
+    def test_particlenet_lite(self):
+        self.check_particlenet("particlenet-lite", 14, 26416)
 
     def test_listing(self):
-        self.assertEqual(sorted(self.listed), ["deepcalo", "facile"])
+        self.assertEqual(sorted(self.listed), ["deepcalo", "facile", "particlenet", "particlenet-lite"])
         for m in self.listed.values():
-            self.assertEqual((m["target"], m["task"]), ("energy", "regression"))
+            task = "classification" if m["name"].startswith("particlenet") else "regression"
+            self.assertEqual((m["target"], m["task"]), ("label" if task == "classification" else "energy", task))
             self.assertTrue(os.path.exists(os.path.join(SOURCE_DIR, m["default_config"])), m["default_config"])
             self.assertIn(m["name"], self.text)
 
@@ -89,7 +111,7 @@ class ZooTwinsTest(unittest.TestCase):
     def test_unknown_name(self):
         rc, _, err, _ = run([ZOO_DUMP, "nope", "1", os.devnull])
         self.assertEqual(rc, 1)
-        self.assertIn("model.name: expected one of [deepcalo, facile], found 'nope'", err)
+        self.assertIn("model.name: expected one of [deepcalo, facile, particlenet, particlenet-lite], found 'nope'", err)
 
 
 if __name__ == "__main__":

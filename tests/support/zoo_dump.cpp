@@ -19,27 +19,26 @@ namespace {
 
 int dump(const std::string& name, uint64_t seed, const std::string& path) {
   auto model = hpcml::models::make(name, seed);
-  const auto& entry = hpcml::models::zoo_entry(name);
-  auto gen = at::detail::createCPUGenerator(seed + 1);
-  auto batch_shape = [&](int64_t batch) {
-    std::vector<int64_t> shape{batch};
-    shape.insert(shape.end(), entry.input_shape.begin(), entry.input_shape.end());
-    return shape;
+  // Floating-point inputs shifted and scaled per step, so the running mean and variance
+  // move away from 0 and 1 (a mask stays as it is).
+  auto inputs = [&](int64_t batch, uint64_t s, double scale, double shift) {
+    auto in = hpcml::models::example_inputs(name, batch, s);
+    for (auto& [key, t] : in) {
+      if (t.is_floating_point()) t = t * scale + shift;
+    }
+    return in;
   };
   at::NoGradGuard no_grad;
   model->set_training(true);
-  for (int step = 0; step < 3; ++step) {
-    // Shifted and scaled per step, so the running mean and variance move away from 0 and 1.
-    (void)model->forward(at::randn(batch_shape(16), gen) * (1.5 + step) + 0.5 * step);
-  }
+  for (int step = 0; step < 3; ++step) (void)model->forward(inputs(16, seed + 1 + step, 1.5 + step, 0.5 * step));
   model->set_training(false);
-  const at::Tensor input = at::randn(batch_shape(8), gen) * 2.0 + 0.3;
+  const auto input = inputs(8, seed + 100, 2.0, 0.3);
   const at::Tensor output = model->forward(input);
 
   std::vector<hpcml::io::NamedTensor> tensors;
   for (const auto& p : model->named_parameters()) tensors.push_back(p);
   for (const auto& b : model->named_buffers()) tensors.push_back(b);
-  tensors.emplace_back("__input__", input);
+  for (const auto& [key, t] : input) tensors.emplace_back("__input__." + key, t.is_floating_point() ? t : t.to(at::kLong));
   tensors.emplace_back("__output__", output);
   hpcml::io::write_tensors_h5(path, tensors, {{"model", name}, {"seed", std::to_string(seed)}});
   std::cout << name << ": " << hpcml::models::parameter_count(*model) << " trainable parameters, "

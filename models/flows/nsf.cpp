@@ -1,0 +1,629 @@
+// The neural spline flow of models/flows/nsf.hpp: RQ splines, couplings, LU-linear
+// layers, the strain embedding, importance sampling and the toy GW likelihood.
+// docs/flows.md describes the math; models/twins/nsf.py is the Python twin.
+#include "models/flows/nsf.hpp"
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <sstream>
+
+#include "core/error.hpp"
+
+namespace hpcml::models::flows {
+
+namespace {
+
+std::string shape_of(const at::Tensor& t) {
+  std::ostringstream out;
+  out << t.sizes();
+  return out.str();
+}
+
+c10::optional<at::Generator> to_c10(const std::optional<at::Generator>& g) {
+  return g ? c10::optional<at::Generator>(*g) : c10::nullopt;
+}
+
+/// Normalised knot positions along the last axis: (..., K+1) from -B to B, with
+/// every bin at least `min_size` of the interval.
+at::Tensor knots(const at::Tensor& unnormalised, double min_size, double bound) {
+  const int64_t k = unnormalised.size(-1);
+  auto sizes = at::softmax(unnormalised, -1);
+  sizes = min_size + (1 - min_size * static_cast<double>(k)) * sizes;
+  auto cum = 2 * bound * at::cumsum(sizes, -1) - bound;
+  auto lead = cum.sizes().vec();
+  lead.back() = 1;
+  return at::cat(
+      {at::full(lead, -bound, cum.options()), cum.narrow(-1, 0, k - 1), at::full(lead, bound, cum.options())}, -1);
+}
+
+struct Knots {
+  at::Tensor cumwidths, widths, cumheights, heights, derivatives;  // (..., K+1), (..., K), ..., (..., K+1)
+};
+
+Knots make_knots(const at::Tensor& inputs, const at::Tensor& params, const SplineOptions& o, const char* what) {
+  const int64_t k = o.num_bins;
+  HPCML_CHECK_AS(ConfigError, k >= 2, what, ": num_bins: expected >= 2, found ", k);
+  HPCML_CHECK_AS(ConfigError, o.tail_bound > 0, what, ": tail_bound: expected > 0, found ", o.tail_bound);
+  HPCML_CHECK_AS(ConfigError,
+                 o.min_bin_width * static_cast<double>(k) < 1 && o.min_bin_height * static_cast<double>(k) < 1, what,
+                 ": min_bin_width/height * num_bins must be < 1");
+  auto expected = inputs.sizes().vec();
+  expected.push_back(3 * k - 1);
+  HPCML_CHECK_AS(ConfigError, params.sizes().vec() == expected, what, ": params: expected shape ",
+                 c10::IntArrayRef(expected), " (inputs shape + 3*num_bins-1), found ", shape_of(params));
+  Knots kn;
+  kn.cumwidths = knots(params.narrow(-1, 0, k), o.min_bin_width, o.tail_bound);
+  kn.widths = kn.cumwidths.narrow(-1, 1, k) - kn.cumwidths.narrow(-1, 0, k);
+  kn.cumheights = knots(params.narrow(-1, k, k), o.min_bin_height, o.tail_bound);
+  kn.heights = kn.cumheights.narrow(-1, 1, k) - kn.cumheights.narrow(-1, 0, k);
+  auto interior = o.min_derivative + at::softplus(params.narrow(-1, 2 * k, k - 1));
+  auto lead = interior.sizes().vec();
+  lead.back() = 1;
+  // Unit derivatives at ±B match the identity tails.
+  kn.derivatives = at::cat({at::ones(lead, interior.options()), interior, at::ones(lead, interior.options())}, -1);
+  return kn;
+}
+
+/// Bin index (..., 1) of x among the knots: how many interior knots are <= x.
+at::Tensor bin_index(const at::Tensor& x, const at::Tensor& cum, int64_t k) {
+  return at::ge(x.unsqueeze(-1), cum.narrow(-1, 1, k - 1)).sum(-1, /*keepdim=*/true);
+}
+
+at::Tensor gather_bin(const at::Tensor& t, const at::Tensor& idx) { return t.gather(-1, idx).squeeze(-1); }
+
+TransformResult rq_spline(const at::Tensor& inputs, const at::Tensor& params, const SplineOptions& o, bool inverse) {
+  const char* what = inverse ? "rq_spline_inverse" : "rq_spline_forward";
+  HPCML_CHECK_AS(ConfigError, inputs.is_floating_point() && params.scalar_type() == inputs.scalar_type(), what,
+                 ": inputs and params: expected the same floating dtype, found ", inputs.scalar_type(), " and ",
+                 params.scalar_type());
+  const Knots kn = make_knots(inputs, params, o, what);
+  const double b = o.tail_bound;
+  const int64_t k = o.num_bins;
+  const auto inside = at::logical_and(at::ge(inputs, -b), at::le(inputs, b));
+  // Clamped, so the spline formulas stay finite (and their gradients NaN-free) in the tails.
+  const auto v = at::clamp(inputs, -b, b);
+  const auto idx = bin_index(v, inverse ? kn.cumheights : kn.cumwidths, k);
+  const auto xk = gather_bin(kn.cumwidths, idx), wk = gather_bin(kn.widths, idx);
+  const auto yk = gather_bin(kn.cumheights, idx), hk = gather_bin(kn.heights, idx);
+  const auto dk = gather_bin(kn.derivatives, idx), dk1 = gather_bin(kn.derivatives, idx + 1);
+  const auto s = hk / wk;
+  const auto curvature = dk1 + dk - 2 * s;
+  at::Tensor out, xi;
+  if (!inverse) {
+    xi = (v - xk) / wk;
+    const auto t = xi * (1 - xi);
+    out = yk + hk * (s * xi * xi + dk * t) / (s + curvature * t);
+  } else {
+    // Solve a xi² + b xi + c = 0 for xi in [0, 1]; 2c / (-b - sqrt(b² - 4ac)) avoids cancellation.
+    const auto dy = v - yk;
+    const auto qa = hk * (s - dk) + dy * curvature;
+    const auto qb = hk * dk - dy * curvature;
+    const auto qc = -s * dy;
+    const auto disc = at::clamp_min(qb * qb - 4 * qa * qc, 0);
+    xi = (2 * qc) / (-qb - at::sqrt(disc));
+    out = xi * wk + xk;
+  }
+  const auto t = xi * (1 - xi);
+  const auto denom = s + curvature * t;
+  const auto deriv_num = s * s * (dk1 * xi * xi + 2 * s * t + dk * (1 - xi) * (1 - xi));
+  auto lad = at::log(deriv_num) - 2 * at::log(denom);
+  if (inverse) lad = -lad;
+  return {at::where(inside, out, inputs), at::where(inside, lad, at::zeros_like(lad))};
+}
+
+}  // namespace
+
+TransformResult rq_spline_forward(const at::Tensor& inputs, const at::Tensor& params, const SplineOptions& options) {
+  return rq_spline(inputs, params, options, /*inverse=*/false);
+}
+
+TransformResult rq_spline_inverse(const at::Tensor& inputs, const at::Tensor& params, const SplineOptions& options) {
+  return rq_spline(inputs, params, options, /*inverse=*/true);
+}
+
+// --- modules (names = the twin's state_dict names) -------------------------------------
+
+namespace detail {
+
+namespace {
+
+constexpr double kLuEps = 1e-3;
+
+torch::nn::Sequential mlp(int64_t in, const std::vector<int64_t>& hidden, int64_t out) {
+  torch::nn::Sequential net;
+  for (const int64_t h : hidden) {
+    net->push_back(torch::nn::Linear(in, h));
+    net->push_back(torch::nn::ELU());
+    in = h;
+  }
+  net->push_back(torch::nn::Linear(in, out));
+  return net;
+}
+
+}  // namespace
+
+/// Strain (B, T) -> projection (B, n_basis) -> MLP -> context (B, context_dim).
+struct EmbeddingImpl : torch::nn::Module {
+  EmbeddingImpl(const NsfOptions& o)
+      : projection(register_module("projection", torch::nn::Linear(o.strain_length, o.n_basis))),
+        net(register_module("net", mlp(o.n_basis, o.embedding_hidden, o.context_dim))) {}
+  at::Tensor forward(const at::Tensor& strain) { return net->forward(projection->forward(strain)); }
+  torch::nn::Linear projection;
+  torch::nn::Sequential net;
+};
+
+/// y = L U x + b, L unit lower triangular, U upper with diagonal softplus(u) + eps.
+struct LuLinearImpl : torch::nn::Module {
+  explicit LuLinearImpl(int64_t d) {
+    lower = register_parameter("lower", torch::zeros({d, d}));
+    upper = register_parameter("upper", torch::zeros({d, d}));
+    // Identity at initialisation: softplus(u) + eps = 1.
+    unconstrained_diag = register_parameter("unconstrained_diag", torch::full({d}, std::log(std::expm1(1 - kLuEps))));
+    bias = register_parameter("bias", torch::zeros({d}));
+  }
+  at::Tensor diag() const { return at::softplus(unconstrained_diag) + kLuEps; }
+  at::Tensor l() const { return at::tril(lower, -1) + at::eye(lower.size(0), lower.options()); }
+  at::Tensor u() const { return at::triu(upper, 1) + at::diag(diag()); }
+  TransformResult forward(const at::Tensor& x) const {
+    const auto y = at::matmul(x, at::matmul(l(), u()).t()) + bias;
+    return {y, at::log(diag()).sum().expand({x.size(0)})};
+  }
+  TransformResult inverse(const at::Tensor& y) const {
+    const auto rhs = (y - bias).t();
+    const auto w = at::linalg_solve_triangular(l(), rhs, /*upper=*/false, /*left=*/true, /*unitriangular=*/true);
+    const auto x = at::linalg_solve_triangular(u(), w, /*upper=*/true, /*left=*/true, /*unitriangular=*/false);
+    return {x.t(), -at::log(diag()).sum().expand({y.size(0)})};
+  }
+  at::Tensor lower, upper, unconstrained_diag, bias;
+};
+
+/// Transforms the features of one parity by an RQ spline whose parameters come from
+/// the other features and the context. D = 1: the one feature, from the context alone.
+struct CouplingImpl : torch::nn::Module {
+  CouplingImpl(const NsfOptions& o, int64_t step) : spline(o.spline) {
+    std::vector<int64_t> ident, trans;
+    for (int64_t j = 0; j < o.theta_dim; ++j) {
+      const bool transformed = o.theta_dim == 1 || j % 2 == step % 2;
+      (transformed ? trans : ident).push_back(j);
+    }
+    identity_idx = torch::tensor(ident, torch::kLong);
+    transform_idx = torch::tensor(trans, torch::kLong);
+    const int64_t per = 3 * o.spline.num_bins - 1;
+    net = register_module("net", mlp(static_cast<int64_t>(ident.size()) + o.context_dim,
+                                     std::vector<int64_t>(static_cast<size_t>(o.hidden_layers), o.hidden),
+                                     static_cast<int64_t>(trans.size()) * per));
+  }
+  TransformResult forward(const at::Tensor& x, const at::Tensor& context, bool inverse) {
+    const auto cond = at::cat({x.index_select(1, identity_idx), context}, 1);
+    const int64_t nt = transform_idx.size(0);
+    const auto params = net->forward(cond).view({x.size(0), nt, 3 * spline.num_bins - 1});
+    const auto r = inverse ? rq_spline_inverse(x.index_select(1, transform_idx), params, spline)
+                           : rq_spline_forward(x.index_select(1, transform_idx), params, spline);
+    return {x.index_copy(1, transform_idx, r.outputs), r.logabsdet.sum(1)};
+  }
+  SplineOptions spline;
+  at::Tensor identity_idx, transform_idx;
+  torch::nn::Sequential net{nullptr};
+};
+
+/// permutation -> (LU-linear) -> coupling, in the θ -> z direction.
+struct FlowStepImpl : torch::nn::Module {
+  FlowStepImpl(const NsfOptions& o, int64_t step) {
+    permutation = register_buffer("permutation", torch::randperm(o.theta_dim, torch::kLong));
+    if (o.linear == "lu") lu = register_module("lu", std::make_shared<LuLinearImpl>(o.theta_dim));
+    coupling = register_module("coupling", std::make_shared<CouplingImpl>(o, step));
+  }
+  TransformResult forward(at::Tensor x, const at::Tensor& context) {
+    x = x.index_select(1, permutation);
+    at::Tensor lad = at::zeros({x.size(0)}, x.options());
+    if (lu) {
+      auto r = lu->forward(x);
+      x = r.outputs, lad = lad + r.logabsdet;
+    }
+    auto r = coupling->forward(x, context, /*inverse=*/false);
+    return {r.outputs, lad + r.logabsdet};
+  }
+  TransformResult inverse(const at::Tensor& z, const at::Tensor& context) {
+    auto r = coupling->forward(z, context, /*inverse=*/true);
+    at::Tensor x = r.outputs, lad = r.logabsdet;
+    if (lu) {
+      auto l = lu->inverse(x);
+      x = l.outputs, lad = lad + l.logabsdet;
+    }
+    return {x.index_select(1, at::argsort(permutation)), lad};
+  }
+  at::Tensor permutation;
+  std::shared_ptr<LuLinearImpl> lu;
+  std::shared_ptr<CouplingImpl> coupling;
+};
+
+struct NsfModule : torch::nn::Module {
+  explicit NsfModule(const NsfOptions& o) {
+    theta_mean = register_buffer("theta_mean", torch::zeros({o.theta_dim}));
+    theta_std = register_buffer("theta_std", torch::ones({o.theta_dim}));
+    embedding = register_module("embedding", std::make_shared<EmbeddingImpl>(o));
+    auto list = torch::nn::ModuleList();
+    for (int64_t s = 0; s < o.num_steps; ++s) {
+      steps.push_back(std::make_shared<FlowStepImpl>(o, s));
+      list->push_back(steps.back());
+    }
+    register_module("steps", list);
+  }
+  at::Tensor theta_mean, theta_std;
+  std::shared_ptr<EmbeddingImpl> embedding;
+  std::vector<std::shared_ptr<FlowStepImpl>> steps;
+};
+
+}  // namespace detail
+
+// --- NeuralSplineFlow ------------------------------------------------------------------
+
+NeuralSplineFlow::NeuralSplineFlow(const NsfOptions& o) : options_(o) {
+  const char* what = "NeuralSplineFlow";
+  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"theta_dim", o.theta_dim},
+                                    {"strain_length", o.strain_length},
+                                    {"num_steps", o.num_steps},
+                                    {"hidden", o.hidden},
+                                    {"hidden_layers", o.hidden_layers},
+                                    {"n_basis", o.n_basis},
+                                    {"context_dim", o.context_dim}}) {
+    HPCML_CHECK_AS(ConfigError, value >= 1, what, ": ", name, ": expected >= 1, found ", value);
+  }
+  for (const int64_t h : o.embedding_hidden) {
+    HPCML_CHECK_AS(ConfigError, h >= 1, what, ": embedding_hidden: expected widths >= 1, found ", h);
+  }
+  HPCML_CHECK_AS(ConfigError, o.linear == "lu" || o.linear == "permutation", what,
+                 ": linear: expected one of [lu, permutation], found '", o.linear, "'");
+  HPCML_CHECK_AS(ConfigError, o.spline.num_bins >= 2, what, ": num_bins: expected >= 2, found ", o.spline.num_bins);
+  HPCML_CHECK_AS(ConfigError, o.spline.tail_bound > 0, what, ": tail_bound: expected > 0, found ", o.spline.tail_bound);
+  torch::manual_seed(o.seed);
+  module_ = std::make_shared<detail::NsfModule>(o);
+}
+
+void NeuralSplineFlow::check_strain(const at::Tensor& strain, const char* what) const {
+  HPCML_CHECK_AS(ConfigError, strain.dim() == 2 && strain.size(1) == options_.strain_length, what,
+                 ": strain: expected shape (B, ", options_.strain_length, "), found ", shape_of(strain));
+}
+
+at::Tensor NeuralSplineFlow::embed(const at::Tensor& strain) {
+  check_strain(strain, "NeuralSplineFlow::embed");
+  return module_->embedding->forward(strain.to(dtype()));
+}
+
+TransformResult NeuralSplineFlow::forward_transform(const at::Tensor& theta, const at::Tensor& context) {
+  HPCML_CHECK_AS(ConfigError, theta.dim() == 2 && theta.size(1) == options_.theta_dim,
+                 "NeuralSplineFlow::forward_transform: theta: expected shape (B, ", options_.theta_dim, "), found ",
+                 shape_of(theta));
+  HPCML_CHECK_AS(ConfigError,
+                 context.dim() == 2 && context.size(0) == theta.size(0) && context.size(1) == options_.context_dim,
+                 "NeuralSplineFlow::forward_transform: context: expected shape (", theta.size(0), ", ",
+                 options_.context_dim, "), found ", shape_of(context));
+  const auto& m = *module_;
+  at::Tensor x = (theta.to(dtype()) - m.theta_mean) / m.theta_std;
+  at::Tensor lad = (-at::log(m.theta_std).sum()).expand({x.size(0)});
+  for (const auto& step : m.steps) {
+    auto r = step->forward(x, context);
+    x = r.outputs, lad = lad + r.logabsdet;
+  }
+  return {x, lad};
+}
+
+TransformResult NeuralSplineFlow::inverse_transform(const at::Tensor& z, const at::Tensor& context) {
+  HPCML_CHECK_AS(ConfigError, z.dim() == 2 && z.size(1) == options_.theta_dim,
+                 "NeuralSplineFlow::inverse_transform: z: expected shape (B, ", options_.theta_dim, "), found ",
+                 shape_of(z));
+  HPCML_CHECK_AS(ConfigError,
+                 context.dim() == 2 && context.size(0) == z.size(0) && context.size(1) == options_.context_dim,
+                 "NeuralSplineFlow::inverse_transform: context: expected shape (", z.size(0), ", ",
+                 options_.context_dim, "), found ", shape_of(context));
+  const auto& m = *module_;
+  at::Tensor x = z.to(dtype());
+  at::Tensor lad = at::zeros({x.size(0)}, x.options());
+  for (auto it = m.steps.rbegin(); it != m.steps.rend(); ++it) {
+    auto r = (*it)->inverse(x, context);
+    x = r.outputs, lad = lad + r.logabsdet;
+  }
+  return {x * m.theta_std + m.theta_mean, lad + at::log(m.theta_std).sum()};
+}
+
+namespace {
+at::Tensor standard_normal_log_prob(const at::Tensor& z) {
+  return -0.5 * (z * z).sum(1) - 0.5 * static_cast<double>(z.size(1)) * std::log(2 * M_PI);
+}
+}  // namespace
+
+at::Tensor NeuralSplineFlow::log_prob(const at::Tensor& theta, const at::Tensor& strain) {
+  HPCML_CHECK_AS(ConfigError, theta.dim() == 2 && theta.size(1) == options_.theta_dim,
+                 "NeuralSplineFlow::log_prob: theta: expected shape (B, ", options_.theta_dim, "), found ",
+                 shape_of(theta));
+  check_strain(strain, "NeuralSplineFlow::log_prob");
+  HPCML_CHECK_AS(ConfigError, theta.size(0) == strain.size(0), "NeuralSplineFlow::log_prob: theta ", shape_of(theta),
+                 " and strain ", shape_of(strain), ": expected the same batch size");
+  const auto r = forward_transform(theta, embed(strain));
+  return standard_normal_log_prob(r.outputs) + r.logabsdet;
+}
+
+FlowSamples NeuralSplineFlow::sample_and_log_prob(const at::Tensor& strain, int64_t n,
+                                                  std::optional<at::Generator> generator) {
+  check_strain(strain, "NeuralSplineFlow::sample");
+  HPCML_CHECK_AS(ConfigError, n >= 1, "NeuralSplineFlow::sample: n: expected >= 1, found ", n);
+  const int64_t b = strain.size(0), d = options_.theta_dim;
+  const auto context = embed(strain).repeat_interleave(n, 0);
+  const auto z = at::randn({b * n, d}, to_c10(generator), at::TensorOptions().dtype(dtype()));
+  const auto r = inverse_transform(z, context);
+  return {r.outputs.view({b, n, d}), (standard_normal_log_prob(z) - r.logabsdet).view({b, n})};
+}
+
+at::Tensor NeuralSplineFlow::sample(const at::Tensor& strain, int64_t n, std::optional<at::Generator> generator) {
+  at::NoGradGuard no_grad;
+  return sample_and_log_prob(strain, n, std::move(generator)).samples;
+}
+
+void NeuralSplineFlow::set_standardization(const at::Tensor& mean, const at::Tensor& std) {
+  const int64_t d = options_.theta_dim;
+  HPCML_CHECK_AS(ConfigError, mean.dim() == 1 && mean.size(0) == d,
+                 "NeuralSplineFlow::set_standardization: mean: expected shape (", d, "), found ", shape_of(mean));
+  HPCML_CHECK_AS(ConfigError, std.dim() == 1 && std.size(0) == d,
+                 "NeuralSplineFlow::set_standardization: std: expected shape (", d, "), found ", shape_of(std));
+  HPCML_CHECK_AS(
+      ConfigError,
+      at::isfinite(mean).all().item<bool>() && (std > 0).all().item<bool>() && at::isfinite(std).all().item<bool>(),
+      "NeuralSplineFlow::set_standardization: expected finite mean and finite std > 0");
+  at::NoGradGuard no_grad;
+  module_->theta_mean.copy_(mean);
+  module_->theta_std.copy_(std);
+}
+
+void NeuralSplineFlow::set_standardization_from(const at::Tensor& theta) {
+  HPCML_CHECK_AS(ConfigError, theta.dim() == 2 && theta.size(1) == options_.theta_dim && theta.size(0) >= 2,
+                 "NeuralSplineFlow::set_standardization_from: theta: expected shape (N >= 2, ", options_.theta_dim,
+                 "), found ", shape_of(theta));
+  const auto t = theta.to(at::kDouble);
+  set_standardization(t.mean(0), t.std(0, /*unbiased=*/false));
+}
+
+void NeuralSplineFlow::init_projection_from_svd(const at::Tensor& waveforms) {
+  const int64_t nb = options_.n_basis, len = options_.strain_length;
+  HPCML_CHECK_AS(ConfigError, waveforms.dim() == 2 && waveforms.size(1) == len && waveforms.size(0) >= nb,
+                 "NeuralSplineFlow::init_projection_from_svd: waveforms: expected shape (N >= ", nb, ", ", len,
+                 "), found ", shape_of(waveforms));
+  const auto svd = at::linalg_svd(waveforms.to(at::kDouble), /*full_matrices=*/false);
+  const auto& vh = std::get<2>(svd);  // (min(N, T), T), rows by decreasing singular value
+  at::NoGradGuard no_grad;
+  auto& proj = module_->embedding->projection;
+  proj->weight.copy_(vh.narrow(0, 0, nb));
+  proj->bias.zero_();
+}
+
+std::vector<NamedTensor> NeuralSplineFlow::named_parameters() const {
+  std::vector<NamedTensor> out;
+  for (const auto& item : module_->named_parameters(/*recurse=*/true)) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+std::vector<NamedTensor> NeuralSplineFlow::named_buffers() const {
+  std::vector<NamedTensor> out;
+  for (const auto& item : module_->named_buffers(/*recurse=*/true)) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+std::vector<at::Tensor> NeuralSplineFlow::parameters() const { return module_->parameters(/*recurse=*/true); }
+
+void NeuralSplineFlow::train(bool on) { module_->train(on); }
+
+void NeuralSplineFlow::to(at::ScalarType dtype) {
+  // Module::to(dtype) would also convert the int64 permutation buffers.
+  at::NoGradGuard no_grad;
+  for (auto& item : module_->named_parameters(/*recurse=*/true)) item.value().set_data(item.value().to(dtype));
+  for (auto& item : module_->named_buffers(/*recurse=*/true)) {
+    if (item.value().is_floating_point()) item.value().set_data(item.value().to(dtype));
+  }
+}
+
+at::ScalarType NeuralSplineFlow::dtype() const { return module_->theta_mean.scalar_type(); }
+
+std::shared_ptr<torch::nn::Module> NeuralSplineFlow::module() const { return module_; }
+
+// --- importance sampling ---------------------------------------------------------------
+
+ImportanceResult summarize_weights(at::Tensor samples, at::Tensor log_weights) {
+  HPCML_CHECK_AS(ConfigError, log_weights.dim() == 1 && log_weights.size(0) >= 1,
+                 "summarize_weights: log_weights: expected shape (n >= 1), found ", shape_of(log_weights));
+  ImportanceResult r;
+  r.samples = std::move(samples);
+  r.log_weights = log_weights.to(at::kDouble);
+  HPCML_CHECK(!at::isnan(r.log_weights).any().item<bool>(), "summarize_weights: log_weights: found NaN");
+  const auto n = static_cast<double>(r.log_weights.size(0));
+  const double lse = at::logsumexp(r.log_weights, 0).item<double>();
+  if (!std::isfinite(lse)) {  // every sample outside the support
+    r.weights = at::zeros_like(r.log_weights);
+    r.log_evidence = -std::numeric_limits<double>::infinity();
+    return r;
+  }
+  r.weights = at::exp(r.log_weights - lse);
+  r.ess = 1.0 / (r.weights * r.weights).sum().item<double>();
+  r.efficiency = r.ess / n;
+  r.log_evidence = lse - std::log(n);
+  return r;
+}
+
+ImportanceResult importance_sample(NeuralSplineFlow& flow, const at::Tensor& strain, int64_t n,
+                                   const LogTarget& log_target, std::optional<at::Generator> generator) {
+  const at::Tensor s = strain.dim() == 1 ? strain.unsqueeze(0) : strain;
+  HPCML_CHECK_AS(ConfigError, s.dim() == 2 && s.size(0) == 1,
+                 "importance_sample: strain: expected shape (T) or (1, T), found ", shape_of(strain));
+  at::NoGradGuard no_grad;
+  const auto drawn = flow.sample_and_log_prob(s, n, std::move(generator));
+  const auto samples = drawn.samples[0];
+  const auto target = log_target(samples).to(at::kDouble);
+  HPCML_CHECK_AS(ConfigError, target.dim() == 1 && target.size(0) == n,
+                 "importance_sample: log_target: expected shape (", n, "), found ", shape_of(target));
+  return summarize_weights(samples, target - drawn.log_prob[0].to(at::kDouble));
+}
+
+// --- the toy GW model ------------------------------------------------------------------
+
+namespace {
+
+constexpr double kSunTime = 4.925490947e-6;            // G M_sun / c^3, s
+constexpr double kSunLength = 1476.625;                // G M_sun / c^2, m
+constexpr double kMegaparsec = 3.0856775814913673e22;  // m
+constexpr double kC = 299792458.0;                     // m/s
+
+void check_gw_theta(const at::Tensor& theta, const char* what) {
+  HPCML_CHECK_AS(ConfigError, theta.dim() == 2 && theta.size(1) == 5, what,
+                 ": theta: expected shape (n, 5) [chirp_mass, mass_ratio, distance, t_c, phase], found ",
+                 shape_of(theta));
+}
+
+// The same equations as io/datagen/gw.cpp (docs/datasets.md#gw): 1PN chirp rate.
+double chirp_rate(double f, double mc53, double m_s, double eta) {
+  const double cbrt_f = std::cbrt(f), cbrt_m = std::cbrt(M_PI * m_s);
+  const double x = cbrt_m * cbrt_m * cbrt_f * cbrt_f;
+  const double newtonian = 96.0 / 5.0 * 21.170591 * mc53 * f * f * f * cbrt_f * cbrt_f;
+  return newtonian * std::max(0.1, 1.0 - (743.0 / 336.0 + 11.0 / 4.0 * eta) * x);
+}
+
+// Optimally oriented strain: RK4 backwards from f_ISCO at t_c, damped tail after t_c.
+void waveform(double mc, double q, double distance_mpc, double tc, double phase, double fs, int64_t length,
+              double f_min, double* h) {
+  const double m1 = mc * std::pow(1 + q, 0.2) / std::pow(q, 0.6), m2 = q * m1;
+  const double m = m1 + m2, eta = m1 * m2 / (m * m);
+  const double mc_s = mc * kSunTime, m_s = m * kSunTime;
+  const double f_isco = 1.0 / (std::pow(6.0, 1.5) * M_PI * m_s);
+  const double amp0 = 4.0 * std::pow(mc * kSunLength, 5.0 / 3.0) / (distance_mpc * kMegaparsec);
+  auto amplitude = [&](double f) {
+    const double c = std::cbrt(M_PI * f / kC);
+    return amp0 * c * c;
+  };
+  std::fill(h, h + length, 0.0);
+  const double dt = 1.0 / fs;
+  for (int64_t n = static_cast<int64_t>(std::ceil(tc * fs)); n < length; ++n) {
+    const double tau = n * dt - tc;
+    h[n] = amplitude(f_isco) * std::exp(-tau * f_isco) * std::cos(phase + 2 * M_PI * f_isco * tau);
+  }
+  double f = f_isco, phi = phase, t = tc;
+  const int substeps = 4;
+  const double mc53 = std::pow(mc_s, 5.0 / 3.0);
+  auto rhs = [&](double ff) { return chirp_rate(ff, mc53, m_s, eta); };
+  for (int64_t n = static_cast<int64_t>(std::floor(tc * fs)); n >= 0 && f > f_min; --n) {
+    const double target = n * dt;
+    const double step = (t - target) / substeps;
+    for (int k = 0; k < substeps && step > 0; ++k) {
+      const double k1f = -rhs(f), k1p = -2 * M_PI * f;
+      const double f2 = std::max(1.0, f + 0.5 * step * k1f);
+      const double k2f = -rhs(f2), k2p = -2 * M_PI * f2;
+      const double f3 = std::max(1.0, f + 0.5 * step * k2f);
+      const double k3f = -rhs(f3), k3p = -2 * M_PI * f3;
+      const double f4 = std::max(1.0, f + step * k3f);
+      const double k4f = -rhs(f4), k4p = -2 * M_PI * f4;
+      f = std::max(1.0, f + step / 6 * (k1f + 2 * k2f + 2 * k3f + k4f));
+      phi += step / 6 * (k1p + 2 * k2p + 2 * k3p + k4p);
+    }
+    t = target;
+    h[n] = amplitude(f) * std::cos(phi);
+  }
+}
+
+}  // namespace
+
+at::Tensor GwPrior::log_prob(const at::Tensor& theta) const {
+  check_gw_theta(theta, "GwPrior::log_prob");
+  const auto t = theta.to(at::kDouble);
+  const auto mc = t.select(1, 0), q = t.select(1, 1), d = t.select(1, 2), tc = t.select(1, 3), ph = t.select(1, 4);
+  auto between = [](const at::Tensor& x, double a, double b) { return at::logical_and(x >= a, x <= b); };
+  auto inside = between(mc, o_.chirp_mass_min, o_.chirp_mass_max);
+  inside = at::logical_and(inside, between(q, o_.mass_ratio_min, o_.mass_ratio_max));
+  inside = at::logical_and(inside, between(d, o_.distance_min, o_.distance_max));
+  inside = at::logical_and(inside, between(tc, o_.tc_min, o_.tc_max));
+  inside = at::logical_and(inside, at::logical_and(ph >= 0, ph < 2 * M_PI));
+  const double volume = std::pow(o_.distance_max, 3) - std::pow(o_.distance_min, 3);
+  const double constant = -std::log(o_.chirp_mass_max - o_.chirp_mass_min) -
+                          std::log(o_.mass_ratio_max - o_.mass_ratio_min) - std::log(o_.tc_max - o_.tc_min) -
+                          std::log(2 * M_PI) + std::log(3.0 / volume);
+  const auto value = constant + 2 * at::log(at::clamp_min(d, 1e-300));
+  return at::where(inside, value, at::full_like(value, -std::numeric_limits<double>::infinity()));
+}
+
+at::Tensor GwPrior::sample(int64_t n, std::optional<at::Generator> generator) const {
+  const auto g = to_c10(generator);
+  const auto opts = at::TensorOptions().dtype(at::kDouble);
+  auto u = [&](double a, double b) { return at::rand({n}, g, opts) * (b - a) + a; };
+  const auto mc = u(o_.chirp_mass_min, o_.chirp_mass_max), q = u(o_.mass_ratio_min, o_.mass_ratio_max);
+  const auto d = at::pow(u(std::pow(o_.distance_min, 3), std::pow(o_.distance_max, 3)), 1.0 / 3.0);
+  const auto tc = u(o_.tc_min, o_.tc_max), ph = u(0, 2 * M_PI);
+  return at::stack({mc, q, d, tc, ph}, 1);
+}
+
+at::Tensor gw_whitened_template(const at::Tensor& theta, const io::datagen::GwOptions& o) {
+  check_gw_theta(theta, "gw_whitened_template");
+  const int64_t len = o.length;
+  HPCML_CHECK_AS(ConfigError, len > 1 && (len & (len - 1)) == 0,
+                 "gw_whitened_template: length: expected a power of two >= 2, found ", len);
+  const auto t = theta.to(at::kDouble).contiguous();
+  const int64_t n = t.size(0);
+  const double fs = o.sample_rate, df = fs / static_cast<double>(len);
+  std::vector<double> scale(static_cast<size_t>(len / 2 + 1));
+  for (int64_t k = 0; k <= len / 2; ++k) {
+    const double f = static_cast<double>(k) * df;
+    scale[static_cast<size_t>(k)] = f < o.f_low ? 0.0 : 1.0 / std::sqrt(fs * io::datagen::gw_psd(f, o.f_low) / 2);
+  }
+  // Tukey(0.1) window, as datagen gw.
+  std::vector<double> window(static_cast<size_t>(len), 1.0);
+  const double edge = 0.1 * static_cast<double>(len - 1) / 2;
+  for (int64_t i = 0; i < len; ++i) {
+    const double dist = std::min<double>(static_cast<double>(i), static_cast<double>(len - 1 - i));
+    if (dist < edge) window[static_cast<size_t>(i)] = 0.5 * (1 - std::cos(M_PI * dist / edge));
+  }
+  auto out = at::empty({n, len}, at::TensorOptions().dtype(at::kDouble));
+  const double* p = t.data_ptr<double>();
+  double* w = out.data_ptr<double>();
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> re(static_cast<size_t>(len)), im(static_cast<size_t>(len));
+    for (int64_t e = begin; e < end; ++e) {
+      const double* th = p + 5 * e;
+      waveform(th[0], th[1], th[2], th[3], th[4], fs, len, /*f_min=*/o.f_low * 0.5, re.data());
+      for (int64_t i = 0; i < len; ++i) re[static_cast<size_t>(i)] *= window[static_cast<size_t>(i)];
+      std::fill(im.begin(), im.end(), 0.0);
+      io::datagen::fft(re, im, /*inverse=*/false);
+      for (int64_t k = 0; k < len; ++k) {
+        const double s = scale[static_cast<size_t>(k <= len / 2 ? k : len - k)];
+        re[static_cast<size_t>(k)] *= s, im[static_cast<size_t>(k)] *= s;
+      }
+      io::datagen::fft(re, im, /*inverse=*/true);
+      for (int64_t i = 0; i < len; ++i) w[e * len + i] = re[static_cast<size_t>(i)] / static_cast<double>(len);
+    }
+  });
+  return out;
+}
+
+at::Tensor gw_log_likelihood(const at::Tensor& theta, const at::Tensor& strain, const io::datagen::GwOptions& o) {
+  const at::Tensor d = strain.dim() == 2 && strain.size(0) == 1 ? strain[0] : strain;
+  HPCML_CHECK_AS(ConfigError, d.dim() == 1 && d.size(0) == o.length, "gw_log_likelihood: strain: expected shape (",
+                 o.length, ") or (1, ", o.length, "), found ", shape_of(strain));
+  const auto r = d.to(at::kDouble).unsqueeze(0) - gw_whitened_template(theta, o);
+  return -0.5 * (r * r).sum(1) - 0.5 * static_cast<double>(o.length) * std::log(2 * M_PI);
+}
+
+ImportanceResult gw_importance_sample(NeuralSplineFlow& flow, const at::Tensor& strain, int64_t n,
+                                      const io::datagen::GwOptions& o, std::optional<at::Generator> generator) {
+  const GwPrior prior(o);
+  auto target = [&](const at::Tensor& theta) {
+    const auto lp = prior.log_prob(theta);
+    auto out = lp.clone();
+    // The likelihood only where the prior is positive (the waveform is undefined for q <= 0).
+    const auto idx = at::nonzero(at::isfinite(lp)).squeeze(1);
+    if (idx.numel() > 0) {
+      const auto inside = theta.to(at::kDouble).index_select(0, idx);
+      out.index_copy_(0, idx, lp.index_select(0, idx) + gw_log_likelihood(inside, strain, o));
+    }
+    return out;
+  };
+  return importance_sample(flow, strain, n, target, std::move(generator));
+}
+
+}  // namespace hpcml::models::flows
