@@ -30,6 +30,8 @@ TrainConfig with_input_fields(TrainConfig c, const std::vector<std::string>& inp
                    "'; expected one of [", names, "]");
   }
   if (c.data.name != "hdf5") return c;
+  HPCML_CHECK_AS(ConfigError, !c.data.files.empty(), "config error: key 'data.files': expected files or glob "
+                 "patterns when data.name is hdf5, found none");
   std::map<std::string, std::string> resolved;
   for (const auto& name : input_names) {
     std::string field;
@@ -260,8 +262,11 @@ void Scores::add(const at::Tensor& output, const at::Tensor& target, double mean
   if (!binary_ || n == 0) return;
   HPCML_CHECK_AS(ConfigError, output.dim() == 2 && output.size(1) == 2, "validation: a binary classifier gives "
                  "(batch, 2) logits, found ", output.sizes());
-  const at::Tensor logit = (output.select(1, 1) - output.select(1, 0)).to(at::kDouble).clamp(-kRange, kRange);
-  const at::Tensor bin = ((logit + kRange) * (kBins / (2 * kRange))).to(at::kLong).clamp(0, kBins - 1);
+  // Bins uniform in asinh(1000 s) of the logit difference s: fine near 0 (an untrained
+  // model's scores), relative resolution ~ 1e-3 for |s| >> 1e-3.
+  const at::Tensor logit = (output.select(1, 1) - output.select(1, 0)).to(at::kDouble);
+  const at::Tensor u = at::asinh(logit * 1000.0).clamp(-kRange, kRange);
+  const at::Tensor bin = ((u + kRange) * (kBins / (2 * kRange))).to(at::kLong).clamp(0, kBins - 1);
   const at::Tensor signal = target.to(at::kLong).eq(1);
   sums_.narrow(0, 3, kBins).index_add_(0, bin, signal.to(at::kDouble));
   sums_.narrow(0, 3 + kBins, kBins).index_add_(0, bin, signal.logical_not().to(at::kDouble));

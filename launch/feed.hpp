@@ -68,8 +68,9 @@ double metric_value(bool regression, double sum, double samples);
 /// A validation or evaluation set's metrics, accumulated batch by batch and summed
 /// across ranks as one tensor: loss, accuracy or resolution; for a binary classifier
 /// also ROC AUC and background rejection 1/eps_B at signal efficiency 30% (class 1 is
-/// the signal). The ROC comes from histograms of the logit difference (10,000 bins
-/// over [-25, 25]), so the result does not depend on the number of ranks.
+/// the signal). The ROC comes from histograms of the logit difference s (50,000 bins
+/// uniform in asinh(1000 s) over [-12, 12], i.e. |s| up to 81), so the result does
+/// not depend on the number of ranks.
 class Scores {
  public:
   Scores(bool regression, bool binary);
@@ -81,8 +82,8 @@ class Scores {
   /// {"loss", "accuracy"|"resolution", "samples"} plus {"auc", "rejection_30"} when binary.
   std::map<std::string, double> metrics() const;
 
-  static constexpr int64_t kBins = 10000;
-  static constexpr double kRange = 25.0;
+  static constexpr int64_t kBins = 50000;
+  static constexpr double kRange = 12.0;
 
  private:
   bool regression_, binary_;

@@ -162,7 +162,12 @@ void save_checkpoint(const fs::path& path, int64_t step, const Context& ctx, con
   }
   archive.write("param_names", c10::IValue(names));
   i = 0;
-  for (const auto& [name, t] : model.named_buffers()) archive.write("buffer_" + std::to_string(i++), t, true);
+  std::string buffer_names;
+  for (const auto& [name, t] : model.named_buffers()) {
+    buffer_names += name + "\n";
+    archive.write("buffer_" + std::to_string(i++), t, true);
+  }
+  archive.write("buffer_names", c10::IValue(buffer_names));
   torch::serialize::OutputArchive opt_archive;
   optimizer.save(opt_archive);
   archive.write("optimizer", opt_archive);
@@ -354,13 +359,25 @@ void export_checkpoint(const std::string& path, const std::string& out) {
     archive.read("param_" + std::to_string(i++), t);
     tensors.emplace_back(name, t);
   }
+  // The buffers (batch-norm statistics) too, so a twin reproduces evaluation outputs.
+  const std::string digest = parameters_digest(tensors);
+  c10::IValue buffer_names;
+  if (archive.try_read("buffer_names", buffer_names)) {
+    std::istringstream buffer_lines(buffer_names.toStringRef());
+    i = 0;
+    for (std::string name; std::getline(buffer_lines, name);) {
+      at::Tensor t;
+      archive.read("buffer_" + std::to_string(i++), t, true);
+      tensors.emplace_back(name, t);
+    }
+  }
   c10::IValue config;
   archive.read("config", config);
   io::write_tensors_h5(out, tensors,
                        {{"checkpoint", path},
                         {"step", std::to_string(read_int(archive, "step", path))},
                         {"hpcml_version", std::string(HPCML_VERSION) + " (" + HPCML_GIT_REVISION + ")"},
-                        {"parameters_sha256", parameters_digest(tensors)},
+                        {"parameters_sha256", digest},
                         {"config", config.toStringRef()}});
 }
 

@@ -44,8 +44,9 @@ void add_eval_command(CLI::App& app, CommonOptions& common, Runner& selected) {
 }
 
 void add_export_command(CLI::App& app, CommonOptions& common, Runner& selected) {
-  auto* sub = app.add_subcommand("export", "Write the parameters of a checkpoint to HDF5, one dataset per parameter "
-                                           "name (read them with h5py), with step, config and SHA-256 as attributes");
+  auto* sub = app.add_subcommand("export", "Write the parameters and buffers (batch-norm statistics) of a checkpoint to HDF5, one dataset per "
+                                           "name (read them with h5py; a zoo model's Python twin loads them), with step, config "
+                                           "and the parameters' SHA-256 as attributes");
   add_common_options(sub, common);
   auto checkpoint = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
