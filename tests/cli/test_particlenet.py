@@ -16,29 +16,14 @@ import torch
 from support import SOURCE_DIR, run
 
 sys.path.insert(0, SOURCE_DIR)
+sys.path.insert(0, os.path.join(SOURCE_DIR, "bench"))
+from jets_baseline import auc as exact_auc  # noqa: E402  (Mann-Whitney, ties by average rank)
 from models.twins.load import load_twin  # noqa: E402
 
 
 def read_jsonl(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def exact_auc(scores, labels):
-    """P(score of a signal > score of a background), ties counting half (Mann-Whitney)."""
-    order = np.argsort(scores, kind="mergesort")
-    s = scores[order]
-    ranks = np.empty(len(s))
-    i = 0
-    while i < len(s):  # average ranks over ties
-        j = i
-        while j + 1 < len(s) and s[j + 1] == s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    n_sig = int((labels == 1).sum())
-    n_bkg = len(labels) - n_sig
-    return (ranks[labels == 1].sum() - n_sig * (n_sig + 1) / 2) / (n_sig * n_bkg)
 
 
 class ParticleNetTest(unittest.TestCase):
