@@ -164,9 +164,12 @@ class H5Feed final : public Feed {
     if (!validation_) return;
     const int64_t n = validation_->size();
     const int64_t begin = n * rank_ / world_, end = n * (rank_ + 1) / world_;
-    for (int64_t i = begin; i < end; i += 1024) {
+    // Batches of the training batch size: memory as in training (a ParticleNet edge
+    // tensor is batch x particles x k x channels).
+    const int64_t batch = c_.train.batch_size;
+    for (int64_t i = begin; i < end; i += batch) {
       std::vector<int64_t> rows;
-      for (int64_t r = i; r < std::min(end, i + 1024); ++r) rows.push_back(r);
+      for (int64_t r = i; r < std::min(end, i + batch); ++r) rows.push_back(r);
       fn(example(io::collate(validation_->read(rows), collate_options(c_))));
     }
   }
