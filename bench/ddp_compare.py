@@ -16,6 +16,10 @@ binds rank r to core r):
   plain-2                mpirun -n 2 ... --plain: two independent loops, no communication
                          (this machine's scaling ceiling)
 Then, once: the loss after 200 steps at 2 ranks, fp32 vs bf16.
+
+With --model NAME (a zoo model, e.g. particlenet): only the hpcml and plain
+configurations run (the PyTorch reference script is the MLP), on that model with
+random inputs of its shape, --steps timed steps after --warmup; no loss check.
 """
 import argparse
 import json
@@ -34,16 +38,17 @@ def mpirun(n):
     return ["mpirun", "-n", str(n)] + flags
 
 
-def configs(hpcml):
+def configs(hpcml, extra=()):
     ref = os.path.join(ANCHORS, "ddp_reference.sh")
+    bench = [hpcml, "bench", "ddp", *extra]
     return {
         "pytorch-1": [ref, "1"],
         "pytorch-2": [ref, "2"],
-        "hpcml-1": mpirun(1) + [hpcml, "bench", "ddp"],
-        "hpcml-2": mpirun(2) + [hpcml, "bench", "ddp"],
-        "hpcml-2-bf16": mpirun(2) + [hpcml, "bench", "ddp", "--compression", "bf16"],
-        "plain-1": mpirun(1) + [hpcml, "bench", "ddp", "--plain"],
-        "plain-2": mpirun(2) + [hpcml, "bench", "ddp", "--plain"],
+        "hpcml-1": mpirun(1) + bench,
+        "hpcml-2": mpirun(2) + bench,
+        "hpcml-2-bf16": mpirun(2) + bench + ["--compression", "bf16"],
+        "plain-1": mpirun(1) + bench + ["--plain"],
+        "plain-2": mpirun(2) + bench + ["--plain"],
     }
 
 
@@ -62,9 +67,18 @@ def main():
     ap.add_argument("--json", default="")
     ap.add_argument("--only", default="", help="comma-separated configuration names")
     ap.add_argument("--skip-loss", action="store_true")
+    ap.add_argument("--model", default="", help="a zoo model instead of the reference MLP")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=5)
     a = ap.parse_args()
 
-    all_configs = configs(a.hpcml)
+    extra = ["--steps", str(a.steps), "--warmup", str(a.warmup)]
+    if a.model:
+        extra += ["--model", a.model]
+        a.skip_loss = True
+    all_configs = configs(a.hpcml, extra)
+    if a.model:
+        all_configs = {k: v for k, v in all_configs.items() if k in ("hpcml-1", "hpcml-2", "plain-1", "plain-2")}
     names = a.only.split(",") if a.only else list(all_configs)
     samples = {n: [] for n in names}
     for r in range(a.rounds):
@@ -74,7 +88,7 @@ def main():
         print(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{n} {samples[n][-1]:.0f}" for n in names), flush=True)
 
     med = {n: statistics.median(v) for n, v in samples.items()}
-    result = {"rounds": a.rounds, "samples_per_s": samples, "median_samples_per_s": med, "ratios": {}}
+    result = {"model": a.model or "mlp", "steps": a.steps, "rounds": a.rounds, "samples_per_s": samples, "median_samples_per_s": med, "ratios": {}}
     ratios = result["ratios"]
     if "hpcml-2" in med and "pytorch-2" in med:
         ratios["hpcml2_over_pytorch2"] = med["hpcml-2"] / med["pytorch-2"]

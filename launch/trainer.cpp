@@ -25,6 +25,7 @@
 #include "hpcml/build_config.hpp"
 #include "io/h5_tensors.hpp"
 #include "launch/feed.hpp"
+#include "launch/optim.hpp"
 #include "models/model.hpp"
 #include "models/registry.hpp"
 
@@ -88,11 +89,11 @@ bool binary_task(const TrainConfig& c, const Feed& feed) {
 std::unique_ptr<torch::optim::Optimizer> build_optimizer(const TrainConfig& c, std::vector<at::Tensor> params) {
   const auto& o = c.optimizer;
   if (o.name == "adam") {
-    return std::make_unique<torch::optim::Adam>(
+    return std::make_unique<FusedAdam>(
         params, torch::optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
   }
   if (o.name == "adamw") {
-    return std::make_unique<torch::optim::AdamW>(
+    return std::make_unique<FusedAdamW>(
         params, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
   }
   return std::make_unique<torch::optim::SGD>(

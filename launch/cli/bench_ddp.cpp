@@ -13,6 +13,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "launch/cli/command.hpp"
+#include "models/registry.hpp"
 
 namespace hpcml::launch::cli {
 
@@ -30,13 +31,51 @@ struct DdpBenchOptions {
   std::string json_path;
 };
 
-// The reference workload of ../shared/anchors/ddp_reference.py, layer for layer.
-torch::nn::Sequential build_model(const std::string& name, int64_t* inputs, int64_t* classes) {
-  HPCML_CHECK_AS(ConfigError, name == "mlp", "bench ddp: --model: expected one of [mlp], found '", name, "'");
-  *inputs = 256;
-  *classes = 10;
-  return torch::nn::Sequential(torch::nn::Linear(256, 1024), torch::nn::ReLU(), torch::nn::Linear(1024, 1024),
-                               torch::nn::ReLU(), torch::nn::Linear(1024, 10));
+// The workload: the MLP of ../shared/anchors/ddp_reference.py, layer for layer, or a
+// zoo model (models::make) fed models::example_inputs. Either way a fixed random batch
+// per rank, built once.
+struct Workload {
+  std::function<at::Tensor()> loss;  ///< one forward and its loss
+  std::vector<collectives::NamedTensor> parameters, buffers;
+  std::vector<at::Tensor> trainable;  ///< for the optimizer
+  std::shared_ptr<void> keep;         ///< owns the model
+};
+
+Workload make_workload(const std::string& name, int batch, uint64_t data_seed) {
+  Workload w;
+  auto gen = at::detail::createCPUGenerator(data_seed);
+  if (name == "mlp") {
+    torch::manual_seed(0);
+    auto model = std::make_shared<torch::nn::Sequential>(
+        torch::nn::Linear(256, 1024), torch::nn::ReLU(), torch::nn::Linear(1024, 1024), torch::nn::ReLU(),
+        torch::nn::Linear(1024, 10));
+    const auto x = torch::randn({batch, 256}, gen);
+    const auto y = torch::randint(0, 10, {batch}, gen);
+    w.loss = [model, x, y] { return torch::nn::functional::cross_entropy((*model)->forward(x), y); };
+    w.parameters = collectives::named_parameters(**model);
+    w.buffers = collectives::named_buffers(**model);
+    w.keep = model;
+  } else {
+    std::string names = "mlp";
+    for (const auto& e : models::zoo()) names += ", " + e.name;
+    bool known = false;
+    for (const auto& e : models::zoo()) known = known || e.name == name;
+    HPCML_CHECK_AS(ConfigError, known, "bench ddp: --model: expected one of [", names, "], found '", name, "'");
+    const auto& entry = models::zoo_entry(name);
+    std::shared_ptr<models::Model> model = models::make(name, 0);
+    const auto inputs = models::example_inputs(name, batch, data_seed);
+    const bool regression = entry.task == "regression";
+    const auto y = regression ? torch::randn({batch, 1}, gen) : torch::randint(0, 2, {batch}, gen);
+    w.loss = [model, inputs, y, regression] {
+      const auto out = model->forward(inputs);
+      return regression ? torch::mse_loss(out, y) : torch::nn::functional::cross_entropy(out, y);
+    };
+    w.parameters = model->named_parameters();
+    w.buffers = model->named_buffers();
+    w.keep = model;
+  }
+  for (const auto& [n, p] : w.parameters) w.trainable.push_back(p);
+  return w;
 }
 
 using Clock = std::chrono::steady_clock;
@@ -56,20 +95,14 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
   else HPCML_CHECK_AS(ConfigError, o.compression == "none", "bench ddp: --compression: expected one of [none, bf16, "
                       "fp16], found '", o.compression, "'");
 
-  torch::manual_seed(0);
-  int64_t inputs = 0, classes = 0;
-  auto model = build_model(o.model, &inputs, &classes);
+  // Fixed random data per rank, as the reference does.
+  Workload work = make_workload(o.model, o.batch, 1 + c.env.rank);
   std::unique_ptr<collectives::GradientReducer> reducer;
   if (!o.plain) {
-    reducer = std::make_unique<collectives::GradientReducer>(collectives::named_parameters(*model),
-                                                             collectives::named_buffers(*model), c.world,
+    reducer = std::make_unique<collectives::GradientReducer>(work.parameters, work.buffers, c.world,
                                                              reducer_options);
   }
-  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.01));
-  // Fixed random data per rank, as the reference does.
-  auto gen = at::detail::createCPUGenerator(1 + c.env.rank);
-  const auto x = torch::randn({o.batch, inputs}, gen);
-  const auto y = torch::randint(0, classes, {o.batch}, gen);
+  torch::optim::SGD optimizer(work.trainable, torch::optim::SGDOptions(0.01));
 
   double t_forward = 0, t_backward = 0, t_wait = 0, t_optimizer = 0;
   float last_loss = 0;
@@ -80,9 +113,9 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
     } else {
       // The fastest plain loop: fresh gradients each step. (optimizer.zero_grad()
       // zeroes in place and then accumulates, which is slower; see docs/benchmarks.md.)
-      for (auto& p : model->parameters()) p.mutable_grad().reset();
+      for (auto& p : work.trainable) p.mutable_grad().reset();
     }
-    auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+    auto loss = work.loss();
     const double forward = ms_since(t0);
     auto t1 = Clock::now();
     if (reducer) reducer->backward(loss);
@@ -154,7 +187,10 @@ void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selec
              "../shared/anchors/ddp_reference.py (MLP 256-1024-1024-10, SGD lr 0.01, fixed random batch per rank)");
   add_common_options(sub, common);
   auto o = std::make_shared<DdpBenchOptions>();
-  sub->add_option("--model", o->model, "Workload: mlp")->capture_default_str();
+  sub->add_option("--model", o->model,
+                  "Workload: mlp, or a zoo model (hpcml models) fed random inputs of its shape (MSE or "
+                  "cross-entropy loss)")
+      ->capture_default_str();
   sub->add_option("--batch", o->batch, "Samples per rank per step")->capture_default_str();
   sub->add_option("--steps", o->steps, "Timed steps")->capture_default_str();
   sub->add_option("--warmup", o->warmup, "Untimed steps before timing")->capture_default_str();

@@ -11,6 +11,7 @@
 #include "core/files.hpp"
 #include "hpcml/build_config.hpp"
 #include "launch/cli/command.hpp"
+#include "launch/optim.hpp"
 #include "models/registry.hpp"
 
 namespace hpcml::launch::cli {
@@ -42,7 +43,7 @@ double hpcml_samples_per_s(const ModelBenchOptions& o) {
   auto model = models::make(o.name, 0);
   std::vector<at::Tensor> params;
   for (const auto& [n, p] : model->named_parameters()) params.push_back(p);
-  torch::optim::Adam optimizer(params, torch::optim::AdamOptions(1e-3));
+  FusedAdam optimizer(params, torch::optim::AdamOptions(1e-3));  // the Trainer's Adam
   const models::Inputs x = models::example_inputs(o.name, o.batch, /*seed=*/0);
   torch::manual_seed(0);
   const bool regression = entry.task == "regression";
