@@ -3,13 +3,17 @@
 difficulty of each task (docs/datasets.md)."""
 import glob
 import os
+import sys
 import tempfile
 import unittest
 
 import h5py
 import numpy as np
 
-from support import run
+from support import SOURCE_DIR, run
+
+sys.path.insert(0, os.path.join(SOURCE_DIR, "bench"))
+from jets_baseline import auc  # noqa: E402  (Mann-Whitney, ties by average rank)
 
 
 def generate(domain, out, *args, ranks=None, timeout=300):
@@ -18,23 +22,6 @@ def generate(domain, out, *args, ranks=None, timeout=300):
     if rc != 0:
         raise AssertionError(f"hpcml datagen {domain} failed ({rc}): {stderr}")
     return stdout
-
-
-def auc(score, label):
-    """ROC AUC by the Mann-Whitney rank-sum formula (ties get average ranks)."""
-    order = np.argsort(score, kind="mergesort")
-    ranks = np.empty(len(score))
-    sorted_score = score[order]
-    i = 0
-    while i < len(score):
-        j = i
-        while j + 1 < len(score) and sorted_score[j + 1] == sorted_score[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    n1 = label.sum()
-    n0 = len(label) - n1
-    return (ranks[label == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
 def read_all(path):
