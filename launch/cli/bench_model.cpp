@@ -12,6 +12,7 @@
 #include "hpcml/build_config.hpp"
 #include "launch/cli/command.hpp"
 #include "launch/optim.hpp"
+#include "launch/tracking.hpp"
 #include "models/registry.hpp"
 
 namespace hpcml::launch::cli {
@@ -79,6 +80,13 @@ double twin_samples_per_s(const ModelBenchOptions& o) {
 }
 
 int run_bench_model(Context& c, const ModelBenchOptions& o) {
+  if (o.name == "tracking") {  // the tracking pipeline's own benchmark (launch/tracking.cpp)
+    TrackingBenchOptions t;
+    t.threads = o.threads;
+    t.reps = o.reps;
+    t.json_path = o.json_path;
+    return run_tracking_bench(c, t);
+  }
   HPCML_CHECK_AS(ConfigError, o.batch >= 1 && o.steps >= 1 && o.reps >= 1 && o.threads >= 1,
                  "bench model: --batch, --steps, --reps and --threads must be >= 1");
   models::zoo_entry(o.name);  // an unknown name is a one-line error
@@ -112,7 +120,7 @@ void add_bench_model_command(CLI::App& bench, CommonOptions& common, Runner& sel
                "under plain eager PyTorch (bench/model_twin_step.py), same batch and threads, alternated; rank 0");
   add_common_options(sub, common);
   auto o = std::make_shared<ModelBenchOptions>();
-  sub->add_option("name", o->name, "Zoo model (hpcml models)")->required();
+  sub->add_option("name", o->name, "Zoo model (hpcml models), or tracking (the tracking pipeline: docs/tracking.md)")->required();
   sub->add_option("--batch", o->batch, "Samples per step")->capture_default_str();
   sub->add_option("--steps", o->steps, "Timed steps per measurement")->capture_default_str();
   sub->add_option("--warmup", o->warmup, "Untimed steps first")->capture_default_str();

@@ -39,12 +39,16 @@ void add_export_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_eval_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_datagen_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_models_command(CLI::App& app, CommonOptions& common, Runner& selected);
+void add_serve_command(CLI::App& app, CommonOptions& common, Runner& selected);
+void add_tracking_command(CLI::App& app, CommonOptions& common, Runner& selected);
 /// `bench ddp`, under the `bench` subcommand.
 void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 /// `bench io`, under the `bench` subcommand.
 void add_bench_io_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 /// `bench model`, under the `bench` subcommand.
 void add_bench_model_command(CLI::App& bench, CommonOptions& common, Runner& selected);
+/// `bench serve`, under the `bench` subcommand (registered from main.cpp).
+void add_bench_serve_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 
 /// "hpcml 0.1.0 (git <rev>, Release)".
 std::string version_line();

@@ -11,8 +11,11 @@ import torch
 from models.twins.deepcalo import DeepCalo
 from models.twins.facile import Facile
 from models.twins.particlenet import particlenet, particlenet_lite
+from models.twins.tracking import TrackingPipeline
 
 TWINS = {"deepcalo": DeepCalo, "facile": Facile, "particlenet": particlenet, "particlenet-lite": particlenet_lite}
+# The learned tracking stages (default architecture; models.twins.tracking.load_pipeline reads any).
+TWINS["tracking"] = TrackingPipeline
 
 
 def make_twin(name):

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # jobs/serve-hetjob.sbatch on a real local Slurm cluster: a het job of 3 ranks
-# on partition cpu and 1 on gpu in ONE MPI world. Until the inference service
-# exists, the template runs training ranks: the log's `hpcml info` must show 4
-# ranks with het groups 0,0,0,1 (cpu1, cpu1, cpu1, gpu1), and training must
-# complete on 4 ranks. Then the template's guard against the Slurm < 24.11 srun
+# on partition cpu and 1 on gpu in ONE MPI world, running `hpcml serve`: the
+# log's `hpcml info` must show 4 ranks with het groups 0,0,0,1 (cpu1, cpu1,
+# cpu1, gpu1), the het groups must decide the roles (clients 0,1,2 on cpu,
+# server 3 on gpu), and the clients' events must all be served. Then the template's guard against the Slurm < 24.11 srun
 # hang is exercised with a copy whose srun "hangs" after its step ended.
 #
 # Usage: tests/slurm/serve_hetjob_test.sh [HPCML_BINARY]
@@ -17,12 +17,13 @@ start_cluster
 
 # The template's srun guard acts once a step has been gone for this long.
 export HPCML_SRUN_GUARD_S=8
-SMALL=(--set train.max_steps=20 --set checkpoint.every_steps=10 --set train.log_every=5
-       --set data.samples=2048)
+# The repository of the source tree; synthetic events (no data files), 60 in all.
+SMALL=(-c "$ROOT/configs/serve-facile.yaml" --set "serve.repository=$ROOT/configs/serve-models"
+       --set 'serve.client.files=[]' --set serve.client.events=60)
 
 # ---- the template as shipped: 3 (cpu) + 1 (gpu) ranks -------------------------------
 t0=$SECONDS
-j=$(submit het serve-hetjob.sbatch -- "${SMALL[@]}" --set run.dir=run) ||
+j=$(submit het serve-hetjob.sbatch -- "${SMALL[@]}" --set serve.client.metrics=serve-metrics.json) ||
   { fail "sbatch serve-hetjob.sbatch"; finish; }
 state=$(wait_job "$j" 150)
 log="$T/het.out"
@@ -45,17 +46,11 @@ table=$(info_ranks "$log" | tr '\n' ';')
 want="0 cpu1 0;1 cpu1 0;2 cpu1 0;3 gpu1 1;"
 [[ "$table" == "$want" ]] && pass "hpcml info: rank/node/het group = $table" ||
   fail "hpcml info rank table: '$table' (want '$want')"
-grep -q 'info: training .* on 4 rank(s)' "$log" && pass "training ran on all 4 ranks" ||
-  fail "no 'training ... on 4 rank(s)' line"
-
-summary="$T/run/summary.json"
-if [[ -s "$summary" ]]; then
-  steps=$(json_field "$summary" steps) nranks=$(json_field "$summary" ranks)
-  [[ "$steps" == 20 && "$nranks" == 4 ]] && pass "summary.json: 20 steps on 4 ranks" ||
-    fail "summary.json: steps=$steps ranks=$nranks (want 20, 4)"
-else
-  fail "no $summary"
-fi
+grep -q '^serve: roles (het job): clients 0,1,2; servers 3$' "$log" &&
+  pass "serve: the het groups decide the roles (clients 0,1,2; server 3)" ||
+  { fail "no 'serve: roles (het job): clients 0,1,2; servers 3' line"; show_log "$log"; }
+grep -q '^serve: facile: 3 client(s), 60 events' "$log" && pass "serve: 3 clients, all 60 events served" ||
+  fail "serve summary: '$(grep -m1 '^serve: facile' "$log")' (want 3 client(s), 60 events)"
 if grep -q 'srun .* still runs .* after its step ended' "$log"; then
   note "the srun guard fired in this run (known Slurm < 24.11 pmix het-step hang)"
 fi
@@ -63,14 +58,14 @@ fi
 # ---- the srun-hang guard ------------------------------------------------------------
 # A copy of the template whose srun, after the real one returns, blocks like
 # the hung srun of Slurm < 24.11 (its step is gone, the process stays). The
-# guard must kill it (for the info step and the training step), say so in the
+# guard must kill it (for the info step and the serve step), say so in the
 # log, and end the job as FAILED with exit code 124 instead of hanging.
 hang_copy="$T/serve-hetjob-hang.sbatch"
 sed 's/^set -uo pipefail.*/&\nsrun() { command srun "$@"; echo "test: srun returned $?; simulating the hang"; exec sleep 600; }/' \
   "$ROOT/jobs/serve-hetjob.sbatch" >"$hang_copy"
 grep -q 'simulating the hang' "$hang_copy" || fail "could not make the hang copy of the template"
 t0=$SECONDS
-if j2=$(HPCML_SRUN_GUARD_S=4 submit hang "$hang_copy" -- "${SMALL[@]}" --set run.dir=run-hang); then
+if j2=$(HPCML_SRUN_GUARD_S=4 submit hang "$hang_copy" -- "${SMALL[@]}" --set serve.client.metrics=serve-metrics-hang.json); then
   state=$(wait_job "$j2" 120)
   hlog="$T/hang.out"
   n=$(grep -c 'still runs .* after its step ended: the Slurm < 24.11 pmix het-step hang; killing it' "$hlog")
@@ -82,8 +77,8 @@ if j2=$(HPCML_SRUN_GUARD_S=4 submit hang "$hang_copy" -- "${SMALL[@]}" --set run
   fi
   grep -q 'exit code is lost (srun was killed)' "$hlog" && pass "srun guard: the log says the exit code is lost" ||
     fail "srun guard: no 'exit code is lost' line"
-  [[ -s "$T/run-hang/summary.json" ]] && pass "srun guard: training itself completed before the simulated hang" ||
-    fail "srun guard: no run-hang/summary.json"
+  [[ -s "$T/serve-metrics-hang.json" ]] && pass "srun guard: serving itself completed before the simulated hang" ||
+    fail "srun guard: no serve-metrics-hang.json"
   sleep 1
   [[ -z "$(pids_of_job "$j2")" ]] && pass "srun guard: no hpcml process of job $j2 left" ||
     fail "srun guard: hpcml processes left: $(pids_of_job "$j2")"

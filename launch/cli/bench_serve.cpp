@@ -1,0 +1,265 @@
+// `hpcml bench serve`: throughput and latency of hpcml serve against the number of
+// concurrent request streams (in-flight request slots), with dynamic batching and
+// with batch-1 serving, for FACILE (16 channel rows per request) and DeepCalo
+// (5 images per request). Run with 2 ranks: rank 0 is the client, the last rank
+// the server (Krupa et al. 2021, Figures 5-6).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "core/error.hpp"
+#include "core/mpi.hpp"
+#include "launch/cli/command.hpp"
+#include "launch/serve/client.hpp"
+#include "launch/serve/driver.hpp"
+#include "launch/serve/repository.hpp"
+#include "launch/serve/server.hpp"
+#include "models/registry.hpp"
+
+namespace hpcml::launch::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+constexpr int kTagBenchReport = 7106;
+
+struct ServeBenchOptions {
+  std::vector<int> streams{1, 2, 4, 8, 16, 32};
+  double seconds = 1.0;
+  double warmup_s = 0.2;
+  std::vector<std::string> cases{"facile", "deepcalo"};
+  std::string json_path;
+};
+
+struct Case {
+  std::string model;
+  int rows;  // per request
+};
+
+Case case_of(const std::string& name) {
+  if (name == "facile") return {"facile", 16};
+  if (name == "deepcalo") return {"deepcalo", 5};
+  HPCML_THROW(ConfigError, "bench serve: --cases: expected facile and/or deepcalo, found '", name, "'");
+}
+
+// This rank's repository: each case with dynamic batching and as batch-1 serving.
+std::string write_repository(const ServeBenchOptions& o, int max_streams) {
+  const fs::path dir = fs::temp_directory_path() / ("hpcml-bench-serve-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  for (const auto& name : o.cases) {
+    const Case c = case_of(name);
+    const int max_batch = c.rows * max_streams;
+    for (const bool dynamic : {true, false}) {
+      const fs::path m = dir / (name + (dynamic ? "" : "-batch1"));
+      fs::create_directories(m);
+      std::ofstream(m / "config.yaml") << "platform: zoo\nzoo_model: " << name << "\nseed: 1\nmax_batch_size: "
+                                       << max_batch << "\ndynamic_batching: " << (dynamic ? "true" : "false")
+                                       << "\nmax_queue_delay_us: 0\ninstances: 1\n";
+    }
+  }
+  return dir.string();
+}
+
+nlohmann::json run_point(serve::Client& client, const std::string& model, const serve::NamedInputs& inputs,
+                         int streams, double seconds, double warmup_s) {
+  std::deque<std::future<serve::InferResult>> window;
+  std::vector<double> latency, queue, input, infer, output, overhead;
+  double batch_rows = 0;
+  int64_t done = 0;
+  const auto start = Clock::now();
+  const auto measure_from =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warmup_s));
+  const auto stop = measure_from + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  Clock::time_point first = measure_from, last = measure_from;
+  bool measuring = false;
+  for (int i = 0; i < streams; ++i) window.push_back(client.infer_async(model, inputs));
+  while (!window.empty()) {
+    serve::InferResult r = window.front().get();
+    window.pop_front();
+    const auto now = Clock::now();
+    if (now < stop) window.push_back(client.infer_async(model, inputs));
+    if (now < measure_from) continue;
+    if (!measuring) {
+      measuring = true;
+      first = now;
+    }
+    if (now > stop) continue;
+    last = now;
+    ++done;
+    latency.push_back(r.latency_us);
+    queue.push_back(r.timing.queue_us);
+    input.push_back(r.timing.input_us);
+    infer.push_back(r.timing.infer_us);
+    output.push_back(r.timing.output_us);
+    overhead.push_back(r.timing.overhead_us);
+    batch_rows += r.timing.batch_rows;
+  }
+  auto mean = [](const std::vector<double>& v) {
+    double s = 0;
+    for (double x : v) s += x;
+    return v.empty() ? 0.0 : s / static_cast<double>(v.size());
+  };
+  const double span = std::max(1e-9, std::chrono::duration<double>(last - first).count());
+  const double per_s = static_cast<double>(std::max<int64_t>(0, done - 1)) / span;
+  return {{"streams", streams},
+          {"requests", done},
+          {"events_per_s", per_s},
+          {"latency_us",
+           {{"p50", serve::percentile(latency, 0.5)}, {"p90", serve::percentile(latency, 0.9)},
+            {"p95", serve::percentile(latency, 0.95)}, {"p99", serve::percentile(latency, 0.99)}}},
+          {"breakdown_us",
+           {{"queue", mean(queue)}, {"compute_input", mean(input)}, {"compute_infer", mean(infer)},
+            {"compute_output", mean(output)}}},
+          {"server_overhead_us_p50", serve::percentile(overhead, 0.5)},
+          {"mean_batch_rows", done > 0 ? batch_rows / static_cast<double>(done) : 0.0}};
+}
+
+int run_bench(Context& ctx, const ServeBenchOptions& o) {
+  const int rank = ctx.env.rank, size = ctx.env.size;
+  HPCML_CHECK_AS(ConfigError, size >= 2, "bench serve: needs 2 ranks (client rank 0, server rank 1), found ", size,
+                 "; run it as mpirun -n 2 hpcml bench serve");
+  for (int s : o.streams)
+    HPCML_CHECK_AS(ConfigError, s >= 1 && s <= 1024, "bench serve: --streams: expected 1 to 1024, found ", s);
+  const int max_streams = *std::max_element(o.streams.begin(), o.streams.end());
+  const std::string repo = write_repository(o, max_streams);
+  const int server = size - 1;
+  std::vector<int> clients;
+  for (int r = 0; r < server; ++r) clients.push_back(r);
+  MPI_Comm comm;
+  HPCML_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
+  HPCML_MPI_CHECK(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN));
+  int exit_code = 0;
+  if (rank == server) {
+    serve::ServerOptions so;
+    so.repository = repo;
+    so.intra_op_threads = 1;
+    so.client_timeout_s = std::max(60.0, ctx.config.runtime.collective_timeout_s);
+    const auto report = serve::run_server(comm, clients, so);
+    const std::string text = report.to_json();
+    HPCML_MPI_CHECK(MPI_Send(text.data(), static_cast<int>(text.size()), MPI_CHAR, 0, kTagBenchReport, comm));
+  } else {
+    at::set_num_threads(1);
+    serve::Client client(comm, {server});
+    nlohmann::json result;
+    if (rank == 0) {
+      result = {{"benchmark", "serve"}, {"ranks", size}, {"client_ranks", 1}, {"server_ranks", 1},
+                {"seconds_per_point", o.seconds}, {"server_intra_op_threads", 1}};
+      nlohmann::json sweep = nlohmann::json::array(), local = nlohmann::json::object();
+      std::printf("%-9s %-8s %7s %11s %12s %9s %9s %9s %9s %9s %10s\n", "case", "batching", "streams", "events/s",
+                  "rows/s", "p50_us", "p99_us", "queue_us", "infer_us", "ovh_p50", "batch_rows");
+      const auto entries = serve::read_repository(repo);
+      for (const auto& name : o.cases) {
+        const Case c = case_of(name);
+        const serve::NamedInputs inputs = serve::fixed_inputs(models::example_inputs(name, c.rows, /*seed=*/7));
+        // X: local inference of one request's rows at one thread.
+        const auto& entry = serve::find_entry(entries, name);
+        auto model = serve::load_model(entry);
+        for (int i = 0; i < 20; ++i) serve::run_local(*model, entry, inputs);
+        const int reps = name == "facile" ? 2000 : 100;
+        const auto l0 = Clock::now();
+        for (int i = 0; i < reps; ++i) serve::run_local(*model, entry, inputs);
+        local[name] = std::chrono::duration<double, std::micro>(Clock::now() - l0).count() / reps;
+        for (const bool dynamic : {true, false}) {
+          const std::string served = name + (dynamic ? "" : "-batch1");
+          for (int streams : o.streams) {
+            nlohmann::json p = run_point(client, served, inputs, streams, o.seconds, o.warmup_s);
+            p["case"] = name;
+            p["rows_per_request"] = c.rows;
+            p["batching"] = dynamic ? "dynamic" : "batch1";
+            p["inferences_per_s"] = p["events_per_s"].get<double>() * c.rows;
+            std::printf("%-9s %-8s %7d %11.0f %12.0f %9.1f %9.1f %9.1f %9.1f %9.2f %10.1f\n", name.c_str(),
+                        dynamic ? "dynamic" : "batch1", streams, p["events_per_s"].get<double>(),
+                        p["inferences_per_s"].get<double>(), p["latency_us"]["p50"].get<double>(),
+                        p["latency_us"]["p99"].get<double>(), p["breakdown_us"]["queue"].get<double>(),
+                        p["breakdown_us"]["compute_infer"].get<double>(), p["server_overhead_us_p50"].get<double>(),
+                        p["mean_batch_rows"].get<double>());
+            std::fflush(stdout);
+            sweep.push_back(p);
+          }
+        }
+      }
+      result["sweep"] = sweep;
+      result["local_inference_us"] = local;
+      // Gain of dynamic batching over batch-1 at each stream count.
+      nlohmann::json gains = nlohmann::json::object();
+      for (const auto& a : sweep) {
+        if (a["batching"] != "dynamic") continue;
+        for (const auto& b : sweep)
+          if (b["batching"] == "batch1" && b["case"] == a["case"] && b["streams"] == a["streams"])
+            gains[a["case"].get<std::string>()][std::to_string(a["streams"].get<int>())] =
+                a["events_per_s"].get<double>() / std::max(1e-9, b["events_per_s"].get<double>());
+      }
+      result["gains"] = gains;
+      if (gains.contains("facile") && gains["facile"].contains("16"))
+        result["dynamic_batching_gain"] = gains["facile"]["16"];
+      for (const auto& [name, g] : gains.items()) {
+        std::printf("dynamic batching gain (%s):", name.c_str());
+        for (const auto& [s, v] : g.items()) std::printf(" %s streams %.2fx;", s.c_str(), v.get<double>());
+        std::printf("\n");
+      }
+    }
+    client.finish();
+    if (rank == 0) {
+      // The server's own overhead per request over the whole run, reply send included.
+      const auto deadline = Clock::now() + std::chrono::duration<double>(ctx.config.runtime.collective_timeout_s);
+      for (;;) {
+        int flag = 0;
+        MPI_Message m;
+        MPI_Status st;
+        HPCML_MPI_CHECK(MPI_Improbe(server, kTagBenchReport, comm, &flag, &m, &st));
+        if (flag) {
+          int count = 0;
+          HPCML_MPI_CHECK(MPI_Get_count(&st, MPI_CHAR, &count));
+          std::string text(static_cast<size_t>(count), '\0');
+          HPCML_MPI_CHECK(MPI_Mrecv(text.data(), count, MPI_CHAR, &m, MPI_STATUS_IGNORE));
+          result["server_report"] = nlohmann::json::parse(text);
+          std::printf("server overhead per request over the run (receive, unpack, assembly, scatter, reply): "
+                      "p50 %.2f us, p90 %.2f us\n",
+                      result["server_report"]["overhead_us"]["p50"].get<double>(),
+                      result["server_report"]["overhead_us"]["p90"].get<double>());
+          break;
+        }
+        HPCML_CHECK_AS(CommError, Clock::now() < deadline, "bench serve: no report from server rank ", server);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      if (!o.json_path.empty()) {
+        std::ofstream f(o.json_path);
+        HPCML_CHECK_AS(IoError, static_cast<bool>(f), "bench serve: cannot write '", o.json_path, "'");
+        f << result.dump(2) << "\n";
+        std::printf("wrote %s\n", o.json_path.c_str());
+      }
+    }
+  }
+  HPCML_MPI_CHECK(MPI_Comm_free(&comm));
+  fs::remove_all(repo);
+  return exit_code;
+}
+
+}  // namespace
+
+void add_bench_serve_command(CLI::App& bench, CommonOptions& common, Runner& selected) {
+  auto* sub = bench.add_subcommand(
+      "serve", "hpcml serve throughput and latency vs concurrent request streams, dynamic batching vs batch-1 serving "
+               "(FACILE 16 rows/request, DeepCalo 5 images/request); run as mpirun -n 2 (client rank 0, server rank 1)");
+  add_common_options(sub, common);
+  auto o = std::make_shared<ServeBenchOptions>();
+  sub->add_option("--streams", o->streams, "In-flight request slots to sweep")->delimiter(',')->capture_default_str();
+  sub->add_option("--seconds", o->seconds, "Measured seconds per point")->check(CLI::Range(0.01, 600.0))->capture_default_str();
+  sub->add_option("--warmup-s", o->warmup_s, "Unmeasured seconds before each point")->check(CLI::Range(0.0, 60.0))->capture_default_str();
+  sub->add_option("--cases", o->cases, "facile and/or deepcalo")->delimiter(',')->capture_default_str();
+  sub->add_option("--json", o->json_path, "Write the results as JSON (sweep, gains, dynamic_batching_gain)");
+  sub->callback([&selected, o] { selected = [o](Context& c) { return run_bench(c, *o); }; });
+}
+
+}  // namespace hpcml::launch::cli

@@ -1,0 +1,401 @@
+#include "launch/serve/client.hpp"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "core/log.hpp"
+#include "core/mpi.hpp"
+#include "launch/serve/repository.hpp"
+
+namespace hpcml::launch::serve {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double us_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::micro>(b - a).count();
+}
+
+template <typename D>
+std::string seconds_text(D d) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f", std::chrono::duration<double>(d).count());
+  return text;
+}
+
+struct Pending {
+  std::uint64_t id = 0;
+  std::string model;
+  std::shared_ptr<std::vector<char>> bytes;
+  int server = -1;  // index into servers
+  Clock::time_point called, sent;
+  double pack_us = 0;
+  std::promise<InferResult> promise;
+  MPI_Request send = MPI_REQUEST_NULL;
+};
+
+}  // namespace
+
+struct Client::State {
+  MPI_Comm comm = MPI_COMM_NULL;
+  std::vector<int> servers;
+  ClientOptions options;
+
+  std::mutex mutex;  // guards outbound, stopping, stats
+  std::condition_variable cv;
+  std::deque<std::unique_ptr<Pending>> outbound;
+  bool stopping = false;
+  bool finished = false;
+  std::string broken;  // the progress thread's fatal error, if any
+  ClientStats stats;
+  std::atomic<std::uint64_t> next_id{1};
+  std::thread progress;
+
+  // Progress thread only.
+  std::unordered_map<std::uint64_t, std::unique_ptr<Pending>> in_flight;
+  std::vector<std::int64_t> load;
+  std::vector<bool> dead;
+  std::vector<Clock::time_point> last_heard;
+
+  // Local fallback.
+  std::mutex fallback_mutex;
+  std::condition_variable fallback_cv;
+  std::deque<std::unique_ptr<Pending>> fallback_queue;
+  bool fallback_stop = false;
+  std::thread fallback_thread;
+  std::vector<ModelEntry> fallback_entries;
+  std::map<std::string, std::unique_ptr<models::Model>> fallback_models;
+
+  void run();
+  void loop();
+  void send_new(std::unique_ptr<Pending> p);
+  void complete(int source, const std::vector<char>& bytes);
+  void declare_dead(int server, const std::string& why);
+  void give_up(std::unique_ptr<Pending> p, const std::string& why);
+  void fallback_loop();
+  void fail(Pending& p, const std::string& line) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      stats.errors += 1;
+    }
+    p.promise.set_exception(std::make_exception_ptr(ServeError(rank_tag() + " serve: " + line, __FILE__, __LINE__)));
+  }
+};
+
+void Client::State::send_new(std::unique_ptr<Pending> p) {
+  int best = -1;
+  for (size_t s = 0; s < servers.size(); ++s)
+    if (!dead[s] && (best < 0 || load[s] < load[best])) best = static_cast<int>(s);
+  if (best < 0) {
+    std::string ranks;
+    for (int s : servers) ranks += (ranks.empty() ? "" : ", ") + std::to_string(s);
+    const std::string why = "no live server for request " + std::to_string(p->id) + " of model '" + p->model +
+                            "': server rank(s) " + ranks + " stopped answering";
+    give_up(std::move(p), why);
+    return;
+  }
+  p->server = best;
+  p->sent = Clock::now();
+  HPCML_MPI_CHECK(MPI_Isend(p->bytes->data(), static_cast<int>(p->bytes->size()), MPI_BYTE, servers[best],
+                            kTagRequest, comm, &p->send));
+  ++load[best];
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    stats.sent += 1;
+  }
+  in_flight.emplace(p->id, std::move(p));
+}
+
+void Client::State::give_up(std::unique_ptr<Pending> p, const std::string& why) {
+  if (options.fallback) {
+    {
+      std::lock_guard<std::mutex> lock(fallback_mutex);
+      fallback_queue.push_back(std::move(p));
+    }
+    fallback_cv.notify_one();
+    return;
+  }
+  fail(*p, why);
+}
+
+void Client::State::complete(int source, const std::vector<char>& bytes) {
+  const auto t0 = Clock::now();
+  Reply reply = parse_reply(bytes.data(), bytes.size());
+  auto it = in_flight.find(reply.id);
+  if (it == in_flight.end()) return;  // a late answer to a request already given up on
+  std::unique_ptr<Pending> p = std::move(it->second);
+  in_flight.erase(it);
+  if (p->server >= 0) --load[p->server];
+  if (p->send != MPI_REQUEST_NULL) HPCML_MPI_CHECK(MPI_Wait(&p->send, MPI_STATUS_IGNORE));  // the reply proves it arrived
+  if (!reply.ok) {
+    fail(*p, "server rank " + std::to_string(source) + " refused request " + std::to_string(p->id) + " for model '" +
+                 p->model + "': " + reply.error);
+    return;
+  }
+  InferResult r;
+  r.output = std::move(reply.output);
+  r.timing = reply.timing;
+  r.server = source;
+  const auto t1 = Clock::now();
+  r.pack_us = p->pack_us + us_between(t0, t1);
+  r.latency_us = us_between(p->called, t1);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    stats.replies += 1;
+  }
+  p->promise.set_value(std::move(r));
+}
+
+void Client::State::declare_dead(int server, const std::string& why) {
+  dead[server] = true;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    stats.dead_servers.push_back(servers[server]);
+  }
+  HPCML_LOG_WARN("serve: {}", why);
+  std::vector<std::uint64_t> ids;
+  for (const auto& [id, p] : in_flight)
+    if (p->server == server) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  for (auto id : ids) {
+    auto p = std::move(in_flight[id]);
+    in_flight.erase(id);
+    // The send may never complete (the peer is gone): leave it to MPI.
+    if (p->send != MPI_REQUEST_NULL) HPCML_MPI_CHECK(MPI_Request_free(&p->send));
+    const std::string line = why + " (request " + std::to_string(id) + " of model '" + p->model + "')";
+    give_up(std::move(p), line);
+  }
+  load[server] = 0;
+}
+
+void Client::State::loop() {
+  const auto timeout = std::chrono::duration<double>(options.server_timeout_s);
+  const auto heartbeat = std::chrono::duration<double>(options.heartbeat_s);
+  auto last_heartbeat = Clock::now();
+  std::vector<char> bytes;
+  int idle = 0;
+  for (;;) {
+    std::deque<std::unique_ptr<Pending>> fresh;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      fresh.swap(outbound);
+      if (fresh.empty() && stopping && in_flight.empty()) return;
+    }
+    bool did = !fresh.empty();
+    for (auto& p : fresh) send_new(std::move(p));
+    for (auto& [id, p] : in_flight) {
+      if (p->send == MPI_REQUEST_NULL) continue;
+      int done = 0;
+      HPCML_MPI_CHECK(MPI_Test(&p->send, &done, MPI_STATUS_IGNORE));
+    }
+    // Only the two tags a client is sent: other traffic on the communicator (an
+    // application's own) is not this thread's to take.
+    for (int k = 0; k < 128; ++k) {
+      int flag = 0;
+      MPI_Message message;
+      MPI_Status status;
+      HPCML_MPI_CHECK(MPI_Improbe(MPI_ANY_SOURCE, k % 2 == 0 ? kTagReply : kTagHeartbeat, comm, &flag, &message, &status));
+      if (!flag) {
+        if (k % 2 == 0) continue;
+        break;
+      }
+      did = true;
+      int count = 0;
+      HPCML_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &count));
+      bytes.resize(static_cast<size_t>(std::max(count, 1)));
+      HPCML_MPI_CHECK(MPI_Mrecv(bytes.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE));
+      const auto s = std::find(servers.begin(), servers.end(), status.MPI_SOURCE);
+      if (s != servers.end()) last_heard[s - servers.begin()] = Clock::now();
+      if (status.MPI_TAG == kTagReply) {
+        bytes.resize(static_cast<size_t>(count));
+        complete(status.MPI_SOURCE, bytes);
+      }
+    }
+    const auto now = Clock::now();
+    if (options.send_heartbeats && now - last_heartbeat >= heartbeat) {
+      last_heartbeat = now;
+      for (size_t s = 0; s < servers.size(); ++s) {
+        if (dead[s]) continue;
+        MPI_Request r;
+        HPCML_MPI_CHECK(MPI_Isend(nullptr, 0, MPI_BYTE, servers[s], kTagHeartbeat, comm, &r));
+        HPCML_MPI_CHECK(MPI_Request_free(&r));
+      }
+    }
+    // A server holding our requests that has said nothing for server_timeout_s is dead.
+    for (size_t s = 0; s < servers.size(); ++s) {
+      if (dead[s] || load[s] == 0) continue;
+      Clock::time_point oldest = now;
+      for (const auto& [id, p] : in_flight)
+        if (p->server == static_cast<int>(s)) oldest = std::min(oldest, p->sent);
+      const auto since = std::max(oldest, last_heard[s]);
+      if (now - since > timeout) {
+        declare_dead(static_cast<int>(s),
+                     "server rank " + std::to_string(servers[s]) + " sent nothing for " + seconds_text(now - since) +
+                         " s while holding requests of this client (serve.server_timeout_s = " +
+                         seconds_text(timeout) + ")" +
+                         (options.fallback ? "; running them locally" : ""));
+        did = true;
+      }
+    }
+    if (did) {
+      idle = 0;
+    } else if (in_flight.empty()) {
+      std::unique_lock<std::mutex> lock(mutex);
+      cv.wait_for(lock, std::chrono::milliseconds(1), [&] { return !outbound.empty() || stopping; });
+    } else if (++idle < 2000) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+}
+
+void Client::State::run() {
+  try {
+    loop();
+    // DONE to every live server; 0-byte sends complete locally.
+    for (size_t s = 0; s < servers.size(); ++s) {
+      if (dead[s]) continue;
+      HPCML_MPI_CHECK(MPI_Send(nullptr, 0, MPI_BYTE, servers[s], kTagDone, comm));
+    }
+  } catch (const std::exception& e) {
+    const std::string line = std::string("the client's progress thread failed: ") + e.what();
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      broken = line;
+    }
+    for (auto& [id, p] : in_flight) fail(*p, line);
+    in_flight.clear();
+    std::deque<std::unique_ptr<Pending>> rest;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      rest.swap(outbound);
+    }
+    for (auto& p : rest) fail(*p, line);
+  }
+}
+
+void Client::State::fallback_loop() {
+  at::NoGradGuard no_grad;
+  for (;;) {
+    std::unique_ptr<Pending> p;
+    {
+      std::unique_lock<std::mutex> lock(fallback_mutex);
+      fallback_cv.wait(lock, [&] { return fallback_stop || !fallback_queue.empty(); });
+      if (fallback_queue.empty()) return;
+      p = std::move(fallback_queue.front());
+      fallback_queue.pop_front();
+    }
+    try {
+      if (fallback_entries.empty()) fallback_entries = read_repository(options.repository);
+      const ModelEntry& entry = find_entry(fallback_entries, p->model);
+      auto& model = fallback_models[p->model];
+      if (!model) model = load_model(entry);
+      Request request = parse_request(p->bytes);
+      InferResult r;
+      r.output = run_local(*model, entry, request.inputs).clone();
+      r.server = -1;
+      r.pack_us = p->pack_us;
+      r.latency_us = us_between(p->called, Clock::now());
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        stats.fallbacks += 1;
+      }
+      p->promise.set_value(std::move(r));
+    } catch (const std::exception& e) {
+      const auto* err = dynamic_cast<const Error*>(&e);
+      fail(*p, "local fallback for request " + std::to_string(p->id) + " of model '" + p->model +
+                   "' failed: " + (err ? err->message() : std::string(e.what())));
+    }
+  }
+}
+
+Client::Client(MPI_Comm comm, std::vector<int> servers, ClientOptions options) : state_(std::make_unique<State>()) {
+  HPCML_CHECK_AS(ConfigError, !servers.empty(), "serve: a client needs at least one server rank");
+  auto& s = *state_;
+  s.comm = comm;
+  s.servers = std::move(servers);
+  s.options = std::move(options);
+  s.load.assign(s.servers.size(), 0);
+  s.dead.assign(s.servers.size(), false);
+  s.last_heard.assign(s.servers.size(), Clock::now());
+  if (s.options.fallback) {
+    HPCML_CHECK_AS(ConfigError, !s.options.repository.empty(),
+                   "config error: key 'serve.repository': the client's local fallback needs the model repository");
+    s.fallback_thread = std::thread([&s] { s.fallback_loop(); });
+  }
+  s.progress = std::thread([&s] { s.run(); });
+}
+
+Client::~Client() {
+  try {
+    finish();
+  } catch (const std::exception& e) {
+    HPCML_LOG_ERROR("serve: client shutdown failed: {}", e.what());
+  }
+}
+
+std::future<InferResult> Client::infer_async(const std::string& model, const NamedInputs& inputs) {
+  auto& s = *state_;
+  auto p = std::make_unique<Pending>();
+  p->called = Clock::now();
+  p->id = s.next_id.fetch_add(1);
+  p->model = model;
+  p->bytes = std::make_shared<std::vector<char>>(pack_request(p->id, model, inputs));
+  p->pack_us = us_between(p->called, Clock::now());
+  auto future = p->promise.get_future();
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    if (!s.broken.empty())
+      HPCML_THROW(ServeError, rank_tag(), " serve: ", s.broken);
+    HPCML_CHECK_AS(ServeError, !s.stopping, rank_tag(), " serve: infer_async('", model, "') after finish()");
+    s.outbound.push_back(std::move(p));
+  }
+  s.cv.notify_one();
+  return future;
+}
+
+std::future<InferResult> Client::infer_async(const std::string& model, const std::map<std::string, at::Tensor>& inputs) {
+  return infer_async(model, fixed_inputs(inputs));
+}
+
+InferResult Client::infer(const std::string& model, const NamedInputs& inputs) {
+  return infer_async(model, inputs).get();
+}
+
+void Client::finish() {
+  auto& s = *state_;
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    if (s.finished) return;
+    s.finished = true;
+    s.stopping = true;
+  }
+  s.cv.notify_all();
+  if (s.progress.joinable()) s.progress.join();
+  {
+    std::lock_guard<std::mutex> lock(s.fallback_mutex);
+    s.fallback_stop = true;
+  }
+  s.fallback_cv.notify_all();
+  if (s.fallback_thread.joinable()) s.fallback_thread.join();
+}
+
+ClientStats Client::stats() const {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  return state_->stats;
+}
+
+const std::vector<int>& Client::servers() const { return state_->servers; }
+
+}  // namespace hpcml::launch::serve

@@ -1,0 +1,87 @@
+"""`hpcml serve` end to end: MPMD role assignment, served FACILE on `hpcml datagen calo`
+events verified against local inference, metrics, a bad repository as a one-line error,
+and the `bench serve` JSON (tiny sweep: plumbing, not speed)."""
+import json
+import os
+import shutil
+import tempfile
+import unittest
+
+from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, SOURCE_DIR, run
+
+REPOSITORY = os.path.join(SOURCE_DIR, "configs", "serve-models")
+
+
+def serve_args(tmp, *extra):
+    return ["serve", "-c", os.path.join(SOURCE_DIR, "configs", "serve-facile.yaml"),
+            "--set", "serve.repository=" + REPOSITORY,
+            "--set", "serve.client.files=[%s/calo-channels-*.h5]" % tmp,
+            "--set", "serve.client.metrics=%s/metrics.json" % tmp,
+            "--set", "serve.client.cpu_work_us=10"] + list(extra)
+
+
+class ServeTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        rc, _, err, _ = run(["datagen", "calo", "-o", cls.tmp.name, "--events-per-file", "400", "--files", "1"])
+        assert rc == 0, err
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_served_equals_local_with_metrics(self):
+        rc, out, err, _ = run(serve_args(self.tmp.name), ranks=3, timeout=120)
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("serve: roles (count): clients 0,1; servers 2", out)
+        with open(os.path.join(self.tmp.name, "metrics.json")) as f:
+            metrics = json.load(f)
+        s = metrics["summary"]
+        self.assertEqual(s["events"], 25)  # 400 rows / 16 per event
+        for key in ("p50", "p90", "p95", "p99"):
+            self.assertGreater(s["latency_us"][key], 0)
+        for key in ("queue", "compute_input", "compute_infer", "compute_output"):
+            self.assertIn(key, s["server_breakdown_us"])
+        self.assertEqual(sum(int(k) * v for k, v in s["batch_rows_histogram"]["facile"].items()),
+                         16 * (25 + 2 * 8))  # every event and each client's 8 warm-up requests
+        self.assertEqual(len(s["servers"]), 1)
+        self.assertIn("F_eq", s)
+        clients = [r for r in metrics["ranks"] if r["role"] == "client"]
+        self.assertEqual(len(clients), 2)
+        for r in clients:
+            self.assertEqual(r["verify"]["mismatched"], 0, r["verify"])
+            self.assertGreater(r["verify"]["checked"], 0)
+
+    def test_mpmd_line_assigns_roles_by_app_context(self):
+        args = serve_args(self.tmp.name)
+        cmd = [shutil.which(MPIEXEC) or MPIEXEC] + MPIEXEC_PREFLAGS + ["-n", "1", BIN] + args + [":", "-n", "2", BIN] + args
+        rc, out, err, _ = run(cmd, timeout=120)
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("serve: roles (mpmd): clients 0; servers 1,2", out)
+        with open(os.path.join(self.tmp.name, "metrics.json")) as f:
+            s = json.load(f)["summary"]
+        self.assertEqual(len(s["servers"]), 2)
+
+    def test_bad_repository_is_one_line(self):
+        rc, out, err, _ = run(serve_args(self.tmp.name, "--set", "serve.repository=/nonexistent"), ranks=2)
+        self.assertNotEqual(rc, 0)
+        lines = [l for l in err.splitlines() if l.startswith("hpcml:")]
+        self.assertEqual(len(lines), 1, err)
+        self.assertIn("serve.repository", lines[0])
+
+    def test_bench_serve_json(self):
+        path = os.path.join(self.tmp.name, "bench.json")
+        rc, out, err, _ = run(["bench", "serve", "--streams", "1,4", "--seconds", "0.1", "--warmup-s", "0.02",
+                               "--cases", "facile", "--json", path], ranks=2, timeout=120)
+        self.assertEqual(rc, 0, out + err)
+        with open(path) as f:
+            result = json.load(f)
+        self.assertEqual(len(result["sweep"]), 4)  # 2 stream counts x (dynamic, batch1)
+        self.assertEqual({p["batching"] for p in result["sweep"]}, {"dynamic", "batch1"})
+        self.assertIn("4", result["gains"]["facile"])
+        self.assertGreater(result["server_report"]["requests"], 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
