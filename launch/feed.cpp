@@ -20,6 +20,11 @@ Example Example::narrow(int64_t begin, int64_t size) const {
   return out;
 }
 
+bool density_task(const TrainConfig& c) {
+  if (c.model.name == "mlp" || c.model.name == "torchscript") return false;
+  return models::zoo_entry(c.model.name).task == "density";
+}
+
 TrainConfig with_input_fields(TrainConfig c, const std::vector<std::string>& input_names) {
   const bool zoo = c.model.name != "mlp" && c.model.name != "torchscript";
   std::string names;
@@ -119,7 +124,10 @@ io::H5DatasetOptions dataset_options(const TrainConfig& c, const std::vector<std
   for (const auto& [name, field] : c.data.inputs) {
     if (mask_collection(field).empty()) o.expect.fields.push_back({field, io::layout::ElementKind::kFloat, -1});
   }
-  o.expect.fields.push_back({c.data.target, io::layout::ElementKind::kAny, 0});
+  // A density model's target may be one of its inputs (nsf-gw: the parameters), of any rank.
+  bool listed = false;
+  for (const auto& f : o.expect.fields) listed = listed || f.name == c.data.target;
+  if (!listed) o.expect.fields.push_back({c.data.target, io::layout::ElementKind::kAny, density_task(c) ? -1 : 0});
   return o;
 }
 
@@ -222,6 +230,7 @@ std::unique_ptr<Feed> make_feed(const TrainConfig& c, const Context& ctx) {
 
 at::Tensor task_loss(const std::string& loss, bool regression, const at::Tensor& output, const at::Tensor& target) {
   const std::string name = loss == "auto" ? (regression ? "mse" : "cross_entropy") : loss;
+  if (name == "nll") return -output.mean();
   if (name == "cross_entropy") {
     HPCML_CHECK_AS(ConfigError, !regression, "config error: key 'train.loss': cross_entropy needs an integer "
                    "(class) target, found a floating-point one");
@@ -253,14 +262,14 @@ double metric_value(bool regression, double sum, double samples) {
 
 namespace hpcml::launch {
 
-Scores::Scores(bool regression, bool binary)
-    : regression_(regression), binary_(binary && !regression), sums_(at::zeros({3 + (binary_ ? 2 * kBins : 0)}, at::kDouble)) {}
+Scores::Scores(bool regression, bool binary, bool density)
+    : regression_(regression && !density), binary_(binary && !regression && !density), density_(density), sums_(at::zeros({3 + (binary_ ? 2 * kBins : 0)}, at::kDouble)) {}
 
 void Scores::add(const at::Tensor& output, const at::Tensor& target, double mean_loss) {
   const double n = static_cast<double>(target.size(0));
   auto s = sums_.accessor<double, 1>();
   s[0] += mean_loss * n;
-  s[1] += metric_sum(regression_, output, target);
+  s[1] += density_ ? output.detach().to(at::kDouble).sum().item<double>() : metric_sum(regression_, output, target);
   s[2] += n;
   if (!binary_ || n == 0) return;
   HPCML_CHECK_AS(ConfigError, output.dim() == 2 && output.size(1) == 2, "validation: a binary classifier gives "
@@ -281,7 +290,8 @@ std::map<std::string, double> Scores::metrics() const {
   const auto s = sums_.accessor<double, 1>();
   const double samples = s[2];
   std::map<std::string, double> out{{"loss", samples > 0 ? s[0] / samples : 0.0},
-                                    {metric_name(regression_), metric_value(regression_, s[1], samples)},
+                                    {density_ ? "log_prob" : metric_name(regression_),
+                                     density_ ? (samples > 0 ? s[1] / samples : 0.0) : metric_value(regression_, s[1], samples)},
                                     {"samples", samples}};
   if (!binary_) return out;
   // From the highest score down: AUC = P(score_signal > score_background) (ties count

@@ -50,11 +50,16 @@ class Feed {
 /// for a data.inputs key the model does not have.
 TrainConfig with_input_fields(TrainConfig c, const std::vector<std::string>& input_names);
 
+/// True when model.name is a zoo density model (task "density", e.g. nsf-gw): its
+/// output is log q(target-like inputs | context) and its loss is -mean(output).
+bool density_task(const TrainConfig& c);
+
 /// The feed `c.data` describes (collective: opening files checks them on every rank).
 /// With HDF5 data, `c.data.inputs` must be resolved (with_input_fields).
 std::unique_ptr<Feed> make_feed(const TrainConfig& c, const Context& ctx);
 
-/// The loss named by train.loss (auto: cross-entropy or MSE by task).
+/// The loss named by train.loss (auto: cross-entropy or MSE by task; nll: -mean(output),
+/// the output being a density model's log-density).
 at::Tensor task_loss(const std::string& loss, bool regression, const at::Tensor& output, const at::Tensor& target);
 
 /// Per-batch sums for the task's metric: classification: correct predictions;
@@ -73,20 +78,21 @@ double metric_value(bool regression, double sum, double samples);
 /// not depend on the number of ranks.
 class Scores {
  public:
-  Scores(bool regression, bool binary);
+  /// `density`: the output is a log-density; the metric is "log_prob" (mean output).
+  Scores(bool regression, bool binary, bool density = false);
   /// One batch: model outputs, targets, and the batch's mean loss.
   void add(const at::Tensor& output, const at::Tensor& target, double mean_loss);
   /// The sums (float64); allreduce them to combine ranks.
   at::Tensor& sums() { return sums_; }
   double samples() const;
-  /// {"loss", "accuracy"|"resolution", "samples"} plus {"auc", "rejection_30"} when binary.
+  /// {"loss", "accuracy"|"resolution"|"log_prob", "samples"} plus {"auc", "rejection_30"} when binary.
   std::map<std::string, double> metrics() const;
 
   static constexpr int64_t kBins = 50000;
   static constexpr double kRange = 12.0;
 
  private:
-  bool regression_, binary_;
+  bool regression_, binary_, density_;
   at::Tensor sums_;  // loss sum, metric sum, samples, then signal and background histograms
 };
 

@@ -76,6 +76,7 @@ int run(int argc, char** argv) {
   hpcml::launch::cli::add_train_command(app, common, selected);
   hpcml::launch::cli::add_export_command(app, common, selected);
   hpcml::launch::cli::add_eval_command(app, common, selected);
+  hpcml::launch::cli::add_infer_command(app, common, selected);
   hpcml::launch::cli::add_datagen_command(app, common, selected);
   hpcml::launch::cli::add_models_command(app, common, selected);
   hpcml::launch::cli::add_serve_command(app, common, selected);

@@ -18,11 +18,49 @@ inline std::vector<std::string> model_names() {
   return names;
 }
 
+/// model.flow: the neural spline flow (model nsf-gw, docs/flows.md).
+struct FlowSection {
+  int steps = 5;
+  int bins = 8;
+  double tail_bound = 3.0;
+  int hidden = 128;
+  int hidden_layers = 2;
+  std::string linear = "lu";
+  int basis = 64;
+  std::vector<int> embedding_hidden{256, 128};
+  int context = 32;
+  int svd_waveforms = 1000;
+  int posterior_samples = 1000;
+  template <typename V>
+  void describe(V& v) {
+    v.field("steps", steps, "coupling steps", config::at_least(1));
+    v.field("bins", bins, "rational-quadratic spline bins", config::at_least(2));
+    v.field("tail_bound", tail_bound, "spline interval [-B, B] in standardised parameter units (identity outside)",
+            config::positive<double>());
+    v.field("hidden", hidden, "width of each coupling's conditioner MLP", config::at_least(1));
+    v.field("hidden_layers", hidden_layers, "hidden layers of each coupling's conditioner MLP", config::at_least(1));
+    v.field("linear", linear, "between couplings: a permutation, or a permutation then an LU-linear layer",
+            config::one_of({"lu", "permutation"}));
+    v.field("basis", basis, "outputs of the strain projection (initialised from the SVD of training waveforms)",
+            config::at_least(1));
+    v.field("embedding_hidden", embedding_hidden, "hidden widths of the embedding MLP after the projection");
+    v.field("context", context, "embedding output: the context the couplings are conditioned on",
+            config::at_least(1));
+    v.field("svd_waveforms", svd_waveforms,
+            "noise-free whitened templates, of the first training rows' parameters, whose SVD initialises the "
+            "projection (at least basis)",
+            config::at_least(1));
+    v.field("posterior_samples", posterior_samples,
+            "eval: posterior draws per validation event for the calibration (P-P) statistics", config::at_least(2));
+  }
+};
+
 struct ModelSection {
   std::string name = "mlp";
   std::vector<int> hidden{256, 256};
   std::string torchscript;
   int seed = 0;
+  FlowSection flow;
   template <typename V>
   void describe(V& v) {
     v.field("name", name,
@@ -32,6 +70,7 @@ struct ModelSection {
     v.field("hidden", hidden, "mlp: hidden layer widths");
     v.field("torchscript", torchscript, "torchscript: path of the .pt file; forward(x) returns logits");
     v.field("seed", seed, "seed of the initial weights (rank 0's are broadcast)", config::at_least(0));
+    v.section("flow", flow, "nsf-gw: the neural spline flow's architecture and calibration");
   }
 };
 
@@ -160,8 +199,9 @@ struct TrainSection {
             "parameters without a gradient in a step count as zero instead of an error");
     v.field("loss", loss,
             "auto (cross_entropy for an integer target, mse for a floating-point one), cross_entropy, mse, or "
-            "relative_mse (mean of ((prediction - target) / target)^2: minimises the resolution)",
-            config::one_of({"auto", "cross_entropy", "mse", "relative_mse"}));
+            "relative_mse (mean of ((prediction - target) / target)^2: minimises the resolution), or nll (a "
+            "density model's -mean log q; auto for nsf-gw)",
+            config::one_of({"auto", "cross_entropy", "mse", "relative_mse", "nll"}));
   }
 };
 

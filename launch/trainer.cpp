@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <numeric>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -23,9 +24,12 @@
 #include "core/trace.hpp"
 #include "core/watchdog.hpp"
 #include "hpcml/build_config.hpp"
+#include "io/h5_dataset.hpp"
 #include "io/h5_tensors.hpp"
+#include "io/predictions.hpp"
 #include "launch/feed.hpp"
 #include "launch/optim.hpp"
+#include "models/flows/nsf_model.hpp"
 #include "models/model.hpp"
 #include "models/registry.hpp"
 
@@ -62,6 +66,83 @@ std::unique_ptr<models::Model> make_mlp_for(const TrainConfig& c, const Feed& fe
   return models::make_mlp(inputs, hidden, feed.regression() ? 1 : c.data.classes, static_cast<uint64_t>(c.model.seed));
 }
 
+// The flow's architecture from model.flow, with the parameter and strain widths of the data.
+models::flows::NsfOptions flow_options(const TrainConfig& c, int64_t theta_dim, int64_t strain_length) {
+  const auto& f = c.model.flow;
+  models::flows::NsfOptions o;
+  o.theta_dim = theta_dim;
+  o.strain_length = strain_length;
+  o.num_steps = f.steps;
+  o.spline.num_bins = f.bins;
+  o.spline.tail_bound = f.tail_bound;
+  o.hidden = f.hidden;
+  o.hidden_layers = f.hidden_layers;
+  o.linear = f.linear;
+  o.n_basis = f.basis;
+  o.embedding_hidden.assign(f.embedding_hidden.begin(), f.embedding_hidden.end());
+  o.context_dim = f.context;
+  o.seed = static_cast<uint64_t>(c.model.seed);
+  return o;
+}
+
+// The dataset field of a density model's input `name` (data.inputs, else the zoo default).
+std::string flow_field(const TrainConfig& c, const std::string& name) {
+  if (auto it = c.data.inputs.find(name); it != c.data.inputs.end()) return it->second;
+  for (const auto& spec : models::zoo_entry(c.model.name).inputs) {
+    if (spec.name == name) return spec.field;
+  }
+  return name;
+}
+
+// The (theta, strain) widths of `files`, and the theta of every row when `read_theta`.
+struct FlowData {
+  int64_t theta_dim = 0, strain_length = 0;
+  std::string first_file;
+  at::Tensor theta;
+};
+
+FlowData flow_data(const TrainConfig& c, const std::vector<std::string>& files, bool read_theta) {
+  const std::string theta_field = flow_field(c, "theta"), strain_field = flow_field(c, "strain");
+  io::H5DatasetOptions o;
+  o.files = files;
+  o.expect.fields.push_back({theta_field, io::layout::ElementKind::kFloat, 1});
+  io::H5Dataset data(o);
+  const auto& first = data.files().front();
+  const auto* strain = first.field(strain_field);
+  HPCML_CHECK_AS(ConfigError, strain != nullptr && strain->shape.dims.size() == 2, "config error: key "
+                 "'data.inputs.strain': expected a (rows, T) field '", strain_field, "' in ", first.path,
+                 ", found ", strain ? strain->shape.describe() : std::string("none"));
+  FlowData out;
+  out.theta_dim = first.field(theta_field)->shape.dims[1];
+  out.strain_length = strain->shape.dims[1];
+  out.first_file = first.path;
+  if (read_theta) {
+    std::vector<int64_t> rows(static_cast<size_t>(data.size()));
+    std::iota(rows.begin(), rows.end(), int64_t{0});
+    out.theta = data.read(rows).fixed.at(theta_field);
+  }
+  return out;
+}
+
+// The nsf-gw model for the training files: with `prepare`, θ standardised on every
+// training row and the projection initialised from the SVD of templates (the same
+// on every rank; the reducer broadcasts rank 0's anyway).
+std::unique_ptr<models::Model> make_flow_for(const TrainConfig& c, bool prepare) {
+  const FlowData data = flow_data(c, c.data.files, prepare);
+  auto model = std::make_unique<models::flows::NsfModel>(flow_options(c, data.theta_dim, data.strain_length));
+  if (prepare) {
+    const auto gw = models::flows::gw_options_from_file(data.first_file);
+    HPCML_CHECK_AS(ConfigError, gw.length == data.strain_length && data.theta_dim == 5, "config error: key "
+                   "'data.files': ", data.first_file, " has gw.length ", gw.length, " and ", data.theta_dim,
+                   " parameters; expected the strain width ", data.strain_length, " and 5 parameters (datagen gw)");
+    const auto start = Clock::now();
+    models::flows::prepare_gw_flow(model->flow(), data.theta, c.model.flow.svd_waveforms, gw);
+    HPCML_LOG_INFO("nsf-gw: standardised on {} training rows; projection from the SVD of {} templates ({:.1f} s)",
+                   data.theta.size(0), c.model.flow.svd_waveforms, ms_between(start, Clock::now()) / 1000.0);
+  }
+  return model;
+}
+
 // The model, the config with its input fields resolved, and the feed, in the order
 // they depend on each other (a TorchScript model's inputs are its argument names).
 struct Setup {
@@ -70,18 +151,31 @@ struct Setup {
   std::unique_ptr<models::Model> model;
 };
 
-Setup set_up(TrainConfig c, const Context& ctx) {
+// `prepare`: a fresh model for training (a density model's data-dependent initialisation).
+Setup set_up(TrainConfig c, const Context& ctx, bool prepare = false) {
   Setup s;
-  s.model = build_named_model(c);
-  s.config = with_input_fields(std::move(c), s.model ? s.model->input_names() : std::vector<std::string>{"x"});
+  const bool density = density_task(c);
+  if (density) {
+    HPCML_CHECK_AS(ConfigError, c.data.name == "hdf5", "config error: key 'data.name': model ", c.model.name,
+                   " reads (theta, strain) pairs from HDF5 files (hpcml datagen gw): expected hdf5, found ",
+                   c.data.name);
+  }
+  s.model = density ? nullptr : build_named_model(c);
+  s.config = with_input_fields(std::move(c), s.model     ? s.model->input_names()
+                                             : density ? std::vector<std::string>{"theta", "strain"}
+                                                       : std::vector<std::string>{"x"});
   s.feed = make_feed(s.config, ctx);
-  if (!s.model) s.model = make_mlp_for(s.config, *s.feed);
+  if (density) {
+    s.model = make_flow_for(s.config, prepare);
+  } else if (!s.model) {
+    s.model = make_mlp_for(s.config, *s.feed);
+  }
   return s;
 }
 
 // A two-class classifier gets ROC metrics: zoo classifiers, or data.classes = 2.
 bool binary_task(const TrainConfig& c, const Feed& feed) {
-  if (feed.regression()) return false;
+  if (feed.regression() || density_task(c)) return false;
   if (c.model.name != "mlp" && c.model.name != "torchscript") return true;
   return c.data.classes == 2;
 }
@@ -198,8 +292,6 @@ void open_checkpoint(const std::string& path, torch::serialize::InputArchive& ar
                  "; this hpcml reads version ", kCheckpointFormat);
 }
 
-// Loads a checkpoint into the model and optimizer; returns its header. A model of
-// another shape is an error naming the first mismatching parameter.
 // Copies a checkpoint's parameters and buffers into `model`. A model of another
 // shape is an error naming the first mismatching parameter.
 void load_model_state(torch::serialize::InputArchive& archive, const std::string& path, models::Model& model) {
@@ -229,6 +321,8 @@ void load_model_state(torch::serialize::InputArchive& archive, const std::string
   }
 }
 
+// Loads a checkpoint into the model and optimizer; returns its header. A model of
+// another shape is an error naming the first mismatching parameter.
 CheckpointHeader load_checkpoint(const std::string& path, models::Model& model, torch::optim::Optimizer& optimizer,
                                  int rank, int world_size) {
   torch::serialize::InputArchive archive;
@@ -399,6 +493,11 @@ TrainConfig with_model_defaults(TrainConfig c) {
   if (c.model.name != "mlp" && c.model.name != "torchscript") {
     if (c.data.target.empty()) c.data.target = models::zoo_entry(c.model.name).target_field;
   }
+  const bool density = density_task(c);
+  if (density && c.train.loss == "auto") c.train.loss = "nll";
+  HPCML_CHECK_AS(ConfigError, density == (c.train.loss == "nll"), "config error: key 'train.loss': ",
+                 density ? "model " + c.model.name + " is a density model: expected nll or auto, found " + c.train.loss
+                         : "nll needs a density model (nsf-gw), found model " + c.model.name);
   return c;
 }
 
@@ -407,7 +506,7 @@ TrainConfig with_model_defaults(TrainConfig c) {
 Scores validation_scores(models::Model& model, Feed& feed, const TrainConfig& c) {
   torch::NoGradGuard no_grad;
   model.set_training(false);
-  Scores scores(feed.regression(), binary_task(c, feed));
+  Scores scores(feed.regression(), binary_task(c, feed), density_task(c));
   feed.for_each_validation([&](const Example& e) {
     const auto output = model.forward(e.inputs);
     scores.add(output, e.target, task_loss(c.train.loss, feed.regression(), output, e.target).item<double>());
@@ -432,6 +531,74 @@ std::string metrics_text(const Scores& scores) {
   return text;
 }
 
+// Simulation-based calibration of a density model over the validation set (every rank
+// its share; the sums allreduced): coverage of the central 50% / 90% intervals with
+// the 99% binomial band, the P–P curve, KS p-values, and the chirp-mass interval width
+// relative to the prior's. Rank 0 prints a table; the JSON goes into summary.json.
+nlohmann::json flow_calibration(Context& ctx, models::Model& model, Feed& feed, const TrainConfig& c) {
+  auto& world = *ctx.world;
+  auto& flow = dynamic_cast<models::flows::NsfModel&>(model).flow();
+  models::flows::CalibrationOptions o;
+  o.samples = c.model.flow.posterior_samples;
+  const auto gw = models::flows::gw_options_from_file(io::expand_files(c.data.validation_files).front());
+  o.prior_width = gw.chirp_mass_max - gw.chirp_mass_min;
+  models::flows::Calibration calibration(flow.options().theta_dim, o);
+  // Each rank's own stream: the statistics do not depend on which rank drew them.
+  at::Generator generator = at::detail::createCPUGenerator(static_cast<uint64_t>(c.train.seed) * 7919u + 17u +
+                                                            static_cast<uint64_t>(world.rank()));
+  const auto start = Clock::now();
+  flow.train(false);
+  feed.for_each_validation([&](const Example& e) {
+    calibration.add(flow, e.inputs.at("theta"), e.inputs.at("strain"), generator);
+  });
+  world.allreduce(calibration.sums());
+  const auto r = calibration.result();
+  const double n = r.events;
+  // The 99% band of a binomial fraction around p (normal approximation, z = 2.5758).
+  auto band = [&](double p) {
+    const double half = 2.5758 * std::sqrt(p * (1 - p) / std::max(1.0, n));
+    return std::vector<double>{p - half, p + half};
+  };
+  const auto band50 = band(0.5), band90 = band(0.9);
+  std::vector<std::string> names = models::flows::kGwParameterNames;
+  names.resize(static_cast<size_t>(flow.options().theta_dim));
+  nlohmann::json out = {{"events", n}, {"posterior_samples", o.samples}, {"band_50", band50}, {"band_90", band90}};
+  bool within = true;
+  double min_p = 1.0;
+  for (size_t d = 0; d < names.size(); ++d) {
+    const std::string name = names[d].empty() ? "theta" + std::to_string(d) : names[d];
+    out["coverage_50"][name] = r.coverage_50[d];
+    out["coverage_90"][name] = r.coverage_90[d];
+    out["ks_p"][name] = r.ks_p[d];
+    out["pp"][name] = r.pp[d];
+    within = within && r.coverage_50[d] >= band50[0] && r.coverage_50[d] <= band50[1] &&
+             r.coverage_90[d] >= band90[0] && r.coverage_90[d] <= band90[1];
+    min_p = std::min(min_p, r.ks_p[d]);
+  }
+  out["coverage_within_band"] = within;
+  out["ks_min_p"] = min_p;
+  out["chirp_mass_width_90_over_prior"] = r.median_width_90;
+  out["chirp_mass_width_50_over_prior"] = r.median_width_50;
+  out["informative"] = r.median_width_90 <= 0.25;
+  if (world.rank() == 0) {
+    std::printf("calibration on %.0f held-out events, %lld posterior draws each (%.1f s); 99%% bands: 50%% "
+                "[%.3f, %.3f], 90%% [%.3f, %.3f]\n",
+                n, static_cast<long long>(o.samples), ms_between(start, Clock::now()) / 1000.0, band50[0], band50[1],
+                band90[0], band90[1]);
+    std::printf("  %-12s %8s %8s %8s   P-P at 0.1 0.2 ... 0.9\n", "parameter", "cov50", "cov90", "KS p");
+    for (size_t d = 0; d < names.size(); ++d) {
+      std::string pp;
+      for (int k = 1; k <= 9; ++k) pp += fmt::format(" {:.3f}", r.pp[d][static_cast<size_t>(k * o.bins / 10)]);
+      std::printf("  %-12s %8.3f %8.3f %8.3f  %s\n", names[d].c_str(), r.coverage_50[d], r.coverage_90[d], r.ks_p[d],
+                  pp.c_str());
+    }
+    std::printf("coverage within the 99%% band: %s; KS min p %.3g; median chirp-mass 90%% width / prior width %.3f "
+                "(50%%: %.3f)\n",
+                within ? "yes" : "no", min_p, r.median_width_90, r.median_width_50);
+  }
+  return out;
+}
+
 int train(Context& ctx, const TrainConfig& config) {
   TrainConfig c = with_model_defaults(config);
   if (c.run.dir.empty()) c.run.dir = ctx.env.job_id ? "runs/" + *ctx.env.job_id : "runs/train";
@@ -440,7 +607,7 @@ int train(Context& ctx, const TrainConfig& config) {
   const int n = world.size();
   const fs::path run_dir = c.run.dir;
   // The model and its data: the synthetic set in memory, or this rank's shard of HDF5 files.
-  Setup setup = set_up(c, ctx);
+  Setup setup = set_up(c, ctx, /*prepare=*/true);
   c = std::move(setup.config);
   auto feed = std::move(setup.feed);
   auto model = std::move(setup.model);
@@ -457,6 +624,12 @@ int train(Context& ctx, const TrainConfig& config) {
   }
 
   const bool regression = feed->regression();
+  const bool density = density_task(c);
+  const char* metric = density ? "log_prob" : metric_name(regression);
+  // The training metric from its sum over samples (log_prob: the mean log-density).
+  auto metric_of = [&](double sum, double samples) {
+    return density ? (samples > 0 ? sum / samples : 0.0) : metric_value(regression, sum, samples);
+  };
   HPCML_CHECK_AS(ConfigError, c.train.batch_size % c.train.gradient_accumulation == 0,
                  "config error: key 'train.gradient_accumulation': expected a divisor of train.batch_size (",
                  c.train.batch_size, "), found ", c.train.gradient_accumulation);
@@ -572,7 +745,8 @@ int train(Context& ctx, const TrainConfig& config) {
       }
       backward_ms += ms_between(tb, Clock::now());
       loss_sum += loss.item<double>() * static_cast<double>(micro_size);
-      correct += metric_sum(regression, logits, part.target);
+      correct += density ? logits.detach().to(at::kDouble).sum().item<double>()
+                         : metric_sum(regression, logits, part.target);
     }
     backward_ms -= wait_ms;
     auto t3 = Clock::now();
@@ -602,7 +776,7 @@ int train(Context& ctx, const TrainConfig& config) {
             {"step", done},
             {"epoch", epoch},
             {"loss", v[0] / v[2]},
-            {metric_name(regression), metric_value(regression, v[1], v[2])},
+            {metric, metric_of(v[1], v[2])},
             {"lr", lr},
             {"samples_per_s", v[2] / seconds},
             {"time_ms",
@@ -613,7 +787,7 @@ int train(Context& ctx, const TrainConfig& config) {
           progress.update(done, v[0] / v[2], v[2] / seconds);
         } else {
           HPCML_LOG_INFO("step {}/{} epoch {} loss {:.4g} {} {:.4f} lr {:.4g} {:.0f} samples/s", done, total_steps,
-                         epoch, v[0] / v[2], metric_name(regression), metric_value(regression, v[1], v[2]), lr,
+                         epoch, v[0] / v[2], metric, metric_of(v[1], v[2]), lr,
                          v[2] / seconds);
         }
       }
@@ -687,10 +861,13 @@ int evaluate(Context& ctx, const TrainConfig& config, const std::string& checkpo
   }
   Scores scores = validation_scores(*model, *setup.feed, setup.config);
   world.allreduce(scores.sums());
-  if (world.rank() != 0) return 0;
   HPCML_CHECK_AS(ConfigError, scores.samples() > 0, "eval: the evaluation set is empty");
+  nlohmann::json calibration;
+  if (density_task(setup.config)) calibration = flow_calibration(ctx, *model, *setup.feed, setup.config);
+  if (world.rank() != 0) return 0;
   nlohmann::json result = {{"checkpoint", path}, {"model", model->name()}};
   result.update(metrics_json(scores, ""));
+  if (!calibration.is_null()) result["calibration"] = calibration;
   result["parameters_sha256"] = parameters_digest(model->named_parameters());
   std::printf("eval %s (%s) on %.0f samples: %s\n", model->name().c_str(), path.c_str(), scores.samples(),
               metrics_text(scores).c_str());
@@ -707,6 +884,126 @@ int evaluate(Context& ctx, const TrainConfig& config, const std::string& checkpo
   write_atomically(summary_path, summary.dump(2) + "\n");
   std::printf("wrote %s\n", summary_path.string().c_str());
   return 0;
+}
+
+int infer(Context& ctx, const TrainConfig& config, const InferOptions& options) {
+  const TrainConfig c = with_model_defaults(config);
+  HPCML_CHECK_AS(ConfigError, density_task(c), "config error: key 'model.name': infer needs a density model "
+                 "(nsf-gw), found ", c.model.name);
+  HPCML_CHECK_AS(ConfigError, options.samples >= 2, "infer: --samples: expected at least 2, found ", options.samples);
+  auto& world = *ctx.world;
+  const std::string path = options.checkpoint.empty() ? agreed_newest_checkpoint(world, c.run.dir) : options.checkpoint;
+  HPCML_CHECK_AS(ConfigError, !path.empty(), "infer: no checkpoint in '", c.run.dir,
+                 "/checkpoints' (run.dir); give one with --checkpoint");
+  const std::string theta_field = flow_field(c, "theta"), strain_field = flow_field(c, "strain");
+  // The strain (and, when present, the true parameters) of the input file.
+  io::H5DatasetOptions data_options;
+  data_options.files = {options.input};
+  data_options.expect.fields.push_back({strain_field, io::layout::ElementKind::kFloat, 1});
+  io::H5Dataset probe(data_options);
+  const auto& info = probe.files().front();
+  const bool has_theta = info.field(theta_field) != nullptr;
+  if (has_theta) data_options.expect.fields.push_back({theta_field, io::layout::ElementKind::kFloat, 1});
+  io::H5Dataset data(data_options);
+  const int64_t rows = data.size();
+  const int64_t count = options.events == 0 ? rows - options.first : options.events;
+  HPCML_CHECK_AS(ConfigError, options.first >= 0 && count >= 1 && options.first + count <= rows, "infer: --first ",
+                 options.first, " --events ", options.events, ": expected rows within the ", rows, " of ",
+                 options.input);
+  const int64_t strain_length = info.field(strain_field)->shape.dims[1];
+  models::flows::NsfModel model(flow_options(c, 5, strain_length));
+  {
+    torch::serialize::InputArchive archive;
+    open_checkpoint(path, archive);
+    load_model_state(archive, path, model);
+  }
+  model.set_training(false);
+  const auto gw = models::flows::gw_options_from_file(options.input);
+  HPCML_CHECK_AS(ConfigError, gw.length == strain_length, "infer: ", options.input, ": attribute gw.length ",
+                 gw.length, " differs from the strain width ", strain_length);
+
+  // Events first + r, first + r + N, ... on rank r; each from its own seeded generator.
+  const int rank = world.rank(), n = world.size();
+  std::vector<int64_t> mine;
+  for (int64_t i = rank; i < count; i += n) mine.push_back(options.first + i);
+  const int64_t draws = options.samples;
+  at::Tensor samples = at::zeros({static_cast<int64_t>(mine.size()), draws, 5}, at::kFloat);
+  at::Tensor log_weights = at::zeros({static_cast<int64_t>(mine.size()), draws}, at::kDouble);
+  at::Tensor stats = at::zeros({static_cast<int64_t>(mine.size()), 4}, at::kDouble);  // row, ess, efficiency, log Z
+  const auto start = Clock::now();
+  for (size_t k = 0; k < mine.size(); ++k) {
+    const auto block = data.read({mine[k]});
+    at::Generator generator =
+        at::detail::createCPUGenerator(io::datagen::derive_seed(options.seed, static_cast<uint64_t>(mine[k])));
+    torch::NoGradGuard no_grad;
+    const auto r = models::flows::gw_importance_sample(model.flow(), block.fixed.at(strain_field), draws, gw, generator);
+    samples[static_cast<int64_t>(k)].copy_(r.samples);
+    log_weights[static_cast<int64_t>(k)].copy_(r.log_weights);
+    stats[static_cast<int64_t>(k)].copy_(
+        at::tensor({static_cast<double>(mine[k]), r.ess, r.efficiency, r.log_evidence}, at::kDouble));
+  }
+  const double seconds = ms_between(start, Clock::now()) / 1000.0;
+  // Gathered on rank 0 in row order: rank r's k-th event is row first + r + k N.
+  const auto all_samples = world.allgather_varying(samples.reshape({-1}));
+  const auto all_weights = world.allgather_varying(log_weights.reshape({-1}));
+  const auto all_stats = world.allgather_varying(stats.reshape({-1}));
+  if (rank != 0) return 0;
+  at::Tensor out_samples = at::empty({count, draws, 5}, at::kFloat);
+  at::Tensor out_log_weights = at::empty({count, draws}, at::kDouble);
+  at::Tensor out_stats = at::empty({count, 4}, at::kDouble);
+  for (int r = 0; r < n; ++r) {
+    const auto s = all_samples[static_cast<size_t>(r)].reshape({-1, draws, 5});
+    const auto w = all_weights[static_cast<size_t>(r)].reshape({-1, draws});
+    const auto t = all_stats[static_cast<size_t>(r)].reshape({-1, 4});
+    for (int64_t k = 0; k < t.size(0); ++k) {
+      const int64_t i = r + k * n;
+      out_samples[i].copy_(s[k]);
+      out_log_weights[i].copy_(w[k]);
+      out_stats[i].copy_(t[k]);
+    }
+  }
+  const auto lse = at::logsumexp(out_log_weights, 1, /*keepdim=*/true);
+  const auto out_weights = at::where(at::isfinite(lse), at::exp(out_log_weights - lse), at::zeros_like(out_log_weights));
+  std::vector<io::Column> columns;
+  columns.push_back(io::column_from_tensor("row", out_stats.select(1, 0).to(at::kLong)));
+  columns.push_back(io::column_from_tensor("samples", out_samples, {"M_sun", "", "Mpc", "s", "rad"},
+                                           models::flows::kGwParameterNames));
+  columns.push_back(io::column_from_tensor("log_weights", out_log_weights));
+  columns.push_back(io::column_from_tensor("weights", out_weights));
+  columns.push_back(io::column_from_tensor("ess", out_stats.select(1, 1).contiguous()));
+  columns.push_back(io::column_from_tensor("efficiency", out_stats.select(1, 2).contiguous()));
+  columns.push_back(io::column_from_tensor("log_evidence", out_stats.select(1, 3).contiguous()));
+  if (has_theta) {
+    std::vector<int64_t> wanted(static_cast<size_t>(count));
+    std::iota(wanted.begin(), wanted.end(), options.first);
+    columns.push_back(io::column_from_tensor("parameters", data.read(wanted).fixed.at(theta_field).contiguous(),
+                                             {"M_sun", "", "Mpc", "s", "rad"}, models::flows::kGwParameterNames));
+  }
+  io::Provenance provenance;
+  provenance.model = model.name();
+  provenance.checkpoint_digest = parameters_digest(model.named_parameters());
+  provenance.config_yaml = config::to_yaml(c);
+  provenance.input_file = options.input;
+  provenance.first_row = options.first;
+  provenance.rows = count;
+  io::write_predictions(options.output, std::move(columns), provenance, "hpcml.gw.posterior");
+  const auto efficiency = out_stats.select(1, 2);
+  for (int64_t i = 0; i < count; ++i) {
+    std::printf("event %lld: sample efficiency %.4f (ESS %.1f of %lld), log evidence %.3f\n",
+                static_cast<long long>(out_stats[i][0].item<double>()), out_stats[i][2].item<double>(),
+                out_stats[i][1].item<double>(), static_cast<long long>(draws), out_stats[i][3].item<double>());
+  }
+  std::printf("infer: %lld event(s) x %lld draws on %d rank(s) in %.1f s: median sample efficiency %.4f, mean %.4f; "
+              "wrote %s\n",
+              static_cast<long long>(count), static_cast<long long>(draws), n, seconds,
+              efficiency.median().item<double>(), efficiency.mean().item<double>(), options.output.c_str());
+  return 0;
+}
+
+void load_checkpoint_weights(const std::string& path, models::Model& model) {
+  torch::serialize::InputArchive archive;
+  open_checkpoint(path, archive);
+  load_model_state(archive, path, model);
 }
 
 }  // namespace hpcml::launch

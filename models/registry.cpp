@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "core/error.hpp"
+#include "models/flows/nsf_model.hpp"
 
 namespace hpcml::models {
 
@@ -29,6 +30,13 @@ const std::vector<Registered>& registered() {
       {{"facile", "FACILE (CMS HCAL channel energy): BatchNorm on 15 inputs, dense 30-20-10-5-3 with ReLU, then 1",
         "hpcml.calo.channels", {{"x", "inputs", {15}}}, "energy", "regression", "configs/facile.yaml"},
        &detail::make_facile},
+      {{"nsf-gw",
+        "DINGO-style neural spline flow q(theta | strain) for GW posteriors: whitened strain -> SVD-initialised "
+        "projection (64) -> MLP 256-128 -> context 32; 5 x [permutation, LU-linear, RQ-spline coupling (8 bins, "
+        "tail bound 3, MLP 128x2)]; output log q (docs/flows.md)",
+        "hpcml.gw", {{"theta", "parameters", {5}}, {"strain", "strain", {2048}}}, "parameters", "density",
+        "configs/nsf-gw.yaml"},
+       &flows::make_nsf_gw},
       {{"particlenet",
         "ParticleNet (jet tagging): 7 features from each constituent's four-momentum, input BN, EdgeConv blocks "
         "k=16 (64,64,64) (128,128,128) (256,256,256), mean pooling over real particles, FC 256 + dropout 0.1, 2 "

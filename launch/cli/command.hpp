@@ -37,6 +37,7 @@ void add_bench_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_train_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_export_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_eval_command(CLI::App& app, CommonOptions& common, Runner& selected);
+void add_infer_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_datagen_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_models_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_serve_command(CLI::App& app, CommonOptions& common, Runner& selected);

@@ -36,13 +36,13 @@ int run_models(Context& c, const std::string& json_path) {
   if (c.env.rank != 0) return 0;
   nlohmann::json list = nlohmann::json::array();
   std::cout << "  " << std::left << std::setw(16) << "name" << std::right << std::setw(11) << "parameters"
-            << "  " << std::left << std::setw(20) << "schema" << std::setw(8) << "target" << std::setw(16) << "task"
+            << "  " << std::left << std::setw(20) << "schema" << std::setw(12) << "target" << std::setw(16) << "task"
             << "config\n";
   for (const auto& e : models::zoo()) {
     // Built on the fly, so the count is the code's, not a copy in the registry.
     const int64_t parameters = models::parameter_count(*models::make(e.name, /*seed=*/0));
     std::cout << "  " << std::left << std::setw(16) << e.name << std::right << std::setw(11) << parameters << "  "
-              << std::left << std::setw(20) << e.input_schema << std::setw(8) << e.target_field << std::setw(16)
+              << std::left << std::setw(20) << e.input_schema << std::setw(12) << e.target_field << std::setw(16)
               << e.task << e.default_config << "\n"
               << "  " << std::setw(16) << "" << "  inputs: " << inputs_text(e) << "\n"
               << "  " << std::setw(16) << "" << "  " << e.description << "\n";

@@ -1,4 +1,4 @@
-// `hpcml train` and `hpcml export`.
+// `hpcml train`, `eval`, `export` and `infer`.
 #include <iostream>
 
 #include "core/config.hpp"
@@ -62,6 +62,32 @@ void add_export_command(CLI::App& app, CommonOptions& common, Runner& selected) 
       }
       return 0;
     };
+  });
+}
+
+void add_infer_command(CLI::App& app, CommonOptions& common, Runner& selected) {
+  auto* sub = app.add_subcommand(
+      "infer", "Posterior samples of a density model (nsf-gw) for the events of a strain file: flow proposals "
+               "importance-weighted against the toy GW likelihood and prior; prints each event's sample efficiency "
+               "and log evidence and writes samples and weights to HDF5 (events spread over the ranks)");
+  add_common_options(sub, common);
+  auto options = std::make_shared<InferOptions>();
+  sub->add_option("--checkpoint", options->checkpoint, "Checkpoint file (default: the newest in run.dir/checkpoints)")
+      ->check(CLI::ExistingFile);
+  sub->add_option("-i,--input", options->input, "HDF5 file with the strain (hpcml datagen gw layout)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sub->add_option("-o,--output", options->output, "HDF5 file to write")->required();
+  sub->add_option("--samples", options->samples, "Proposal draws per event (default 5000)");
+  sub->add_option("--first", options->first, "First event (row) of the input (default 0)");
+  sub->add_option("--events", options->events, "Events from --first (default 1; 0: to the end of the file)");
+  sub->add_option("--seed", options->seed, "Seed; event i draws from (seed, i) (default 1)");
+  auto config = std::make_shared<TrainConfig>();
+  sub->callback([&selected, &common, config, options] {
+    common.parser = [config](const config::Document& environment, const config::Document& file) {
+      return read_layers(environment, file, *config);
+    };
+    selected = [config, options](Context& c) { return infer(c, *config, *options); };
   });
 }
 

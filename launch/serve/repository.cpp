@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "launch/trainer.hpp"
 #include "models/registry.hpp"
 
 namespace hpcml::launch::serve {
@@ -89,43 +90,6 @@ std::vector<InputSpec> zoo_inputs(const std::string& model) {
   return specs;
 }
 
-// The parameters and buffers of an `hpcml train` checkpoint into `model`. This
-// mirrors load_model_state in launch/trainer.cpp, which is internal to that file
-// (see the report of issue 9: expose it there and call it here).
-void load_checkpoint_weights(const std::string& path, models::Model& model, const std::string& name) {
-  torch::serialize::InputArchive archive;
-  try {
-    archive.load_from(path);
-  } catch (const c10::Error& e) {
-    HPCML_THROW(IoError, "serve: model '", name, "': cannot read checkpoint '", path, "': ", e.what_without_backtrace());
-  }
-  c10::IValue names_value;
-  HPCML_CHECK_AS(IoError, archive.try_read("param_names", names_value) && names_value.isString(), "serve: model '",
-                 name, "': checkpoint '", path, "' has no 'param_names' (not an hpcml checkpoint)");
-  std::vector<std::string> names;
-  std::istringstream lines(names_value.toStringRef());
-  for (std::string line; std::getline(lines, line);) names.push_back(line);
-  const auto params = model.named_parameters();
-  HPCML_CHECK_AS(IoError, names.size() == params.size(), "serve: model '", name, "': checkpoint '", path, "' holds ",
-                 names.size(), " parameters; the model has ", params.size());
-  at::NoGradGuard no_grad;
-  for (size_t i = 0; i < params.size(); ++i) {
-    at::Tensor stored;
-    archive.read("param_" + std::to_string(i), stored);
-    HPCML_CHECK_AS(IoError, names[i] == params[i].first && stored.sizes() == params[i].second.sizes(), "serve: model '",
-                   name, "': checkpoint '", path, "' does not fit: parameter ", i, " is '", names[i], "' of shape ",
-                   stored.sizes(), " in the checkpoint, '", params[i].first, "' of shape ", params[i].second.sizes(),
-                   " in the model");
-    params[i].second.copy_(stored);
-  }
-  int64_t i = 0;
-  for (const auto& [buffer_name, t] : model.named_buffers()) {
-    at::Tensor stored;
-    archive.read("buffer_" + std::to_string(i++), stored, true);
-    t.copy_(stored);
-  }
-}
-
 }  // namespace
 
 ModelEntry read_model_entry(const std::string& dir) {
@@ -181,8 +145,13 @@ std::unique_ptr<models::Model> load_model(const ModelEntry& entry) {
     model = models::load_torchscript((fs::path(entry.dir) / c.file).string());
   } else {
     model = models::make(c.zoo_model, static_cast<uint64_t>(c.seed));
-    if (!c.checkpoint.empty())
-      load_checkpoint_weights((fs::path(entry.dir) / c.checkpoint).string(), *model, entry.name);
+    if (!c.checkpoint.empty()) {
+      try {
+        load_checkpoint_weights((fs::path(entry.dir) / c.checkpoint).string(), *model);
+      } catch (const IoError& e) {
+        HPCML_THROW(IoError, "serve: model '", entry.name, "': ", e.message());
+      }
+    }
   }
   model->set_training(false);
   // Every input the model reads must be sent by clients or be a mask the server builds.

@@ -86,10 +86,13 @@ class ZooTwinsTest(unittest.TestCase):
         self.check_particlenet("particlenet-lite", 14, 26416)
 
     def test_listing(self):
-        self.assertEqual(sorted(self.listed), ["deepcalo", "facile", "particlenet", "particlenet-lite"])
+        self.assertEqual(sorted(self.listed), ["deepcalo", "facile", "nsf-gw", "particlenet", "particlenet-lite"])
         for m in self.listed.values():
-            task = "classification" if m["name"].startswith("particlenet") else "regression"
-            self.assertEqual((m["target"], m["task"]), ("label" if task == "classification" else "energy", task))
+            if m["name"] == "nsf-gw":  # the flow's twin test is test_nsf_twin.py
+                self.assertEqual((m["target"], m["task"], m["parameters"]), ("parameters", "density", 328887))
+            else:
+                task = "classification" if m["name"].startswith("particlenet") else "regression"
+                self.assertEqual((m["target"], m["task"]), ("label" if task == "classification" else "energy", task))
             self.assertTrue(os.path.exists(os.path.join(SOURCE_DIR, m["default_config"])), m["default_config"])
             self.assertIn(m["name"], self.text)
 
