@@ -25,3 +25,23 @@ def run(args, ranks=None, timeout=120, env=None, extra_mpi=()):
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start
+
+
+def padded_jets(path):
+    """A `hpcml datagen jets` file as the jet taggers see it, read with h5py only:
+    particles (N, P, 4) float32 zero-padded to the longest jet, mask (N, P) bool,
+    jet (N, 4) float32 jet-level four-momenta, and label (N,)."""
+    import h5py
+    import numpy as np
+    with h5py.File(path) as f:
+        offsets, values = f["constituents/offsets"][()], f["constituents/values"][()]
+        jet, label = f["jet"][()].astype(np.float32), f["label"][()]
+    n = len(label)
+    width = int(np.diff(offsets).max())
+    particles = np.zeros((n, width, 4), np.float32)
+    mask = np.zeros((n, width), bool)
+    for i in range(n):
+        k = offsets[i + 1] - offsets[i]
+        particles[i, :k] = values[offsets[i]:offsets[i + 1]]
+        mask[i, :k] = True
+    return particles, mask, jet, label

@@ -9,11 +9,10 @@ import sys
 import tempfile
 import unittest
 
-import h5py
 import numpy as np
 import torch
 
-from support import SOURCE_DIR, run
+from support import SOURCE_DIR, padded_jets, run
 
 sys.path.insert(0, SOURCE_DIR)
 sys.path.insert(0, os.path.join(SOURCE_DIR, "bench"))
@@ -74,16 +73,8 @@ class ParticleNetTest(unittest.TestCase):
         rc, _, err, _ = run(["export", result["checkpoint"], "-o", params])
         self.assertEqual(rc, 0, err)
         model = load_twin("particlenet-lite", params).eval()
-        with h5py.File(self.validation) as f:
-            offsets, values, labels = f["constituents/offsets"][()], f["constituents/values"][()], f["label"][()]
+        particles, mask, _, labels = padded_jets(self.validation)
         n = len(labels)
-        width = int(np.diff(offsets).max())
-        particles = np.zeros((n, width, 4), np.float32)
-        mask = np.zeros((n, width), bool)
-        for i in range(n):
-            k = offsets[i + 1] - offsets[i]
-            particles[i, :k] = values[offsets[i]:offsets[i + 1]]
-            mask[i, :k] = True
         with torch.no_grad():
             logits = torch.cat([model(torch.from_numpy(particles[i:i + 250]), torch.from_numpy(mask[i:i + 250]))
                                 for i in range(0, n, 250)]).double().numpy()

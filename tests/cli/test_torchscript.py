@@ -11,10 +11,9 @@ import tempfile
 import unittest
 
 import h5py
-import numpy as np
 import torch
 
-from support import SOURCE_DIR, run
+from support import SOURCE_DIR, padded_jets, run
 
 sys.path.insert(0, os.path.join(SOURCE_DIR, "bench"))
 from jets_baseline import auc as exact_auc  # noqa: E402  (Mann-Whitney, ties by average rank)
@@ -82,20 +81,11 @@ class TorchScriptTest(unittest.TestCase):
             state = {k: torch.from_numpy(f[k][()]) for k in f.keys() if not k.startswith("__")}
         self.assertEqual(set(state), set(model.state_dict()))
         model.load_state_dict(state, strict=True)
-        with h5py.File(self.validation) as f:
-            offsets, values = f["constituents/offsets"][()], f["constituents/values"][()]
-            jet, labels = f["jet"][()], f["label"][()]
+        particles, mask, jet, labels = padded_jets(self.validation)
         n = len(labels)
-        width = int(np.diff(offsets).max())
-        particles = np.zeros((n, width, 4), np.float32)
-        mask = np.zeros((n, width), bool)
-        for i in range(n):
-            k = offsets[i + 1] - offsets[i]
-            particles[i, :k] = values[offsets[i]:offsets[i + 1]]
-            mask[i, :k] = True
         with torch.no_grad():
             logits = model(torch.from_numpy(particles), torch.from_numpy(mask),
-                           torch.from_numpy(jet.astype(np.float32))).double().numpy()
+                           torch.from_numpy(jet)).double().numpy()
         score = logits[:, 1] - logits[:, 0]
         self.assertEqual(result["samples"], n)
         auc = exact_auc(score, labels)

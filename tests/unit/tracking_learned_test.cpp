@@ -18,6 +18,7 @@
 #include "io/datagen/datagen.hpp"
 #include "models/tracking/graph.hpp"
 #include "models/tracking/learned.hpp"
+#include "tests/support/memory_testing.hpp"
 
 namespace {
 
@@ -50,21 +51,8 @@ trk::Architecture small_architecture() {
   return a;
 }
 
-int64_t status_kb(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1));
-  }
-  return -1;
-}
-
-bool reset_peak_rss() {
-  std::ofstream out("/proc/self/clear_refs");
-  out << "5";
-  out.close();
-  return !out.fail();
-}
+using hpcml::testing::reset_peak_rss;
+using hpcml::testing::status_kb;
 
 }  // namespace
 

@@ -19,6 +19,7 @@
 #include "core/error.hpp"
 #include "io/datagen/datagen.hpp"
 #include "models/tracking/graph.hpp"
+#include "tests/support/memory_testing.hpp"
 
 namespace {
 
@@ -94,23 +95,8 @@ std::vector<Edge> brute_force_pairs(const at::Tensor& points, double radius, boo
   return out;
 }
 
-// Peak resident memory since the last reset, in kB, from /proc/self/status.
-int64_t status_kb(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1));
-  }
-  return -1;
-}
-
-// Resets VmHWM to the current RSS (Linux >= 4.0: "5" > /proc/self/clear_refs).
-bool reset_peak_rss() {
-  std::ofstream out("/proc/self/clear_refs");
-  out << "5";
-  out.close();
-  return !out.fail();
-}
+using hpcml::testing::reset_peak_rss;
+using hpcml::testing::status_kb;
 
 }  // namespace
 
