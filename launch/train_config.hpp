@@ -65,10 +65,12 @@ struct ModelSection {
   void describe(V& v) {
     v.field("name", name,
             "model: mlp, torchscript (a file scripted by Python, see model.torchscript), or a zoo model (`hpcml "
-            "models`; data.input and data.target default to the zoo model's fields)",
+            "models`; data.inputs and data.target default to the zoo model's fields)",
             config::one_of(model_names()));
     v.field("hidden", hidden, "mlp: hidden layer widths");
-    v.field("torchscript", torchscript, "torchscript: path of the .pt file; forward(x) returns logits");
+    v.field("torchscript", torchscript,
+            "torchscript: path of the .pt file; forward's tensor arguments are its inputs, by name (data.inputs), "
+            "and it returns one tensor (logits, or the regressed value)");
     v.field("seed", seed, "seed of the initial weights (rank 0's are broadcast)", config::at_least(0));
     v.section("flow", flow, "nsf-gw: the neural spline flow's architecture and calibration");
   }

@@ -29,7 +29,8 @@ void add_train_command(CLI::App& app, CommonOptions& common, Runner& selected) {
 void add_eval_command(CLI::App& app, CommonOptions& common, Runner& selected) {
   auto* sub = app.add_subcommand(
       "eval", "Evaluate a checkpoint on the config's validation data (data.validation_files) over all ranks: print "
-              "the loss and the task's metric (accuracy or resolution) and write them to run.dir/summary.json");
+              "the loss and the task's metrics (accuracy, plus ROC AUC and 1/eps_B at 30% signal efficiency for two "
+              "classes; resolution; log q and calibration for a density model) and write them to run.dir/summary.json");
   add_common_options(sub, common);
   auto checkpoint = std::make_shared<std::string>();
   sub->add_option("--checkpoint", *checkpoint, "Checkpoint file (default: the newest in run.dir/checkpoints)")

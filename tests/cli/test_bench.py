@@ -65,7 +65,7 @@ class BenchIoAndModelTest(unittest.TestCase):
         self.assertAlmostEqual(d["hpcml_over_twin"], d["per_rep"]["ratio"][0])
         rc, _, err, _ = run(["bench", "model", "nope"])
         self.assertNotEqual(rc, 0)
-        self.assertIn("expected one of [deepcalo, facile, particlenet, particlenet-lite], found 'nope'", err)
+        self.assertIn("expected one of [deepcalo, facile, nsf-gw, particlenet, particlenet-lite], found 'nope'", err)
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ class ZooTwinsTest(unittest.TestCase):
     def test_unknown_name(self):
         rc, _, err, _ = run([ZOO_DUMP, "nope", "1", os.devnull])
         self.assertEqual(rc, 1)
-        self.assertIn("model.name: expected one of [deepcalo, facile, particlenet, particlenet-lite], found 'nope'", err)
+        self.assertIn("model.name: expected one of [deepcalo, facile, nsf-gw, particlenet, particlenet-lite], found 'nope'", err)
 
 
 if __name__ == "__main__":
