@@ -31,6 +31,7 @@ struct FlowSection {
   int context = 32;
   int svd_waveforms = 1000;
   int posterior_samples = 1000;
+  bool fresh_noise = false;
   template <typename V>
   void describe(V& v) {
     v.field("steps", steps, "coupling steps", config::at_least(1));
@@ -52,6 +53,9 @@ struct FlowSection {
             config::at_least(1));
     v.field("posterior_samples", posterior_samples,
             "eval: posterior draws per validation event for the calibration (P-P) statistics", config::at_least(2));
+    v.field("fresh_noise", fresh_noise,
+            "train: re-pair every batch's signals with other events' noise (noise = strain - template(theta)), so "
+            "the flow never sees one (signal, noise) pair twice, as DINGO adds fresh noise; off: the files' pairs");
   }
 };
 

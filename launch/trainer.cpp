@@ -137,6 +137,7 @@ std::unique_ptr<models::Model> make_flow_for(const TrainConfig& c, bool prepare)
                    " parameters; expected the strain width ", data.strain_length, " and 5 parameters (datagen gw)");
     const auto start = Clock::now();
     models::flows::prepare_gw_flow(model->flow(), data.theta, c.model.flow.svd_waveforms, gw);
+    if (c.model.flow.fresh_noise) model->set_fresh_noise(gw);
     HPCML_LOG_INFO("nsf-gw: standardised on {} training rows; projection from the SVD of {} templates ({:.1f} s)",
                    data.theta.size(0), c.model.flow.svd_waveforms, ms_between(start, Clock::now()) / 1000.0);
   }

@@ -40,6 +40,7 @@ struct ServeBenchOptions {
   double warmup_s = 0.2;
   std::vector<std::string> cases{"facile", "deepcalo"};
   std::string json_path;
+  std::string client_progress = "caller";
 };
 
 struct Case {
@@ -85,7 +86,7 @@ nlohmann::json run_point(serve::Client& client, const std::string& model, const 
   bool measuring = false;
   for (int i = 0; i < streams; ++i) window.push_back(client.infer_async(model, inputs));
   while (!window.empty()) {
-    serve::InferResult r = window.front().get();
+    serve::InferResult r = client.wait(window.front());
     window.pop_front();
     const auto now = Clock::now();
     if (now < stop) window.push_back(client.infer_async(model, inputs));
@@ -150,11 +151,14 @@ int run_bench(Context& ctx, const ServeBenchOptions& o) {
     HPCML_MPI_CHECK(MPI_Send(text.data(), static_cast<int>(text.size()), MPI_CHAR, 0, kTagBenchReport, comm));
   } else {
     at::set_num_threads(1);
-    serve::Client client(comm, {server});
+    serve::ClientOptions co;
+    co.progress_thread = o.client_progress == "thread";
+    serve::Client client(comm, {server}, co);
     nlohmann::json result;
     if (rank == 0) {
       result = {{"benchmark", "serve"}, {"ranks", size}, {"client_ranks", 1}, {"server_ranks", 1},
-                {"seconds_per_point", o.seconds}, {"server_intra_op_threads", 1}};
+                {"seconds_per_point", o.seconds}, {"server_intra_op_threads", 1},
+                {"client_progress", o.client_progress}};
       nlohmann::json sweep = nlohmann::json::array(), local = nlohmann::json::object();
       std::printf("%-9s %-8s %7s %11s %12s %9s %9s %9s %9s %9s %10s\n", "case", "batching", "streams", "events/s",
                   "rows/s", "p50_us", "p99_us", "queue_us", "infer_us", "ovh_p50", "batch_rows");
@@ -258,6 +262,11 @@ void add_bench_serve_command(CLI::App& bench, CommonOptions& common, Runner& sel
   sub->add_option("--seconds", o->seconds, "Measured seconds per point")->check(CLI::Range(0.01, 600.0))->capture_default_str();
   sub->add_option("--warmup-s", o->warmup_s, "Unmeasured seconds before each point")->check(CLI::Range(0.0, 60.0))->capture_default_str();
   sub->add_option("--cases", o->cases, "facile and/or deepcalo")->delimiter(',')->capture_default_str();
+  sub->add_option("--client-progress", o->client_progress,
+                  "caller: the bench loop drives the client's progress (no thread hand-off on the client's core); "
+                  "thread: the client's progress thread")
+      ->check(CLI::IsMember({"caller", "thread"}))
+      ->capture_default_str();
   sub->add_option("--json", o->json_path, "Write the results as JSON (sweep, gains, dynamic_batching_gain)");
   sub->callback([&selected, o] { selected = [o](Context& c) { return run_bench(c, *o); }; });
 }

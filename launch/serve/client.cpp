@@ -66,6 +66,8 @@ struct Client::State {
   std::vector<std::int64_t> load;
   std::vector<bool> dead;
   std::vector<Clock::time_point> last_heard;
+  Clock::time_point last_heartbeat = Clock::now();
+  std::vector<char> bytes;  // receive buffer
 
   // Local fallback.
   std::mutex fallback_mutex;
@@ -76,8 +78,18 @@ struct Client::State {
   std::vector<ModelEntry> fallback_entries;
   std::map<std::string, std::unique_ptr<models::Model>> fallback_models;
 
-  void run();
-  void loop();
+  /// One round of progress: queued requests out, replies and heartbeats in, heartbeats
+  /// out, silent servers declared dead. Returns whether anything moved.
+  bool pass();
+  /// Nothing queued, nothing in flight, and finish() was called.
+  bool drained();
+  void loop();  // the progress thread: pass() until drained(), idling politely
+  void run();   // the progress thread's body
+  void say_done();
+  /// Fails everything in flight or queued with the error that stopped progress.
+  void break_down(const std::exception& e);
+  /// Caller-driven progress: pass(), or false once progress has broken down.
+  bool caller_pass();
   void send_new(std::unique_ptr<Pending> p);
   void complete(int source, const std::vector<char>& bytes);
   void declare_dead(int server, const std::string& why);
@@ -178,76 +190,82 @@ void Client::State::declare_dead(int server, const std::string& why) {
   load[server] = 0;
 }
 
-void Client::State::loop() {
+bool Client::State::drained() {
+  std::lock_guard<std::mutex> lock(mutex);
+  return outbound.empty() && stopping && in_flight.empty();
+}
+
+bool Client::State::pass() {
   const auto timeout = std::chrono::duration<double>(options.server_timeout_s);
   const auto heartbeat = std::chrono::duration<double>(options.heartbeat_s);
-  auto last_heartbeat = Clock::now();
-  std::vector<char> bytes;
-  int idle = 0;
-  for (;;) {
-    std::deque<std::unique_ptr<Pending>> fresh;
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      fresh.swap(outbound);
-      if (fresh.empty() && stopping && in_flight.empty()) return;
+  std::deque<std::unique_ptr<Pending>> fresh;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    fresh.swap(outbound);
+  }
+  bool did = !fresh.empty();
+  for (auto& p : fresh) send_new(std::move(p));
+  for (auto& [id, p] : in_flight) {
+    if (p->send == MPI_REQUEST_NULL) continue;
+    int done = 0;
+    HPCML_MPI_CHECK(MPI_Test(&p->send, &done, MPI_STATUS_IGNORE));
+  }
+  // Only the two tags a client is sent: other traffic on the communicator (an
+  // application's own) is not this thread's to take.
+  for (int k = 0; k < 128; ++k) {
+    int flag = 0;
+    MPI_Message message;
+    MPI_Status status;
+    HPCML_MPI_CHECK(MPI_Improbe(MPI_ANY_SOURCE, k % 2 == 0 ? kTagReply : kTagHeartbeat, comm, &flag, &message, &status));
+    if (!flag) {
+      if (k % 2 == 0) continue;
+      break;
     }
-    bool did = !fresh.empty();
-    for (auto& p : fresh) send_new(std::move(p));
-    for (auto& [id, p] : in_flight) {
-      if (p->send == MPI_REQUEST_NULL) continue;
-      int done = 0;
-      HPCML_MPI_CHECK(MPI_Test(&p->send, &done, MPI_STATUS_IGNORE));
+    did = true;
+    int count = 0;
+    HPCML_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &count));
+    bytes.resize(static_cast<size_t>(std::max(count, 1)));
+    HPCML_MPI_CHECK(MPI_Mrecv(bytes.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE));
+    const auto s = std::find(servers.begin(), servers.end(), status.MPI_SOURCE);
+    if (s != servers.end()) last_heard[s - servers.begin()] = Clock::now();
+    if (status.MPI_TAG == kTagReply) {
+      bytes.resize(static_cast<size_t>(count));
+      complete(status.MPI_SOURCE, bytes);
     }
-    // Only the two tags a client is sent: other traffic on the communicator (an
-    // application's own) is not this thread's to take.
-    for (int k = 0; k < 128; ++k) {
-      int flag = 0;
-      MPI_Message message;
-      MPI_Status status;
-      HPCML_MPI_CHECK(MPI_Improbe(MPI_ANY_SOURCE, k % 2 == 0 ? kTagReply : kTagHeartbeat, comm, &flag, &message, &status));
-      if (!flag) {
-        if (k % 2 == 0) continue;
-        break;
-      }
-      did = true;
-      int count = 0;
-      HPCML_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &count));
-      bytes.resize(static_cast<size_t>(std::max(count, 1)));
-      HPCML_MPI_CHECK(MPI_Mrecv(bytes.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE));
-      const auto s = std::find(servers.begin(), servers.end(), status.MPI_SOURCE);
-      if (s != servers.end()) last_heard[s - servers.begin()] = Clock::now();
-      if (status.MPI_TAG == kTagReply) {
-        bytes.resize(static_cast<size_t>(count));
-        complete(status.MPI_SOURCE, bytes);
-      }
-    }
-    const auto now = Clock::now();
-    if (options.send_heartbeats && now - last_heartbeat >= heartbeat) {
-      last_heartbeat = now;
-      for (size_t s = 0; s < servers.size(); ++s) {
-        if (dead[s]) continue;
-        MPI_Request r;
-        HPCML_MPI_CHECK(MPI_Isend(nullptr, 0, MPI_BYTE, servers[s], kTagHeartbeat, comm, &r));
-        HPCML_MPI_CHECK(MPI_Request_free(&r));
-      }
-    }
-    // A server holding our requests that has said nothing for server_timeout_s is dead.
+  }
+  const auto now = Clock::now();
+  if (options.send_heartbeats && now - last_heartbeat >= heartbeat) {
+    last_heartbeat = now;
     for (size_t s = 0; s < servers.size(); ++s) {
-      if (dead[s] || load[s] == 0) continue;
-      Clock::time_point oldest = now;
-      for (const auto& [id, p] : in_flight)
-        if (p->server == static_cast<int>(s)) oldest = std::min(oldest, p->sent);
-      const auto since = std::max(oldest, last_heard[s]);
-      if (now - since > timeout) {
-        declare_dead(static_cast<int>(s),
-                     "server rank " + std::to_string(servers[s]) + " sent nothing for " + seconds_text(now - since) +
-                         " s while holding requests of this client (serve.server_timeout_s = " +
-                         seconds_text(timeout) + ")" +
-                         (options.fallback ? "; running them locally" : ""));
-        did = true;
-      }
+      if (dead[s]) continue;
+      MPI_Request r;
+      HPCML_MPI_CHECK(MPI_Isend(nullptr, 0, MPI_BYTE, servers[s], kTagHeartbeat, comm, &r));
+      HPCML_MPI_CHECK(MPI_Request_free(&r));
     }
-    if (did) {
+  }
+  // A server holding our requests that has said nothing for server_timeout_s is dead.
+  for (size_t s = 0; s < servers.size(); ++s) {
+    if (dead[s] || load[s] == 0) continue;
+    Clock::time_point oldest = now;
+    for (const auto& [id, p] : in_flight)
+      if (p->server == static_cast<int>(s)) oldest = std::min(oldest, p->sent);
+    const auto since = std::max(oldest, last_heard[s]);
+    if (now - since > timeout) {
+      declare_dead(static_cast<int>(s),
+                   "server rank " + std::to_string(servers[s]) + " sent nothing for " + seconds_text(now - since) +
+                       " s while holding requests of this client (serve.server_timeout_s = " +
+                       seconds_text(timeout) + ")" +
+                       (options.fallback ? "; running them locally" : ""));
+      did = true;
+    }
+  }
+  return did;
+}
+
+void Client::State::loop() {
+  int idle = 0;
+  while (!drained()) {
+    if (pass()) {
       idle = 0;
     } else if (in_flight.empty()) {
       std::unique_lock<std::mutex> lock(mutex);
@@ -260,28 +278,45 @@ void Client::State::loop() {
   }
 }
 
+void Client::State::say_done() {
+  // DONE to every live server; 0-byte sends complete locally.
+  for (size_t s = 0; s < servers.size(); ++s) {
+    if (dead[s]) continue;
+    HPCML_MPI_CHECK(MPI_Send(nullptr, 0, MPI_BYTE, servers[s], kTagDone, comm));
+  }
+}
+
+void Client::State::break_down(const std::exception& e) {
+  const std::string line = std::string("the client's progress failed: ") + e.what();
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    broken = line;
+  }
+  for (auto& [id, p] : in_flight) fail(*p, line);
+  in_flight.clear();
+  std::deque<std::unique_ptr<Pending>> rest;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    rest.swap(outbound);
+  }
+  for (auto& p : rest) fail(*p, line);
+}
+
+bool Client::State::caller_pass() {
+  try {
+    if (broken.empty()) return pass();
+  } catch (const std::exception& e) {
+    break_down(e);
+  }
+  return false;
+}
+
 void Client::State::run() {
   try {
     loop();
-    // DONE to every live server; 0-byte sends complete locally.
-    for (size_t s = 0; s < servers.size(); ++s) {
-      if (dead[s]) continue;
-      HPCML_MPI_CHECK(MPI_Send(nullptr, 0, MPI_BYTE, servers[s], kTagDone, comm));
-    }
+    say_done();
   } catch (const std::exception& e) {
-    const std::string line = std::string("the client's progress thread failed: ") + e.what();
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      broken = line;
-    }
-    for (auto& [id, p] : in_flight) fail(*p, line);
-    in_flight.clear();
-    std::deque<std::unique_ptr<Pending>> rest;
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      rest.swap(outbound);
-    }
-    for (auto& p : rest) fail(*p, line);
+    break_down(e);
   }
 }
 
@@ -334,7 +369,7 @@ Client::Client(MPI_Comm comm, std::vector<int> servers, ClientOptions options) :
                    "config error: key 'serve.repository': the client's local fallback needs the model repository");
     s.fallback_thread = std::thread([&s] { s.fallback_loop(); });
   }
-  s.progress = std::thread([&s] { s.run(); });
+  if (s.options.progress_thread) s.progress = std::thread([&s] { s.run(); });
 }
 
 Client::~Client() {
@@ -361,7 +396,11 @@ std::future<InferResult> Client::infer_async(const std::string& model, const Nam
     HPCML_CHECK_AS(ServeError, !s.stopping, rank_tag(), " serve: infer_async('", model, "') after finish()");
     s.outbound.push_back(std::move(p));
   }
-  s.cv.notify_one();
+  if (s.options.progress_thread) {
+    s.cv.notify_one();
+  } else {
+    s.caller_pass();  // sent now
+  }
   return future;
 }
 
@@ -370,7 +409,25 @@ std::future<InferResult> Client::infer_async(const std::string& model, const std
 }
 
 InferResult Client::infer(const std::string& model, const NamedInputs& inputs) {
-  return infer_async(model, inputs).get();
+  auto future = infer_async(model, inputs);
+  return wait(future);
+}
+
+InferResult Client::wait(std::future<InferResult>& future) {
+  auto& s = *state_;
+  if (!s.options.progress_thread) {
+    // Every pass either moves something or ages the in-flight requests towards
+    // server_timeout_s, after which they fall back or fail: this loop ends.
+    while (future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      if (!s.caller_pass()) std::this_thread::yield();
+    }
+  }
+  return future.get();
+}
+
+bool Client::poll() {
+  auto& s = *state_;
+  return s.options.progress_thread ? false : s.caller_pass();
 }
 
 void Client::finish() {
@@ -383,6 +440,16 @@ void Client::finish() {
   }
   s.cv.notify_all();
   if (s.progress.joinable()) s.progress.join();
+  if (!s.options.progress_thread && s.broken.empty()) {
+    try {
+      while (!s.drained()) {
+        if (!s.pass()) std::this_thread::yield();
+      }
+      s.say_done();
+    } catch (const std::exception& e) {
+      s.break_down(e);
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(s.fallback_mutex);
     s.fallback_stop = true;

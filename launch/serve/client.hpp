@@ -42,6 +42,12 @@ struct ClientOptions {
   bool fallback = false;      ///< run the model locally when no server can answer
   std::string repository;     ///< model repository for the fallback (same layout as the servers')
   bool send_heartbeats = true;  ///< false only in tests (a client that looks vanished)
+  /// true: a progress thread owns the client's MPI calls, so requests move while the
+  /// caller computes. false (caller-driven): no thread; infer_async sends at once and
+  /// progress happens inside wait(), infer(), poll() and finish(), all called from
+  /// one thread. No hand-off between threads, so a client on one core issues
+  /// requests several times faster; replies wait while the caller computes.
+  bool progress_thread = true;
 };
 
 /// The answer to one request.
@@ -62,9 +68,10 @@ struct ClientStats {
   std::vector<int> dead_servers;
 };
 
-/// Thread-safe: infer_async may be called from several threads. A progress thread
-/// owns every MPI call on `comm` (Open MPI has no progress thread of its own), so
-/// requests move and replies arrive while the caller computes.
+/// With a progress thread (the default): thread-safe, infer_async may be called from
+/// several threads; that thread owns every MPI call on `comm` (Open MPI has no
+/// progress thread of its own), so requests move and replies arrive while the caller
+/// computes. Caller-driven (ClientOptions::progress_thread = false): one thread only.
 class Client {
  public:
   /// `comm`: the serving communicator (same on servers); `servers`: their ranks in it.
@@ -79,8 +86,16 @@ class Client {
   /// are copied before returning; the caller may reuse them.
   std::future<InferResult> infer_async(const std::string& model, const NamedInputs& inputs);
   std::future<InferResult> infer_async(const std::string& model, const std::map<std::string, at::Tensor>& inputs);
-  /// infer_async(...).get().
+  /// infer_async(...) then wait().
   InferResult infer(const std::string& model, const NamedInputs& inputs);
+  /// The result of a future from infer_async (throws ServeError). With a progress
+  /// thread this is future.get(); caller-driven, it drives progress until the reply
+  /// (or server_timeout_s) arrives.
+  InferResult wait(std::future<InferResult>& future);
+  /// Caller-driven: one round of progress (sends, replies, heartbeats, timeouts);
+  /// returns whether anything moved. With a progress thread: does nothing, false.
+  /// An event loop that computes between requests calls it now and then.
+  bool poll();
 
   /// Waits for the requests in flight (each bounded by server_timeout_s), sends DONE
   /// to every live server and stops the progress thread. Idempotent.

@@ -126,12 +126,15 @@ std::vector<NamedInputs> load_events(const ModelEntry& entry, const DriverSectio
   return events;
 }
 
-void cpu_work(double us) {
+// Busy CPU work for `us`; a caller-driven client is polled every ~64 iterations.
+void cpu_work(double us, Client& client) {
   if (us <= 0) return;
   const auto until = Clock::now() + std::chrono::duration<double, std::micro>(us);
   volatile double sink = 0;
-  while (Clock::now() < until)
+  while (Clock::now() < until) {
     for (int i = 0; i < 64; ++i) sink = sink + 1e-9 * i;
+    client.poll();
+  }
 }
 
 nlohmann::json run_client(MPI_Comm comm, const RolePlan& plan, const ServeConfig& config, int world_rank, int& exit_code) {
@@ -151,12 +154,13 @@ nlohmann::json run_client(MPI_Comm comm, const RolePlan& plan, const ServeConfig
   options.heartbeat_s = s.heartbeat_s;
   options.fallback = s.fallback;
   options.repository = s.repository;
+  options.progress_thread = c.progress == "thread";
   Client client(comm, plan.servers, options);
 
   // Warm-up: the first events once, untimed.
   for (int i = 0; i < c.warmup_events && !mine.empty(); ++i) {
     try {
-      client.infer_async(c.model, all[mine[i % mine.size()]]).get();
+      client.infer(c.model, all[mine[i % mine.size()]]);
     } catch (const ServeError&) {
     }
   }
@@ -171,7 +175,7 @@ nlohmann::json run_client(MPI_Comm comm, const RolePlan& plan, const ServeConfig
     window.pop_front();
     const auto w0 = Clock::now();
     try {
-      InferResult r = f.get();
+      InferResult r = client.wait(f);
       wait_us += us_between(w0, Clock::now());
       served[e] = r.output;
       latency.push_back(r.latency_us);
@@ -193,7 +197,7 @@ nlohmann::json run_client(MPI_Comm comm, const RolePlan& plan, const ServeConfig
   };
   const auto t0 = Clock::now();
   for (int64_t e : mine) {
-    cpu_work(c.cpu_work_us);
+    cpu_work(c.cpu_work_us, client);
     window.emplace_back(e, client.infer_async(c.model, all[e]));
     while (static_cast<int>(window.size()) >= c.in_flight) collect();
   }

@@ -19,6 +19,7 @@ struct DriverSection {
   int rows_per_request = 16;
   std::int64_t events = 0;
   int in_flight = 4;
+  std::string progress = "thread";
   double cpu_work_us = 0;
   int warmup_events = 8;
   bool verify = true;
@@ -38,6 +39,10 @@ struct DriverSection {
     v.field("events", events, "events over all clients; 0: every full event of the files (1000 when synthetic)",
             config::at_least<std::int64_t>(0));
     v.field("in_flight", in_flight, "events in flight per client (SONIC ExternalWork streams)", config::in_range(1, 4096));
+    v.field("progress", progress,
+            "thread: a progress thread moves requests while the event loop computes; caller: the event loop "
+            "drives progress itself (no thread hand-off, for a client alone on its core; polls during CPU work)",
+            config::one_of({"thread", "caller"}));
     v.field("cpu_work_us", cpu_work_us, "CPU work per event before its model call (the rest of reconstruction), us",
             config::in_range(0.0, 1e9));
     v.field("warmup_events", warmup_events, "events sent before timing starts (per client)", config::in_range(0, 1 << 20));

@@ -15,7 +15,26 @@ namespace hpcml::models::flows {
 at::Tensor NsfModel::forward(const Inputs& inputs) {
   const auto& theta = input(inputs, "theta", name());
   const auto& strain = input(inputs, "strain", name());
+  if (training_ && fresh_noise_ && theta.size(0) > 1) {
+    at::Tensor fresh;
+    {
+      at::NoGradGuard no_grad;
+      fresh = repair_noise(theta, strain, at::randperm(theta.size(0), at::kLong), *fresh_noise_);
+    }
+    return flow_.log_prob(theta.to(flow_.dtype()), fresh.to(flow_.dtype()));
+  }
   return flow_.log_prob(theta.to(flow_.dtype()), strain.to(flow_.dtype()));
+}
+
+at::Tensor repair_noise(const at::Tensor& theta, const at::Tensor& strain, const at::Tensor& permutation,
+                        const io::datagen::GwOptions& gw) {
+  HPCML_CHECK_AS(ConfigError, strain.dim() == 2 && strain.size(0) == theta.size(0) && strain.size(1) == gw.length &&
+                     permutation.numel() == theta.size(0),
+                 "nsf-gw fresh noise: strain: expected shape (", theta.size(0), ", ", gw.length, "), found ",
+                 strain.sizes());
+  const auto signal = gw_whitened_template(theta, gw);  // float64, checks θ's shape
+  const auto noise = strain.to(at::kDouble) - signal;
+  return signal + noise.index_select(0, permutation);
 }
 
 std::unique_ptr<Model> make_nsf_gw(uint64_t seed) {

@@ -39,12 +39,27 @@ class NsfModel final : public Model {
   at::Tensor forward(const Inputs& inputs) override;
   std::vector<NamedTensor> named_parameters() const override { return flow_.named_parameters(); }
   std::vector<NamedTensor> named_buffers() const override { return flow_.named_buffers(); }
-  void set_training(bool on) override { flow_.train(on); }
+  void set_training(bool on) override {
+    flow_.train(on);
+    training_ = on;
+  }
   NeuralSplineFlow& flow() { return flow_; }
+  /// Fresh noise in training (DINGO): while training, forward() splits each strain
+  /// into its template and noise (strain - gw_whitened_template(θ, gw)) and pairs the
+  /// templates with the noise of a random permutation of the batch (torch's global
+  /// generator, so checkpoints resume it). Off (nullopt, the default): the file's pairs.
+  void set_fresh_noise(std::optional<io::datagen::GwOptions> gw) { fresh_noise_ = std::move(gw); }
 
  private:
   NeuralSplineFlow flow_;
+  std::optional<io::datagen::GwOptions> fresh_noise_;
+  bool training_ = true;
 };
+
+/// Each strain's noise (strain - template(θ)) moved to the event `permutation` names:
+/// template(θ_i) + noise_{permutation_i}. θ (B, 5), strain (B, T), permutation (B,).
+at::Tensor repair_noise(const at::Tensor& theta, const at::Tensor& strain, const at::Tensor& permutation,
+                        const io::datagen::GwOptions& gw);
 
 /// The zoo factory: the default architecture (5 parameters, 2048-sample strain).
 std::unique_ptr<Model> make_nsf_gw(uint64_t seed);

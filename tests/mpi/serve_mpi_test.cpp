@@ -189,7 +189,9 @@ TEST(ServeSession, ServedEqualsLocalInference) {
     return;
   }
   const auto entries = serve::read_repository(repo);
-  serve::Client client(s.comm, {kServer});
+  serve::ClientOptions options;
+  options.progress_thread = s.rank == 0;  // rank 1 drives its client's progress itself
+  serve::Client client(s.comm, {kServer}, options);
   for (const std::string name : {"facile", "deepcalo", "particlenet-lite"}) {
     const auto& entry = serve::find_entry(entries, name);
     auto local_model = serve::load_model(entry);
@@ -211,7 +213,7 @@ TEST(ServeSession, ServedEqualsLocalInference) {
     std::vector<std::future<serve::InferResult>> futures;
     for (const auto& in : events) futures.push_back(client.infer_async(name, in));  // all in flight: batched
     for (size_t e = 0; e < events.size(); ++e) {
-      const serve::InferResult r = futures[e].get();
+      const serve::InferResult r = client.wait(futures[e]);
       EXPECT_EQ(r.server, kServer);
       const at::Tensor local = serve::run_local(*local_model, entry, events[e]);
       EXPECT_TRUE(hpcml::testing::tensor_near(r.output, local, 1e-5, 1e-6)) << name << " event " << e;
@@ -342,6 +344,7 @@ TEST(ServeSession, ClientFallsBackOrNamesTheSilentServer) {
   o.server_timeout_s = 0.5;
   o.heartbeat_s = 0.1;
   o.fallback = s.rank == 1;
+  o.progress_thread = s.rank == 1;  // rank 0's timeout comes from its own wait()
   o.repository = repo;
   serve::Client client(s.comm, {kServer}, o);
   const auto x = serve::fixed_inputs(hpcml::models::example_inputs("facile", 16, 3));

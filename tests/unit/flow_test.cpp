@@ -15,6 +15,7 @@
 #include "core/error.hpp"
 #include "io/datagen/datagen.hpp"
 #include "models/flows/nsf.hpp"
+#include "models/flows/nsf_model.hpp"
 #include "tests/support/tensor_testing.hpp"
 
 namespace hpcml::models::flows {
@@ -410,6 +411,22 @@ at::Tensor f32_tensor(const io::Column& c) {
   return at::tensor(at::ArrayRef<float>(v)).view(c.shape).to(at::kDouble);
 }
 
+// θ (events, 5) in double, drawn as datagen gw draws it.
+at::Tensor datagen_theta(const io::datagen::GwOptions& o, uint64_t seed, int64_t events) {
+  std::vector<double> theta;
+  for (int64_t e = 0; e < events; ++e) {
+    auto rng = io::datagen::detail::event_rng(seed, e);
+    const double mc = io::datagen::detail::uniform(rng, o.chirp_mass_min, o.chirp_mass_max);
+    const double q = io::datagen::detail::uniform(rng, o.mass_ratio_min, o.mass_ratio_max);
+    const double d =
+        std::cbrt(io::datagen::detail::uniform(rng, std::pow(o.distance_min, 3), std::pow(o.distance_max, 3)));
+    const double tc = io::datagen::detail::uniform(rng, o.tc_min, o.tc_max);
+    const double phase = io::datagen::detail::uniform(rng, 0, 2 * M_PI);
+    theta.insert(theta.end(), {mc, q, d, tc, phase});
+  }
+  return at::tensor(theta, at::kDouble).view({events, 5});
+}
+
 TEST(GwModel, WhitenedTemplateIsTheSignalInDatagenGw) {
   io::datagen::GwOptions o;
   const uint64_t seed = 7;
@@ -423,19 +440,7 @@ TEST(GwModel, WhitenedTemplateIsTheSignalInDatagenGw) {
   const auto strain = f32_tensor(column(table, "strain"));
   const auto noise = f32_tensor(column(noise_table, "strain"));
   const auto snr = f32_tensor(column(table, "snr"));
-  // θ in double, drawn as datagen draws it.
-  std::vector<double> theta;
-  for (int64_t e = 0; e < events; ++e) {
-    auto rng = io::datagen::detail::event_rng(seed, e);
-    const double mc = io::datagen::detail::uniform(rng, o.chirp_mass_min, o.chirp_mass_max);
-    const double q = io::datagen::detail::uniform(rng, o.mass_ratio_min, o.mass_ratio_max);
-    const double d =
-        std::cbrt(io::datagen::detail::uniform(rng, std::pow(o.distance_min, 3), std::pow(o.distance_max, 3)));
-    const double tc = io::datagen::detail::uniform(rng, o.tc_min, o.tc_max);
-    const double phase = io::datagen::detail::uniform(rng, 0, 2 * M_PI);
-    theta.insert(theta.end(), {mc, q, d, tc, phase});
-  }
-  const auto th = at::tensor(theta, at::kDouble).view({events, 5});
+  const auto th = datagen_theta(o, seed, events);
   ASSERT_TRUE(at::equal(th.to(at::kFloat).to(at::kDouble), f32_tensor(column(table, "parameters"))));
 
   const auto w = gw_whitened_template(th, o);
@@ -464,6 +469,43 @@ TEST(GwModel, WhitenedTemplateIsTheSignalInDatagenGw) {
     EXPECT_GT(l_true - l_off, 10.0) << "event " << e << " snr " << snr[e].item<double>();
     EXPECT_NEAR(l_true, -0.5 * var[e].item<double>() * 2048 - 1024 * std::log(2 * M_PI), 1e-6);
   }
+}
+
+// Fresh noise (DINGO): each template keeps its θ and takes another event's noise. The
+// expectation comes from datagen itself: the same events generated far away are the noise.
+TEST(GwModel, FreshNoisePairsEachTemplateWithAnotherEventsNoise) {
+  io::datagen::GwOptions o;
+  const uint64_t seed = 9;
+  const int64_t events = 5;
+  auto far = o;
+  far.distance_min = far.distance_max = 1e15;
+  const auto strain = f32_tensor(column(io::datagen::generate_gw(o, seed, 0, events), "strain"));
+  const auto noise = f32_tensor(column(io::datagen::generate_gw(far, seed, 0, events), "strain"));
+  const auto th = datagen_theta(o, seed, events);
+  const auto permutation = at::tensor(std::vector<int64_t>{3, 0, 4, 1, 2}, at::kLong);
+  const auto fresh = repair_noise(th, strain, permutation, o);
+  EXPECT_TRUE(tensor_near(fresh, (strain - noise) + noise.index_select(0, permutation), 0, 4e-5));
+  EXPECT_TRUE(tensor_near(repair_noise(th, strain, at::arange(events, at::kLong), o), strain, 0, 1e-5));
+  EXPECT_THROW(repair_noise(th, strain.narrow(1, 0, 1024), permutation, o), ConfigError);
+
+  // The model re-pairs in training only, with a permutation from torch's global generator.
+  auto options = small_options(5);
+  options.strain_length = o.length;
+  NsfModel model(options);
+  model.flow().set_standardization_from(th);
+  model.set_fresh_noise(o);
+  const Inputs inputs{{"theta", th.to(at::kFloat)}, {"strain", strain.to(at::kFloat)}};
+  at::manual_seed(123);
+  const auto trained = model.forward(inputs);
+  EXPECT_TRUE(trained.requires_grad());  // the re-pairing is outside autograd, the flow is not
+  at::manual_seed(123);
+  const auto expected_permutation = at::randperm(events, at::kLong);
+  const auto expected = model.flow().log_prob(
+      th.to(at::kFloat), repair_noise(th.to(at::kFloat), strain, expected_permutation, o).to(at::kFloat));
+  EXPECT_TRUE(tensor_near(trained, expected, 0, 1e-5));
+  EXPECT_FALSE(tensor_near(trained, model.flow().log_prob(th.to(at::kFloat), strain.to(at::kFloat)), 0, 1e-5));
+  model.set_training(false);
+  EXPECT_TRUE(at::equal(model.forward(inputs), model.flow().log_prob(th.to(at::kFloat), strain.to(at::kFloat))));
 }
 
 TEST(GwModel, PriorDensityAndSupport) {
