@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,15 @@ namespace hpcml {
 using Clock = std::chrono::steady_clock;
 
 void abort_job(const std::string& line, int exit_code) {
+  // Once per process: two threads reaching a deadline together (a waiter and the
+  // watchdog) would both enter MPI_Abort, whose error printer is not thread-safe
+  // (a segfault inside orte_show_help was seen). The later caller waits for the
+  // first to end the job.
+  static std::atomic<bool> aborting{false};
+  if (aborting.exchange(true)) {
+    std::this_thread::sleep_for(std::chrono::seconds(60));
+    std::_Exit(exit_code);
+  }
   std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);
   std::fflush(stdout);

@@ -130,6 +130,7 @@ FlowData flow_data(const TrainConfig& c, const std::vector<std::string>& files, 
 std::unique_ptr<models::Model> make_flow_for(const TrainConfig& c, bool prepare) {
   const FlowData data = flow_data(c, c.data.files, prepare);
   auto model = std::make_unique<models::flows::NsfModel>(flow_options(c, data.theta_dim, data.strain_length));
+  model->set_fresh_noise(c.model.flow.fresh_noise);
   if (prepare) {
     const auto gw = models::flows::gw_options_from_file(data.first_file);
     HPCML_CHECK_AS(ConfigError, gw.length == data.strain_length && data.theta_dim == 5, "config error: key "
@@ -137,7 +138,6 @@ std::unique_ptr<models::Model> make_flow_for(const TrainConfig& c, bool prepare)
                    " parameters; expected the strain width ", data.strain_length, " and 5 parameters (datagen gw)");
     const auto start = Clock::now();
     models::flows::prepare_gw_flow(model->flow(), data.theta, c.model.flow.svd_waveforms, gw);
-    if (c.model.flow.fresh_noise) model->set_fresh_noise(gw);
     HPCML_LOG_INFO("nsf-gw: standardised on {} training rows; projection from the SVD of {} templates ({:.1f} s)",
                    data.theta.size(0), c.model.flow.svd_waveforms, ms_between(start, Clock::now()) / 1000.0);
   }
@@ -152,6 +152,12 @@ struct Setup {
   std::unique_ptr<models::Model> model;
 };
 
+// The flow's inputs: θ and strain, and the noise-free signal to re-pair with fresh noise.
+std::vector<std::string> density_inputs(const TrainConfig& c) {
+  if (c.model.flow.fresh_noise) return {"theta", "strain", "signal"};
+  return {"theta", "strain"};
+}
+
 // `prepare`: a fresh model for training (a density model's data-dependent initialisation).
 Setup set_up(TrainConfig c, const Context& ctx, bool prepare = false) {
   Setup s;
@@ -161,10 +167,11 @@ Setup set_up(TrainConfig c, const Context& ctx, bool prepare = false) {
                    " reads (theta, strain) pairs from HDF5 files (hpcml datagen gw): expected hdf5, found ",
                    c.data.name);
   }
+  // Fresh noise reads datagen gw's noise-free `signal` unless data.inputs.signal names another field.
+  if (density && c.model.flow.fresh_noise) c.data.inputs.emplace("signal", "signal");
   s.model = density ? nullptr : build_named_model(c);
-  s.config = with_input_fields(std::move(c), s.model     ? s.model->input_names()
-                                             : density ? std::vector<std::string>{"theta", "strain"}
-                                                       : std::vector<std::string>{"x"});
+  auto inputs = s.model ? s.model->input_names() : density ? density_inputs(c) : std::vector<std::string>{"x"};
+  s.config = with_input_fields(std::move(c), inputs);
   s.feed = make_feed(s.config, ctx);
   if (density) {
     s.model = make_flow_for(s.config, prepare);

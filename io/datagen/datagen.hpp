@@ -79,6 +79,15 @@ Table generate_gw(const GwOptions& options, uint64_t seed, int64_t first_event, 
 /// One-sided analytic aLIGO-like noise PSD (Ajith 2011 fit), 1/Hz, floored at f_low.
 double gw_psd(double frequency, double f_low);
 
+/// The optimally oriented strain of datagen gw (1PN chirp integrated back from f_ISCO at
+/// t_c with RK4, damped tail after t_c; zero before the chirp enters f_min) at the
+/// samples n / fs, n < h.size(), written into h. Shared by datagen and the flow's templates.
+void gw_waveform(double chirp_mass, double mass_ratio, double distance_mpc, double tc, double phase, double fs,
+                 double f_min, std::vector<double>& h);
+
+/// Tukey window of length n with tapered fraction alpha (half at each end).
+std::vector<double> tukey_window(int64_t n, double alpha);
+
 /// In-place radix-2 FFT of (re, im) (length a power of two); inverse without the 1/N.
 void fft(std::vector<double>& re, std::vector<double>& im, bool inverse);
 

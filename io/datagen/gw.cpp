@@ -30,9 +30,11 @@ double chirp_rate(double f, double mc53, double m_s, double eta) {
   return newtonian * std::max(0.1, 1.0 - (743.0 / 336.0 + 11.0 / 4.0 * eta) * x);
 }
 
-// Optimally oriented strain at samples n / fs; zero before the chirp enters f_min.
-std::vector<double> waveform(double mc, double q, double distance_mpc, double tc, double phase, double fs,
-                             int64_t length, double f_min) {
+}  // namespace
+
+void gw_waveform(double mc, double q, double distance_mpc, double tc, double phase, double fs, double f_min,
+                 std::vector<double>& h) {
+  const auto length = static_cast<int64_t>(h.size());
   const double m1 = mc * std::pow(1 + q, 0.2) / std::pow(q, 0.6), m2 = q * m1;
   const double m = m1 + m2, eta = m1 * m2 / (m * m);
   const double mc_s = mc * kSunTime, m_s = m * kSunTime;
@@ -42,7 +44,7 @@ std::vector<double> waveform(double mc, double q, double distance_mpc, double tc
     const double c = std::cbrt(M_PI * f / kC);
     return amp0 * c * c;
   };
-  std::vector<double> h(static_cast<size_t>(length), 0.0);
+  std::fill(h.begin(), h.end(), 0.0);
   const double dt = 1.0 / fs;
   // After tc: a damped continuation at the last frequency (a stand-in for merger/ringdown).
   for (int64_t n = static_cast<int64_t>(std::ceil(tc * fs)); n < length; ++n) {
@@ -72,11 +74,9 @@ std::vector<double> waveform(double mc, double q, double distance_mpc, double tc
     t = target;
     h[static_cast<size_t>(n)] = amplitude(f) * std::cos(phi);
   }
-  return h;
 }
 
-// Tukey window with tapered fraction `alpha` (half at each end).
-std::vector<double> tukey(int64_t n, double alpha) {
+std::vector<double> tukey_window(int64_t n, double alpha) {
   std::vector<double> w(static_cast<size_t>(n), 1.0);
   const double edge = alpha * static_cast<double>(n - 1) / 2;
   for (int64_t i = 0; i < n; ++i) {
@@ -85,8 +85,6 @@ std::vector<double> tukey(int64_t n, double alpha) {
   }
   return w;
 }
-
-}  // namespace
 
 double gw_psd(double frequency, double f_low) {
   // Ajith (2011) fit to aLIGO zero-detuned high power, x = f / 245.4 Hz.
@@ -132,15 +130,17 @@ Table generate_gw(const GwOptions& o, uint64_t seed, int64_t first_event, int64_
   const double fs = o.sample_rate, df = fs / static_cast<double>(n);
   std::vector<double> psd(static_cast<size_t>(bins));
   for (int64_t k = 0; k < bins; ++k) psd[static_cast<size_t>(k)] = gw_psd(static_cast<double>(k) * df, o.f_low);
-  const auto window = tukey(n, 0.1);
+  const auto window = tukey_window(n, 0.1);
 
   Table t;
   t.schema = "hpcml.gw";
   t.schema_version = 1;
   t.rows = events;
-  std::vector<float> strain, parameters, snrs;
+  std::vector<float> strain, signal, parameters, snrs;
   strain.reserve(static_cast<size_t>(events * n));
-  std::vector<double> re(static_cast<size_t>(n)), im(static_cast<size_t>(n)), hre(re.size()), him(re.size());
+  signal.reserve(static_cast<size_t>(events * n));
+  std::vector<double> re(static_cast<size_t>(n)), im(static_cast<size_t>(n)), hre(re.size()), him(re.size()),
+      h(re.size());
   for (int64_t e = 0; e < events; ++e) {
     auto rng = detail::event_rng(seed, first_event + e);
     const double mc = uniform(rng, o.chirp_mass_min, o.chirp_mass_max);
@@ -151,7 +151,7 @@ Table generate_gw(const GwOptions& o, uint64_t seed, int64_t first_event, int64_
     const double tc = uniform(rng, o.tc_min, o.tc_max), phase = uniform(rng, 0, 2 * M_PI);
     for (const double v : {mc, q, distance, tc, phase}) parameters.push_back(static_cast<float>(v));
 
-    const auto h = waveform(mc, q, distance, tc, phase, fs, n, /*f_min=*/o.f_low * 0.5);
+    gw_waveform(mc, q, distance, tc, phase, fs, /*f_min=*/o.f_low * 0.5, h);
     // Coloured noise: complex Gaussian bins with E|X_k|^2 = N fs S(f_k) / 2.
     for (int64_t k = 0; k < bins; ++k) {
       const double var = static_cast<double>(n) * fs * psd[static_cast<size_t>(k)] / 2;
@@ -190,11 +190,13 @@ Table generate_gw(const GwOptions& o, uint64_t seed, int64_t first_event, int64_
       const auto u = static_cast<size_t>(i);
       strain.push_back(static_cast<float>(re[u] / static_cast<double>(n)));
       const double w = hre[u] / static_cast<double>(n);
+      signal.push_back(static_cast<float>(w));
       snr2 += w * w;
     }
     snrs.push_back(static_cast<float>(std::sqrt(snr2)));
   }
   t.fixed.push_back(detail::f32_column("strain", {events, n}, std::move(strain), {""}));
+  t.fixed.push_back(detail::f32_column("signal", {events, n}, std::move(signal), {""}));
   t.fixed.push_back(detail::f32_column("parameters", {events, 5}, std::move(parameters),
                                        {"M_sun", "", "Mpc", "s", "rad"},
                                        {"chirp_mass", "mass_ratio", "distance", "t_c", "phase"}));

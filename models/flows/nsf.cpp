@@ -469,64 +469,10 @@ ImportanceResult importance_sample(NeuralSplineFlow& flow, const at::Tensor& str
 
 namespace {
 
-constexpr double kSunTime = 4.925490947e-6;            // G M_sun / c^3, s
-constexpr double kSunLength = 1476.625;                // G M_sun / c^2, m
-constexpr double kMegaparsec = 3.0856775814913673e22;  // m
-constexpr double kC = 299792458.0;                     // m/s
-
 void check_gw_theta(const at::Tensor& theta, const char* what) {
   HPCML_CHECK_AS(ConfigError, theta.dim() == 2 && theta.size(1) == 5, what,
                  ": theta: expected shape (n, 5) [chirp_mass, mass_ratio, distance, t_c, phase], found ",
                  shape_of(theta));
-}
-
-// The same equations as io/datagen/gw.cpp (docs/datasets.md#gw): 1PN chirp rate.
-double chirp_rate(double f, double mc53, double m_s, double eta) {
-  const double cbrt_f = std::cbrt(f), cbrt_m = std::cbrt(M_PI * m_s);
-  const double x = cbrt_m * cbrt_m * cbrt_f * cbrt_f;
-  const double newtonian = 96.0 / 5.0 * 21.170591 * mc53 * f * f * f * cbrt_f * cbrt_f;
-  return newtonian * std::max(0.1, 1.0 - (743.0 / 336.0 + 11.0 / 4.0 * eta) * x);
-}
-
-// Optimally oriented strain: RK4 backwards from f_ISCO at t_c, damped tail after t_c.
-void waveform(double mc, double q, double distance_mpc, double tc, double phase, double fs, int64_t length,
-              double f_min, double* h) {
-  const double m1 = mc * std::pow(1 + q, 0.2) / std::pow(q, 0.6), m2 = q * m1;
-  const double m = m1 + m2, eta = m1 * m2 / (m * m);
-  const double mc_s = mc * kSunTime, m_s = m * kSunTime;
-  const double f_isco = 1.0 / (std::pow(6.0, 1.5) * M_PI * m_s);
-  const double amp0 = 4.0 * std::pow(mc * kSunLength, 5.0 / 3.0) / (distance_mpc * kMegaparsec);
-  auto amplitude = [&](double f) {
-    const double c = std::cbrt(M_PI * f / kC);
-    return amp0 * c * c;
-  };
-  std::fill(h, h + length, 0.0);
-  const double dt = 1.0 / fs;
-  for (int64_t n = static_cast<int64_t>(std::ceil(tc * fs)); n < length; ++n) {
-    const double tau = n * dt - tc;
-    h[n] = amplitude(f_isco) * std::exp(-tau * f_isco) * std::cos(phase + 2 * M_PI * f_isco * tau);
-  }
-  double f = f_isco, phi = phase, t = tc;
-  const int substeps = 4;
-  const double mc53 = std::pow(mc_s, 5.0 / 3.0);
-  auto rhs = [&](double ff) { return chirp_rate(ff, mc53, m_s, eta); };
-  for (int64_t n = static_cast<int64_t>(std::floor(tc * fs)); n >= 0 && f > f_min; --n) {
-    const double target = n * dt;
-    const double step = (t - target) / substeps;
-    for (int k = 0; k < substeps && step > 0; ++k) {
-      const double k1f = -rhs(f), k1p = -2 * M_PI * f;
-      const double f2 = std::max(1.0, f + 0.5 * step * k1f);
-      const double k2f = -rhs(f2), k2p = -2 * M_PI * f2;
-      const double f3 = std::max(1.0, f + 0.5 * step * k2f);
-      const double k3f = -rhs(f3), k3p = -2 * M_PI * f3;
-      const double f4 = std::max(1.0, f + step * k3f);
-      const double k4f = -rhs(f4), k4p = -2 * M_PI * f4;
-      f = std::max(1.0, f + step / 6 * (k1f + 2 * k2f + 2 * k3f + k4f));
-      phi += step / 6 * (k1p + 2 * k2p + 2 * k3p + k4p);
-    }
-    t = target;
-    h[n] = amplitude(f) * std::cos(phi);
-  }
 }
 
 }  // namespace
@@ -572,13 +518,7 @@ at::Tensor gw_whitened_template(const at::Tensor& theta, const io::datagen::GwOp
     const double f = static_cast<double>(k) * df;
     scale[static_cast<size_t>(k)] = f < o.f_low ? 0.0 : 1.0 / std::sqrt(fs * io::datagen::gw_psd(f, o.f_low) / 2);
   }
-  // Tukey(0.1) window, as datagen gw.
-  std::vector<double> window(static_cast<size_t>(len), 1.0);
-  const double edge = 0.1 * static_cast<double>(len - 1) / 2;
-  for (int64_t i = 0; i < len; ++i) {
-    const double dist = std::min<double>(static_cast<double>(i), static_cast<double>(len - 1 - i));
-    if (dist < edge) window[static_cast<size_t>(i)] = 0.5 * (1 - std::cos(M_PI * dist / edge));
-  }
+  const auto window = io::datagen::tukey_window(len, 0.1);  // as datagen gw
   auto out = at::empty({n, len}, at::TensorOptions().dtype(at::kDouble));
   const double* p = t.data_ptr<double>();
   double* w = out.data_ptr<double>();
@@ -586,7 +526,7 @@ at::Tensor gw_whitened_template(const at::Tensor& theta, const io::datagen::GwOp
     std::vector<double> re(static_cast<size_t>(len)), im(static_cast<size_t>(len));
     for (int64_t e = begin; e < end; ++e) {
       const double* th = p + 5 * e;
-      waveform(th[0], th[1], th[2], th[3], th[4], fs, len, /*f_min=*/o.f_low * 0.5, re.data());
+      io::datagen::gw_waveform(th[0], th[1], th[2], th[3], th[4], fs, /*f_min=*/o.f_low * 0.5, re);
       for (int64_t i = 0; i < len; ++i) re[static_cast<size_t>(i)] *= window[static_cast<size_t>(i)];
       std::fill(im.begin(), im.end(), 0.0);
       io::datagen::fft(re, im, /*inverse=*/false);

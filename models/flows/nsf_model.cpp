@@ -15,26 +15,24 @@ namespace hpcml::models::flows {
 at::Tensor NsfModel::forward(const Inputs& inputs) {
   const auto& theta = input(inputs, "theta", name());
   const auto& strain = input(inputs, "strain", name());
-  if (training_ && fresh_noise_ && theta.size(0) > 1) {
+  if (training_ && fresh_noise_) {
+    const auto& signal = input(inputs, "signal", name());
     at::Tensor fresh;
     {
       at::NoGradGuard no_grad;
-      fresh = repair_noise(theta, strain, at::randperm(theta.size(0), at::kLong), *fresh_noise_);
+      fresh = repair_noise(signal, strain, at::randperm(strain.size(0), at::kLong));
     }
     return flow_.log_prob(theta.to(flow_.dtype()), fresh.to(flow_.dtype()));
   }
   return flow_.log_prob(theta.to(flow_.dtype()), strain.to(flow_.dtype()));
 }
 
-at::Tensor repair_noise(const at::Tensor& theta, const at::Tensor& strain, const at::Tensor& permutation,
-                        const io::datagen::GwOptions& gw) {
-  HPCML_CHECK_AS(ConfigError, strain.dim() == 2 && strain.size(0) == theta.size(0) && strain.size(1) == gw.length &&
-                     permutation.numel() == theta.size(0),
-                 "nsf-gw fresh noise: strain: expected shape (", theta.size(0), ", ", gw.length, "), found ",
-                 strain.sizes());
-  const auto signal = gw_whitened_template(theta, gw);  // float64, checks θ's shape
-  const auto noise = strain.to(at::kDouble) - signal;
-  return signal + noise.index_select(0, permutation);
+at::Tensor repair_noise(const at::Tensor& signal, const at::Tensor& strain, const at::Tensor& permutation) {
+  HPCML_CHECK_AS(ConfigError, signal.sizes() == strain.sizes() && strain.dim() == 2 &&
+                                  permutation.numel() == strain.size(0),
+                 "nsf-gw fresh noise: input 'signal': expected the shape of 'strain' ", strain.sizes(), ", found ",
+                 signal.sizes());
+  return signal + (strain - signal).index_select(0, permutation);
 }
 
 std::unique_ptr<Model> make_nsf_gw(uint64_t seed) {

@@ -44,22 +44,22 @@ class NsfModel final : public Model {
     training_ = on;
   }
   NeuralSplineFlow& flow() { return flow_; }
-  /// Fresh noise in training (DINGO): while training, forward() splits each strain
-  /// into its template and noise (strain - gw_whitened_template(θ, gw)) and pairs the
-  /// templates with the noise of a random permutation of the batch (torch's global
-  /// generator, so checkpoints resume it). Off (nullopt, the default): the file's pairs.
-  void set_fresh_noise(std::optional<io::datagen::GwOptions> gw) { fresh_noise_ = std::move(gw); }
+  /// Fresh noise in training (DINGO): while training, forward() takes input "signal"
+  /// (B, T), the noise-free whitened signal of each strain (`datagen gw`'s `signal`),
+  /// and pairs each signal with the noise (strain - signal) of another event of the
+  /// batch, by a random permutation from torch's global generator (so a checkpoint
+  /// resumes it). Off (the default): the files' (signal + noise) pairs as they are.
+  void set_fresh_noise(bool on) { fresh_noise_ = on; }
 
  private:
   NeuralSplineFlow flow_;
-  std::optional<io::datagen::GwOptions> fresh_noise_;
+  bool fresh_noise_ = false;
   bool training_ = true;
 };
 
-/// Each strain's noise (strain - template(θ)) moved to the event `permutation` names:
-/// template(θ_i) + noise_{permutation_i}. θ (B, 5), strain (B, T), permutation (B,).
-at::Tensor repair_noise(const at::Tensor& theta, const at::Tensor& strain, const at::Tensor& permutation,
-                        const io::datagen::GwOptions& gw);
+/// signal_i + (strain - signal)_{permutation_i}: each signal with the noise of the
+/// event `permutation` names. signal, strain (B, T); permutation (B,) int64.
+at::Tensor repair_noise(const at::Tensor& signal, const at::Tensor& strain, const at::Tensor& permutation);
 
 /// The zoo factory: the default architecture (5 parameters, 2048-sample strain).
 std::unique_ptr<Model> make_nsf_gw(uint64_t seed);

@@ -231,6 +231,16 @@ class DatagenTest(unittest.TestCase):
             self.assertTrue(np.all((params[:, column] >= lo - 1e-4) & (params[:, column] <= hi + 1e-4)), key)
         self.assertTrue(np.all(snr > 0))
         self.assertTrue(5 < np.median(snr) < 60, np.median(snr))
+        # The stored signal: its norm is the SNR, and strain - signal is white, unit-variance
+        # noise uncorrelated with it (matched-filter overlap ~ N(0, 1)).
+        signal = data["signal"]
+        self.assertEqual(signal.shape, strain.shape)
+        np.testing.assert_allclose(np.linalg.norm(signal.astype(np.float64), axis=1), snr, rtol=1e-4)
+        noise = (strain - signal).astype(np.float64)
+        self.assertTrue(0.85 < noise.var(axis=1).mean() < 1.05, noise.var(axis=1).mean())
+        overlap = (noise * signal).sum(axis=1) / snr
+        self.assertLess(abs(overlap.mean()), 0.5)
+        self.assertTrue(0.6 < overlap.std() < 1.4, overlap.std())
         # Whitened: early (signal-poor) samples have about unit variance.
         early = strain[:, 200:600]
         self.assertTrue(0.8 < early.var() < 1.3, early.var())

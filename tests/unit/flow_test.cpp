@@ -471,41 +471,47 @@ TEST(GwModel, WhitenedTemplateIsTheSignalInDatagenGw) {
   }
 }
 
-// Fresh noise (DINGO): each template keeps its θ and takes another event's noise. The
+// Fresh noise (DINGO): each stored signal keeps its θ and takes another event's noise. The
 // expectation comes from datagen itself: the same events generated far away are the noise.
-TEST(GwModel, FreshNoisePairsEachTemplateWithAnotherEventsNoise) {
+TEST(GwModel, FreshNoisePairsEachSignalWithAnotherEventsNoise) {
   io::datagen::GwOptions o;
   const uint64_t seed = 9;
   const int64_t events = 5;
   auto far = o;
   far.distance_min = far.distance_max = 1e15;
-  const auto strain = f32_tensor(column(io::datagen::generate_gw(o, seed, 0, events), "strain"));
+  const auto table = io::datagen::generate_gw(o, seed, 0, events);
+  const auto strain = f32_tensor(column(table, "strain"));
+  const auto signal = f32_tensor(column(table, "signal"));
   const auto noise = f32_tensor(column(io::datagen::generate_gw(far, seed, 0, events), "strain"));
-  const auto th = datagen_theta(o, seed, events);
+  // The stored signal is the template of the true θ.
+  EXPECT_TRUE(tensor_near(signal, gw_whitened_template(datagen_theta(o, seed, events), o), 0, 2e-6));
   const auto permutation = at::tensor(std::vector<int64_t>{3, 0, 4, 1, 2}, at::kLong);
-  const auto fresh = repair_noise(th, strain, permutation, o);
-  EXPECT_TRUE(tensor_near(fresh, (strain - noise) + noise.index_select(0, permutation), 0, 4e-5));
-  EXPECT_TRUE(tensor_near(repair_noise(th, strain, at::arange(events, at::kLong), o), strain, 0, 1e-5));
-  EXPECT_THROW(repair_noise(th, strain.narrow(1, 0, 1024), permutation, o), ConfigError);
+  EXPECT_TRUE(tensor_near(repair_noise(signal, strain, permutation), signal + noise.index_select(0, permutation), 0,
+                          2e-5));
+  EXPECT_TRUE(tensor_near(repair_noise(signal, strain, at::arange(events, at::kLong)), strain, 0, 1e-6));
+  EXPECT_THROW(repair_noise(signal.narrow(1, 0, 1024), strain, permutation), ConfigError);
 
   // The model re-pairs in training only, with a permutation from torch's global generator.
   auto options = small_options(5);
   options.strain_length = o.length;
   NsfModel model(options);
+  const auto th = datagen_theta(o, seed, events).to(at::kFloat);
   model.flow().set_standardization_from(th);
-  model.set_fresh_noise(o);
-  const Inputs inputs{{"theta", th.to(at::kFloat)}, {"strain", strain.to(at::kFloat)}};
+  model.set_fresh_noise(true);
+  const Inputs inputs{{"theta", th}, {"strain", strain.to(at::kFloat)}, {"signal", signal.to(at::kFloat)}};
   at::manual_seed(123);
   const auto trained = model.forward(inputs);
   EXPECT_TRUE(trained.requires_grad());  // the re-pairing is outside autograd, the flow is not
   at::manual_seed(123);
   const auto expected_permutation = at::randperm(events, at::kLong);
-  const auto expected = model.flow().log_prob(
-      th.to(at::kFloat), repair_noise(th.to(at::kFloat), strain, expected_permutation, o).to(at::kFloat));
+  const auto expected =
+      model.flow().log_prob(th, repair_noise(signal, strain, expected_permutation).to(at::kFloat));
   EXPECT_TRUE(tensor_near(trained, expected, 0, 1e-5));
-  EXPECT_FALSE(tensor_near(trained, model.flow().log_prob(th.to(at::kFloat), strain.to(at::kFloat)), 0, 1e-5));
+  const auto plain = model.flow().log_prob(th, strain.to(at::kFloat));
+  EXPECT_FALSE(tensor_near(trained, plain, 0, 1e-5));
+  EXPECT_THROW(model.forward(Inputs{{"theta", th}, {"strain", strain.to(at::kFloat)}}), ConfigError);  // no signal
   model.set_training(false);
-  EXPECT_TRUE(at::equal(model.forward(inputs), model.flow().log_prob(th.to(at::kFloat), strain.to(at::kFloat))));
+  EXPECT_TRUE(at::equal(model.forward(inputs), plain));
 }
 
 TEST(GwModel, PriorDensityAndSupport) {
