@@ -158,7 +158,7 @@ int run_bench(Context& ctx, const ServeBenchOptions& o) {
     if (rank == 0) {
       result = {{"benchmark", "serve"}, {"ranks", size}, {"client_ranks", 1}, {"server_ranks", 1},
                 {"seconds_per_point", o.seconds}, {"server_intra_op_threads", 1},
-                {"client_progress", o.client_progress}};
+                {"client_progress", o.client_progress}, {"server_compute", "auto (inline when bound to one core)"}};
       nlohmann::json sweep = nlohmann::json::array(), local = nlohmann::json::object();
       std::printf("%-9s %-8s %7s %11s %12s %9s %9s %9s %9s %9s %10s\n", "case", "batching", "streams", "events/s",
                   "rows/s", "p50_us", "p99_us", "queue_us", "infer_us", "ovh_p50", "batch_rows");

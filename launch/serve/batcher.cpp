@@ -74,6 +74,24 @@ std::vector<QueuedRequest> BatchQueue::next_batch() {
   }
 }
 
+std::vector<QueuedRequest> BatchQueue::due_batch() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (queue_.empty()) return {};
+  std::vector<std::int64_t> rows;
+  rows.reserve(queue_.size());
+  for (const auto& q : queue_) rows.push_back(q.request.rows);
+  const auto age =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - queue_.front().enqueued);
+  const BatchDecision d = decide_batch(policy_, rows, stopped_ ? policy_.max_delay : age);
+  std::vector<QueuedRequest> batch;
+  batch.reserve(d.take);
+  for (size_t i = 0; i < d.take; ++i) {
+    batch.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  return batch;
+}
+
 size_t BatchQueue::drop_client(int client) {
   std::lock_guard<std::mutex> lock(mutex_);
   const size_t before = queue_.size();

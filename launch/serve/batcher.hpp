@@ -55,6 +55,9 @@ class BatchQueue {
   /// Blocks until a batch is due (per decide_batch) or stop() was called and the
   /// queue is empty (then returns an empty batch).
   std::vector<QueuedRequest> next_batch();
+  /// The batch due now (per decide_batch), or an empty one; never blocks. For a
+  /// server that computes on its receiver thread.
+  std::vector<QueuedRequest> due_batch();
   /// Drops every queued request of `client`; returns how many.
   size_t drop_client(int client);
   void stop();

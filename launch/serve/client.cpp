@@ -67,6 +67,7 @@ struct Client::State {
   std::vector<bool> dead;
   std::vector<Clock::time_point> last_heard;
   Clock::time_point last_heartbeat = Clock::now();
+  Clock::time_point last_liveness_check = Clock::now();
   std::vector<char> bytes;  // receive buffer
 
   // Local fallback.
@@ -205,11 +206,8 @@ bool Client::State::pass() {
   }
   bool did = !fresh.empty();
   for (auto& p : fresh) send_new(std::move(p));
-  for (auto& [id, p] : in_flight) {
-    if (p->send == MPI_REQUEST_NULL) continue;
-    int done = 0;
-    HPCML_MPI_CHECK(MPI_Test(&p->send, &done, MPI_STATUS_IGNORE));
-  }
+  // (Sends need no MPI_Test here: the probes below drive Open MPI's progress, and a
+  // request's send is completed when its reply arrives.)
   // Only the two tags a client is sent: other traffic on the communicator (an
   // application's own) is not this thread's to take.
   for (int k = 0; k < 128; ++k) {
@@ -243,7 +241,10 @@ bool Client::State::pass() {
       HPCML_MPI_CHECK(MPI_Request_free(&r));
     }
   }
-  // A server holding our requests that has said nothing for server_timeout_s is dead.
+  // A server holding our requests that has said nothing for server_timeout_s is dead
+  // (checked every few milliseconds: the timeout is seconds).
+  if (now - last_liveness_check < std::chrono::milliseconds(2)) return did;
+  last_liveness_check = now;
   for (size_t s = 0; s < servers.size(); ++s) {
     if (dead[s] || load[s] == 0) continue;
     Clock::time_point oldest = now;
@@ -398,8 +399,18 @@ std::future<InferResult> Client::infer_async(const std::string& model, const Nam
   }
   if (s.options.progress_thread) {
     s.cv.notify_one();
-  } else {
-    s.caller_pass();  // sent now
+  } else if (s.broken.empty()) {
+    // Caller-driven: send it now (replies are taken in wait() and poll()).
+    std::deque<std::unique_ptr<Pending>> fresh;
+    {
+      std::lock_guard<std::mutex> lock(s.mutex);
+      fresh.swap(s.outbound);
+    }
+    try {
+      for (auto& q : fresh) s.send_new(std::move(q));
+    } catch (const std::exception& e) {
+      s.break_down(e);
+    }
   }
   return future;
 }
@@ -419,7 +430,9 @@ InferResult Client::wait(std::future<InferResult>& future) {
     // Every pass either moves something or ages the in-flight requests towards
     // server_timeout_s, after which they fall back or fail: this loop ends.
     while (future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
-      if (!s.caller_pass()) std::this_thread::yield();
+      if (s.caller_pass()) continue;
+      HPCML_CHECK_AS(ServeError, s.broken.empty(), rank_tag(), " serve: ", s.broken);
+      std::this_thread::yield();
     }
   }
   return future.get();

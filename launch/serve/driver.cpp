@@ -395,6 +395,7 @@ int run_serve(Context& context, const ServeConfig& config) {
     options.heartbeat_s = s.heartbeat_s;
     options.client_timeout_s = s.client_timeout_s;
     options.intra_op_threads = s.server_threads;
+    options.compute = s.server_compute;
     options.drain_timeout_s = timeout_s;
     const ServerReport report = run_server(comm, plan.clients, options);
     mine = nlohmann::json::parse(report.to_json());

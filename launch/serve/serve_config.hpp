@@ -65,6 +65,7 @@ struct ServeSection {
   double server_timeout_s = 30.0;
   bool fallback = false;
   int server_threads = 1;
+  std::string server_compute = "auto";
   DriverSection client;
 
   template <typename V>
@@ -89,6 +90,10 @@ struct ServeSection {
     v.field("fallback", fallback, "clients run the model locally when no server answers (else the request fails)");
     v.field("server_threads", server_threads, "LibTorch intra-op threads per server rank (shared by its instances)",
             config::in_range(1, 1024));
+    v.field("server_compute", server_compute,
+            "where batches run: threads (each model's instances threads), inline (the server's receiver thread, "
+            "one instance per model, no hand-off), auto (inline when the server rank may use one core only)",
+            config::one_of({"auto", "threads", "inline"}));
     v.section("client", client, "the built-in client driver (hpcml serve on client ranks)");
   }
 };

@@ -8,12 +8,15 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <list>
 #include <memory>
 #include <mutex>
 #include <thread>
+
+#include <sched.h>
 
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -65,11 +68,29 @@ struct Outgoing {
   MPI_Request request = MPI_REQUEST_NULL;
 };
 
+// Replies from the instance threads to the receiver, and how many instances are
+// computing. The receiver parks on it while every core of this rank computes.
 class Outbox {
  public:
   void push(Outgoing o) {
     std::lock_guard<std::mutex> lock(mutex_);
     items_.push_back(std::move(o));
+  }
+  void computing(bool on) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      computing_ += on ? 1 : -1;
+    }
+    if (!on) ready_.notify_one();
+  }
+  int computing() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return computing_;
+  }
+  // Until a reply is queued, fewer than `cores` instances compute, or `timeout`.
+  void park(int cores, std::chrono::microseconds timeout) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    ready_.wait_for(lock, timeout, [&] { return !items_.empty() || computing_ < cores; });
   }
   bool pop(Outgoing& o) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -80,8 +101,10 @@ class Outbox {
   }
 
  private:
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
+  std::condition_variable ready_;
   std::deque<Outgoing> items_;
+  int computing_ = 0;
 };
 
 struct Served {
@@ -95,13 +118,10 @@ struct Stats {
   ServerReport report;
 };
 
-// One model instance: takes batches, runs them, queues the replies.
-void instance_loop(Served& served, models::Model& model, Outbox& outbox, Stats& stats) {
-  at::NoGradGuard no_grad;
-  const ModelEntry& entry = served.entry;
-  for (;;) {
-    std::vector<QueuedRequest> batch = served.queue->next_batch();
-    if (batch.empty()) return;
+// Runs one batch on `model` and queues its replies (or one error reply per request).
+void run_batch(const ModelEntry& entry, models::Model& model, std::vector<QueuedRequest>& batch, Outbox& outbox,
+               Stats& stats) {
+  {
     const auto t0 = Clock::now();
     const auto n = static_cast<double>(batch.size());
     int64_t rows = 0;
@@ -177,6 +197,25 @@ void instance_loop(Served& served, models::Model& model, Outbox& outbox, Stats& 
   }
 }
 
+// One model instance thread: takes batches, runs them, queues the replies.
+void instance_loop(Served& served, models::Model& model, Outbox& outbox, Stats& stats) {
+  at::NoGradGuard no_grad;
+  for (;;) {
+    std::vector<QueuedRequest> batch = served.queue->next_batch();
+    if (batch.empty()) return;
+    outbox.computing(true);
+    run_batch(served.entry, model, batch, outbox, stats);
+    outbox.computing(false);
+  }
+}
+
+// CPUs this process may run on (1 under mpirun --bind-to core).
+int usable_cores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return std::max(1, CPU_COUNT(&set));
+}
+
 }  // namespace
 
 std::string ServerReport::to_json() const {
@@ -234,8 +273,14 @@ ServerReport run_server(MPI_Comm comm, const std::vector<int>& clients, const Se
   Outbox outbox;
   Stats stats;
   stats.report.rank = rank;
+  const int cores = usable_cores();
+  HPCML_CHECK_AS(ConfigError, options.compute == "auto" || options.compute == "threads" || options.compute == "inline",
+                 "config error: key 'serve.server_compute': expected one of [auto, threads, inline], found '",
+                 options.compute, "'");
+  const bool inline_compute = options.compute == "inline" || (options.compute == "auto" && cores == 1);
   std::vector<std::thread> threads;
-  for (auto& s : served)
+  if (!inline_compute)
+    for (auto& s : served)
     for (auto& m : s->instances) threads.emplace_back([&s = *s, &model = *m, &outbox, &stats] {
       try {
         instance_loop(s, model, outbox, stats);
@@ -331,6 +376,16 @@ ServerReport run_server(MPI_Comm comm, const std::vector<int>& clients, const Se
         refuse(src, id, e.message() + " (server rank " + std::to_string(rank) + ")");
       }
     }
+    // Inline: due batches run here, between receiving and replying.
+    if (inline_compute) {
+      at::NoGradGuard no_grad;
+      for (auto& s : served) {
+        for (auto batch = s->queue->due_batch(); !batch.empty(); batch = s->queue->due_batch()) {
+          did = true;
+          run_batch(s->entry, *s->instances.front(), batch, outbox, stats);
+        }
+      }
+    }
     // Replies out; finished sends reaped.
     for (Outgoing o; outbox.pop(o);) {
       did = true;
@@ -383,6 +438,11 @@ ServerReport run_server(MPI_Comm comm, const std::vector<int>& clients, const Se
     }
     if (did) {
       idle = 0;
+    } else if (outbox.computing() >= cores) {
+      // Every core computes: polling would only slow the model down (the receiver
+      // shares a core with the instances). Park until a reply is ready; requests
+      // arriving meanwhile wait in MPI and join the next batch.
+      outbox.park(cores, std::chrono::microseconds(500));
     } else if (++idle < 2000) {
       std::this_thread::yield();
     } else {

@@ -19,6 +19,11 @@ struct ServerOptions {
   double client_timeout_s = 60.0;                 ///< a client silent this long has vanished
   int intra_op_threads = 1;                       ///< LibTorch intra-op threads of this rank
   double drain_timeout_s = 60.0;                  ///< deadline for the last replies to go out
+  /// Where batches run. "threads": each model's `instances` threads, fed by the
+  /// receiver. "inline": the receiver thread runs due batches itself (one instance
+  /// per model, no thread hand-off). "auto": inline when this process may run on one
+  /// core only (mpirun --bind-to core, srun --cpus-per-task=1), else threads.
+  std::string compute = "auto";
 };
 
 /// What one server did, for metrics.

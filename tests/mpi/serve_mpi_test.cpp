@@ -173,8 +173,7 @@ bool skip_unless_three() { return hpcml::world_size() != 3; }
 
 const char* kFacile = "platform: zoo\nseed: 3\nmax_batch_size: 256\n";
 
-TEST(ServeSession, ServedEqualsLocalInference) {
-  if (skip_unless_three()) GTEST_SKIP() << "needs 3 ranks";
+void served_equals_local(const std::string& compute) {
   const std::string repo = make_repository(
       "equal", {{"facile", kFacile},
                 {"deepcalo", "platform: zoo\nseed: 4\nmax_batch_size: 20\nmax_queue_delay_us: 2000\n"},
@@ -183,6 +182,7 @@ TEST(ServeSession, ServedEqualsLocalInference) {
   if (s.rank == kServer) {
     serve::ServerOptions o;
     o.repository = repo;
+    o.compute = compute;
     const auto report = serve::run_server(s.comm, {0, 1}, o);
     EXPECT_GT(report.requests, 0);
     EXPECT_TRUE(report.vanished_clients.empty());
@@ -222,8 +222,18 @@ TEST(ServeSession, ServedEqualsLocalInference) {
   client.finish();
 }
 
-TEST(ServeSession, PreferredSizeRunsAtOnceAndQueueDelayIsRespected) {
+TEST(ServeSession, ServedEqualsLocalInference) {
   if (skip_unless_three()) GTEST_SKIP() << "needs 3 ranks";
+  served_equals_local("threads");
+}
+
+// The receiver thread runs the batches itself (what `auto` picks on one core).
+TEST(ServeSession, ServedEqualsLocalInferenceInline) {
+  if (skip_unless_three()) GTEST_SKIP() << "needs 3 ranks";
+  served_equals_local("inline");
+}
+
+void preferred_size_and_queue_delay(const std::string& compute) {
   const int delay_us = 300000;
   const std::string repo = make_repository(
       "batch", {{"facile", std::string(kFacile) + "preferred_batch_sizes: [64]\nmax_queue_delay_us: " +
@@ -232,6 +242,7 @@ TEST(ServeSession, PreferredSizeRunsAtOnceAndQueueDelayIsRespected) {
   if (s.rank == kServer) {
     serve::ServerOptions o;
     o.repository = repo;
+    o.compute = compute;
     const auto report = serve::run_server(s.comm, {0, 1}, o);
     const auto& h = report.batch_rows_histogram.at("facile");
     EXPECT_EQ(h.at(64), 1);
@@ -257,6 +268,16 @@ TEST(ServeSession, PreferredSizeRunsAtOnceAndQueueDelayIsRespected) {
 }
 
 // Expects `f` to throw a ServeError whose message holds every one of `words`.
+TEST(ServeSession, PreferredSizeRunsAtOnceAndQueueDelayIsRespected) {
+  if (skip_unless_three()) GTEST_SKIP() << "needs 3 ranks";
+  preferred_size_and_queue_delay("threads");
+}
+
+TEST(ServeSession, PreferredSizeRunsAtOnceAndQueueDelayIsRespectedInline) {
+  if (skip_unless_three()) GTEST_SKIP() << "needs 3 ranks";
+  preferred_size_and_queue_delay("inline");
+}
+
 void expect_serve_error(const std::function<void()>& f, const std::vector<std::string>& words) {
   try {
     f();
