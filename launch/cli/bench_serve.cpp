@@ -2,7 +2,8 @@
 // concurrent request streams (in-flight request slots), with dynamic batching and
 // with batch-1 serving, for FACILE (16 channel rows per request) and DeepCalo
 // (5 images per request). Run with 2 ranks: rank 0 is the client, the last rank
-// the server (Krupa et al. 2021, Figures 5-6).
+// the server (Krupa et al. 2021, Figures 5-6). With more ranks, every rank but the
+// last is a client; they run each point together and their throughputs add up.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 
 #include "core/error.hpp"
 #include "core/mpi.hpp"
+#include "core/watchdog.hpp"
 #include "launch/cli/command.hpp"
 #include "launch/serve/client.hpp"
 #include "launch/serve/driver.hpp"
@@ -134,12 +136,13 @@ int run_bench(Context& ctx, const ServeBenchOptions& o) {
     HPCML_CHECK_AS(ConfigError, s >= 1 && s <= 1024, "bench serve: --streams: expected 1 to 1024, found ", s);
   const int max_streams = *std::max_element(o.streams.begin(), o.streams.end());
   const std::string repo = write_repository(o, max_streams);
-  const int server = size - 1;
+  const int server = size - 1;  // the server; comm's other ranks are clients
   std::vector<int> clients;
   for (int r = 0; r < server; ++r) clients.push_back(r);
-  MPI_Comm comm;
+  MPI_Comm comm, clients_comm;
   HPCML_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
   HPCML_MPI_CHECK(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN));
+  HPCML_MPI_CHECK(MPI_Comm_split(comm, rank == server ? MPI_UNDEFINED : 0, rank, &clients_comm));
   int exit_code = 0;
   if (rank == server) {
     serve::ServerOptions so;
@@ -154,18 +157,45 @@ int run_bench(Context& ctx, const ServeBenchOptions& o) {
     serve::ClientOptions co;
     co.progress_thread = o.client_progress == "thread";
     serve::Client client(comm, {server}, co);
+    const int n_clients = server;
+    const auto timeout = std::chrono::duration<double>(ctx.config.runtime.collective_timeout_s);
+    // Every client rank runs every point at once; their throughputs add up, and the
+    // latency percentiles are the worst client's.
+    auto together = [&](nlohmann::json p) {
+      double v[3] = {p["events_per_s"].get<double>(), p["latency_us"]["p50"].get<double>(),
+                     p["latency_us"]["p99"].get<double>()};
+      double sum = 0, worst[2] = {0, 0};
+      auto guard = Watchdog::instance().arm("bench serve reduce", "client ranks", timeout);
+      HPCML_MPI_CHECK(MPI_Reduce(v, &sum, 1, MPI_DOUBLE, MPI_SUM, 0, clients_comm));
+      HPCML_MPI_CHECK(MPI_Reduce(v + 1, worst, 2, MPI_DOUBLE, MPI_MAX, 0, clients_comm));
+      if (n_clients > 1) {
+        p["events_per_s_rank0"] = p["events_per_s"];
+        p["events_per_s"] = sum;
+        p["latency_us_worst_client"] = {{"p50", worst[0]}, {"p99", worst[1]}};
+      }
+      return p;
+    };
+    auto barrier = [&] {
+      auto guard = Watchdog::instance().arm("bench serve barrier", "client ranks", timeout);
+      HPCML_MPI_CHECK(MPI_Barrier(clients_comm));
+    };
     nlohmann::json result;
     if (rank == 0) {
-      result = {{"benchmark", "serve"}, {"ranks", size}, {"client_ranks", 1}, {"server_ranks", 1},
+      result = {{"benchmark", "serve"}, {"ranks", size}, {"client_ranks", n_clients}, {"server_ranks", 1},
                 {"seconds_per_point", o.seconds}, {"server_intra_op_threads", 1},
                 {"client_progress", o.client_progress}, {"server_compute", "auto (inline when bound to one core)"}};
-      nlohmann::json sweep = nlohmann::json::array(), local = nlohmann::json::object();
       std::printf("%-9s %-8s %7s %11s %12s %9s %9s %9s %9s %9s %10s\n", "case", "batching", "streams", "events/s",
                   "rows/s", "p50_us", "p99_us", "queue_us", "infer_us", "ovh_p50", "batch_rows");
-      const auto entries = serve::read_repository(repo);
-      for (const auto& name : o.cases) {
-        const Case c = case_of(name);
-        const serve::NamedInputs inputs = serve::fixed_inputs(models::example_inputs(name, c.rows, /*seed=*/7));
+      if (n_clients > 1)
+        std::printf("(%d client ranks, each with `streams` in flight: events/s summed, p50/p99 of rank 0)\n",
+                    n_clients);
+    }
+    nlohmann::json sweep = nlohmann::json::array(), local = nlohmann::json::object();
+    const auto entries = serve::read_repository(repo);
+    for (const auto& name : o.cases) {
+      const Case c = case_of(name);
+      const serve::NamedInputs inputs = serve::fixed_inputs(models::example_inputs(name, c.rows, /*seed=*/7));
+      if (rank == 0) {
         // X: local inference of one request's rows at one thread.
         const auto& entry = serve::find_entry(entries, name);
         auto model = serve::load_model(entry);
@@ -174,25 +204,29 @@ int run_bench(Context& ctx, const ServeBenchOptions& o) {
         const auto l0 = Clock::now();
         for (int i = 0; i < reps; ++i) serve::run_local(*model, entry, inputs);
         local[name] = std::chrono::duration<double, std::micro>(Clock::now() - l0).count() / reps;
-        for (const bool dynamic : {true, false}) {
-          const std::string served = name + (dynamic ? "" : "-batch1");
-          for (int streams : o.streams) {
-            nlohmann::json p = run_point(client, served, inputs, streams, o.seconds, o.warmup_s);
-            p["case"] = name;
-            p["rows_per_request"] = c.rows;
-            p["batching"] = dynamic ? "dynamic" : "batch1";
-            p["inferences_per_s"] = p["events_per_s"].get<double>() * c.rows;
-            std::printf("%-9s %-8s %7d %11.0f %12.0f %9.1f %9.1f %9.1f %9.1f %9.2f %10.1f\n", name.c_str(),
-                        dynamic ? "dynamic" : "batch1", streams, p["events_per_s"].get<double>(),
-                        p["inferences_per_s"].get<double>(), p["latency_us"]["p50"].get<double>(),
-                        p["latency_us"]["p99"].get<double>(), p["breakdown_us"]["queue"].get<double>(),
-                        p["breakdown_us"]["compute_infer"].get<double>(), p["server_overhead_us_p50"].get<double>(),
-                        p["mean_batch_rows"].get<double>());
-            std::fflush(stdout);
-            sweep.push_back(p);
-          }
+      }
+      for (const bool dynamic : {true, false}) {
+        const std::string served = name + (dynamic ? "" : "-batch1");
+        for (int streams : o.streams) {
+          barrier();
+          nlohmann::json p = together(run_point(client, served, inputs, streams, o.seconds, o.warmup_s));
+          if (rank != 0) continue;
+          p["case"] = name;
+          p["rows_per_request"] = c.rows;
+          p["batching"] = dynamic ? "dynamic" : "batch1";
+          p["inferences_per_s"] = p["events_per_s"].get<double>() * c.rows;
+          std::printf("%-9s %-8s %7d %11.0f %12.0f %9.1f %9.1f %9.1f %9.1f %9.2f %10.1f\n", name.c_str(),
+                      dynamic ? "dynamic" : "batch1", streams, p["events_per_s"].get<double>(),
+                      p["inferences_per_s"].get<double>(), p["latency_us"]["p50"].get<double>(),
+                      p["latency_us"]["p99"].get<double>(), p["breakdown_us"]["queue"].get<double>(),
+                      p["breakdown_us"]["compute_infer"].get<double>(), p["server_overhead_us_p50"].get<double>(),
+                      p["mean_batch_rows"].get<double>());
+          std::fflush(stdout);
+          sweep.push_back(p);
         }
       }
+    }
+    if (rank == 0) {
       result["sweep"] = sweep;
       result["local_inference_us"] = local;
       // Gain of dynamic batching over batch-1 at each stream count.
@@ -209,7 +243,7 @@ int run_bench(Context& ctx, const ServeBenchOptions& o) {
         result["dynamic_batching_gain"] = gains["facile"]["16"];
       for (const auto& [name, g] : gains.items()) {
         std::printf("dynamic batching gain (%s):", name.c_str());
-        for (const auto& [s, v] : g.items()) std::printf(" %s streams %.2fx;", s.c_str(), v.get<double>());
+        for (const auto& [st, v] : g.items()) std::printf(" %s streams %.2fx;", st.c_str(), v.get<double>());
         std::printf("\n");
       }
     }
@@ -245,6 +279,7 @@ int run_bench(Context& ctx, const ServeBenchOptions& o) {
       }
     }
   }
+  if (clients_comm != MPI_COMM_NULL) HPCML_MPI_CHECK(MPI_Comm_free(&clients_comm));
   HPCML_MPI_CHECK(MPI_Comm_free(&comm));
   fs::remove_all(repo);
   return exit_code;
@@ -255,7 +290,8 @@ int run_bench(Context& ctx, const ServeBenchOptions& o) {
 void add_bench_serve_command(CLI::App& bench, CommonOptions& common, Runner& selected) {
   auto* sub = bench.add_subcommand(
       "serve", "hpcml serve throughput and latency vs concurrent request streams, dynamic batching vs batch-1 serving "
-               "(FACILE 16 rows/request, DeepCalo 5 images/request); run as mpirun -n 2 (client rank 0, server rank 1)");
+               "(FACILE 16 rows/request, DeepCalo 5 images/request); run as mpirun -n 2 (client rank 0, server rank 1); "
+               "with more ranks every rank but the last is a client and throughputs add up");
   add_common_options(sub, common);
   auto o = std::make_shared<ServeBenchOptions>();
   sub->add_option("--streams", o->streams, "In-flight request slots to sweep")->delimiter(',')->capture_default_str();

@@ -81,6 +81,22 @@ class ServeTest(unittest.TestCase):
         self.assertEqual({p["batching"] for p in result["sweep"]}, {"dynamic", "batch1"})
         self.assertIn("4", result["gains"]["facile"])
         self.assertGreater(result["server_report"]["requests"], 0)
+        self.assertEqual(result["client_ranks"], 1)
+
+    def test_bench_serve_two_clients(self):
+        # The separate case with more client ranks: both run every point; events/s is their sum.
+        path = os.path.join(self.tmp.name, "bench2.json")
+        rc, out, err, _ = run(["bench", "serve", "--streams", "2", "--seconds", "0.1", "--warmup-s", "0.02",
+                               "--cases", "facile", "--json", path], ranks=3, timeout=120)
+        self.assertEqual(rc, 0, out + err)
+        with open(path) as f:
+            result = json.load(f)
+        self.assertEqual(result["client_ranks"], 2)
+        for p in result["sweep"]:
+            self.assertGreater(p["events_per_s"], p["events_per_s_rank0"])
+            self.assertGreaterEqual(p["latency_us_worst_client"]["p50"], p["latency_us"]["p50"])
+        # Every request of both clients reached the server.
+        self.assertGreater(result["server_report"]["requests"], 0)
 
 
 if __name__ == "__main__":
