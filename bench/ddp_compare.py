@@ -12,6 +12,8 @@ binds rank r to core r):
   pytorch-1, pytorch-2   ../shared/anchors/ddp_reference.sh 1|2
   hpcml-1, hpcml-2       mpirun -n 1|2 hpcml bench ddp
   hpcml-2-bf16           mpirun -n 2 hpcml bench ddp --compression bf16
+  hpcml-2-mpi            mpirun -n 2 hpcml bench ddp --transport mpi (bucketed MPI allreduce
+                         instead of the default shared-memory transport)
   plain-1                mpirun -n 1 hpcml bench ddp --plain (LibTorch without hpcml)
   plain-2                mpirun -n 2 ... --plain: two independent loops, no communication
                          (this machine's scaling ceiling)
@@ -47,6 +49,7 @@ def configs(hpcml, extra=()):
         "hpcml-1": mpirun(1) + bench,
         "hpcml-2": mpirun(2) + bench,
         "hpcml-2-bf16": mpirun(2) + bench + ["--compression", "bf16"],
+        "hpcml-2-mpi": mpirun(2) + bench + ["--transport", "mpi"],
         "plain-1": mpirun(1) + bench + ["--plain"],
         "plain-2": mpirun(2) + bench + ["--plain"],
     }
@@ -78,7 +81,8 @@ def main():
         a.skip_loss = True
     all_configs = configs(a.hpcml, extra)
     if a.model:
-        all_configs = {k: v for k, v in all_configs.items() if k in ("hpcml-1", "hpcml-2", "plain-1", "plain-2")}
+        all_configs = {k: v for k, v in all_configs.items()
+                       if k in ("hpcml-1", "hpcml-2", "hpcml-2-mpi", "plain-1", "plain-2")}
     names = a.only.split(",") if a.only else list(all_configs)
     samples = {n: [] for n in names}
     for r in range(a.rounds):
@@ -96,6 +100,8 @@ def main():
         ratios["scaling_efficiency_fp32"] = med["hpcml-2"] / (2 * med["hpcml-1"])
     if "hpcml-2-bf16" in med and "hpcml-1" in med:
         ratios["scaling_efficiency_bf16"] = med["hpcml-2-bf16"] / (2 * med["hpcml-1"])
+    if "hpcml-2-mpi" in med and "hpcml-1" in med:
+        ratios["scaling_efficiency_fp32_mpi_transport"] = med["hpcml-2-mpi"] / (2 * med["hpcml-1"])
     if "plain-1" in med and "hpcml-1" in med:
         ratios["overhead_1rank_vs_plain"] = med["plain-1"] / med["hpcml-1"] - 1
     if "plain-2" in med and "plain-1" in med:

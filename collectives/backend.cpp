@@ -131,6 +131,15 @@ std::shared_ptr<Backend> Backend::split(int color, int key, const std::string& n
   return do_split(color, key, std::move(options));
 }
 
+std::shared_ptr<NodeSharedMemory> Backend::map_node_shared(size_t bytes, std::string* why) {
+  return do_map_node_shared(bytes, why);
+}
+
+std::shared_ptr<NodeSharedMemory> Backend::do_map_node_shared(size_t, std::string* why) {
+  if (why != nullptr) *why = "backend " + name() + " has no node-shared memory";
+  return nullptr;
+}
+
 WorkPtr Backend::do_allreduce(at::Tensor&, const AllreduceOptions&) { unsupported("allreduce"); }
 WorkPtr Backend::do_broadcast(at::Tensor&, const BroadcastOptions&) { unsupported("broadcast"); }
 WorkPtr Backend::do_allgather(std::vector<at::Tensor>&, const at::Tensor&, const AllgatherOptions&) {

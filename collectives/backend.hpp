@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "collectives/node_shared.hpp"
 #include "collectives/types.hpp"
 #include "collectives/work.hpp"
 
@@ -78,6 +79,13 @@ class Backend : public std::enable_shared_from_this<Backend> {
   /// @param name appended to comm_name() in messages.
   std::shared_ptr<Backend> split(int color, int key, const std::string& name);
 
+  /// `bytes` of zeroed memory mapped by every rank of this communicator, for
+  /// node-local schemes that read other ranks' data directly (the gradient
+  /// reducer's shared-memory transport). Collective. Returns nullptr on every rank
+  /// when the ranks do not all share this node, when the node cannot provide the
+  /// memory (`why` then says what failed), or when the backend has no such memory.
+  std::shared_ptr<NodeSharedMemory> map_node_shared(size_t bytes, std::string* why = nullptr);
+
  protected:
   explicit Backend(BackendOptions options) : options_(std::move(options)) {}
   std::chrono::milliseconds resolve(std::chrono::milliseconds timeout) const {
@@ -94,6 +102,7 @@ class Backend : public std::enable_shared_from_this<Backend> {
   virtual WorkPtr do_barrier(const BarrierOptions& options);
   virtual WorkPtr do_alltoall(at::Tensor& output, const at::Tensor& input, const AlltoallOptions& options);
   virtual std::shared_ptr<Backend> do_split(int color, int key, BackendOptions options);
+  virtual std::shared_ptr<NodeSharedMemory> do_map_node_shared(size_t bytes, std::string* why);
 
   BackendOptions options_;
 

@@ -7,6 +7,7 @@
 
 #include <functional>
 
+#include "collectives/detail/node_reduction.hpp"
 #include "core/error.hpp"
 #include "core/trace.hpp"
 
@@ -17,6 +18,15 @@ const char* to_string(GradCompression compression) {
     case GradCompression::kNone: return "none";
     case GradCompression::kBf16: return "bf16";
     case GradCompression::kFp16: return "fp16";
+  }
+  return "unknown";
+}
+
+const char* to_string(Transport transport) {
+  switch (transport) {
+    case Transport::kAuto: return "auto";
+    case Transport::kMpi: return "mpi";
+    case Transport::kSharedMemory: return "shm";
   }
   return "unknown";
 }
@@ -67,7 +77,10 @@ GradientReducer::GradientReducer(std::vector<NamedTensor> parameters, std::vecto
                 ": parameter '", name, "' must be a contiguous float32 CPU tensor; found ",
                 t.defined() ? std::string(c10::toString(t.scalar_type())) + " on " + t.device().str() : "undefined");
     if (!t.requires_grad()) continue;  // frozen: not reduced
-    params_.push_back({name, t, 0, 0, {}});
+    Param param;
+    param.name = name;
+    param.tensor = t;
+    params_.push_back(std::move(param));
   }
   HPCML_CHECK(!params_.empty(), who, ": the model has no parameters that require grad");
 
@@ -100,9 +113,11 @@ GradientReducer::GradientReducer(std::vector<NamedTensor> parameters, std::vecto
       filled = 0;
     }
     buckets_.back().params.push_back(i);
+    params_[i].bucket = static_cast<int>(buckets_.size()) - 1;
     filled += bytes;
   }
-  for (int b = 0; b < static_cast<int>(buckets_.size()); ++b) {
+  if (backend_->size() > 1 && options_.transport != Transport::kMpi) set_up_shared_memory();
+  for (int b = 0; b < static_cast<int>(buckets_.size()) && !node_; ++b) {
     auto& bucket = buckets_[b];
     int64_t numel = 0;
     for (int i : bucket.params) {
@@ -114,7 +129,6 @@ GradientReducer::GradientReducer(std::vector<NamedTensor> parameters, std::vecto
     int64_t offset = 0;
     for (int i : bucket.params) {
       auto& p = params_[i];
-      p.bucket = b;
       if (p.direct) continue;
       p.offset = offset;
       p.view = bucket.flat.narrow(0, offset, p.tensor.numel()).view(p.tensor.sizes());
@@ -154,6 +168,40 @@ GradientReducer::~GradientReducer() {
   }
 }
 
+// The segment holds every parameter, bucket after bucket, in bucket order.
+void GradientReducer::set_up_shared_memory() {
+  const auto wire = options_.compression == GradCompression::kBf16   ? at::kBFloat16
+                    : options_.compression == GradCompression::kFp16 ? at::kHalf
+                                                                       : at::kFloat;
+  std::vector<int64_t> bucket_numel;
+  for (const auto& bucket : buckets_) {
+    int64_t numel = 0;
+    for (int i : bucket.params) numel += params_[i].tensor.numel();
+    bucket_numel.push_back(numel);
+  }
+  const size_t bytes = detail::NodeReduction::bytes_needed(backend_->size(), bucket_numel, wire);
+  auto memory = backend_->map_node_shared(bytes, &transport_note_);
+  if (memory == nullptr) {
+    HPCML_CHECK_AS(ConfigError, options_.transport != Transport::kSharedMemory, "[rank ", backend_->rank(), "/",
+                   backend_->size(), "] gradient reducer: transport shm (shared memory) is not available: ",
+                   transport_note_, "; use transport auto or mpi");
+    transport_note_ = "shared memory not used: " + transport_note_;
+    return;
+  }
+  transport_note_.clear();
+  node_ = std::make_unique<detail::NodeReduction>(std::move(memory), backend_->rank(), backend_->size(),
+                                                  bucket_numel, wire);
+  int64_t offset = 0;
+  for (const auto& bucket : buckets_) {
+    for (int i : bucket.params) {
+      auto& p = params_[i];
+      p.slot = node_->slot(offset, p.tensor.numel()).view(p.tensor.sizes());
+      p.result = node_->result(offset, p.tensor.numel()).view(p.tensor.sizes());
+      offset += p.tensor.numel();
+    }
+  }
+}
+
 std::vector<std::vector<std::string>> GradientReducer::bucket_layout() const {
   std::vector<std::vector<std::string>> layout;
   for (const auto& bucket : buckets_) {
@@ -185,6 +233,7 @@ void GradientReducer::reset_step() {
   }
   next_launch_ = 0;
   scaled_ = false;
+  if (node_) node_->begin_step();
 }
 
 void GradientReducer::on_grad_ready(int index) {
@@ -194,7 +243,12 @@ void GradientReducer::on_grad_ready(int index) {
   ready_[index] = 1;
   auto& p = params_[index];
   const at::Tensor& grad = p.tensor.grad();
-  if (p.direct) {
+  if (node_) {
+    // Into this rank's slot (converted to the wire dtype), unless backward
+    // accumulated into the slot itself (no zero_grad since the last step).
+    if (!grad.defined()) p.slot.zero_();
+    else if (grad.data_ptr() != p.slot.data_ptr()) p.slot.copy_(grad);
+  } else if (p.direct) {
     // Reduced where it lies; MPI needs it contiguous.
     if (!grad.is_contiguous()) p.tensor.mutable_grad() = grad.contiguous();
   } else if (p.send.defined()) {
@@ -209,7 +263,8 @@ void GradientReducer::on_grad_ready(int index) {
   auto& bucket = buckets_[p.bucket];
   if (--bucket.pending == 0) {
     bucket.timing.ready_us = trace::now_us();
-    if (overlap_) launch_ready_buckets();
+    if (node_) node_->publish(p.bucket);
+    else if (overlap_) launch_ready_buckets();
   }
 }
 
@@ -304,7 +359,9 @@ void GradientReducer::finish() {
                     "produce a gradient for every parameter, or set allow_unused (train.allow_unused_parameters)");
       }
       // Unused here: contributes zeros, like DDP with find_unused_parameters.
-      if (p.direct) {
+      if (node_) {
+        p.slot.zero_();
+      } else if (p.direct) {
         p.tensor.mutable_grad() = at::zeros_like(p.tensor);
       } else if (p.send.defined()) {
         p.send.zero_();
@@ -312,13 +369,20 @@ void GradientReducer::finish() {
         p.view.zero_();
       }
       ready_[i] = 1;
-      if (--buckets_[p.bucket].pending == 0) buckets_[p.bucket].timing.ready_us = trace::now_us();
+      if (--buckets_[p.bucket].pending == 0) {
+        buckets_[p.bucket].timing.ready_us = trace::now_us();
+        if (node_) node_->publish(p.bucket);
+      }
     }
-    launch_ready_buckets();
+    if (!node_) launch_ready_buckets();
   }
-  for (auto& bucket : buckets_) bucket.work->wait();
-  for (auto& p : params_) {
-    if (!p.direct && !p.tensor.grad().is_same(p.view)) p.tensor.mutable_grad() = p.view;
+  if (node_) {
+    finish_shared_memory();
+  } else {
+    for (auto& bucket : buckets_) bucket.work->wait();
+    for (auto& p : params_) {
+      if (!p.direct && !p.tensor.grad().is_same(p.view)) p.tensor.mutable_grad() = p.view;
+    }
   }
   const int64_t wait_end = trace::now_us();
   trace::record("gradient wait", "comm", wait_start, wait_end);
@@ -326,6 +390,25 @@ void GradientReducer::finish() {
   stats_.buckets.clear();
   for (const auto& bucket : buckets_) stats_.buckets.push_back(bucket.timing);
   reset_step();
+}
+
+// Sums with the other ranks (this rank takes chunks of every published bucket),
+// then points each gradient at this rank's float32 result.
+void GradientReducer::finish_shared_memory() {
+  const float scale = scaled_ ? 1.0f : 1.0f / static_cast<float>(backend_->size());
+  std::vector<detail::NodeReduction::BucketSpan> spans;
+  node_->reduce(scale, backend_->comm_name(), backend_->default_timeout(), &spans);
+  for (int b = 0; b < static_cast<int>(buckets_.size()); ++b) {
+    auto& timing = buckets_[b].timing;
+    timing.start_us = spans[b].start_us;
+    timing.end_us = spans[b].end_us;
+    if (timing.start_us > 0) {
+      trace::record("allreduce bucket " + std::to_string(b), "comm", timing.start_us, timing.end_us);
+    }
+  }
+  for (auto& p : params_) {
+    if (!p.tensor.grad().defined() || !p.tensor.grad().is_same(p.result)) p.tensor.mutable_grad() = p.result;
+  }
 }
 
 }  // namespace hpcml::collectives

@@ -42,13 +42,35 @@ enum class Overlap {
 };
 const char* to_string(Overlap overlap);
 
+/// How bucket gradients reach the other ranks.
+enum class Transport {
+  /// kSharedMemory when every rank runs on this node and /dev/shm has room, else kMpi.
+  kAuto,
+  /// The backend's collectives (MPI allreduce), on its communication thread.
+  kMpi,
+  /// One shared segment on the node: each rank writes its gradients into its own
+  /// slot as backward makes them final; whichever rank is idle sums published
+  /// buckets for all (see detail::NodeReduction). Overlap needs no spare core: a
+  /// rank that finished backward sums while slower ranks still compute. Requires
+  /// all ranks on one node; a forced kSharedMemory that cannot be had is an error.
+  kSharedMemory,
+};
+const char* to_string(Transport transport);
+
+namespace detail {
+class NodeReduction;
+}
+
 struct ReducerOptions {
   /// The first bucket (the last layers, whose gradients are ready first) is kept small
   /// so its allreduce starts early; later buckets fill up to bucket_cap_bytes.
   int64_t first_bucket_bytes = int64_t{1} << 20;
   int64_t bucket_cap_bytes = int64_t{25} << 20;
-  /// When bucket allreduces run. Results are identical either way.
+  /// When bucket allreduces run, with the MPI transport (the shared-memory transport
+  /// always sums a bucket as soon as every rank has published it). Results are
+  /// identical either way.
   Overlap overlap = Overlap::kAuto;
+  Transport transport = Transport::kAuto;
   /// Parameters that get no gradient in a step count as zero instead of being an error.
   bool allow_unused = false;
   BufferPolicy buffers = BufferPolicy::kBroadcast;
@@ -92,6 +114,10 @@ struct ReducerStepStats {
 ///
 /// - Construction broadcasts parameters and buffers from rank 0 and checks that every
 ///   rank has the same parameter names, shapes and dtypes (collective).
+/// - Transport (options.transport): with all ranks on one node, gradients go through
+///   shared memory (see Transport::kSharedMemory; after the reduction each `.grad()`
+///   is a view of this rank's float32 result there, valid until the next
+///   synchronised backward); otherwise through the backend's allreduce, as follows.
 /// - Buckets hold parameters in reverse registration order. Small gradients are copied
 ///   into the bucket's flat buffer by a grad-ready hook and, after the reduction, each
 ///   such parameter's `.grad()` is a view into it (no copy back); large ones
@@ -145,8 +171,12 @@ class GradientReducer {
   std::vector<std::vector<std::string>> bucket_layout() const;
   const ReducerStepStats& last_step() const { return stats_; }
   const ReducerOptions& options() const { return options_; }
-  /// Whether buckets launch during backward (options.overlap resolved).
+  /// Whether buckets launch during backward (options.overlap resolved; MPI transport).
   bool overlapping() const { return overlap_; }
+  /// The transport in use: kMpi or kSharedMemory (options.transport resolved).
+  Transport transport() const { return node_ ? Transport::kSharedMemory : Transport::kMpi; }
+  /// Why kAuto did not get shared memory ("" when it did, or was not asked for it).
+  const std::string& transport_note() const { return transport_note_; }
 
  private:
   struct Param {
@@ -157,6 +187,8 @@ class GradientReducer {
     int64_t offset = 0;   // in the bucket's flat buffer, in elements (not direct)
     at::Tensor view;      // the bucket slice, shaped like the parameter (not direct)
     at::Tensor send;      // its slice of the 16-bit send buffer (compression)
+    at::Tensor slot;      // shared memory: this rank's slot (wire dtype), shaped like the parameter
+    at::Tensor result;    // shared memory: the float32 average (the slot itself without compression)
   };
   struct Bucket {
     std::vector<int> params;
@@ -174,10 +206,14 @@ class GradientReducer {
   void launch(int b);
   void reduce_compressed(Bucket& bucket, bool divide) const;
   void reset_step();
+  void set_up_shared_memory();
+  void finish_shared_memory();
 
   std::vector<Param> params_;
   std::vector<NamedTensor> buffers_;
   std::vector<Bucket> buckets_;
+  std::unique_ptr<detail::NodeReduction> node_;  // shared-memory transport, when in use
+  std::string transport_note_;
   BackendPtr backend_;
   ReducerOptions options_;
   std::vector<GradReadyHook> hooks_;

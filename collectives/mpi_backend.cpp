@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <sys/mman.h>
+
 #include <climits>
 
 #include "collectives/detail/comm_thread.hpp"
@@ -155,6 +157,39 @@ std::shared_ptr<Backend> MpiBackend::do_split(int color, int key, BackendOptions
   auto backend = std::make_shared<MpiBackend>(sub, std::move(options));
   MPI_Comm_free(&sub);  // the backend holds its own duplicate
   return backend;
+}
+
+// Rank 0 creates the segment and broadcasts its name; every other rank maps it; once
+// all have (the allreduce), rank 0 unlinks the name.
+std::shared_ptr<NodeSharedMemory> MpiBackend::do_map_node_shared(size_t bytes, std::string* why) {
+  const auto timeout = options_.timeout;
+  thread_->drain("map_node_shared", comm_name(), timeout);
+  auto guard = Watchdog::instance().arm("map_node_shared", comm_name(), timeout);
+  MPI_Comm node = MPI_COMM_NULL;
+  HPCML_MPI_CHECK(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
+  int node_size = 0;
+  MPI_Comm_size(node, &node_size);
+  MPI_Comm_free(&node);
+  // Symmetric: either every rank sees all size_ ranks on its node, or none does.
+  if (node_size != size_) {
+    if (why != nullptr) *why = "the " + std::to_string(size_) + " ranks span more than one node";
+    return nullptr;
+  }
+  char name[64] = {};
+  std::string error;
+  void* base = nullptr;
+  if (rank_ == 0) base = detail::create_shared(name, bytes, &error);
+  HPCML_MPI_CHECK(MPI_Bcast(name, sizeof name, MPI_CHAR, 0, comm_));
+  if (rank_ != 0 && name[0] != '\0') base = detail::open_shared(name, bytes, &error);
+  int ok = base != nullptr ? 1 : 0;
+  HPCML_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm_));
+  if (rank_ == 0 && name[0] != '\0') shm_unlink(name);
+  auto memory = base != nullptr ? std::make_shared<NodeSharedMemory>(base, bytes) : nullptr;
+  if (ok == 0) {
+    if (why != nullptr) *why = error.empty() ? "another rank could not map the shared segment" : error;
+    return nullptr;
+  }
+  return memory;
 }
 
 }  // namespace hpcml::collectives

@@ -45,6 +45,7 @@ class MpiBackend final : public Backend {
   WorkPtr do_barrier(const BarrierOptions& options) override;
   WorkPtr do_alltoall(at::Tensor& output, const at::Tensor& input, const AlltoallOptions& options) override;
   std::shared_ptr<Backend> do_split(int color, int key, BackendOptions options) override;
+  std::shared_ptr<NodeSharedMemory> do_map_node_shared(size_t bytes, std::string* why) override;
 
  private:
   /// Runs `body` now (after the queue drains) or on the communication thread, under a deadline.

@@ -215,6 +215,7 @@ struct ReducerSection {
   double first_bucket_mb = 1.0;
   double bucket_cap_mb = 25.0;
   std::string overlap = "auto";
+  std::string transport = "auto";
   std::string compression = "none";
   std::string buffers = "broadcast";
   template <typename V>
@@ -224,6 +225,10 @@ struct ReducerSection {
     v.field("overlap", overlap,
             "launch bucket allreduces during backward: auto (only when the rank has a spare core), always, never",
             config::one_of({"auto", "always", "never"}));
+    v.field("transport", transport,
+            "how gradients reach the other ranks: auto (shm when every rank is on this node, else mpi), shm "
+            "(one shared-memory segment; idle ranks sum for all), mpi (bucketed MPI allreduce)",
+            config::one_of({"auto", "shm", "mpi"}));
     v.field("compression", compression, "gradients on the wire: none (float32), bf16 or fp16 (sums in float32)",
             config::one_of({"none", "bf16", "fp16"}));
     v.field("buffers", buffers, "buffers (batch-norm statistics): broadcast from rank 0 each step, or per_rank",

@@ -225,6 +225,9 @@ collectives::ReducerOptions reducer_options(const TrainConfig& c) {
   o.overlap = c.reducer.overlap == "always"  ? collectives::Overlap::kAlways
               : c.reducer.overlap == "never" ? collectives::Overlap::kNever
                                              : collectives::Overlap::kAuto;
+  o.transport = c.reducer.transport == "shm"   ? collectives::Transport::kSharedMemory
+                : c.reducer.transport == "mpi" ? collectives::Transport::kMpi
+                                               : collectives::Transport::kAuto;
   o.compression = c.reducer.compression == "bf16"   ? collectives::GradCompression::kBf16
                   : c.reducer.compression == "fp16" ? collectives::GradCompression::kFp16
                                                     : collectives::GradCompression::kNone;
@@ -679,9 +682,13 @@ int train(Context& ctx, const TrainConfig& config) {
   std::ofstream metrics;
   if (rank == 0) metrics.open(run_dir / "metrics.jsonl", std::ios::app);
   HPCML_LOG_INFO("training {} ({} parameters) on {} rank(s) x {} thread(s): {} steps of {} x {} samples, {} "
-                 "step(s) per epoch, overlap {}",
+                 "step(s) per epoch, gradients via {}{}",
                  model->name(), models::parameter_count(*model), n, ctx.threads.intra_op, total_steps,
-                 c.train.batch_size, n, steps_per_epoch, reducer.overlapping() ? "on" : "off");
+                 c.train.batch_size, n, steps_per_epoch, collectives::to_string(reducer.transport()),
+                 reducer.transport() == collectives::Transport::kMpi ? (reducer.overlapping() ? " (overlap on)"
+                                                                                              : " (overlap off)")
+                                                                     : "");
+  if (!reducer.transport_note().empty() && n > 1) HPCML_LOG_INFO("{}", reducer.transport_note());
 
   Progress progress(c.run.progress, total_steps, ctx.env.launcher != Launcher::kNone);
   // Per log interval: loss sum, correct, samples, data, forward, backward, wait, optimizer (ms).

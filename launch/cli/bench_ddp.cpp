@@ -26,6 +26,7 @@ struct DdpBenchOptions {
   int warmup = 5;
   std::string compression = "none";
   std::string overlap = "auto";
+  std::string transport = "auto";
   int direct_min_kb = 256;
   bool plain = false;
   std::string json_path;
@@ -90,6 +91,10 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
   else if (o.overlap == "never") reducer_options.overlap = collectives::Overlap::kNever;
   else HPCML_CHECK_AS(ConfigError, o.overlap == "auto", "bench ddp: --overlap: expected one of [auto, always, never], "
                       "found '", o.overlap, "'");
+  if (o.transport == "shm") reducer_options.transport = collectives::Transport::kSharedMemory;
+  else if (o.transport == "mpi") reducer_options.transport = collectives::Transport::kMpi;
+  else HPCML_CHECK_AS(ConfigError, o.transport == "auto", "bench ddp: --transport: expected one of [auto, shm, mpi], "
+                      "found '", o.transport, "'");
   if (o.compression == "bf16") reducer_options.compression = collectives::GradCompression::kBf16;
   else if (o.compression == "fp16") reducer_options.compression = collectives::GradCompression::kFp16;
   else HPCML_CHECK_AS(ConfigError, o.compression == "none", "bench ddp: --compression: expected one of [none, bf16, "
@@ -104,7 +109,7 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
   }
   torch::optim::SGD optimizer(work.trainable, torch::optim::SGDOptions(0.01));
 
-  double t_forward = 0, t_backward = 0, t_wait = 0, t_optimizer = 0;
+  double t_forward = 0, t_backward = 0, t_wait = 0, t_optimizer = 0, t_reduce = 0;
   float last_loss = 0;
   auto step = [&](bool timed) {
     auto t0 = Clock::now();
@@ -122,12 +127,17 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
     else loss.backward();
     const double backward_total = ms_since(t1);
     const double wait = reducer ? reducer->last_step().exposed_wait_ms : 0.0;
+    double reduce_work = 0;  // this rank's own allreduce or summing time
+    if (reducer) {
+      for (const auto& b : reducer->last_step().buckets) reduce_work += static_cast<double>(b.end_us - b.start_us);
+    }
     auto t2 = Clock::now();
     optimizer.step();
     if (timed) {
       t_forward += forward;
       t_backward += backward_total - wait;
       t_wait += wait;
+      t_reduce += reduce_work / 1000.0;
       t_optimizer += ms_since(t2);
     }
     last_loss = loss.item<float>();
@@ -140,7 +150,7 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
   const double seconds = ms_since(start) / 1000.0;
 
   // Breakdown: the mean over ranks; loss: rank 0's (all ranks hold the same model).
-  at::Tensor parts = at::tensor({t_forward, t_backward, t_wait, t_optimizer}, at::kDouble) / o.steps;
+  at::Tensor parts = at::tensor({t_forward, t_backward, t_wait, t_optimizer, t_reduce}, at::kDouble) / o.steps;
   collectives::AllreduceOptions avg;
   avg.op = collectives::ReduceOp::kAvg;
   c.world->allreduce(parts, avg);
@@ -155,7 +165,11 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
                         {"threads", c.threads.intra_op},
                         {"steps", o.steps},
                         {"compression", o.compression},
-                        {"overlap", o.plain ? "n/a" : reducer->overlapping() ? "on" : "off"},
+                        {"transport", o.plain ? "n/a" : collectives::to_string(reducer->transport())},
+                        {"overlap", o.plain                                                         ? "n/a"
+                                    : reducer->transport() == collectives::Transport::kSharedMemory ? "peers"
+                                    : reducer->overlapping()                                        ? "on"
+                                                                                                    : "off"},
                         {"buckets", reducer ? reducer->num_buckets() : 0},
                         {"step_ms", 1000.0 * seconds / o.steps},
                         {"samples_per_s", samples_per_s},
@@ -165,13 +179,18 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
                           {"forward", p[0]},
                           {"backward", p[1]},
                           {"comm_wait", p[2]},
+                          {"reduce_work", p[4]},
                           {"optimizer", p[3]}}}};
-  std::printf("bench ddp: %s, %s, %d rank(s) x batch %d, %d thread(s), compression %s, overlap %s\n",
+  std::printf("bench ddp: %s, %s, %d rank(s) x batch %d, %d thread(s), transport %s, compression %s, overlap %s\n",
               o.plain ? "plain LibTorch" : "hpcml", o.model.c_str(), n, o.batch, c.threads.intra_op,
-              o.compression.c_str(), out["overlap"].get<std::string>().c_str());
+              out["transport"].get<std::string>().c_str(), o.compression.c_str(),
+              out["overlap"].get<std::string>().c_str());
+  if (reducer && !reducer->transport_note().empty() && n > 1) {
+    std::printf("  (%s)\n", reducer->transport_note().c_str());
+  }
   std::printf("  samples/s %.0f   step %.3f ms   (forward %.3f, backward %.3f, exposed comm wait %.3f, optimizer "
-              "%.3f; data wait 0: synthetic)   final loss %.6f\n",
-              samples_per_s, 1000.0 * seconds / o.steps, p[0], p[1], p[2], p[3], last_loss);
+              "%.3f; data wait 0: synthetic; this rank's reduction work %.3f)   final loss %.6f\n",
+              samples_per_s, 1000.0 * seconds / o.steps, p[0], p[1], p[2], p[3], p[4], last_loss);
   std::printf("%s\n", out.dump().c_str());
   std::fflush(stdout);
   if (!o.json_path.empty()) write_file_atomically(o.json_path, out.dump(2) + "\n");
@@ -196,9 +215,13 @@ void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selec
   sub->add_option("--warmup", o->warmup, "Untimed steps before timing")->capture_default_str();
   sub->add_option("--compression", o->compression, "Gradients on the wire: none (float32), bf16 or fp16")
       ->capture_default_str();
+  sub->add_option("--transport", o->transport,
+                  "How gradients reach the other ranks: auto (shm when every rank is on this node), shm (one "
+                  "shared-memory segment; idle ranks sum for all), mpi (bucketed MPI allreduce)")
+      ->capture_default_str();
   sub->add_option("--overlap", o->overlap,
-                  "When bucket allreduces run: auto (during backward only if the rank has a core to spare), "
-                  "always, never")
+                  "MPI transport: when bucket allreduces run: auto (during backward only if the rank has a core to "
+                  "spare), always, never")
       ->capture_default_str();
   sub->add_option("--direct-min-kb", o->direct_min_kb,
                   "Gradients of at least this many KiB are allreduced in place instead of copied into a bucket")
