@@ -22,6 +22,7 @@ namespace {
 using hpcml::collectives::GradCompression;
 using hpcml::collectives::GradientReducer;
 using hpcml::collectives::ReducerOptions;
+using hpcml::collectives::Transport;
 
 hpcml::collectives::BackendPtr world() { return hpcml::testing::test_world(); }
 
@@ -53,7 +54,7 @@ struct TrainSpec {
 };
 
 // Trains data-parallel and on one process (the reference); compares the parameters.
-void expect_equivalent_to_one_rank(const TrainSpec& spec) {
+void expect_equivalent_to_one_rank_via(const TrainSpec& spec) {
   auto b = world();
   const int n = b->size();
   auto model = make_mlp();
@@ -83,7 +84,16 @@ void expect_equivalent_to_one_rank(const TrainSpec& spec) {
   auto ref_params = reference->named_parameters();
   for (size_t i = 0; i < params.size(); ++i) {
     EXPECT_TRUE(hpcml::testing::tensor_near(params[i].value(), ref_params[i].value(), 1e-5, 1e-7))
-        << "parameter " << params[i].key();
+        << "parameter " << params[i].key() << " (transport " << to_string(reducer.transport()) << ")";
+  }
+}
+
+// Both transports: the MPI allreduce and the node's shared memory (all test ranks
+// share this node, so the latter is always available here).
+void expect_equivalent_to_one_rank(TrainSpec spec) {
+  for (auto transport : {Transport::kMpi, Transport::kSharedMemory}) {
+    spec.options.transport = transport;
+    expect_equivalent_to_one_rank_via(spec);
   }
 }
 
@@ -142,10 +152,13 @@ TEST(GradientReducer, NoSyncAccumulatesMicroBatches) {
   auto b = world();
   const int n = b->size();
   const int64_t per_rank = 3;
+  for (auto transport : {Transport::kMpi, Transport::kSharedMemory}) {
   auto model = make_mlp();
   auto reference = make_mlp();
   copy_parameters(*model, *reference);
-  GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b);
+  ReducerOptions options;
+  options.transport = transport;
+  GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b, options);
   reducer.zero_grad();
   for (int micro = 0; micro < 3; ++micro) {
     auto [x, y] = global_batch(micro, per_rank * n);
@@ -162,7 +175,9 @@ TEST(GradientReducer, NoSyncAccumulatesMicroBatches) {
   auto params = model->parameters();
   auto ref_params = reference->parameters();
   for (size_t i = 0; i < params.size(); ++i) {
-    EXPECT_TRUE(hpcml::testing::tensor_near(params[i].grad(), ref_params[i].grad(), 1e-5, 1e-7)) << "parameter " << i;
+    EXPECT_TRUE(hpcml::testing::tensor_near(params[i].grad(), ref_params[i].grad(), 1e-5, 1e-7))
+        << "parameter " << i << " via " << to_string(transport);
+  }
   }
 }
 
@@ -192,15 +207,18 @@ TEST(GradientReducer, UnusedParameterIsAnErrorNamingIt) {
   }
   reducer.reset();  // waits for the buckets that did launch (same on every rank)
 
-  ReducerOptions allow;
-  allow.allow_unused = true;
-  allow.direct_min_bytes = 0;  // the unused gradient is reduced in place: it must be created
-  GradientReducer tolerant(hpcml::collectives::named_parameters(*model), {}, world(), allow);
-  tolerant.zero_grad();
-  tolerant.backward(torch::nll_loss(torch::log_softmax(model->forward(x), 1), y));
-  EXPECT_TRUE(model->unused->weight.grad().defined());
-  EXPECT_EQ(model->unused->weight.grad().abs().sum().item<float>(), 0.0f);
-  EXPECT_GT(model->used->weight.grad().abs().sum().item<float>(), 0.0f);
+  for (auto transport : {Transport::kMpi, Transport::kSharedMemory}) {
+    ReducerOptions allow;
+    allow.allow_unused = true;
+    allow.direct_min_bytes = 0;  // the unused gradient is reduced in place: it must be created
+    allow.transport = transport;
+    GradientReducer tolerant(hpcml::collectives::named_parameters(*model), {}, world(), allow);
+    tolerant.zero_grad();
+    tolerant.backward(torch::nll_loss(torch::log_softmax(model->forward(x), 1), y));
+    EXPECT_TRUE(model->unused->weight.grad().defined()) << to_string(transport);
+    EXPECT_EQ(model->unused->weight.grad().abs().sum().item<float>(), 0.0f) << to_string(transport);
+    EXPECT_GT(model->used->weight.grad().abs().sum().item<float>(), 0.0f) << to_string(transport);
+  }
 }
 
 TEST(GradientReducer, DifferentModelsOnRanksAreAnErrorNotAHang) {
@@ -254,11 +272,15 @@ TEST(GradientReducer, BuffersBroadcastOrPerRank) {
 TEST(GradientReducer, Bf16CompressionIsWithinOneRoundingOfFloat32Reference) {
   auto b = world();
   const int n = b->size();
-  for (auto compression : {GradCompression::kBf16, GradCompression::kFp16}) {
+  for (auto [compression, transport] :
+       {std::pair{GradCompression::kBf16, Transport::kMpi}, std::pair{GradCompression::kFp16, Transport::kMpi},
+        std::pair{GradCompression::kBf16, Transport::kSharedMemory},
+        std::pair{GradCompression::kFp16, Transport::kSharedMemory}}) {
     const auto dtype16 = compression == GradCompression::kBf16 ? at::kBFloat16 : at::kHalf;
     auto model = make_mlp(8, 64, 4);
     ReducerOptions options;
     options.compression = compression;
+    options.transport = transport;
     options.first_bucket_bytes = 1000;  // several buckets, odd sizes (padding)
     GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b, options);
     auto [x, y] = global_batch(0, 6 * n);
@@ -283,7 +305,7 @@ TEST(GradientReducer, Bf16CompressionIsWithinOneRoundingOfFloat32Reference) {
     for (size_t i = 0; i < params.size(); ++i) {
       // One rounding of the float32 sum: |result - sum| <= u * |sum| (plus float32's own summation error).
       EXPECT_TRUE(hpcml::testing::tensor_near(params[i].grad(), expected[i], u, 1e-6 * u))
-          << hpcml::collectives::to_string(compression) << " parameter " << i;
+          << hpcml::collectives::to_string(compression) << " via " << to_string(transport) << ", parameter " << i;
     }
   }
 }
@@ -305,6 +327,7 @@ TEST(GradientReducer, FirstBucketCompletesBeforeBackwardEnds) {
   model->push_back(torch::nn::Linear(512, 10));
   ReducerOptions always;
   always.overlap = hpcml::collectives::Overlap::kAlways;
+  always.transport = Transport::kMpi;  // overlap by launching during backward is the MPI transport's
   GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b, always);
   ASSERT_TRUE(reducer.overlapping());
   hpcml::trace::enable(true);
@@ -325,6 +348,72 @@ TEST(GradientReducer, FirstBucketCompletesBeforeBackwardEnds) {
   EXPECT_LT(bucket0_end, backward_end) << "bucket 0 finished " << bucket0_end - backward_end
                                        << " us after backward ended: no overlap";
   EXPECT_GT(reducer.num_buckets(), 1);
+}
+
+TEST(GradientReducer, TransportAutoTakesSharedMemoryOnOneNode) {
+  auto model = make_mlp();
+  GradientReducer automatic(hpcml::collectives::named_parameters(*model), {}, world());
+  EXPECT_EQ(automatic.transport(), Transport::kSharedMemory) << automatic.transport_note();
+  EXPECT_EQ(automatic.transport_note(), "");
+  ReducerOptions mpi;
+  mpi.transport = Transport::kMpi;
+  GradientReducer forced(hpcml::collectives::named_parameters(*model), {}, world(), mpi);
+  EXPECT_EQ(forced.transport(), Transport::kMpi);
+}
+
+// Gradients are views of shared memory after a reduction; they must stay readable
+// (and unchanged) once the reducer, and its mapping, are gone.
+TEST(GradientReducer, SharedMemoryGradientsOutliveTheReducer) {
+  auto b = world();
+  auto model = make_mlp();
+  std::vector<torch::Tensor> copies;
+  {
+    ReducerOptions options;
+    options.transport = Transport::kSharedMemory;
+    GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b, options);
+    auto [x, y] = global_batch(0, 4);
+    reducer.zero_grad();
+    reducer.backward(torch::nll_loss(torch::log_softmax(model->forward(x), 1), y));
+    for (auto& p : model->parameters()) copies.push_back(p.grad().clone());
+  }
+  auto params = model->parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_TRUE(hpcml::testing::tensor_equal(params[i].grad(), copies[i])) << "parameter " << i;
+  }
+}
+
+// The shared-memory transport's overlap: a rank that has finished backward sums the
+// buckets the others have published while they are still in backward. The last
+// rank is made slow (it sleeps in its last gradient hook); every bucket-0 chunk
+// must be summed by the other ranks, and before the slow rank's backward ends.
+TEST(GradientReducer, IdleRankSumsPublishedBucketsWhileASlowRankComputes) {
+  auto b = world();
+  const int n = b->size();
+  const bool slow = b->rank() == n - 1;
+  auto model = make_mlp(64, 256, 10);
+  auto first_weight = model->named_parameters()["0.weight"];  // its gradient comes last
+  auto sleeper = hpcml::collectives::on_grad_ready(first_weight, [slow] {
+    if (slow) std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  });
+  ReducerOptions options;
+  options.transport = Transport::kSharedMemory;
+  options.first_bucket_bytes = (10 * 256 + 10) * 4;  // bucket 0: exactly the last layer
+  GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b, options);
+  ASSERT_EQ(reducer.bucket_layout()[0], (std::vector<std::string>{"4.bias", "4.weight"}));
+  auto [x, y] = global_batch(0, 32, 64, 10);
+  reducer.zero_grad();
+  reducer.backward(torch::nll_loss(torch::log_softmax(model->forward(x), 1), y));
+  const auto& step = reducer.last_step();
+  // Per rank: [bucket 0 start, bucket 0 end, backward end] on the node's steady clock.
+  auto mine = at::tensor({step.buckets[0].start_us, step.buckets[0].end_us, step.backward_end_us}, at::kLong);
+  auto all = b->allgather_varying(mine.unsqueeze(0));
+  const int64_t slow_backward_end = all[n - 1][0][2].item<int64_t>();
+  EXPECT_EQ(all[n - 1][0][0].item<int64_t>(), 0) << "the slow rank summed part of bucket 0";
+  int64_t bucket0_end = 0;
+  for (int r = 0; r < n - 1; ++r) bucket0_end = std::max(bucket0_end, all[r][0][1].item<int64_t>());
+  ASSERT_GT(bucket0_end, 0) << "no rank summed bucket 0";
+  EXPECT_LT(bucket0_end, slow_backward_end)
+      << "bucket 0 was summed " << bucket0_end - slow_backward_end << " us after the slow rank's backward ended";
 }
 
 // A TorchScript model scripted by Python PyTorch, trained data-parallel.
