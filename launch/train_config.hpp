@@ -64,6 +64,7 @@ struct ModelSection {
   std::vector<int> hidden{256, 256};
   std::string torchscript;
   int seed = 0;
+  bool sync_batch_norm = false;
   FlowSection flow;
   template <typename V>
   void describe(V& v) {
@@ -76,6 +77,9 @@ struct ModelSection {
             "torchscript: path of the .pt file; forward's tensor arguments are its inputs, by name (data.inputs), "
             "and it returns one tensor (logits, or the regressed value)");
     v.field("seed", seed, "seed of the initial weights (rank 0's are broadcast)", config::at_least(0));
+    v.field("sync_batch_norm", sync_batch_norm,
+            "SyncBatchNorm: batch-norm layers of zoo models normalise with the statistics of the whole global batch "
+            "(allreduced every forward and backward; uneven per-rank batches allowed) instead of each rank's own");
     v.section("flow", flow, "nsf-gw: the neural spline flow's architecture and calibration");
   }
 };

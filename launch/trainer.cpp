@@ -628,6 +628,17 @@ int train(Context& ctx, const TrainConfig& config) {
     write_atomically(run_dir / "config.yaml", config_yaml);
   }
   world.barrier();
+  // SyncBatchNorm: batch-norm statistics over the global batch, on a communicator of
+  // its own (its blocking allreduces run inside forward and backward).
+  collectives::BackendPtr batch_norm_group;
+  if (c.model.sync_batch_norm) {
+    if (n > 1) batch_norm_group = ctx.world->split(0, rank, "sync_batch_norm");
+    const int layers = model->synchronize_batch_norm(batch_norm_group);
+    HPCML_CHECK_AS(ConfigError, layers > 0, "config error: key 'model.sync_batch_norm': expected a model with hpcml "
+                   "batch-norm layers (facile, deepcalo, particlenet, particlenet-lite), found '", model->name(),
+                   "' with none (the MLP has none; TorchScript modules are out of scope)");
+    if (n > 1) HPCML_LOG_INFO("SyncBatchNorm: {} batch-norm layer(s) use the global batch's statistics", layers);
+  }
   install_stop_handlers();
   if (c.run.trace) {
     trace::enable(true);

@@ -10,6 +10,10 @@
 #include <utility>
 #include <vector>
 
+namespace hpcml::collectives {
+class Backend;
+}
+
 namespace hpcml::models {
 
 using NamedTensor = std::pair<std::string, at::Tensor>;
@@ -34,6 +38,13 @@ class Model {
   virtual std::vector<NamedTensor> named_buffers() const = 0;
   /// Training mode (dropout, batch-norm statistics) on or off.
   virtual void set_training(bool on) = 0;
+  /// SyncBatchNorm: training-mode batch-norm statistics over every rank of `group`
+  /// (see models::BatchNormImpl). Returns the number of batch-norm layers now
+  /// synchronised: 0 for models without hpcml batch norms (the MLP, TorchScript).
+  virtual int synchronize_batch_norm(const std::shared_ptr<collectives::Backend>& group) {
+    (void)group;
+    return 0;
+  }
 };
 
 /// Mean cross-entropy of logits against integer class targets.

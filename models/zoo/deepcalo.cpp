@@ -27,7 +27,7 @@ nn::LeakyReLU leaky() { return nn::LeakyReLU(nn::LeakyReLUOptions().negative_slo
 struct DeepCaloImpl : nn::Module {
   DeepCaloImpl() {
     block1->push_back(conv(kLayers, kWidths[0], 5));
-    block1->push_back(nn::BatchNorm2d(kWidths[0]));
+    block1->push_back(BatchNorm(kWidths[0]));
     block1->push_back(leaky());
     register_module("block1", block1);
     for (int k = 1; k < 5; ++k) {
@@ -37,10 +37,10 @@ struct DeepCaloImpl : nn::Module {
       // 56x11 -> 28x6 -> 14x3 -> 7x2 -> 4x1. Same on both axes, no special case.
       block->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(2).stride(2).ceil_mode(true)));
       block->push_back(conv(kWidths[k - 1], kWidths[k], 3));
-      block->push_back(nn::BatchNorm2d(kWidths[k]));
+      block->push_back(BatchNorm(kWidths[k]));
       block->push_back(leaky());
       block->push_back(conv(kWidths[k], kWidths[k], 3));
-      block->push_back(nn::BatchNorm2d(kWidths[k]));
+      block->push_back(BatchNorm(kWidths[k]));
       block->push_back(leaky());
       blocks.push_back(register_module("block" + std::to_string(k + 1), block));
     }

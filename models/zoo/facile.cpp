@@ -12,7 +12,7 @@ constexpr int64_t kInputs = 15;
 /// state_dict names: net.0.* (BatchNorm1d(15)), net.1/3/5/7/9/11.* (Linear).
 struct FacileImpl : torch::nn::Module {
   FacileImpl() {
-    net->push_back(torch::nn::BatchNorm1d(kInputs));
+    net->push_back(BatchNorm(kInputs));
     int64_t width = kInputs;
     for (int64_t h : {30, 20, 10, 5, 3}) {
       net->push_back(torch::nn::Linear(width, h));

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "models/batch_norm.hpp"
 #include "models/model.hpp"
 
 namespace hpcml::models::detail {
@@ -50,6 +51,9 @@ class ModuleModel final : public Model {
     return out;
   }
   void set_training(bool on) override { module_->train(on); }
+  int synchronize_batch_norm(const std::shared_ptr<collectives::Backend>& group) override {
+    return synchronize_batch_norms(*module_, group);
+  }
 
  private:
   std::string name_;

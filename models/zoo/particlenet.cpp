@@ -25,7 +25,7 @@ struct BlockSpec {
 };
 
 /// BatchNorm over the last axis of a (..., C) tensor.
-at::Tensor batch_norm_last(torch::nn::BatchNorm1d& bn, const at::Tensor& x) {
+at::Tensor batch_norm_last(BatchNorm& bn, const at::Tensor& x) {
   const auto shape = x.sizes().vec();
   return bn->forward(x.reshape({-1, shape.back()})).view(shape);
 }
@@ -61,13 +61,13 @@ struct EdgeConvImpl : torch::nn::Module {
     int64_t width = 2 * in;
     for (int64_t c : channels) {
       convs->push_back(torch::nn::Linear(torch::nn::LinearOptions(width, c).bias(false)));
-      bns->push_back(torch::nn::BatchNorm1d(c));
+      bns->push_back(BatchNorm(c));
       width = c;
     }
     register_module("convs", convs);
     register_module("bns", bns);
     sc = register_module("sc", torch::nn::Linear(torch::nn::LinearOptions(in, width).bias(false)));
-    sc_bn = register_module("sc_bn", torch::nn::BatchNorm1d(width));
+    sc_bn = register_module("sc_bn", BatchNorm(width));
   }
 
   /// x (B, P, C) features, points (B, P, D) for the kNN, mask (B, P), m (B, P, 1) float mask.
@@ -83,7 +83,7 @@ struct EdgeConvImpl : torch::nn::Module {
     at::Tensor h = centre.unsqueeze(2) + gather_neighbours(neighbour, index);  // (B, P, k, C1)
     for (size_t i = 0; i < convs->size(); ++i) {
       if (i > 0) h = convs[i]->as<torch::nn::Linear>()->forward(h);
-      auto bn = bns[i]->as<torch::nn::BatchNorm1d>();
+      auto* bn = bns[i]->as<BatchNormImpl>();
       h = at::relu(bn->forward(h.reshape({-1, h.size(-1)})).view(h.sizes()));
     }
     const at::Tensor shortcut = batch_norm_last(sc_bn, sc->forward(x));
@@ -93,14 +93,14 @@ struct EdgeConvImpl : torch::nn::Module {
   int64_t k;
   torch::nn::ModuleList convs, bns;
   torch::nn::Linear sc{nullptr};
-  torch::nn::BatchNorm1d sc_bn{nullptr};
+  BatchNorm sc_bn{nullptr};
 };
 TORCH_MODULE(EdgeConv);
 
 /// state_dict: bn_fts.*, edge_convs.N.*, fc.0 (Linear), fc.3 (Linear).
 struct ParticleNetImpl : torch::nn::Module {
   ParticleNetImpl(const std::vector<BlockSpec>& blocks, int64_t fc) {
-    bn_fts = register_module("bn_fts", torch::nn::BatchNorm1d(kFeatures));
+    bn_fts = register_module("bn_fts", BatchNorm(kFeatures));
     int64_t width = kFeatures;
     for (const auto& b : blocks) {
       edge_convs->push_back(EdgeConv(b.k, width, b.channels));
@@ -155,7 +155,7 @@ struct ParticleNetImpl : torch::nn::Module {
     return {features, at::stack({d_eta, d_phi}, -1) * mask.unsqueeze(-1)};
   }
 
-  torch::nn::BatchNorm1d bn_fts{nullptr};
+  BatchNorm bn_fts{nullptr};
   torch::nn::ModuleList edge_convs;
   torch::nn::Sequential head;
 };

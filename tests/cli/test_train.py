@@ -1,9 +1,10 @@
-"""`hpcml train` on 2 ranks: exact resume after SIGKILL and after SIGUSR1, one
-rank's exception ending the job, the shape-mismatch error, metrics without
+"""`hpcml train` on 2 ranks: exact resume after SIGKILL and after SIGUSR1, resume
+on another rank count, one rank's exception ending the job, the shape-mismatch error, metrics without
 duplicates, export readable by h5py, and the Chrome trace."""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -80,6 +81,40 @@ class TrainTest(unittest.TestCase):
         steps = metric_steps(run_dir)
         self.assertEqual(steps, sorted(set(steps)), "metrics.jsonl has duplicate or unordered steps after resume")
         self.assertEqual(steps[-1], 240)
+
+    def test_resume_on_another_rank_count_warns_and_continues_from_the_checkpoint(self):
+        # The reference's 2-rank checkpoint at step 200, resumed on 1 rank: allowed, with a
+        # warning; the data is re-sharded and the run goes on at step 200 to max_steps.
+        run_dir = os.path.join(self.tmp.name, "one-rank")
+        shutil.copytree(self.reference, run_dir)
+        checkpoints = os.path.join(run_dir, "checkpoints")
+        for name in os.listdir(checkpoints):
+            if name != "step-200.pt":
+                os.remove(os.path.join(checkpoints, name))
+        os.remove(os.path.join(run_dir, "summary.json"))
+        rc, out, err, _ = run(["train", "--resume", "--set", f"run.dir={run_dir}"] + SLOW, ranks=1, timeout=300)
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(err, r"resuming a checkpoint written by 2 rank\(s\) x \d+ thread\(s\) on 1 x \d+: the data is "
+                              r"re-sharded and the result will not be bit-identical")
+        self.assertRegex(err, r"resumed from .*step-200\.pt at step 200")
+        steps = metric_steps(run_dir)
+        self.assertEqual(steps, sorted(set(steps)), "duplicate or unordered steps")
+        self.assertEqual(steps[-1], 240)
+        self.assertEqual(summary(run_dir)["steps"], 240)
+        with open(os.path.join(self.reference, "metrics.jsonl")) as f:
+            reference = [json.loads(l) for l in f if l.strip() and "loss" in json.loads(l)]
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+            resumed = [json.loads(l) for l in f if l.strip() and "loss" in json.loads(l)]
+        # Rows up to the checkpoint are the 2-rank run's, kept as they were.
+        self.assertEqual([r["loss"] for r in resumed if r["step"] <= 200],
+                         [r["loss"] for r in reference if r["step"] <= 200])
+        # It continued from the checkpoint's parameters, not from scratch: its first loss is
+        # far closer to the reference's at that step than to the first steps' loss.
+        first = next(r for r in resumed if r["step"] > 200)
+        at_step = next(r for r in reference if r["step"] == first["step"])
+        self.assertLess(abs(first["loss"] - at_step["loss"]), 0.25 * (reference[0]["loss"] - at_step["loss"]),
+                        (first, at_step, reference[0]))
+        self.assertNotEqual(summary(run_dir)["parameters_sha256"], self.reference_digest)
 
     def test_sigusr1_stops_at_one_step_checkpoints_and_exits_75(self):
         run_dir = os.path.join(self.tmp.name, "preempted")

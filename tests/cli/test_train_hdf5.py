@@ -106,6 +106,29 @@ class TrainHdf5Test(unittest.TestCase):
         self.assertLess(got[1], 0.95 * constant, got)
         self.assertLess(abs(got[2] - got[1]), 0.15 * got[1], got)
 
+    def test_sync_batch_norm_trains_facile_on_two_ranks(self):
+        # SyncBatchNorm's exactness is tested in sync_batch_norm_mpi_test; here the config key
+        # wires it into a 2-rank run (uneven last batches are dropped by the sampler), which
+        # learns, and a model without hpcml batch norms is a config error naming the key.
+        run_dir = os.path.join(self.tmp, "facile-sync-bn")
+        args = self.common(run_dir, ["--set", "model.name=facile", "--set", "model.sync_batch_norm=true",
+                                     "--set", "reducer.buffers=per_rank", "--set", "train.epochs=8",
+                                     "--set", "optimizer.lr=0.01"])
+        rc, out, err, _ = run(args, ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("SyncBatchNorm: 1 batch-norm layer(s) use the global batch's statistics", err)
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            summary = json.load(f)
+        with h5py.File(f"{self.data}/calo-channels-00002.h5") as f:
+            energy = f["energy"][:]
+        best = np.mean(1 / energy) / np.mean(1 / energy ** 2)
+        constant = np.sqrt(np.mean(((best - energy) / energy) ** 2))
+        self.assertLess(summary["validation"]["val_resolution"], constant, summary["validation"])
+        rc, out, err, _ = run(self.common(os.path.join(self.tmp, "mlp-sync-bn"),
+                                          ["--set", "model.sync_batch_norm=true"]), ranks=2, timeout=120)
+        self.assertEqual(rc, 2, err)
+        self.assertIn("key 'model.sync_batch_norm': expected a model with hpcml batch-norm layers", err)
+
     def test_deepcalo_two_ranks_reach_the_one_rank_metric(self):
         # Smoke test of DeepCalo on shower images and the 1-vs-2-rank check: the same
         # global batch (1 x 32 and 2 x 16) and steps (two epochs of 3000 showers). As for
