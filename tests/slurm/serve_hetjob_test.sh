@@ -29,6 +29,10 @@ state=$(wait_job "$j" 150)
 log="$T/het.out"
 if [[ "$state" == COMPLETED ]]; then
   pass "serve-hetjob.sbatch: het job $j COMPLETED in $(elapsed "$t0") s"
+elif grep -q 'srun .* still runs .* after its step ended' "$log" && [[ -s "$T/serve-metrics.json" ]]; then
+  # About 1 srun in 50 hangs after its tasks end (Slurm < 24.11, see the template);
+  # the guard then kills it and the exit code is lost (FAILED, 124), by design.
+  pass "serve-hetjob.sbatch: het job $j served everything (serve-metrics.json), then srun hung and the guard ended it"
 else
   fail "serve-hetjob.sbatch: het job $j ended in state '$state' (want COMPLETED), ExitCode=$(job_field "$j" ExitCode)"
   show_log "$log"
