@@ -28,6 +28,7 @@ struct DdpBenchOptions {
   std::string overlap = "auto";
   std::string transport = "auto";
   int direct_min_kb = 256;
+  double bucket_cap_mb = 25;
   bool plain = false;
   std::string json_path;
 };
@@ -87,6 +88,8 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
                  ">= 1 and --warmup >= 0; found ", o.batch, ", ", o.steps, ", ", o.warmup);
   collectives::ReducerOptions reducer_options;
   reducer_options.direct_min_bytes = int64_t{o.direct_min_kb} * 1024;
+  HPCML_CHECK_AS(ConfigError, o.bucket_cap_mb > 0, "bench ddp: --bucket-cap-mb must be > 0, found ", o.bucket_cap_mb);
+  reducer_options.bucket_cap_bytes = static_cast<int64_t>(o.bucket_cap_mb * (1 << 20));
   if (o.overlap == "always") reducer_options.overlap = collectives::Overlap::kAlways;
   else if (o.overlap == "never") reducer_options.overlap = collectives::Overlap::kNever;
   else HPCML_CHECK_AS(ConfigError, o.overlap == "auto", "bench ddp: --overlap: expected one of [auto, always, never], "
@@ -222,6 +225,8 @@ void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selec
   sub->add_option("--overlap", o->overlap,
                   "MPI transport: when bucket allreduces run: auto (during backward only if the rank has a core to "
                   "spare), always, never")
+      ->capture_default_str();
+  sub->add_option("--bucket-cap-mb", o->bucket_cap_mb, "Size of gradient buckets after the first (MiB)")
       ->capture_default_str();
   sub->add_option("--direct-min-kb", o->direct_min_kb,
                   "Gradients of at least this many KiB are allreduced in place instead of copied into a bucket")
