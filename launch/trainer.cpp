@@ -152,10 +152,12 @@ struct Setup {
   std::unique_ptr<models::Model> model;
 };
 
-// The flow's inputs: θ and strain, and the noise-free signal to re-pair with fresh noise.
-std::vector<std::string> density_inputs(const TrainConfig& c) {
-  if (c.model.flow.fresh_noise) return {"theta", "strain", "signal"};
-  return {"theta", "strain"};
+// The flow's inputs: θ and strain, and with fresh noise the noise-free signal to
+// re-pair, read from datagen gw's `signal` unless data.inputs.signal names another field.
+std::vector<std::string> density_inputs(TrainConfig& c) {
+  if (!c.model.flow.fresh_noise) return {"theta", "strain"};
+  c.data.inputs.emplace("signal", "signal");
+  return {"theta", "strain", "signal"};
 }
 
 // `prepare`: a fresh model for training (a density model's data-dependent initialisation).
@@ -167,8 +169,6 @@ Setup set_up(TrainConfig c, const Context& ctx, bool prepare = false) {
                    " reads (theta, strain) pairs from HDF5 files (hpcml datagen gw): expected hdf5, found ",
                    c.data.name);
   }
-  // Fresh noise reads datagen gw's noise-free `signal` unless data.inputs.signal names another field.
-  if (density && c.model.flow.fresh_noise) c.data.inputs.emplace("signal", "signal");
   s.model = density ? nullptr : build_named_model(c);
   auto inputs = s.model ? s.model->input_names() : density ? density_inputs(c) : std::vector<std::string>{"x"};
   s.config = with_input_fields(std::move(c), inputs);

@@ -92,6 +92,8 @@ struct Client::State {
   /// Caller-driven progress: pass(), or false once progress has broken down.
   bool caller_pass();
   void send_new(std::unique_ptr<Pending> p);
+  /// Sends every request queued by infer_async; whether there was any.
+  bool send_queued();
   void complete(int source, const std::vector<char>& bytes);
   void declare_dead(int server, const std::string& why);
   void give_up(std::unique_ptr<Pending> p, const std::string& why);
@@ -196,16 +198,20 @@ bool Client::State::drained() {
   return outbound.empty() && stopping && in_flight.empty();
 }
 
-bool Client::State::pass() {
-  const auto timeout = std::chrono::duration<double>(options.server_timeout_s);
-  const auto heartbeat = std::chrono::duration<double>(options.heartbeat_s);
+bool Client::State::send_queued() {
   std::deque<std::unique_ptr<Pending>> fresh;
   {
     std::lock_guard<std::mutex> lock(mutex);
     fresh.swap(outbound);
   }
-  bool did = !fresh.empty();
   for (auto& p : fresh) send_new(std::move(p));
+  return !fresh.empty();
+}
+
+bool Client::State::pass() {
+  const auto timeout = std::chrono::duration<double>(options.server_timeout_s);
+  const auto heartbeat = std::chrono::duration<double>(options.heartbeat_s);
+  bool did = send_queued();
   // (Sends need no MPI_Test here: the probes below drive Open MPI's progress, and a
   // request's send is completed when its reply arrives.)
   // Only the two tags a client is sent: other traffic on the communicator (an
@@ -401,13 +407,8 @@ std::future<InferResult> Client::infer_async(const std::string& model, const Nam
     s.cv.notify_one();
   } else if (s.broken.empty()) {
     // Caller-driven: send it now (replies are taken in wait() and poll()).
-    std::deque<std::unique_ptr<Pending>> fresh;
-    {
-      std::lock_guard<std::mutex> lock(s.mutex);
-      fresh.swap(s.outbound);
-    }
     try {
-      for (auto& q : fresh) s.send_new(std::move(q));
+      s.send_queued();
     } catch (const std::exception& e) {
       s.break_down(e);
     }

@@ -33,6 +33,10 @@ class DeadlineTest(unittest.TestCase):
     def test_barrier_three_ranks(self):
         self.check("barrier", 3, "barrier")
 
+    def test_shared_memory_gradient_reduction_two_ranks(self):
+        # The reducer's shared-memory wait (no MPI call) is bounded by the same deadline.
+        self.check("reducer", 2, r"gradient reduction \(shared memory\)")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,9 +1,11 @@
 // A job in which the last rank never joins a collective.
 //
-//   deadline_probe <timeout_s> <sync|async|barrier>
+//   deadline_probe <timeout_s> <sync|async|barrier|reducer>
 //
 // Every rank but the last calls a collective with the given deadline; the last
-// rank sleeps far longer. Expected: the watchdog (sync, barrier) or Work::wait
+// rank sleeps far longer. `reducer`: every rank builds a GradientReducer (shared-
+// memory transport), and every rank but the last runs a step's backward, whose
+// reduction then waits for the last rank's gradients. Expected: the watchdog (sync, barrier) or Work::wait
 // (async) prints the deadline line and the job ends with exit code 86 shortly
 // after the deadline. tests/cli/test_deadline.py checks exactly that.
 #include <ATen/ATen.h>
@@ -19,7 +21,7 @@
 int main(int argc, char** argv) {
   hpcml::MpiSession mpi(&argc, &argv);
   if (argc != 3) {
-    std::fprintf(stderr, "usage: deadline_probe <timeout_s> <sync|async|barrier>\n");
+    std::fprintf(stderr, "usage: deadline_probe <timeout_s> <sync|async|barrier|reducer>\n");
     return 2;
   }
   const double timeout_s = std::atof(argv[1]);
@@ -27,6 +29,15 @@ int main(int argc, char** argv) {
   hpcml::collectives::BackendOptions options;
   options.timeout = std::chrono::milliseconds(static_cast<long>(timeout_s * 1000));
   auto world = hpcml::collectives::make_backend("mpi", options);
+  at::Tensor weight = at::ones({256}).requires_grad_(true);
+  std::unique_ptr<hpcml::collectives::GradientReducer> reducer;
+  if (mode == "reducer") {
+    hpcml::collectives::ReducerOptions shm;
+    shm.transport = hpcml::collectives::Transport::kSharedMemory;
+    reducer = std::make_unique<hpcml::collectives::GradientReducer>(
+        std::vector<hpcml::collectives::NamedTensor>{{"weight", weight}}, std::vector<hpcml::collectives::NamedTensor>{},
+        world, shm);
+  }
   world->barrier()->wait();  // everyone is up; the clock starts now
 
   if (world->rank() == world->size() - 1) {
@@ -41,6 +52,8 @@ int main(int argc, char** argv) {
     async.async = true;
     auto work = world->allreduce(t, async);
     work->wait();
+  } else if (mode == "reducer") {
+    reducer->backward((weight * t.narrow(0, 0, 256)).sum());
   } else {
     world->barrier();
   }
