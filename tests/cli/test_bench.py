@@ -1,5 +1,5 @@
-"""`hpcml bench allreduce` runs on 2 ranks and writes the documented JSON rows; `bench io`
-and `bench model` write theirs (tiny sizes: these check the plumbing, not the speed)."""
+"""`hpcml bench allreduce` runs on 2 ranks and writes the documented JSON rows; `bench ddp`,
+`bench io` and `bench model` write theirs (tiny sizes: these check the plumbing, not the speed)."""
 import json
 import os
 import tempfile
@@ -33,6 +33,43 @@ class BenchAllreduceTest(unittest.TestCase):
         self.assertEqual(rc, 2)
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertIn("--max-bytes", err)
+
+
+class BenchDdpTest(unittest.TestCase):
+    def bench(self, tmp, name, *extra):
+        path = os.path.join(tmp, name + ".json")
+        rc, out, err, _ = run(["bench", "ddp", "--steps", "4", "--warmup", "1", "--json", path, *extra], ranks=2)
+        self.assertEqual(rc, 0, err)
+        with open(path) as f:
+            return json.load(f), out
+
+    def test_json_fields_and_both_transports_agree(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            shm, out = self.bench(tmp, "shm")
+            mpi, _ = self.bench(tmp, "mpi", "--transport", "mpi")
+            plain, _ = self.bench(tmp, "plain", "--plain")
+        for r in (shm, mpi, plain):
+            self.assertEqual(r["ranks"], 2)
+            self.assertEqual(r["batch_per_rank"], 128)
+            self.assertGreater(r["samples_per_s"], 0)
+            self.assertGreater(r["step_ms"], 0)
+            self.assertEqual(set(r["breakdown_ms"]), {"data_wait", "forward", "backward", "comm_wait", "optimizer",
+                                                      "reduce_work"})
+        self.assertEqual((shm["transport"], mpi["transport"], plain["transport"]), ("shm", "mpi", "n/a"))
+        self.assertEqual(plain["breakdown_ms"]["comm_wait"], 0)
+        self.assertGreater(shm["breakdown_ms"]["reduce_work"], 0)
+        # Two independent reductions (shared-memory sums vs MPI_Allreduce): at 2 ranks both add
+        # the same two float32 values per element, so the trained models are identical.
+        self.assertEqual(shm["final_loss"], mpi["final_loss"])
+        # Without averaging, each rank trains on its own: rank 0's loss differs.
+        self.assertNotEqual(plain["final_loss"], shm["final_loss"])
+        self.assertIn("transport shm", out)
+
+    def test_bad_transport_is_a_one_line_error(self):
+        rc, _, err, _ = run(["bench", "ddp", "--transport", "carrier-pigeon"])
+        self.assertEqual(rc, 2)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("--transport: expected one of [auto, shm, mpi], found 'carrier-pigeon'", err)
 
 
 class BenchIoAndModelTest(unittest.TestCase):
