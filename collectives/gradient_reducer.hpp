@@ -175,6 +175,9 @@ class GradientReducer {
   bool overlapping() const { return overlap_; }
   /// The transport in use: kMpi or kSharedMemory (options.transport resolved).
   Transport transport() const { return node_ ? Transport::kSharedMemory : Transport::kMpi; }
+  /// How reduction overlaps backward, for logs: "peers" (shared memory: idle ranks sum
+  /// while others compute), "on" or "off" (MPI transport, overlapping()).
+  const char* overlap_mode() const { return node_ ? "peers" : overlap_ ? "on" : "off"; }
   /// Why kAuto did not get shared memory ("" when it did, or was not asked for it).
   const std::string& transport_note() const { return transport_note_; }
 

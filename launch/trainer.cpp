@@ -693,12 +693,10 @@ int train(Context& ctx, const TrainConfig& config) {
   std::ofstream metrics;
   if (rank == 0) metrics.open(run_dir / "metrics.jsonl", std::ios::app);
   HPCML_LOG_INFO("training {} ({} parameters) on {} rank(s) x {} thread(s): {} steps of {} x {} samples, {} "
-                 "step(s) per epoch, gradients via {}{}",
+                 "step(s) per epoch, gradients via {} (overlap {})",
                  model->name(), models::parameter_count(*model), n, ctx.threads.intra_op, total_steps,
                  c.train.batch_size, n, steps_per_epoch, collectives::to_string(reducer.transport()),
-                 reducer.transport() == collectives::Transport::kMpi ? (reducer.overlapping() ? " (overlap on)"
-                                                                                              : " (overlap off)")
-                                                                     : "");
+                 reducer.overlap_mode());
   if (!reducer.transport_note().empty() && n > 1) HPCML_LOG_INFO("{}", reducer.transport_note());
 
   Progress progress(c.run.progress, total_steps, ctx.env.launcher != Launcher::kNone);

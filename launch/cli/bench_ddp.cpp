@@ -169,10 +169,7 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
                         {"steps", o.steps},
                         {"compression", o.compression},
                         {"transport", o.plain ? "n/a" : collectives::to_string(reducer->transport())},
-                        {"overlap", o.plain                                                         ? "n/a"
-                                    : reducer->transport() == collectives::Transport::kSharedMemory ? "peers"
-                                    : reducer->overlapping()                                        ? "on"
-                                                                                                    : "off"},
+                        {"overlap", o.plain ? "n/a" : reducer->overlap_mode()},
                         {"buckets", reducer ? reducer->num_buckets() : 0},
                         {"step_ms", 1000.0 * seconds / o.steps},
                         {"samples_per_s", samples_per_s},
