@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -98,7 +99,11 @@ void sum_any(float* const* out, char* const* in, int n, int64_t begin, int64_t c
 
 template <typename T>
 void sum_ranks(float* const* out, char* const* in, int n, int64_t begin, int64_t count, float scale) {
-  static const bool avx2 = __builtin_cpu_supports("avx2");
+  // HPCML_NO_AVX2 (non-empty) forces the baseline build (tests run both; also for diagnosis).
+  static const bool avx2 = [] {
+    const char* off = std::getenv("HPCML_NO_AVX2");
+    return __builtin_cpu_supports("avx2") && (off == nullptr || *off == '\0');
+  }();
   switch (n) {
     case 2: return (avx2 ? sum_fixed_avx2<T, 2> : sum_fixed<T, 2>)(out, in, begin, count, scale);
     case 3: return (avx2 ? sum_fixed_avx2<T, 3> : sum_fixed<T, 3>)(out, in, begin, count, scale);
