@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <sched.h>
 
+#include <array>
 #include <functional>
 
 #include "collectives/detail/node_reduction.hpp"
@@ -42,6 +43,16 @@ const char* to_string(Overlap overlap) {
 
 namespace {
 
+template <typename E, size_t K>
+E parse_named(const std::string& name, const std::array<E, K>& all, const std::string& what) {
+  std::string names;
+  for (E e : all) {
+    if (name == to_string(e)) return e;
+    names += std::string(names.empty() ? "" : ", ") + to_string(e);
+  }
+  HPCML_THROW(ConfigError, what, ": expected one of [", names, "], found '", name, "'");
+}
+
 bool spare_core() {
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -62,6 +73,18 @@ int64_t layout_digest(const std::vector<NamedTensor>& tensors) {
 }
 
 }  // namespace
+
+GradCompression parse_compression(const std::string& name, const std::string& what) {
+  return parse_named(name, std::array{GradCompression::kNone, GradCompression::kBf16, GradCompression::kFp16}, what);
+}
+
+Overlap parse_overlap(const std::string& name, const std::string& what) {
+  return parse_named(name, std::array{Overlap::kAuto, Overlap::kAlways, Overlap::kNever}, what);
+}
+
+Transport parse_transport(const std::string& name, const std::string& what) {
+  return parse_named(name, std::array{Transport::kAuto, Transport::kSharedMemory, Transport::kMpi}, what);
+}
 
 GradientReducer::GradientReducer(std::vector<NamedTensor> parameters, std::vector<NamedTensor> buffers,
                                  BackendPtr backend, ReducerOptions options)

@@ -57,6 +57,12 @@ enum class Transport {
 };
 const char* to_string(Transport transport);
 
+/// The inverses of to_string(): a config or command-line value to its enum. Anything
+/// else throws hpcml::ConfigError "<what>: expected one of [...], found '<name>'".
+GradCompression parse_compression(const std::string& name, const std::string& what);
+Overlap parse_overlap(const std::string& name, const std::string& what);
+Transport parse_transport(const std::string& name, const std::string& what);
+
 namespace detail {
 class NodeReduction;
 }

@@ -222,15 +222,9 @@ collectives::ReducerOptions reducer_options(const TrainConfig& c) {
   collectives::ReducerOptions o;
   o.first_bucket_bytes = static_cast<int64_t>(c.reducer.first_bucket_mb * (1 << 20));
   o.bucket_cap_bytes = static_cast<int64_t>(c.reducer.bucket_cap_mb * (1 << 20));
-  o.overlap = c.reducer.overlap == "always"  ? collectives::Overlap::kAlways
-              : c.reducer.overlap == "never" ? collectives::Overlap::kNever
-                                             : collectives::Overlap::kAuto;
-  o.transport = c.reducer.transport == "shm"   ? collectives::Transport::kSharedMemory
-                : c.reducer.transport == "mpi" ? collectives::Transport::kMpi
-                                               : collectives::Transport::kAuto;
-  o.compression = c.reducer.compression == "bf16"   ? collectives::GradCompression::kBf16
-                  : c.reducer.compression == "fp16" ? collectives::GradCompression::kFp16
-                                                    : collectives::GradCompression::kNone;
+  o.overlap = collectives::parse_overlap(c.reducer.overlap, "config error: key 'reducer.overlap'");
+  o.transport = collectives::parse_transport(c.reducer.transport, "config error: key 'reducer.transport'");
+  o.compression = collectives::parse_compression(c.reducer.compression, "config error: key 'reducer.compression'");
   o.buffers = c.reducer.buffers == "per_rank" ? collectives::BufferPolicy::kPerRank
                                               : collectives::BufferPolicy::kBroadcast;
   o.allow_unused = c.train.allow_unused_parameters;

@@ -90,18 +90,9 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
   reducer_options.direct_min_bytes = int64_t{o.direct_min_kb} * 1024;
   HPCML_CHECK_AS(ConfigError, o.bucket_cap_mb > 0, "bench ddp: --bucket-cap-mb must be > 0, found ", o.bucket_cap_mb);
   reducer_options.bucket_cap_bytes = static_cast<int64_t>(o.bucket_cap_mb * (1 << 20));
-  if (o.overlap == "always") reducer_options.overlap = collectives::Overlap::kAlways;
-  else if (o.overlap == "never") reducer_options.overlap = collectives::Overlap::kNever;
-  else HPCML_CHECK_AS(ConfigError, o.overlap == "auto", "bench ddp: --overlap: expected one of [auto, always, never], "
-                      "found '", o.overlap, "'");
-  if (o.transport == "shm") reducer_options.transport = collectives::Transport::kSharedMemory;
-  else if (o.transport == "mpi") reducer_options.transport = collectives::Transport::kMpi;
-  else HPCML_CHECK_AS(ConfigError, o.transport == "auto", "bench ddp: --transport: expected one of [auto, shm, mpi], "
-                      "found '", o.transport, "'");
-  if (o.compression == "bf16") reducer_options.compression = collectives::GradCompression::kBf16;
-  else if (o.compression == "fp16") reducer_options.compression = collectives::GradCompression::kFp16;
-  else HPCML_CHECK_AS(ConfigError, o.compression == "none", "bench ddp: --compression: expected one of [none, bf16, "
-                      "fp16], found '", o.compression, "'");
+  reducer_options.overlap = collectives::parse_overlap(o.overlap, "bench ddp: --overlap");
+  reducer_options.transport = collectives::parse_transport(o.transport, "bench ddp: --transport");
+  reducer_options.compression = collectives::parse_compression(o.compression, "bench ddp: --compression");
 
   // Fixed random data per rank, as the reference does.
   Workload work = make_workload(o.model, o.batch, 1 + c.env.rank);
