@@ -219,7 +219,7 @@ void GradientReducer::set_up_shared_memory() {
     for (int i : bucket.params) {
       auto& p = params_[i];
       p.slot = node_->slot(offset, p.tensor.numel()).view(p.tensor.sizes());
-      p.result = node_->result(offset, p.tensor.numel()).view(p.tensor.sizes());
+      p.node_offset = offset;
       offset += p.tensor.numel();
     }
   }
@@ -415,12 +415,14 @@ void GradientReducer::finish() {
   reset_step();
 }
 
-// Sums with the other ranks (this rank takes chunks of every published bucket),
-// then points each gradient at this rank's float32 result.
+// Sums with the other ranks (this rank takes chunks of every published bucket).
+// Float32: then points each gradient at its slot, which holds the average. 16-bit:
+// each finished bucket's rounded average is widened into this rank's own gradients.
 void GradientReducer::finish_shared_memory() {
   const float scale = scaled_ ? 1.0f : 1.0f / static_cast<float>(backend_->size());
   std::vector<detail::NodeReduction::BucketSpan> spans;
-  node_->reduce(scale, backend_->comm_name(), backend_->default_timeout(), &spans);
+  node_->reduce(scale, backend_->comm_name(), backend_->default_timeout(), &spans,
+                [this](int b) { deliver_shared_result(b); });
   for (int b = 0; b < static_cast<int>(buckets_.size()); ++b) {
     auto& timing = buckets_[b].timing;
     timing.start_us = spans[b].start_us;
@@ -429,8 +431,22 @@ void GradientReducer::finish_shared_memory() {
       trace::record("allreduce bucket " + std::to_string(b), "comm", timing.start_us, timing.end_us);
     }
   }
+  if (node_->shared_result()) return;
   for (auto& p : params_) {
-    if (!p.tensor.grad().defined() || !p.tensor.grad().is_same(p.result)) p.tensor.mutable_grad() = p.result;
+    if (!p.tensor.grad().defined() || !p.tensor.grad().is_same(p.slot)) p.tensor.mutable_grad() = p.slot;
+  }
+}
+
+// Into the gradient backward produced (this rank's own memory, still in its cache),
+// or a fresh one where there is none to overwrite.
+void GradientReducer::deliver_shared_result(int bucket) {
+  for (int i : buckets_[bucket].params) {
+    auto& p = params_[i];
+    at::Tensor& grad = p.tensor.mutable_grad();
+    if (!grad.defined() || !grad.is_contiguous() || grad.scalar_type() != at::kFloat || grad.requires_grad()) {
+      grad = at::empty_like(p.tensor, at::MemoryFormat::Contiguous);
+    }
+    node_->widen_result(p.node_offset, p.tensor.numel(), grad.data_ptr<float>());
   }
 }
 

@@ -196,8 +196,8 @@ class GradientReducer {
     int64_t offset = 0;   // in the bucket's flat buffer, in elements (not direct)
     at::Tensor view;      // the bucket slice, shaped like the parameter (not direct)
     at::Tensor send;      // its slice of the 16-bit send buffer (compression)
-    at::Tensor slot;      // shared memory: this rank's slot (wire dtype), shaped like the parameter
-    at::Tensor result;    // shared memory: the float32 average (the slot itself without compression)
+    at::Tensor slot;      // shared memory: this rank's slot (wire dtype; float32: then the average)
+    int64_t node_offset = 0;  // shared memory: where its elements start in the segment's slots
   };
   struct Bucket {
     std::vector<int> params;
@@ -217,6 +217,7 @@ class GradientReducer {
   void reset_step();
   void set_up_shared_memory();
   void finish_shared_memory();
+  void deliver_shared_result(int bucket);
 
   std::vector<Param> params_;
   std::vector<NamedTensor> buffers_;

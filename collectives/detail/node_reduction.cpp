@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 
 #include "core/error.hpp"
 #include "core/trace.hpp"
@@ -37,78 +38,123 @@ size_t slot_bytes(int64_t total, at::ScalarType wire) {
   return round_up(static_cast<size_t>(total) * wire_size(wire), kPage);
 }
 
-size_t result_bytes(int64_t total) { return round_up(static_cast<size_t>(total) * 4, kPage); }
+// The wire formats: how an element is stored, widened to float32 and rounded back.
+struct Fp32 {
+  using Store = float;
+  static float widen(float v) { return v; }
+  static float narrow(float v) { return v; }
+};
+struct Bf16 {
+  using Store = uint16_t;  // bits of a bfloat16
+  static float widen(uint16_t v) {
+    const uint32_t bits = static_cast<uint32_t>(v) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }
+  // Round to nearest even, as c10::BFloat16(float); branch-free so it vectorises.
+  static uint16_t narrow(float v) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    const auto rounded = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+    return v != v ? uint16_t{0x7FC0} : rounded;
+  }
+};
+struct Fp16 {
+  using Store = c10::Half;
+  static float widen(c10::Half v) { return static_cast<float>(v); }
+  static c10::Half narrow(float v) { return c10::Half(v); }
+};
 
-inline float widen(float v) { return v; }
-inline float widen(c10::BFloat16 v) {
-  uint32_t bits = static_cast<uint32_t>(v.x) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-inline float widen(c10::Half v) { return static_cast<float>(v); }
-
-// out[r][i] = scale * (in[0][i] + in[1][i] + ... ) for every rank r, summed in rank
-// order in float32. One pass: each element is read once per rank and written once
-// per rank. N known at compile time lets the compiler vectorise across i.
-template <typename T, int N>
-[[gnu::always_inline]] inline void sum_fixed_body(float* const* out, char* const* in, int64_t begin, int64_t count,
+// out[o][i] = narrow(scale * (in[0][i] + in[1][i] + ...)) for o < OUTS, summed in
+// rank order in float32. One pass: each element is read once per rank and written
+// once per output. N known at compile time lets the compiler vectorise across i.
+template <typename W, int N, int OUTS>
+[[gnu::always_inline]] inline void sum_fixed_body(void* const* out, char* const* in, int64_t begin, int64_t count,
                                                   float scale) {
+  using T = typename W::Store;
   const T* src[N];
-  float* dst[N];
-  for (int r = 0; r < N; ++r) {
-    src[r] = reinterpret_cast<const T*>(in[r]) + begin;
-    dst[r] = out[r] + begin;
-  }
+  T* dst[OUTS];
+  for (int r = 0; r < N; ++r) src[r] = reinterpret_cast<const T*>(in[r]) + begin;
+  for (int o = 0; o < OUTS; ++o) dst[o] = static_cast<T*>(out[o]) + begin;
   for (int64_t i = 0; i < count; ++i) {
-    float sum = widen(src[0][i]);
-    for (int r = 1; r < N; ++r) sum += widen(src[r][i]);
-    sum *= scale;
-    for (int r = 0; r < N; ++r) dst[r][i] = sum;
+    float sum = W::widen(src[0][i]);
+    for (int r = 1; r < N; ++r) sum += W::widen(src[r][i]);
+    const T value = W::narrow(sum * scale);
+    for (int o = 0; o < OUTS; ++o) dst[o][i] = value;
   }
 }
 
-// The same loop compiled for the build's baseline (SSE2) and for AVX2, chosen at run
-// time: AVX2 summed the reference MLP's gradients in 0.25-0.28 ms per rank and step
-// instead of 0.36-0.40 (the sums are the same bits: adds and one multiply, no FMA).
-template <typename T, int N>
-void sum_fixed(float* const* out, char* const* in, int64_t begin, int64_t count, float scale) {
-  sum_fixed_body<T, N>(out, in, begin, count, scale);
+// The same loops compiled for the build's baseline (SSE2) and for AVX2, chosen at
+// run time: AVX2 summed the reference MLP's float32 gradients in 0.25-0.28 ms per
+// rank and step instead of 0.36-0.40 (the same bits: adds and one multiply, no FMA).
+template <typename W, int N, int OUTS>
+void sum_fixed(void* const* out, char* const* in, int64_t begin, int64_t count, float scale) {
+  sum_fixed_body<W, N, OUTS>(out, in, begin, count, scale);
 }
 
-template <typename T, int N>
-[[gnu::target("avx2")]] void sum_fixed_avx2(float* const* out, char* const* in, int64_t begin, int64_t count,
+template <typename W, int N, int OUTS>
+[[gnu::target("avx2")]] void sum_fixed_avx2(void* const* out, char* const* in, int64_t begin, int64_t count,
                                             float scale) {
-  sum_fixed_body<T, N>(out, in, begin, count, scale);
+  sum_fixed_body<W, N, OUTS>(out, in, begin, count, scale);
 }
 
-// Any rank count: accumulate in a buffer, rank by rank, then copy out.
-template <typename T>
-void sum_any(float* const* out, char* const* in, int n, int64_t begin, int64_t count, float scale) {
-  thread_local std::vector<float> acc;
-  acc.resize(count);
-  const T* first = reinterpret_cast<const T*>(in[0]) + begin;
-  for (int64_t i = 0; i < count; ++i) acc[i] = widen(first[i]);
-  for (int r = 1; r < n; ++r) {
-    const T* src = reinterpret_cast<const T*>(in[r]) + begin;
-    for (int64_t i = 0; i < count; ++i) acc[i] += widen(src[i]);
-  }
-  for (int64_t i = 0; i < count; ++i) acc[i] *= scale;
-  for (int r = 0; r < n; ++r) std::memcpy(out[r] + begin, acc.data(), count * sizeof(float));
+template <typename W>
+[[gnu::always_inline]] inline void widen_body(const void* in, float* out, int64_t count) {
+  const auto* src = static_cast<const typename W::Store*>(in);
+  for (int64_t i = 0; i < count; ++i) out[i] = W::widen(src[i]);
 }
 
-template <typename T>
-void sum_ranks(float* const* out, char* const* in, int n, int64_t begin, int64_t count, float scale) {
+template <typename W>
+void widen_plain(const void* in, float* out, int64_t count) {
+  widen_body<W>(in, out, count);
+}
+
+template <typename W>
+[[gnu::target("avx2")]] void widen_avx2(const void* in, float* out, int64_t count) {
+  widen_body<W>(in, out, count);
+}
+
+bool use_avx2() {
   // HPCML_NO_AVX2 (non-empty) forces the baseline build (tests run both; also for diagnosis).
   static const bool avx2 = [] {
     const char* off = std::getenv("HPCML_NO_AVX2");
     return __builtin_cpu_supports("avx2") && (off == nullptr || *off == '\0');
   }();
+  return avx2;
+}
+
+// Any rank count: accumulate in a buffer, rank by rank, then write out.
+template <typename W>
+void sum_any(void* const* out, int outs, char* const* in, int n, int64_t begin, int64_t count, float scale) {
+  using T = typename W::Store;
+  thread_local std::vector<float> acc;
+  acc.resize(count);
+  const T* first = reinterpret_cast<const T*>(in[0]) + begin;
+  for (int64_t i = 0; i < count; ++i) acc[i] = W::widen(first[i]);
+  for (int r = 1; r < n; ++r) {
+    const T* src = reinterpret_cast<const T*>(in[r]) + begin;
+    for (int64_t i = 0; i < count; ++i) acc[i] += W::widen(src[i]);
+  }
+  T* dst = static_cast<T*>(out[0]) + begin;
+  for (int64_t i = 0; i < count; ++i) dst[i] = W::narrow(acc[i] * scale);
+  for (int o = 1; o < outs; ++o) std::memcpy(static_cast<T*>(out[o]) + begin, dst, count * sizeof(T));
+}
+
+// Float32 wires write the sum into all n slots; 16-bit wires into the one result area.
+template <typename W, int N>
+void sum_n(void* const* out, char* const* in, int64_t begin, int64_t count, float scale) {
+  constexpr int kOuts = std::is_same_v<W, Fp32> ? N : 1;
+  (use_avx2() ? sum_fixed_avx2<W, N, kOuts> : sum_fixed<W, N, kOuts>)(out, in, begin, count, scale);
+}
+
+template <typename W>
+void sum_ranks(void* const* out, char* const* in, int n, int64_t begin, int64_t count, float scale) {
   switch (n) {
-    case 2: return (avx2 ? sum_fixed_avx2<T, 2> : sum_fixed<T, 2>)(out, in, begin, count, scale);
-    case 3: return (avx2 ? sum_fixed_avx2<T, 3> : sum_fixed<T, 3>)(out, in, begin, count, scale);
-    case 4: return (avx2 ? sum_fixed_avx2<T, 4> : sum_fixed<T, 4>)(out, in, begin, count, scale);
-    default: return sum_any<T>(out, in, n, begin, count, scale);
+    case 2: return sum_n<W, 2>(out, in, begin, count, scale);
+    case 3: return sum_n<W, 3>(out, in, begin, count, scale);
+    case 4: return sum_n<W, 4>(out, in, begin, count, scale);
+    default: return sum_any<W>(out, std::is_same_v<W, Fp32> ? n : 1, in, n, begin, count, scale);
   }
 }
 
@@ -130,7 +176,7 @@ void pause(int& idle) {
 size_t NodeReduction::bytes_needed(int size, const std::vector<int64_t>& bucket_numel, at::ScalarType wire) {
   const int64_t total = total_of(bucket_numel);
   size_t bytes = control_bytes(size, bucket_numel.size()) + size * slot_bytes(total, wire);
-  if (wire != at::kFloat) bytes += size * result_bytes(total);
+  if (wire != at::kFloat) bytes += slot_bytes(total, wire);  // the shared result area
   return bytes;
 }
 
@@ -161,13 +207,10 @@ NodeReduction::NodeReduction(std::shared_ptr<NodeSharedMemory> memory, int rank,
   }
   char* cursor = base + control_bytes(size, nb);
   for (int r = 0; r < size; ++r, cursor += slot_bytes(total_, wire)) slots_.push_back(cursor);
-  for (int r = 0; r < size; ++r) {
-    if (wire == at::kFloat) {
-      results_.push_back(reinterpret_cast<float*>(slots_[r]));
-    } else {
-      results_.push_back(reinterpret_cast<float*>(cursor));
-      cursor += result_bytes(total_);
-    }
+  if (wire == at::kFloat) {
+    for (char* slot : slots_) in_place_.push_back(reinterpret_cast<float*>(slot));
+  } else {
+    result_ = cursor;
   }
 }
 
@@ -179,8 +222,19 @@ at::Tensor NodeReduction::slot(int64_t offset, int64_t numel) const {
 }
 
 at::Tensor NodeReduction::result(int64_t offset, int64_t numel) const {
-  return at::from_blob(results_[rank_] + offset, {numel}, [keep = memory_](void*) {},
-                       at::TensorOptions().dtype(at::kFloat));
+  if (!shared_result()) return slot(offset, numel);
+  return at::from_blob(result_ + offset * wire_size(wire_), {numel}, [keep = memory_](void*) {},
+                       at::TensorOptions().dtype(wire_));
+}
+
+void NodeReduction::widen_result(int64_t offset, int64_t numel, float* out) const {
+  HPCML_CHECK(shared_result(), "node reduction: widen_result() needs a 16-bit wire");
+  const char* in = result_ + offset * wire_size(wire_);
+  if (wire_ == at::kBFloat16) {
+    (use_avx2() ? widen_avx2<Bf16> : widen_plain<Bf16>)(in, out, numel);
+  } else {
+    (use_avx2() ? widen_avx2<Fp16> : widen_plain<Fp16>)(in, out, numel);
+  }
 }
 
 void NodeReduction::publish(int bucket) {
@@ -197,10 +251,12 @@ bool NodeReduction::all_published(int bucket) const {
 void NodeReduction::sum_chunk(const Bucket& bucket, int64_t chunk, float scale) const {
   const int64_t begin = bucket.begin + chunk * kChunk;
   const int64_t count = std::min(kChunk, bucket.begin + bucket.numel - begin);
+  void* const* out = shared_result() ? reinterpret_cast<void* const*>(&result_)
+                                      : reinterpret_cast<void* const*>(in_place_.data());
   switch (wire_) {
-    case at::kFloat: return sum_ranks<float>(results_.data(), slots_.data(), size_, begin, count, scale);
-    case at::kBFloat16: return sum_ranks<c10::BFloat16>(results_.data(), slots_.data(), size_, begin, count, scale);
-    default: return sum_ranks<c10::Half>(results_.data(), slots_.data(), size_, begin, count, scale);
+    case at::kFloat: return sum_ranks<Fp32>(out, slots_.data(), size_, begin, count, scale);
+    case at::kBFloat16: return sum_ranks<Bf16>(out, slots_.data(), size_, begin, count, scale);
+    default: return sum_ranks<Fp16>(out, slots_.data(), size_, begin, count, scale);
   }
 }
 
@@ -225,28 +281,36 @@ bool NodeReduction::work_on(int index, float scale, BucketSpan* span) {
 }
 
 void NodeReduction::reduce(float scale, const std::string& comm, std::chrono::milliseconds timeout,
-                           std::vector<BucketSpan>* spans) {
+                           std::vector<BucketSpan>* spans, const std::function<void(int)>& deliver) {
   const int nb = static_cast<int>(buckets_.size());
   spans->assign(nb, {});
   auto guard = Watchdog::instance().arm("gradient reduction (shared memory)", comm, timeout);
-  std::vector<char> taken(nb, 0);  // every chunk of it claimed (by some rank)
-  int left = nb;
+  enum State : char { kWaiting, kClaimed, kFinished };  // kClaimed: every chunk taken (by some rank)
+  std::vector<State> state(nb, kWaiting);
+  int unfinished = nb;
   int idle = 0;
-  while (left > 0) {
+  while (unfinished > 0) {
     bool progressed = false;
+    // Summing first: it is what the other ranks may be waiting for.
     for (int b = 0; b < nb; ++b) {
-      if (taken[b] || !all_published(b)) continue;
+      if (state[b] != kWaiting || !all_published(b)) continue;
       work_on(b, scale, &(*spans)[b]);
-      taken[b] = 1;
-      --left;
+      state[b] = kClaimed;
       progressed = true;
-      idle = 0;
     }
-    if (!progressed) pause(idle);
-  }
-  for (int b = 0; b < nb; ++b) {
-    const uint64_t end = generation_ * buckets_[b].chunks;
-    while (buckets_[b].done->load(std::memory_order_acquire) < end) pause(idle);
+    for (int b = 0; b < nb; ++b) {
+      if (state[b] != kClaimed) continue;
+      if (buckets_[b].done->load(std::memory_order_acquire) < generation_ * buckets_[b].chunks) continue;
+      if (shared_result() && deliver) deliver(b);
+      state[b] = kFinished;
+      --unfinished;
+      progressed = true;
+    }
+    if (progressed) {
+      idle = 0;
+    } else {
+      pause(idle);
+    }
   }
 }
 

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,24 +21,31 @@ namespace hpcml::collectives::detail {
 ///
 /// Layout: control words (one cache line each), then one slot per rank holding that
 /// rank's gradients in wire precision (float32, bfloat16 or float16, all buckets
-/// back to back), then, with 16-bit wires, one float32 result area per rank.
+/// back to back), then, with 16-bit wires, one result area in the wire precision
+/// shared by all ranks.
 ///
 /// A synchronised step, on every rank:
 /// 1. begin_step(); then, as backward makes each bucket's gradients final, the
 ///    rank writes them into its slot (slot()) and publish()es the bucket.
 /// 2. reduce(): the rank takes chunks (64 KiB of float32) of any bucket that every
-///    rank has published, sums them in rank order in float32, and writes the sum
-///    into every rank's result (for float32 wires, in place in every slot). Chunks
-///    are claimed with an atomic counter, so a rank that finished backward early
-///    sums while the others still run backward, and nobody waits idle for a
-///    message. Returns when every chunk of the step is summed.
+///    rank has published and sums them in rank order in float32. With float32
+///    wires it writes the sum in place into every rank's slot. With 16-bit wires
+///    it rounds the sum once to the wire precision into the shared result area,
+///    and each rank widens finished buckets into its own float32 gradients
+///    (`deliver`): results travel in 16 bits too, and the float32 writes stay in
+///    the rank's own cache. Chunks are claimed with an atomic counter, so a rank
+///    that finished backward early sums while the others still run backward, and
+///    nobody waits idle for a message. Returns when every chunk of the step is
+///    summed (and, with 16-bit wires, every bucket delivered).
 /// The sum of each element is taken in rank order whoever computes it: results are
-/// bit-identical run to run, and for float32 equal to a 2-rank MPI_Allreduce's.
+/// bit-identical run to run; for float32 equal to a 2-rank MPI_Allreduce's, for
+/// 16-bit wires equal to the MPI transport's compressed reduction (float32 sums in
+/// rank order, rounded once).
 ///
 /// Safety of reuse across steps: a rank writes its slot for step g+1 only after
-/// reduce() of step g returned (every chunk done), and other ranks write its
-/// results for step g+1 only after it published step g+1's bucket, that is after
-/// it finished using step g's results.
+/// reduce() of step g returned (every chunk done), and anyone writes a result (in a
+/// slot or the result area) for step g+1 only after every rank published step
+/// g+1's bucket, that is after every rank finished reading step g's results.
 class NodeReduction {
  public:
   /// @param bucket_numel elements of each bucket, in bucket order
@@ -49,8 +57,15 @@ class NodeReduction {
 
   /// This rank's slot for `numel` elements from flat offset `offset` (wire dtype).
   at::Tensor slot(int64_t offset, int64_t numel) const;
-  /// This rank's float32 result for the same elements (the slot itself for float32).
+  /// The reduced values of the same elements: for float32 wires this rank's slot
+  /// itself; for 16-bit wires a view of the shared result area (wire dtype, read it
+  /// only inside `deliver`, see reduce()).
   at::Tensor result(int64_t offset, int64_t numel) const;
+  /// With 16-bit wires: widens the shared result of `numel` elements from `offset`
+  /// into `out` (float32, contiguous).
+  void widen_result(int64_t offset, int64_t numel, float* out) const;
+  /// Whether results are rounded to 16 bits in a shared area (16-bit wires).
+  bool shared_result() const { return wire_ != at::kFloat; }
 
   void begin_step() { ++generation_; }
   /// This rank's gradients of `bucket` are in its slot.
@@ -61,10 +76,12 @@ class NodeReduction {
     int64_t end_us = 0;    ///< this rank's last chunk of the bucket ended
   };
   /// Sums every bucket with the other ranks, multiplying by `scale`; returns when
-  /// all are done. A rank that does not take part within `timeout` ends the job
-  /// (deadline, naming `comm`).
+  /// all are done. With 16-bit wires `deliver(bucket)` is called once per bucket as
+  /// soon as its result is complete (it should widen_result() it); the result area
+  /// may be read only then. A rank that does not take part within `timeout` ends
+  /// the job (deadline, naming `comm`).
   void reduce(float scale, const std::string& comm, std::chrono::milliseconds timeout,
-              std::vector<BucketSpan>* spans);
+              std::vector<BucketSpan>* spans, const std::function<void(int)>& deliver = {});
 
  private:
   struct Bucket {
@@ -86,8 +103,9 @@ class NodeReduction {
   int64_t total_ = 0;
   std::vector<Bucket> buckets_;
   std::vector<std::atomic<uint64_t>*> published_;  // [rank * buckets + bucket]
-  std::vector<char*> slots_;    // per rank, wire dtype
-  std::vector<float*> results_;  // per rank, float32 (== slots_ for float32)
+  std::vector<char*> slots_;  // per rank, wire dtype
+  std::vector<float*> in_place_;  // float32 wires: every rank's slot, where sums go
+  char* result_ = nullptr;        // 16-bit wires: the rounded sums, wire dtype
   uint64_t generation_ = 0;
 };
 

@@ -36,9 +36,9 @@ class BenchAllreduceTest(unittest.TestCase):
 
 
 class BenchDdpTest(unittest.TestCase):
-    def bench(self, tmp, name, *extra):
+    def bench(self, tmp, name, *extra, ranks=2):
         path = os.path.join(tmp, name + ".json")
-        rc, out, err, _ = run(["bench", "ddp", "--steps", "4", "--warmup", "1", "--json", path, *extra], ranks=2)
+        rc, out, err, _ = run(["bench", "ddp", "--steps", "4", "--warmup", "1", "--json", path, *extra], ranks=ranks)
         self.assertEqual(rc, 0, err)
         with open(path) as f:
             return json.load(f), out
@@ -64,6 +64,20 @@ class BenchDdpTest(unittest.TestCase):
         # Without averaging, each rank trains on its own: rank 0's loss differs.
         self.assertNotEqual(plain["final_loss"], shm["final_loss"])
         self.assertIn("transport shm", out)
+
+    def test_bf16_transports_agree_at_three_ranks(self):
+        # bf16 wires: both transports sum the ranks' 16-bit values in float32 in rank order and
+        # round the sum once to bf16 (shared memory: in the shared result area; MPI: each rank
+        # its alltoall segment), so the trained models are identical, here with 3 ranks.
+        with tempfile.TemporaryDirectory() as tmp:
+            shm, _ = self.bench(tmp, "shm", "--compression", "bf16", ranks=3)
+            mpi, _ = self.bench(tmp, "mpi", "--compression", "bf16", "--transport", "mpi", ranks=3)
+            fp32, _ = self.bench(tmp, "fp32", ranks=3)
+        self.assertEqual((shm["transport"], shm["compression"]), ("shm", "bf16"))
+        self.assertEqual((mpi["transport"], mpi["compression"]), ("mpi", "bf16"))
+        self.assertEqual(shm["final_loss"], mpi["final_loss"])
+        # The rounding is real: float32 gradients train a (slightly) different model.
+        self.assertNotEqual(shm["final_loss"], fp32["final_loss"])
 
     def test_bad_transport_is_a_one_line_error(self):
         rc, _, err, _ = run(["bench", "ddp", "--transport", "carrier-pigeon"])

@@ -1,7 +1,8 @@
 // The shared-memory reduction (collectives/detail/node_reduction) without MPI: N
 // threads of one process play N ranks over one segment. The expectation is the
-// definition, computed here: every element summed over ranks in rank order in
-// float32, times the scale. Covers the specialised kernels (2, 3, 4 ranks) and the
+// definition, computed here with ATen: every element summed over ranks in rank order
+// in float32, times the scale (16-bit wires: then rounded once to the wire dtype by
+// ATen's conversion, and widened back). Covers the specialised kernels (2, 3, 4 ranks) and the
 // general one (5), buckets of several chunks with odd sizes, 16-bit wires, ranks
 // that publish late, and several steps over the same segment.
 #include <gtest/gtest.h>
@@ -10,7 +11,9 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <thread>
 
 #include "collectives/detail/node_reduction.hpp"
@@ -55,12 +58,27 @@ void expect_sums(int n, at::ScalarType wire) {
         node.slot(0, total).copy_(gradient(r, step, total, wire));
         for (int b = static_cast<int>(buckets.size()) - 1; b >= 0; --b) node.publish(b);
         std::vector<NodeReduction::BucketSpan> spans;
-        node.reduce(scale, "test", std::chrono::milliseconds(30000), &spans);
-        at::Tensor result = node.result(0, total).clone();
+        at::Tensor result;
+        std::vector<int> delivered;
+        if (wire == at::kFloat) {
+          node.reduce(scale, "test", std::chrono::milliseconds(30000), &spans);
+          result = node.result(0, total).clone();
+        } else {
+          result = at::full({total}, std::nanf(""));
+          node.reduce(scale, "test", std::chrono::milliseconds(30000), &spans, [&](int b) {
+            delivered.push_back(b);
+            int64_t begin = 0;
+            for (int q = 0; q < b; ++q) begin += buckets[q];
+            node.widen_result(begin, buckets[b], result.data_ptr<float>() + begin);
+          });
+          std::sort(delivered.begin(), delivered.end());
+          EXPECT_EQ(delivered, (std::vector<int>{0, 1, 2, 3})) << "every bucket delivered once";
+        }
         // Reference: rank order, float32, then the scale.
         at::Tensor expected = gradient(0, step, total, wire).to(at::kFloat);
         for (int q = 1; q < n; ++q) expected = expected + gradient(q, step, total, wire).to(at::kFloat);
         expected = expected * scale;
+        if (wire != at::kFloat) expected = expected.to(wire).to(at::kFloat);
         EXPECT_TRUE(at::equal(result, expected)) << n << " ranks, " << c10::toString(wire) << ", rank " << r
                                                  << ", step " << step << ": max difference "
                                                  << (result - expected).abs().max().item<float>();
