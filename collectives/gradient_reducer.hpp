@@ -122,8 +122,10 @@ struct ReducerStepStats {
 ///   rank has the same parameter names, shapes and dtypes (collective).
 /// - Transport (options.transport): with all ranks on one node, gradients go through
 ///   shared memory (see Transport::kSharedMemory; after the reduction each `.grad()`
-///   is a view of this rank's float32 result there, valid until the next
-///   synchronised backward); otherwise through the backend's allreduce, as follows.
+///   is a view of this rank's float32 slot there, valid until the next synchronised
+///   backward; with 16-bit compression it is the rank's own gradient tensor, into
+///   which the rounded average was widened); otherwise through the backend's
+///   allreduce, as follows.
 /// - Buckets hold parameters in reverse registration order. Small gradients are copied
 ///   into the bucket's flat buffer by a grad-ready hook and, after the reduction, each
 ///   such parameter's `.grad()` is a view into it (no copy back); large ones
