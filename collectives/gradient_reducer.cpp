@@ -369,7 +369,12 @@ void GradientReducer::backward(const at::Tensor& loss) {
 }
 
 void GradientReducer::finish() {
-  if (no_sync_ || backend_->size() == 1) return;
+  if (no_sync_) return;
+  stats_.update_ms = 0;
+  if (backend_->size() == 1) {
+    if (update_) update_unsynchronised();
+    return;
+  }
   const int64_t wait_start = trace::now_us();
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -402,22 +407,25 @@ void GradientReducer::finish() {
   if (node_) {
     finish_shared_memory();
   } else {
-    for (auto& bucket : buckets_) bucket.work->wait();
-    for (auto& p : params_) {
-      if (!p.direct && !p.tensor.grad().is_same(p.view)) p.tensor.mutable_grad() = p.view;
+    for (int b = 0; b < static_cast<int>(buckets_.size()); ++b) {
+      buckets_[b].work->wait();
+      for (int i : buckets_[b].params) {
+        auto& p = params_[i];
+        if (!p.direct && !p.tensor.grad().is_same(p.view)) p.tensor.mutable_grad() = p.view;
+      }
+      if (update_) run_update(b, false);  // while later buckets are still on the wire
     }
   }
   const int64_t wait_end = trace::now_us();
   trace::record("gradient wait", "comm", wait_start, wait_end);
-  stats_.exposed_wait_ms = static_cast<double>(wait_end - wait_start) / 1000.0;
+  stats_.exposed_wait_ms = static_cast<double>(wait_end - wait_start) / 1000.0 - stats_.update_ms;
   stats_.buckets.clear();
   for (const auto& bucket : buckets_) stats_.buckets.push_back(bucket.timing);
   reset_step();
 }
 
-// Sums with the other ranks (this rank takes chunks of every published bucket).
-// Float32: then points each gradient at its slot, which holds the average. 16-bit:
-// each finished bucket's rounded average is widened into this rank's own gradients.
+// Sums with the other ranks (this rank takes chunks of every published bucket);
+// each finished bucket is delivered at once (deliver_shared_result).
 void GradientReducer::finish_shared_memory() {
   const float scale = scaled_ ? 1.0f : 1.0f / static_cast<float>(backend_->size());
   std::vector<detail::NodeReduction::BucketSpan> spans;
@@ -431,23 +439,62 @@ void GradientReducer::finish_shared_memory() {
       trace::record("allreduce bucket " + std::to_string(b), "comm", timing.start_us, timing.end_us);
     }
   }
-  if (node_->shared_result()) return;
-  for (auto& p : params_) {
-    if (!p.tensor.grad().defined() || !p.tensor.grad().is_same(p.slot)) p.tensor.mutable_grad() = p.slot;
-  }
 }
 
-// Into the gradient backward produced (this rank's own memory, still in its cache),
-// or a fresh one where there is none to overwrite.
+// Float32: each gradient becomes a view of its slot, which holds the average. 16-bit:
+// the bucket update reads the rounded averages in the shared result area; without
+// one they are widened into the gradient backward produced (this rank's own memory,
+// still in its cache), or a fresh one where there is none to overwrite.
 void GradientReducer::deliver_shared_result(int bucket) {
+  const bool shared = node_->shared_result();
   for (int i : buckets_[bucket].params) {
     auto& p = params_[i];
     at::Tensor& grad = p.tensor.mutable_grad();
+    if (!shared) {
+      if (!grad.defined() || !grad.is_same(p.slot)) grad = p.slot;
+      continue;
+    }
+    if (update_) continue;
     if (!grad.defined() || !grad.is_contiguous() || grad.scalar_type() != at::kFloat || grad.requires_grad()) {
       grad = at::empty_like(p.tensor, at::MemoryFormat::Contiguous);
     }
     node_->widen_result(p.node_offset, p.tensor.numel(), grad.data_ptr<float>());
   }
+  if (!update_) return;
+  run_update(bucket, shared);
+  if (shared) {
+    for (int i : buckets_[bucket].params) params_[i].tensor.mutable_grad().reset();  // stale local values
+  }
+}
+
+void GradientReducer::run_update(int bucket, bool shared_result) {
+  const int64_t start = trace::now_us();
+  averaged_.clear();
+  for (int i : buckets_[bucket].params) {
+    auto& p = params_[i];
+    AveragedGrad g;
+    g.index = i;
+    g.param = &p.tensor;
+    if (shared_result) {
+      const at::Tensor result = node_->result(p.node_offset, p.tensor.numel());
+      g.data = result.data_ptr();
+      g.dtype = result.scalar_type();
+    } else {
+      at::Tensor& grad = p.tensor.mutable_grad();
+      if (!grad.defined()) continue;  // one rank, unused parameter
+      if (!grad.is_contiguous()) grad = grad.contiguous();  // one rank: as backward left it
+      g.data = grad.data_ptr<float>();
+    }
+    averaged_.push_back(g);
+  }
+  if (!averaged_.empty()) update_(averaged_);
+  const int64_t end = trace::now_us();
+  trace::record("optimizer", "compute", start, end);  // the step, on this bucket
+  stats_.update_ms += static_cast<double>(end - start) / 1000.0;
+}
+
+void GradientReducer::update_unsynchronised() {
+  for (int b = 0; b < static_cast<int>(buckets_.size()); ++b) run_update(b, false);
 }
 
 }  // namespace hpcml::collectives

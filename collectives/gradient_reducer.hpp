@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -98,9 +99,22 @@ struct BucketTiming {
 struct ReducerStepStats {
   int64_t backward_start_us = 0;  ///< set by backward(); 0 when the caller ran backward itself
   int64_t backward_end_us = 0;
-  double exposed_wait_ms = 0;     ///< time finish() spent waiting for allreduces after backward
+  /// Time finish() spent waiting for (and doing) reductions after backward, not
+  /// counting update_ms.
+  double exposed_wait_ms = 0;
+  double update_ms = 0;  ///< time in the bucket update (set_bucket_update), inside finish()
   std::vector<BucketTiming> buckets;
 };
+
+/// One parameter's averaged gradient, where the reducer holds it once its bucket is final.
+struct AveragedGrad {
+  int index = 0;                       ///< among the reducer's trainable parameters, registration order
+  const at::Tensor* param = nullptr;   ///< the parameter (float32, contiguous)
+  const void* data = nullptr;          ///< param->numel() averaged values; read-only, valid during the call
+  at::ScalarType dtype = at::kFloat;   ///< kFloat, or kBFloat16 / kHalf (shared memory, 16-bit compression)
+};
+/// Receives one bucket's averaged gradients (GradientReducer::set_bucket_update).
+using BucketUpdate = std::function<void(const std::vector<AveragedGrad>&)>;
 
 /// Averages gradients across the ranks of a Backend, DDP-style.
 ///
@@ -159,6 +173,18 @@ class GradientReducer {
   /// Completes the reduction after the caller ran backward itself (launches what is
   /// left, waits, averages). Called by backward(); a no-op inside no_sync.
   void finish();
+
+  /// Runs `update` on each bucket of every synchronised step as soon as the bucket's
+  /// average is final, inside finish(), on this thread: typically the optimizer step
+  /// (launch::FusedSgd::update), which then runs while later buckets are still being
+  /// reduced or other ranks still sum, and, with 16-bit compression over shared
+  /// memory, reads the 16-bit averages where they lie instead of widening them into
+  /// float32 gradients first (DDP's "optimizer in backward"). At one rank it runs per
+  /// bucket after backward. Parameters without a gradient are skipped at one rank
+  /// (torch's optimizers skip them too); at several ranks they carry zeros (allow_unused).
+  /// After such a step `.grad()` holds the average, except with 16-bit compression
+  /// over shared memory, where it is left undefined. Empty: off (the default).
+  void set_bucket_update(BucketUpdate update) { update_ = std::move(update); }
 
   /// While alive, backward passes only accumulate gradients locally (micro-batches);
   /// the first backward after it ends reduces the accumulated sum.
@@ -220,6 +246,10 @@ class GradientReducer {
   void set_up_shared_memory();
   void finish_shared_memory();
   void deliver_shared_result(int bucket);
+  /// Hands `bucket`'s averages to update_ (where each one lies: .grad(), or the 16-bit
+  /// shared result area when shared_result); adds the time to stats_.update_ms.
+  void run_update(int bucket, bool shared_result);
+  void update_unsynchronised();  // one rank: update_ on every bucket's local gradients
 
   std::vector<Param> params_;
   std::vector<NamedTensor> buffers_;
@@ -229,6 +259,8 @@ class GradientReducer {
   BackendPtr backend_;
   ReducerOptions options_;
   std::vector<GradReadyHook> hooks_;
+  BucketUpdate update_;
+  std::vector<AveragedGrad> averaged_;  // run_update's argument, reused
   std::vector<char> ready_;
   int next_launch_ = 0;
   bool overlap_ = true;

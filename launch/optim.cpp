@@ -7,6 +7,9 @@
 #include <memory>
 #include <string>
 
+#include "collectives/wire.hpp"
+#include "core/error.hpp"
+
 namespace hpcml::launch {
 
 namespace {
@@ -110,7 +113,129 @@ at::Tensor run_closure(const torch::optim::Optimizer::LossClosure& closure) {
   return closure();
 }
 
+// One SGD update over n values, as torch 1.13's SGD::step does it with tensor ops:
+//   d = g (+ wd*p);  buf = d on the first step, else buf*m + (1-dampening)*d;
+//   d = nesterov ? d + m*buf : buf;  p = p - lr*d
+// Each a + alpha*b is one fused multiply-add, as ATen's add kernels compute it
+// (vec::fmadd); buf*m is rounded on its own, as buf.mul_(m) is.
+struct SgdCoefficients {
+  float weight_decay, momentum, one_minus_dampening, neg_lr;
+};
+enum Momentum { kNoMomentum, kFirstStep, kMomentumStep };
+
+template <typename W, bool kDecay, Momentum kMomentum, bool kNesterov>
+[[gnu::always_inline]] inline void sgd_body(float* __restrict p, float* __restrict buf, const void* grad, int64_t n,
+                                            const SgdCoefficients& c) {
+  const auto* g = static_cast<const typename W::Store*>(grad);
+  for (int64_t i = 0; i < n; ++i) {
+    float d = W::widen(g[i]);
+    if (kDecay) d = __builtin_fmaf(p[i], c.weight_decay, d);
+    if (kMomentum == kFirstStep) buf[i] = d;
+    if (kMomentum == kMomentumStep) buf[i] = __builtin_fmaf(d, c.one_minus_dampening, buf[i] * c.momentum);
+    if (kMomentum != kNoMomentum) d = kNesterov ? __builtin_fmaf(buf[i], c.momentum, d) : buf[i];
+    p[i] = __builtin_fmaf(d, c.neg_lr, p[i]);
+  }
+}
+
+using SgdKernel = void (*)(float*, float*, const void*, int64_t, const SgdCoefficients&);
+
+template <typename W, bool kDecay, Momentum kMomentum, bool kNesterov>
+void sgd_baseline(float* p, float* buf, const void* grad, int64_t n, const SgdCoefficients& c) {
+  sgd_body<W, kDecay, kMomentum, kNesterov>(p, buf, grad, n, c);
+}
+
+template <typename W, bool kDecay, Momentum kMomentum, bool kNesterov>
+[[gnu::target("avx2,fma")]] void sgd_avx2(float* p, float* buf, const void* grad, int64_t n,
+                                          const SgdCoefficients& c) {
+  sgd_body<W, kDecay, kMomentum, kNesterov>(p, buf, grad, n, c);
+}
+
+template <typename W, bool kDecay, Momentum kMomentum>
+SgdKernel sgd_kernel_nesterov(bool nesterov) {
+  const bool avx2 = collectives::wire::use_avx2();
+  if (nesterov) return avx2 ? sgd_avx2<W, kDecay, kMomentum, true> : sgd_baseline<W, kDecay, kMomentum, true>;
+  return avx2 ? sgd_avx2<W, kDecay, kMomentum, false> : sgd_baseline<W, kDecay, kMomentum, false>;
+}
+
+template <typename W, bool kDecay>
+SgdKernel sgd_kernel_momentum(Momentum momentum, bool nesterov) {
+  switch (momentum) {
+    case kNoMomentum: return sgd_kernel_nesterov<W, kDecay, kNoMomentum>(false);
+    case kFirstStep: return sgd_kernel_nesterov<W, kDecay, kFirstStep>(nesterov);
+    default: return sgd_kernel_nesterov<W, kDecay, kMomentumStep>(nesterov);
+  }
+}
+
+template <typename W>
+SgdKernel sgd_kernel_decay(bool decay, Momentum momentum, bool nesterov) {
+  return decay ? sgd_kernel_momentum<W, true>(momentum, nesterov) : sgd_kernel_momentum<W, false>(momentum, nesterov);
+}
+
+SgdKernel sgd_kernel(at::ScalarType dtype, bool decay, Momentum momentum, bool nesterov) {
+  switch (dtype) {
+    case at::kFloat: return sgd_kernel_decay<collectives::wire::Fp32>(decay, momentum, nesterov);
+    case at::kBFloat16: return sgd_kernel_decay<collectives::wire::Bf16>(decay, momentum, nesterov);
+    case at::kHalf: return sgd_kernel_decay<collectives::wire::Fp16>(decay, momentum, nesterov);
+    default: HPCML_THROW(Error, "FusedSgd: gradient dtype must be float32, bfloat16 or float16; found ",
+                         c10::toString(dtype));
+  }
+}
+
 }  // namespace
+
+at::Tensor FusedSgd::step(LossClosure closure) {
+  if (!all_fusable(param_groups_)) return torch::optim::SGD::step(closure);
+  at::Tensor loss = run_closure(closure);
+  for (auto& group : param_groups_) {
+    for (auto& p : group.params()) {
+      if (p.grad().defined()) update(p, p.grad().data_ptr<float>(), at::kFloat);
+    }
+  }
+  return loss;
+}
+
+void FusedSgd::update(const at::Tensor& param, const void* grad, at::ScalarType dtype) {
+  HPCML_CHECK(fusable(param), "FusedSgd: parameters must be contiguous float32 CPU tensors");
+  auto found = group_of_.find(param.unsafeGetTensorImpl());
+  if (found == group_of_.end()) {  // first use, or groups were added
+    group_of_.clear();
+    for (size_t g = 0; g < param_groups_.size(); ++g) {
+      for (const auto& p : param_groups_[g].params()) group_of_[p.unsafeGetTensorImpl()] = g;
+    }
+    found = group_of_.find(param.unsafeGetTensorImpl());
+    HPCML_CHECK(found != group_of_.end(), "FusedSgd: update() of a tensor that is not one of its parameters");
+  }
+  const auto& options = static_cast<const torch::optim::SGDOptions&>(param_groups_[found->second].options());
+  SgdCoefficients c;
+  c.weight_decay = static_cast<float>(options.weight_decay());
+  c.momentum = static_cast<float>(options.momentum());
+  c.one_minus_dampening = static_cast<float>(1 - options.dampening());
+  c.neg_lr = static_cast<float>(-1 * options.lr());
+  Momentum momentum = kNoMomentum;
+  float* buf = nullptr;
+  if (options.momentum() != 0) {
+    // torch's state, keyed as torch keys it: save/load and torch's own step see it.
+    const std::string key = c10::guts::to_string(param.unsafeGetTensorImpl());
+    auto state = state_.find(key);
+    momentum = kMomentumStep;
+    if (state == state_.end()) {
+      auto fresh = std::make_unique<torch::optim::SGDParamState>();
+      fresh->momentum_buffer(at::empty_like(param, at::MemoryFormat::Contiguous));
+      state = state_.emplace(key, std::move(fresh)).first;
+      momentum = kFirstStep;
+    }
+    auto& held = static_cast<torch::optim::SGDParamState&>(*state->second);
+    if (!fusable(held.momentum_buffer()) || held.momentum_buffer().numel() != param.numel()) {
+      HPCML_CHECK(held.momentum_buffer().numel() == param.numel(), "FusedSgd: momentum buffer of ",
+                  held.momentum_buffer().numel(), " values for a parameter of ", param.numel());
+      held.momentum_buffer(held.momentum_buffer().to(at::kFloat).contiguous());  // e.g. as loaded
+    }
+    buf = held.momentum_buffer().data_ptr<float>();
+  }
+  at::NoGradGuard no_grad;
+  sgd_kernel(dtype, options.weight_decay() != 0, momentum, options.nesterov())(
+      param.data_ptr<float>(), buf, grad, param.numel(), c);
+}
 
 at::Tensor FusedAdam::step(LossClosure closure) {
   if (!can_fuse<torch::optim::AdamOptions>(param_groups_, defaults())) return torch::optim::Adam::step(closure);

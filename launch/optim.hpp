@@ -1,5 +1,5 @@
 /// @file
-/// Adam and AdamW with the update fused into one pass per parameter.
+/// SGD, Adam and AdamW with the update fused into one pass per parameter.
 ///
 /// torch::optim::Adam issues about ten tensor operations per parameter per step
 /// (mul_, add_, mul_, addcmul_, sqrt, div, add_, addcdiv_, ...). For small models
@@ -18,10 +18,37 @@
 
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
+#include <torch/optim/sgd.h>
 
+#include <unordered_map>
 #include <vector>
 
 namespace hpcml::launch {
+
+/// torch::optim::SGD (momentum, dampening, Nesterov, weight decay) with a fused
+/// per-parameter update: one loop reads the gradient, the momentum buffer and the
+/// parameter once. Same state, options and archive as torch's. With AVX2 and FMA
+/// (the loops torch 1.13 runs on such CPUs) the results are bit-identical to
+/// torch::optim::SGD's: its multiply-adds are fused the same way; without them they
+/// may differ by a rounding. tests/unit/optim_test.cpp checks it.
+///
+/// update() takes the gradient of one parameter from anywhere, float32 or 16-bit:
+/// the gradient reducer's bucket update (collectives::GradientReducer::
+/// set_bucket_update) runs it on each bucket as soon as its average is final.
+class FusedSgd : public torch::optim::SGD {
+ public:
+  FusedSgd(std::vector<at::Tensor> params, torch::optim::SGDOptions options)
+      : torch::optim::SGD(std::move(params), options) {}
+  at::Tensor step(LossClosure closure = nullptr) override;
+  /// One parameter's step with `grad` as its gradient: param.numel() values of
+  /// `dtype` (at::kFloat, at::kBFloat16 or at::kHalf), widened exactly to float32;
+  /// the same arithmetic as step(). `param` must be one of this optimizer's
+  /// parameters, a contiguous float32 CPU tensor.
+  void update(const at::Tensor& param, const void* grad, at::ScalarType dtype);
+
+ private:
+  std::unordered_map<const c10::TensorImpl*, size_t> group_of_;  // parameter -> its group, built lazily
+};
 
 /// torch::optim::Adam with a fused per-parameter update (same state and archive).
 class FusedAdam : public torch::optim::Adam {

@@ -198,8 +198,21 @@ std::unique_ptr<torch::optim::Optimizer> build_optimizer(const TrainConfig& c, s
     return std::make_unique<FusedAdamW>(
         params, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
   }
-  return std::make_unique<torch::optim::SGD>(
+  return std::make_unique<FusedSgd>(
       params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay));
+}
+
+// optimizer.step_in_reduction: SGD's update runs per bucket inside the reduction
+// (GradientReducer::set_bucket_update) unless gradients are clipped, which needs
+// every gradient before any update. Returns whether it does.
+bool step_in_reduction(const TrainConfig& c, torch::optim::Optimizer& optimizer,
+                       collectives::GradientReducer& reducer) {
+  auto* sgd = dynamic_cast<FusedSgd*>(&optimizer);
+  if (!c.optimizer.step_in_reduction || sgd == nullptr || c.train.clip_grad_norm > 0) return false;
+  reducer.set_bucket_update([sgd](const std::vector<collectives::AveragedGrad>& bucket) {
+    for (const auto& g : bucket) sgd->update(*g.param, g.data, g.dtype);
+  });
+  return true;
 }
 
 // The learning rate of `step` (0-based): a pure function of the step, so a resumed
@@ -660,6 +673,7 @@ int train(Context& ctx, const TrainConfig& config) {
     if (t.requires_grad()) params.push_back(t);
   }
   auto optimizer = build_optimizer(c, params);
+  const bool in_reduction = step_in_reduction(c, *optimizer, reducer);
 
   const int64_t steps_per_epoch = feed->steps_per_epoch();
   const int64_t total_steps = c.train.max_steps > 0 ? c.train.max_steps : c.train.epochs * steps_per_epoch;
@@ -687,10 +701,10 @@ int train(Context& ctx, const TrainConfig& config) {
   std::ofstream metrics;
   if (rank == 0) metrics.open(run_dir / "metrics.jsonl", std::ios::app);
   HPCML_LOG_INFO("training {} ({} parameters) on {} rank(s) x {} thread(s): {} steps of {} x {} samples, {} "
-                 "step(s) per epoch, gradients via {} (overlap {})",
+                 "step(s) per epoch, gradients via {} (overlap {}), optimizer step {}",
                  model->name(), models::parameter_count(*model), n, ctx.threads.intra_op, total_steps,
                  c.train.batch_size, n, steps_per_epoch, collectives::to_string(reducer.transport()),
-                 reducer.overlap_mode());
+                 reducer.overlap_mode(), in_reduction ? "in the reduction" : "after it");
   if (!reducer.transport_note().empty() && n > 1) HPCML_LOG_INFO("{}", reducer.transport_note());
 
   Progress progress(c.run.progress, total_steps, ctx.env.launcher != Launcher::kNone);
@@ -738,7 +752,7 @@ int train(Context& ctx, const TrainConfig& config) {
       batch = feed->batch(epoch, step % steps_per_epoch);
     }
     auto t1 = Clock::now();
-    double forward_ms = 0, backward_ms = 0, wait_ms = 0, loss_sum = 0, correct = 0;
+    double forward_ms = 0, backward_ms = 0, wait_ms = 0, update_ms = 0, loss_sum = 0, correct = 0;
     reducer.zero_grad();
     reducer.sync_buffers();
     for (int m = 0; m < micro; ++m) {
@@ -760,15 +774,16 @@ int train(Context& ctx, const TrainConfig& config) {
       } else {
         reducer.backward(scaled);
         wait_ms = reducer.last_step().exposed_wait_ms;
+        update_ms = reducer.last_step().update_ms;  // the optimizer step, when in the reduction
       }
       backward_ms += ms_between(tb, Clock::now());
       loss_sum += loss.item<double>() * static_cast<double>(micro_size);
       correct += density ? logits.detach().to(at::kDouble).sum().item<double>()
                          : metric_sum(regression, logits, part.target);
     }
-    backward_ms -= wait_ms;
+    backward_ms -= wait_ms + update_ms;
     auto t3 = Clock::now();
-    {
+    if (!in_reduction) {
       trace::Span span("optimizer", "compute");
       if (c.train.clip_grad_norm > 0) {
         // Gradients are averages already: the norm is the same on every rank.
@@ -776,7 +791,7 @@ int train(Context& ctx, const TrainConfig& config) {
       }
       optimizer->step();
     }
-    const double optimizer_ms = ms_between(t3, Clock::now());
+    const double optimizer_ms = ms_between(t3, Clock::now()) + update_ms;
     const double step_values[8] = {loss_sum, correct, static_cast<double>(c.train.batch_size), ms_between(t0, t1),
                                    forward_ms, backward_ms, wait_ms, optimizer_ms};
     for (int k = 0; k < 8; ++k) acc[k] += step_values[k];

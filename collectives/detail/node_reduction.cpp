@@ -1,7 +1,6 @@
 #include "collectives/detail/node_reduction.hpp"
 
 #include <ATen/ATen.h>
-#include <c10/util/Half.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include <thread>
 #include <type_traits>
 
+#include "collectives/wire.hpp"
 #include "core/error.hpp"
 #include "core/trace.hpp"
 #include "core/watchdog.hpp"
@@ -38,33 +38,10 @@ size_t slot_bytes(int64_t total, at::ScalarType wire) {
   return round_up(static_cast<size_t>(total) * wire_size(wire), kPage);
 }
 
-// The wire formats: how an element is stored, widened to float32 and rounded back.
-struct Fp32 {
-  using Store = float;
-  static float widen(float v) { return v; }
-  static float narrow(float v) { return v; }
-};
-struct Bf16 {
-  using Store = uint16_t;  // bits of a bfloat16
-  static float widen(uint16_t v) {
-    const uint32_t bits = static_cast<uint32_t>(v) << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-  }
-  // Round to nearest even, as c10::BFloat16(float); branch-free so it vectorises.
-  static uint16_t narrow(float v) {
-    uint32_t bits;
-    std::memcpy(&bits, &v, 4);
-    const auto rounded = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-    return v != v ? uint16_t{0x7FC0} : rounded;
-  }
-};
-struct Fp16 {
-  using Store = c10::Half;
-  static float widen(c10::Half v) { return static_cast<float>(v); }
-  static c10::Half narrow(float v) { return c10::Half(v); }
-};
+using wire::Bf16;
+using wire::Fp16;
+using wire::Fp32;
+using wire::use_avx2;
 
 // out[o][i] = narrow(scale * (in[0][i] + in[1][i] + ...)) for o < OUTS, summed in
 // rank order in float32. One pass: each element is read once per rank and written
@@ -113,15 +90,6 @@ void widen_plain(const void* in, float* out, int64_t count) {
 template <typename W>
 [[gnu::target("avx2")]] void widen_avx2(const void* in, float* out, int64_t count) {
   widen_body<W>(in, out, count);
-}
-
-bool use_avx2() {
-  // HPCML_NO_AVX2 (non-empty) forces the baseline build (tests run both; also for diagnosis).
-  static const bool avx2 = [] {
-    const char* off = std::getenv("HPCML_NO_AVX2");
-    return __builtin_cpu_supports("avx2") && (off == nullptr || *off == '\0');
-  }();
-  return avx2;
 }
 
 // Any rank count: accumulate in a buffer, rank by rank, then write out.
@@ -301,7 +269,7 @@ void NodeReduction::reduce(float scale, const std::string& comm, std::chrono::mi
     for (int b = 0; b < nb; ++b) {
       if (state[b] != kClaimed) continue;
       if (buckets_[b].done->load(std::memory_order_acquire) < generation_ * buckets_[b].chunks) continue;
-      if (shared_result() && deliver) deliver(b);
+      if (deliver) deliver(b);
       state[b] = kFinished;
       --unfinished;
       progressed = true;

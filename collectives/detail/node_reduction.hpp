@@ -36,7 +36,7 @@ namespace hpcml::collectives::detail {
 ///    the rank's own cache. Chunks are claimed with an atomic counter, so a rank
 ///    that finished backward early sums while the others still run backward, and
 ///    nobody waits idle for a message. Returns when every chunk of the step is
-///    summed (and, with 16-bit wires, every bucket delivered).
+///    summed and every bucket delivered.
 /// The sum of each element is taken in rank order whoever computes it: results are
 /// bit-identical run to run; for float32 equal to a 2-rank MPI_Allreduce's, for
 /// 16-bit wires equal to the MPI transport's compressed reduction (float32 sums in
@@ -76,10 +76,10 @@ class NodeReduction {
     int64_t end_us = 0;    ///< this rank's last chunk of the bucket ended
   };
   /// Sums every bucket with the other ranks, multiplying by `scale`; returns when
-  /// all are done. With 16-bit wires `deliver(bucket)` is called once per bucket as
-  /// soon as its result is complete (it should widen_result() it); the result area
-  /// may be read only then. A rank that does not take part within `timeout` ends
-  /// the job (deadline, naming `comm`).
+  /// all are done. `deliver(bucket)` is called once per bucket as soon as its result
+  /// is complete (with 16-bit wires it should widen_result() it or read result();
+  /// the result area may be read only then). A rank that does not take part within
+  /// `timeout` ends the job (deadline, naming `comm`).
   void reduce(float scale, const std::string& comm, std::chrono::milliseconds timeout,
               std::vector<BucketSpan>* spans, const std::function<void(int)>& deliver = {});
 

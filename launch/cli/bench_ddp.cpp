@@ -13,6 +13,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "launch/cli/command.hpp"
+#include "launch/optim.hpp"
 #include "models/registry.hpp"
 
 namespace hpcml::launch::cli {
@@ -30,6 +31,7 @@ struct DdpBenchOptions {
   int direct_min_kb = 256;
   double bucket_cap_mb = 25;
   bool plain = false;
+  bool step_in_reduction = true;
   std::string json_path;
 };
 
@@ -101,7 +103,22 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
     reducer = std::make_unique<collectives::GradientReducer>(work.parameters, work.buffers, c.world,
                                                              reducer_options);
   }
-  torch::optim::SGD optimizer(work.trainable, torch::optim::SGDOptions(0.01));
+  // hpcml: its SGD (the Trainer's; the same results as torch's), stepped per bucket
+  // inside the reduction unless --no-step-in-reduction. Plain: torch's SGD.
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  const auto sgd_options = torch::optim::SGDOptions(0.01);
+  if (reducer) {
+    auto fused = std::make_unique<FusedSgd>(work.trainable, sgd_options);
+    if (o.step_in_reduction) {
+      reducer->set_bucket_update([sgd = fused.get()](const std::vector<collectives::AveragedGrad>& bucket) {
+        for (const auto& g : bucket) sgd->update(*g.param, g.data, g.dtype);
+      });
+    }
+    optimizer = std::move(fused);
+  } else {
+    optimizer = std::make_unique<torch::optim::SGD>(work.trainable, sgd_options);
+  }
+  const bool in_reduction = reducer && o.step_in_reduction;
 
   double t_forward = 0, t_backward = 0, t_wait = 0, t_optimizer = 0, t_reduce = 0;
   float last_loss = 0;
@@ -121,18 +138,19 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
     else loss.backward();
     const double backward_total = ms_since(t1);
     const double wait = reducer ? reducer->last_step().exposed_wait_ms : 0.0;
+    const double update = reducer ? reducer->last_step().update_ms : 0.0;  // the step, in the reduction
     double reduce_work = 0;  // this rank's own allreduce or summing time
     if (reducer) {
       for (const auto& b : reducer->last_step().buckets) reduce_work += static_cast<double>(b.end_us - b.start_us);
     }
     auto t2 = Clock::now();
-    optimizer.step();
+    if (!in_reduction) optimizer->step();
     if (timed) {
       t_forward += forward;
-      t_backward += backward_total - wait;
+      t_backward += backward_total - wait - update;
       t_wait += wait;
       t_reduce += reduce_work / 1000.0;
-      t_optimizer += ms_since(t2);
+      t_optimizer += ms_since(t2) + update;
     }
     last_loss = loss.item<float>();
   };
@@ -162,6 +180,7 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
                         {"transport", o.plain ? "n/a" : collectives::to_string(reducer->transport())},
                         {"overlap", o.plain ? "n/a" : reducer->overlap_mode()},
                         {"buckets", reducer ? reducer->num_buckets() : 0},
+                        {"step_in_reduction", in_reduction},
                         {"step_ms", 1000.0 * seconds / o.steps},
                         {"samples_per_s", samples_per_s},
                         {"final_loss", last_loss},
@@ -172,10 +191,11 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
                           {"comm_wait", p[2]},
                           {"reduce_work", p[4]},
                           {"optimizer", p[3]}}}};
-  std::printf("bench ddp: %s, %s, %d rank(s) x batch %d, %d thread(s), transport %s, compression %s, overlap %s\n",
+  std::printf("bench ddp: %s, %s, %d rank(s) x batch %d, %d thread(s), transport %s, compression %s, overlap %s, "
+              "optimizer step %s\n",
               o.plain ? "plain LibTorch" : "hpcml", o.model.c_str(), n, o.batch, c.threads.intra_op,
               out["transport"].get<std::string>().c_str(), o.compression.c_str(),
-              out["overlap"].get<std::string>().c_str());
+              out["overlap"].get<std::string>().c_str(), in_reduction ? "in the reduction" : "after it");
   if (reducer && !reducer->transport_note().empty() && n > 1) {
     std::printf("  (%s)\n", reducer->transport_note().c_str());
   }
@@ -218,6 +238,10 @@ void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selec
       ->capture_default_str();
   sub->add_option("--direct-min-kb", o->direct_min_kb,
                   "Gradients of at least this many KiB are allreduced in place instead of copied into a bucket")
+      ->capture_default_str();
+  sub->add_flag("--step-in-reduction,!--no-step-in-reduction", o->step_in_reduction,
+                "hpcml: update each bucket's parameters inside the reduction as soon as its averages are final "
+                "(optimizer.step_in_reduction; default), or step after the reduction")
       ->capture_default_str();
   sub->add_flag("--plain", o->plain,
                 "Plain LibTorch loop without hpcml: no gradient averaging. At 1 rank, the overhead baseline; at N "

@@ -79,6 +79,23 @@ class BenchDdpTest(unittest.TestCase):
         # The rounding is real: float32 gradients train a (slightly) different model.
         self.assertNotEqual(shm["final_loss"], fp32["final_loss"])
 
+    def test_step_in_reduction_trains_the_same_model(self):
+        # The SGD step run per bucket inside the reduction (the default) against the step after
+        # it: the same arithmetic, so the same model; with bf16 over shared memory the step reads
+        # the 16-bit averages where they lie. At 1 rank (no averaging) hpcml's SGD inside the
+        # reduction matches plain LibTorch's torch::optim::SGD bit for bit.
+        with tempfile.TemporaryDirectory() as tmp:
+            for extra in (["--compression", "bf16"], ["--transport", "mpi"]):
+                inside, out = self.bench(tmp, "in", *extra, ranks=3)
+                after, _ = self.bench(tmp, "after", *extra, "--no-step-in-reduction", ranks=3)
+                self.assertEqual((inside["step_in_reduction"], after["step_in_reduction"]), (True, False))
+                self.assertIn("optimizer step in the reduction", out)
+                self.assertEqual(inside["final_loss"], after["final_loss"], extra)
+            one, _ = self.bench(tmp, "one", ranks=1)
+            plain, _ = self.bench(tmp, "plain", "--plain", ranks=1)
+        self.assertTrue(one["step_in_reduction"])
+        self.assertEqual(one["final_loss"], plain["final_loss"])
+
     def test_bad_transport_is_a_one_line_error(self):
         rc, _, err, _ = run(["bench", "ddp", "--transport", "carrier-pigeon"])
         self.assertEqual(rc, 2)

@@ -1,5 +1,5 @@
 """`hpcml train` on 2 ranks: exact resume after SIGKILL and after SIGUSR1, resume
-on another rank count, one rank's exception ending the job, the shape-mismatch error, metrics without
+on another rank count, the optimizer step inside vs after the reduction, one rank's exception ending the job, the shape-mismatch error, metrics without
 duplicates, export readable by h5py, and the Chrome trace."""
 import json
 import os
@@ -81,6 +81,16 @@ class TrainTest(unittest.TestCase):
         steps = metric_steps(run_dir)
         self.assertEqual(steps, sorted(set(steps)), "metrics.jsonl has duplicate or unordered steps after resume")
         self.assertEqual(steps[-1], 240)
+
+    def test_step_after_the_reduction_trains_the_reference_model(self):
+        # The reference ran SGD (momentum 0.9) per bucket inside the gradient reduction (the
+        # default); stepping after the reduction instead is the same arithmetic: same digest.
+        run_dir = os.path.join(self.tmp.name, "step-after")
+        rc, out, err, _ = run(["train", "--set", f"run.dir={run_dir}", "--set", "optimizer.step_in_reduction=false"]
+                              + SLOW, ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("optimizer step after it", err)
+        self.assertEqual(summary(run_dir)["parameters_sha256"], self.reference_digest)
 
     def test_resume_on_another_rank_count_warns_and_continues_from_the_checkpoint(self):
         # The reference's 2-rank checkpoint at step 200, resumed on 1 rank: allowed, with a

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <thread>
 
@@ -306,6 +307,66 @@ TEST(GradientReducer, Bf16CompressionIsWithinOneRoundingOfFloat32Reference) {
       // One rounding of the float32 sum: |result - sum| <= u * |sum| (plus float32's own summation error).
       EXPECT_TRUE(hpcml::testing::tensor_near(params[i].grad(), expected[i], u, 1e-6 * u))
           << hpcml::collectives::to_string(compression) << " via " << to_string(transport) << ", parameter " << i;
+    }
+  }
+}
+
+// The bucket update (set_bucket_update) sees each bucket once, as soon as it is
+// final, with exactly the averages the same reducer leaves in .grad() without it
+// (the reference: an identical model and reducer without an update), for every
+// transport and wire; with 16-bit shared memory it reads the 16-bit result area.
+TEST(GradientReducer, BucketUpdateGetsEachBucketsAveragesOnce) {
+  auto b = world();
+  const int n = b->size();
+  for (auto compression : {GradCompression::kNone, GradCompression::kBf16, GradCompression::kFp16}) {
+    for (auto transport : {Transport::kMpi, Transport::kSharedMemory}) {
+      ReducerOptions options;
+      options.compression = compression;
+      options.transport = transport;
+      options.first_bucket_bytes = 300;  // several buckets
+      options.bucket_cap_bytes = 700;
+      const std::string what = std::string(hpcml::collectives::to_string(compression)) + " via " +
+                               to_string(transport);
+      auto [x, y] = global_batch(3, 5 * n);
+      auto run = [&](torch::nn::Sequential& model, GradientReducer& reducer) {
+        reducer.zero_grad();
+        reducer.backward(torch::nll_loss(torch::log_softmax(model->forward(x.narrow(0, 5 * b->rank(), 5)), 1),
+                                         y.narrow(0, 5 * b->rank(), 5)));
+      };
+      std::vector<torch::Tensor> reference;
+      {
+        auto model = make_mlp();
+        GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b, options);
+        run(model, reducer);
+        for (auto& p : model->parameters()) reference.push_back(p.grad().clone());
+      }
+      auto model = make_mlp();
+      GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b, options);
+      std::vector<torch::Tensor> seen(reference.size());
+      std::vector<std::vector<std::string>> calls;
+      const auto names = hpcml::collectives::named_parameters(*model);
+      reducer.set_bucket_update([&](const std::vector<hpcml::collectives::AveragedGrad>& bucket) {
+        calls.emplace_back();
+        for (const auto& g : bucket) {
+          calls.back().push_back(names[g.index].first);
+          EXPECT_TRUE(g.param->is_same(names[g.index].second)) << what;
+          const auto held = at::from_blob(const_cast<void*>(g.data), g.param->sizes(), at::dtype(g.dtype));
+          EXPECT_FALSE(seen[g.index].defined()) << what << ": parameter " << g.index << " updated twice";
+          seen[g.index] = held.to(at::kFloat);  // a copy: `data` is valid only during the call
+        }
+      });
+      run(model, reducer);
+      const bool shared_16 = transport == Transport::kSharedMemory && compression != GradCompression::kNone;
+      for (size_t i = 0; i < reference.size(); ++i) {
+        ASSERT_TRUE(seen[i].defined()) << what << ": parameter " << i << " never updated";
+        EXPECT_TRUE(hpcml::testing::tensor_equal(seen[i], reference[i])) << what << ", parameter " << i;
+        EXPECT_EQ(model->parameters()[i].grad().defined(), !shared_16) << what << ", parameter " << i;
+      }
+      // One call per bucket (shared memory delivers buckets in the order they finish).
+      auto layout = reducer.bucket_layout();
+      std::sort(calls.begin(), calls.end());
+      std::sort(layout.begin(), layout.end());
+      EXPECT_EQ(calls, layout) << what;
     }
   }
 }

@@ -1,5 +1,5 @@
-// FusedAdam / FusedAdamW (launch/optim.hpp) against torch::optim::Adam / AdamW, the
-// reference implementation: same parameters after several steps, torch-compatible
+// FusedSgd / FusedAdam / FusedAdamW (launch/optim.hpp) against torch::optim::SGD /
+// Adam / AdamW, the reference implementation: same parameters after several steps, torch-compatible
 // state (a checkpoint of the fused optimizer continues in torch's), and torch's own
 // path for what the fused loop does not take.
 #include <gtest/gtest.h>
@@ -10,6 +10,8 @@
 #include <sstream>
 #include <vector>
 
+#include "collectives/wire.hpp"
+#include "core/error.hpp"
 #include "launch/optim.hpp"
 
 namespace hpcml::launch {
@@ -125,6 +127,104 @@ TEST(FusedAdam, AmsgradTakesTorchsPath) {
   run_steps(fused, mine, 0, 5);
   run_steps(torch_adam, ref, 0, 5);
   for (size_t i = 0; i < mine.size(); ++i) EXPECT_TRUE(at::equal(mine[i], ref[i])) << "parameter " << i;
+}
+
+// Exactly torch's where both run the AVX2/FMA loops (torch 1.13 picks them on such
+// CPUs; FusedSgd too unless HPCML_NO_AVX2); else within float rounding.
+void expect_same_as_torch(const std::vector<at::Tensor>& got, const std::vector<at::Tensor>& want,
+                          const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (collectives::wire::use_avx2()) {
+      EXPECT_TRUE(at::equal(got[i], want[i]))
+          << what << ", parameter " << i << ": max |diff| " << (got[i] - want[i]).abs().max().item<double>();
+    } else {
+      EXPECT_TRUE(at::allclose(got[i], want[i], 1e-6, 1e-7)) << what << ", parameter " << i;
+    }
+  }
+}
+
+TEST(FusedSgd, SameParametersAsTorchSgdForEveryOptionMix) {
+  const std::vector<std::pair<std::string, torch::optim::SGDOptions>> cases = {
+      {"plain", torch::optim::SGDOptions(0.1)},
+      {"momentum", torch::optim::SGDOptions(0.05).momentum(0.9)},
+      {"nesterov + decay", torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true).weight_decay(1e-2)},
+      {"dampening + decay", torch::optim::SGDOptions(0.02).momentum(0.8).dampening(0.1).weight_decay(1e-3)},
+  };
+  for (const auto& [what, options] : cases) {
+    auto mine = make_params(), ref = make_params();
+    FusedSgd fused(mine, options);
+    torch::optim::SGD torch_sgd(ref, options);
+    run_steps(fused, mine, 0, 10);
+    run_steps(torch_sgd, ref, 0, 10);
+    EXPECT_GT((mine[0] - make_params()[0]).abs().max().item<double>(), 1e-3) << what;  // it moved
+    expect_same_as_torch(mine, ref, what);
+  }
+}
+
+// update() with a 16-bit gradient is step() with that gradient widened to float32.
+TEST(FusedSgd, UpdateFrom16BitGradientEqualsStepWithItsWidening) {
+  for (auto dtype : {at::kBFloat16, at::kHalf}) {
+    const auto options = torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(1e-2);
+    auto mine = make_params(), ref = make_params();
+    FusedSgd by_update(mine, options);
+    FusedSgd by_step(ref, options);
+    for (int s = 0; s < 4; ++s) {
+      set_grads(ref, s);
+      std::vector<at::Tensor> wire;
+      for (auto& p : ref) {
+        wire.push_back(p.grad().to(dtype));
+        p.mutable_grad() = wire.back().to(at::kFloat);
+      }
+      by_step.step();
+      for (size_t i = 0; i < mine.size(); ++i) by_update.update(mine[i], wire[i].data_ptr(), dtype);
+    }
+    for (size_t i = 0; i < mine.size(); ++i) {
+      EXPECT_TRUE(at::equal(mine[i], ref[i])) << c10::toString(dtype) << ", parameter " << i;
+    }
+  }
+}
+
+TEST(FusedSgd, CheckpointContinuesInTorchSgd) {
+  const auto options = torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true);
+  auto mine = make_params(), ref = make_params();
+  {
+    FusedSgd fused(mine, options);
+    run_steps(fused, mine, 0, 3);
+    ASSERT_EQ(fused.state().size(), mine.size());  // torch-keyed momentum buffers
+    torch::serialize::OutputArchive out;
+    fused.save(out);
+    std::ostringstream bytes;
+    out.save_to(bytes);
+    torch::optim::SGD resumed(mine, options);
+    torch::serialize::InputArchive in;
+    std::istringstream source(bytes.str());
+    in.load_from(source);
+    resumed.load(in);
+    run_steps(resumed, mine, 3, 6);
+  }
+  torch::optim::SGD uninterrupted(ref, options);
+  run_steps(uninterrupted, ref, 0, 6);
+  expect_same_as_torch(mine, ref, "fused 3 steps, torch 3 more");
+}
+
+TEST(FusedSgd, SkipsParametersWithoutGradientAndRejectsForeignTensors) {
+  auto mine = make_params();
+  const auto before = mine[1].detach().clone();
+  FusedSgd fused(mine, torch::optim::SGDOptions(0.1).momentum(0.5));
+  set_grads(mine, 0);
+  mine[1].mutable_grad().reset();
+  fused.step();
+  EXPECT_TRUE(at::equal(mine[1], before));
+  EXPECT_EQ(fused.state().size(), mine.size() - 1);
+  const auto stranger = at::zeros({3});
+  const float grad[3] = {1, 2, 3};
+  try {
+    fused.update(stranger, grad, at::kFloat);
+    ADD_FAILURE() << "no error";
+  } catch (const hpcml::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not one of its parameters"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
