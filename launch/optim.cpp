@@ -26,13 +26,16 @@ struct Coefficients {
   float decoupled_scale;  // AdamW: p *= this first; 1 for none
 };
 
-void adam_update(float* __restrict p, const float* __restrict g, float* __restrict m, float* __restrict v,
-                 int64_t n, const Coefficients& c) {
+template <typename W>
+void adam_update(float* __restrict p, const void* grad, float* __restrict m, float* __restrict v, int64_t n,
+                 const Coefficients& c) {
+  const auto* g = static_cast<const typename W::Store*>(grad);
   if (c.decoupled_scale != 1.0f) {
     for (int64_t i = 0; i < n; ++i) p[i] *= c.decoupled_scale;
   }
   for (int64_t i = 0; i < n; ++i) {
-    const float grad = c.l2_decay != 0.0f ? g[i] + c.l2_decay * p[i] : g[i];
+    const float gi = W::widen(g[i]);
+    const float grad = c.l2_decay != 0.0f ? gi + c.l2_decay * p[i] : gi;
     m[i] = m[i] * c.beta1 + c.one_minus_beta1 * grad;
     v[i] = v[i] * c.beta2 + c.one_minus_beta2 * grad * grad;
     const float denom = std::sqrt(v[i]) / c.sqrt_bias_correction2 + c.eps;
@@ -56,45 +59,60 @@ bool all_fusable(const std::vector<torch::optim::OptimizerParamGroup>& groups) {
   return true;
 }
 
-// The fused step for Adam (decoupled = false) and AdamW (decoupled = true). State is
-// torch's own (created as torch creates it, keyed as torch keys it), so save/load
-// and a later torch step see the same optimizer.
+// One parameter's fused Adam (decoupled = false) or AdamW (decoupled = true) step with
+// `grad` (param.numel() values of `dtype`) as its gradient. State is torch's own
+// (created as torch creates it, keyed as torch keys it), so save/load and a later
+// torch step see the same optimizer.
+template <typename Options, typename State>
+void adam_param_step(const Options& options,
+                     ska::flat_hash_map<std::string, std::unique_ptr<torch::optim::OptimizerParamState>>& states,
+                     const at::Tensor& p, const void* grad, at::ScalarType dtype, bool decoupled) {
+  at::NoGradGuard no_grad;
+  const double beta1 = std::get<0>(options.betas());
+  const double beta2 = std::get<1>(options.betas());
+  const std::string key = c10::guts::to_string(p.unsafeGetTensorImpl());
+  auto found = states.find(key);
+  if (found == states.end()) {
+    auto fresh = std::make_unique<State>();
+    fresh->step(0);
+    fresh->exp_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
+    fresh->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
+    found = states.emplace(key, std::move(fresh)).first;
+  }
+  auto& state = static_cast<State&>(*found->second);
+  state.step(state.step() + 1);
+  const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(state.step()));
+  const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(state.step()));
+  Coefficients c;
+  c.beta1 = static_cast<float>(beta1);
+  c.one_minus_beta1 = static_cast<float>(1 - beta1);
+  c.beta2 = static_cast<float>(beta2);
+  c.one_minus_beta2 = static_cast<float>(1 - beta2);
+  c.sqrt_bias_correction2 = static_cast<float>(std::sqrt(bias_correction2));
+  c.eps = static_cast<float>(options.eps());
+  c.neg_step_size = static_cast<float>(-options.lr() / bias_correction1);
+  c.l2_decay = decoupled ? 0.0f : static_cast<float>(options.weight_decay());
+  c.decoupled_scale = decoupled ? static_cast<float>(1 - options.lr() * options.weight_decay()) : 1.0f;
+  float* m = state.exp_avg().template data_ptr<float>();
+  float* v = state.exp_avg_sq().template data_ptr<float>();
+  switch (dtype) {
+    case at::kFloat: return adam_update<collectives::wire::Fp32>(p.data_ptr<float>(), grad, m, v, p.numel(), c);
+    case at::kBFloat16: return adam_update<collectives::wire::Bf16>(p.data_ptr<float>(), grad, m, v, p.numel(), c);
+    case at::kHalf: return adam_update<collectives::wire::Fp16>(p.data_ptr<float>(), grad, m, v, p.numel(), c);
+    default: HPCML_THROW(Error, "FusedAdam: gradient dtype must be float32, bfloat16 or float16; found ",
+                         c10::toString(dtype));
+  }
+}
+
 template <typename Options, typename State>
 void fused_step(std::vector<torch::optim::OptimizerParamGroup>& groups,
                 ska::flat_hash_map<std::string, std::unique_ptr<torch::optim::OptimizerParamState>>& states,
                 bool decoupled) {
-  at::NoGradGuard no_grad;
   for (auto& group : groups) {
     const auto& options = static_cast<const Options&>(group.options());
-    const double beta1 = std::get<0>(options.betas());
-    const double beta2 = std::get<1>(options.betas());
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      const std::string key = c10::guts::to_string(p.unsafeGetTensorImpl());
-      auto found = states.find(key);
-      if (found == states.end()) {
-        auto fresh = std::make_unique<State>();
-        fresh->step(0);
-        fresh->exp_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
-        fresh->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
-        found = states.emplace(key, std::move(fresh)).first;
-      }
-      auto& state = static_cast<State&>(*found->second);
-      state.step(state.step() + 1);
-      const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(state.step()));
-      const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(state.step()));
-      Coefficients c;
-      c.beta1 = static_cast<float>(beta1);
-      c.one_minus_beta1 = static_cast<float>(1 - beta1);
-      c.beta2 = static_cast<float>(beta2);
-      c.one_minus_beta2 = static_cast<float>(1 - beta2);
-      c.sqrt_bias_correction2 = static_cast<float>(std::sqrt(bias_correction2));
-      c.eps = static_cast<float>(options.eps());
-      c.neg_step_size = static_cast<float>(-options.lr() / bias_correction1);
-      c.l2_decay = decoupled ? 0.0f : static_cast<float>(options.weight_decay());
-      c.decoupled_scale = decoupled ? static_cast<float>(1 - options.lr() * options.weight_decay()) : 1.0f;
-      adam_update(p.data_ptr<float>(), p.grad().data_ptr<float>(), state.exp_avg().template data_ptr<float>(),
-                  state.exp_avg_sq().template data_ptr<float>(), p.numel(), c);
+      adam_param_step<Options, State>(options, states, p, p.grad().data_ptr<float>(), at::kFloat, decoupled);
     }
   }
 }
@@ -183,6 +201,21 @@ SgdKernel sgd_kernel(at::ScalarType dtype, bool decay, Momentum momentum, bool n
 
 }  // namespace
 
+size_t ParameterStepper::group_of(const at::Tensor& param, const std::vector<torch::optim::OptimizerParamGroup>& groups,
+                                  const char* who) {
+  HPCML_CHECK(fusable(param), who, ": parameters must be contiguous float32 CPU tensors");
+  auto found = group_of_.find(param.unsafeGetTensorImpl());
+  if (found == group_of_.end()) {  // first use, or groups were added
+    group_of_.clear();
+    for (size_t g = 0; g < groups.size(); ++g) {
+      for (const auto& p : groups[g].params()) group_of_[p.unsafeGetTensorImpl()] = g;
+    }
+    found = group_of_.find(param.unsafeGetTensorImpl());
+    HPCML_CHECK(found != group_of_.end(), who, ": update() of a tensor that is not one of its parameters");
+  }
+  return found->second;
+}
+
 at::Tensor FusedSgd::step(LossClosure closure) {
   if (!all_fusable(param_groups_)) return torch::optim::SGD::step(closure);
   at::Tensor loss = run_closure(closure);
@@ -195,17 +228,8 @@ at::Tensor FusedSgd::step(LossClosure closure) {
 }
 
 void FusedSgd::update(const at::Tensor& param, const void* grad, at::ScalarType dtype) {
-  HPCML_CHECK(fusable(param), "FusedSgd: parameters must be contiguous float32 CPU tensors");
-  auto found = group_of_.find(param.unsafeGetTensorImpl());
-  if (found == group_of_.end()) {  // first use, or groups were added
-    group_of_.clear();
-    for (size_t g = 0; g < param_groups_.size(); ++g) {
-      for (const auto& p : param_groups_[g].params()) group_of_[p.unsafeGetTensorImpl()] = g;
-    }
-    found = group_of_.find(param.unsafeGetTensorImpl());
-    HPCML_CHECK(found != group_of_.end(), "FusedSgd: update() of a tensor that is not one of its parameters");
-  }
-  const auto& options = static_cast<const torch::optim::SGDOptions&>(param_groups_[found->second].options());
+  const auto& options =
+      static_cast<const torch::optim::SGDOptions&>(param_groups_[group_of(param, param_groups_, "FusedSgd")].options());
   SgdCoefficients c;
   c.weight_decay = static_cast<float>(options.weight_decay());
   c.momentum = static_cast<float>(options.momentum());
@@ -242,6 +266,20 @@ at::Tensor FusedAdam::step(LossClosure closure) {
   at::Tensor loss = run_closure(closure);
   fused_step<torch::optim::AdamOptions, torch::optim::AdamParamState>(param_groups_, state_, false);
   return loss;
+}
+
+void FusedAdam::update(const at::Tensor& param, const void* grad, at::ScalarType dtype) {
+  const auto& options =
+      static_cast<const torch::optim::AdamOptions&>(param_groups_[group_of(param, param_groups_, "FusedAdam")].options());
+  HPCML_CHECK(!options.amsgrad(), "FusedAdam: update() does not take amsgrad (step() runs torch's own for it)");
+  adam_param_step<torch::optim::AdamOptions, torch::optim::AdamParamState>(options, state_, param, grad, dtype, false);
+}
+
+void FusedAdamW::update(const at::Tensor& param, const void* grad, at::ScalarType dtype) {
+  const auto& options = static_cast<const torch::optim::AdamWOptions&>(
+      param_groups_[group_of(param, param_groups_, "FusedAdamW")].options());
+  HPCML_CHECK(!options.amsgrad(), "FusedAdamW: update() does not take amsgrad (step() runs torch's own for it)");
+  adam_param_step<torch::optim::AdamWOptions, torch::optim::AdamWParamState>(options, state_, param, grad, dtype, true);
 }
 
 at::Tensor FusedAdamW::step(LossClosure closure) {

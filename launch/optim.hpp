@@ -1,5 +1,6 @@
 /// @file
-/// SGD, Adam and AdamW with the update fused into one pass per parameter.
+/// SGD, Adam and AdamW with the update fused into one pass per parameter, each also
+/// able to step one parameter from a gradient held elsewhere (ParameterStepper).
 ///
 /// torch::optim::Adam issues about ten tensor operations per parameter per step
 /// (mul_, add_, mul_, addcmul_, sqrt, div, add_, addcdiv_, ...). For small models
@@ -25,45 +26,59 @@
 
 namespace hpcml::launch {
 
+/// An optimizer whose step can run one parameter at a time, with a gradient held
+/// anywhere, float32 or 16-bit: the gradient reducer's bucket update
+/// (collectives::GradientReducer::set_bucket_update) then runs it on each bucket as
+/// soon as that bucket's average is final (optimizer.step_in_reduction).
+class ParameterStepper {
+ public:
+  virtual ~ParameterStepper() = default;
+  /// One parameter's step with `grad` as its gradient: param.numel() values of
+  /// `dtype` (at::kFloat, at::kBFloat16 or at::kHalf), widened exactly to float32;
+  /// the same arithmetic as the optimizer's step(). `param` must be one of its
+  /// parameters, a contiguous float32 CPU tensor.
+  virtual void update(const at::Tensor& param, const void* grad, at::ScalarType dtype) = 0;
+
+ protected:
+  /// The index of `param`'s group (an error naming `who` if it is in none).
+  size_t group_of(const at::Tensor& param, const std::vector<torch::optim::OptimizerParamGroup>& groups,
+                  const char* who);
+
+ private:
+  std::unordered_map<const c10::TensorImpl*, size_t> group_of_;  // built lazily
+};
+
 /// torch::optim::SGD (momentum, dampening, Nesterov, weight decay) with a fused
 /// per-parameter update: one loop reads the gradient, the momentum buffer and the
 /// parameter once. Same state, options and archive as torch's. With AVX2 and FMA
 /// (the loops torch 1.13 runs on such CPUs) the results are bit-identical to
 /// torch::optim::SGD's: its multiply-adds are fused the same way; without them they
 /// may differ by a rounding. tests/unit/optim_test.cpp checks it.
-///
-/// update() takes the gradient of one parameter from anywhere, float32 or 16-bit:
-/// the gradient reducer's bucket update (collectives::GradientReducer::
-/// set_bucket_update) runs it on each bucket as soon as its average is final.
-class FusedSgd : public torch::optim::SGD {
+class FusedSgd : public torch::optim::SGD, public ParameterStepper {
  public:
   FusedSgd(std::vector<at::Tensor> params, torch::optim::SGDOptions options)
       : torch::optim::SGD(std::move(params), options) {}
   at::Tensor step(LossClosure closure = nullptr) override;
-  /// One parameter's step with `grad` as its gradient: param.numel() values of
-  /// `dtype` (at::kFloat, at::kBFloat16 or at::kHalf), widened exactly to float32;
-  /// the same arithmetic as step(). `param` must be one of this optimizer's
-  /// parameters, a contiguous float32 CPU tensor.
-  void update(const at::Tensor& param, const void* grad, at::ScalarType dtype);
-
- private:
-  std::unordered_map<const c10::TensorImpl*, size_t> group_of_;  // parameter -> its group, built lazily
+  void update(const at::Tensor& param, const void* grad, at::ScalarType dtype) override;
 };
 
 /// torch::optim::Adam with a fused per-parameter update (same state and archive).
-class FusedAdam : public torch::optim::Adam {
+/// update() does not take amsgrad.
+class FusedAdam : public torch::optim::Adam, public ParameterStepper {
  public:
   FusedAdam(std::vector<at::Tensor> params, torch::optim::AdamOptions options)
       : torch::optim::Adam(std::move(params), options) {}
   at::Tensor step(LossClosure closure = nullptr) override;
+  void update(const at::Tensor& param, const void* grad, at::ScalarType dtype) override;
 };
 
 /// torch::optim::AdamW (decoupled weight decay) with a fused per-parameter update.
-class FusedAdamW : public torch::optim::AdamW {
+class FusedAdamW : public torch::optim::AdamW, public ParameterStepper {
  public:
   FusedAdamW(std::vector<at::Tensor> params, torch::optim::AdamWOptions options)
       : torch::optim::AdamW(std::move(params), options) {}
   at::Tensor step(LossClosure closure = nullptr) override;
+  void update(const at::Tensor& param, const void* grad, at::ScalarType dtype) override;
 };
 
 }  // namespace hpcml::launch

@@ -154,9 +154,9 @@ struct OptimizerSection {
     v.field("beta2", beta2, "adam/adamw: beta2", config::in_range(0.0, 1.0));
     v.field("eps", eps, "adam/adamw: epsilon", config::positive<double>());
     v.field("step_in_reduction", step_in_reduction,
-            "sgd without train.clip_grad_norm: update each bucket's parameters as soon as its averaged gradients "
-            "are final, inside the gradient reduction (same results as a step after it; with 16-bit compression "
-            "over shared memory the 16-bit averages are read directly)");
+            "without train.clip_grad_norm: update each bucket's parameters as soon as its averaged gradients are "
+            "final, inside the gradient reduction (same results as a step after it; with 16-bit compression over "
+            "shared memory the 16-bit averages are read directly)");
   }
 };
 

@@ -202,15 +202,15 @@ std::unique_ptr<torch::optim::Optimizer> build_optimizer(const TrainConfig& c, s
       params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay));
 }
 
-// optimizer.step_in_reduction: SGD's update runs per bucket inside the reduction
-// (GradientReducer::set_bucket_update) unless gradients are clipped, which needs
-// every gradient before any update. Returns whether it does.
+// optimizer.step_in_reduction: the optimizer's update runs per bucket inside the
+// reduction (GradientReducer::set_bucket_update) unless gradients are clipped, which
+// needs every gradient before any update. Returns whether it does.
 bool step_in_reduction(const TrainConfig& c, torch::optim::Optimizer& optimizer,
                        collectives::GradientReducer& reducer) {
-  auto* sgd = dynamic_cast<FusedSgd*>(&optimizer);
-  if (!c.optimizer.step_in_reduction || sgd == nullptr || c.train.clip_grad_norm > 0) return false;
-  reducer.set_bucket_update([sgd](const std::vector<collectives::AveragedGrad>& bucket) {
-    for (const auto& g : bucket) sgd->update(*g.param, g.data, g.dtype);
+  auto* stepper = dynamic_cast<ParameterStepper*>(&optimizer);
+  if (!c.optimizer.step_in_reduction || stepper == nullptr || c.train.clip_grad_norm > 0) return false;
+  reducer.set_bucket_update([stepper](const std::vector<collectives::AveragedGrad>& bucket) {
+    for (const auto& g : bucket) stepper->update(*g.param, g.data, g.dtype);
   });
   return true;
 }

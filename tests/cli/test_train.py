@@ -92,6 +92,22 @@ class TrainTest(unittest.TestCase):
         self.assertIn("optimizer step after it", err)
         self.assertEqual(summary(run_dir)["parameters_sha256"], self.reference_digest)
 
+    def test_adamw_with_bf16_steps_in_the_reduction_as_after_it(self):
+        # AdamW over bf16 shared memory: inside the reduction its update reads the 16-bit
+        # averages where they lie; after it, from the widened float32 gradients. Same model.
+        digests = []
+        for inside in ("true", "false"):
+            run_dir = os.path.join(self.tmp.name, f"adamw-{inside}")
+            rc, out, err, _ = run(["train", "--set", f"run.dir={run_dir}", "--set", "optimizer.name=adamw",
+                                   "--set", "optimizer.lr=0.001", "--set", "optimizer.weight_decay=0.01",
+                                   "--set", "reducer.compression=bf16", "--set", "train.max_steps=30",
+                                   "--set", f"optimizer.step_in_reduction={inside}"], ranks=2, timeout=300)
+            self.assertEqual(rc, 0, err)
+            self.assertIn("gradients via shm", err)
+            self.assertIn("optimizer step in the reduction" if inside == "true" else "optimizer step after it", err)
+            digests.append(summary(run_dir)["parameters_sha256"])
+        self.assertEqual(digests[0], digests[1])
+
     def test_resume_on_another_rank_count_warns_and_continues_from_the_checkpoint(self):
         # The reference's 2-rank checkpoint at step 200, resumed on 1 rank: allowed, with a
         # warning; the data is re-sharded and the run goes on at step 200 to max_steps.

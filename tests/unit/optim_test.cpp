@@ -163,12 +163,12 @@ TEST(FusedSgd, SameParametersAsTorchSgdForEveryOptionMix) {
 }
 
 // update() with a 16-bit gradient is step() with that gradient widened to float32.
-TEST(FusedSgd, UpdateFrom16BitGradientEqualsStepWithItsWidening) {
+template <typename Optimizer, typename Options>
+void expect_update_from_16_bits_equals_step(const Options& options, const std::string& what) {
   for (auto dtype : {at::kBFloat16, at::kHalf}) {
-    const auto options = torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(1e-2);
     auto mine = make_params(), ref = make_params();
-    FusedSgd by_update(mine, options);
-    FusedSgd by_step(ref, options);
+    Optimizer by_update(mine, options);
+    Optimizer by_step(ref, options);
     for (int s = 0; s < 4; ++s) {
       set_grads(ref, s);
       std::vector<at::Tensor> wire;
@@ -179,10 +179,21 @@ TEST(FusedSgd, UpdateFrom16BitGradientEqualsStepWithItsWidening) {
       by_step.step();
       for (size_t i = 0; i < mine.size(); ++i) by_update.update(mine[i], wire[i].data_ptr(), dtype);
     }
+    EXPECT_GT((mine[0] - make_params()[0]).abs().max().item<double>(), 1e-4) << what;  // it moved
     for (size_t i = 0; i < mine.size(); ++i) {
-      EXPECT_TRUE(at::equal(mine[i], ref[i])) << c10::toString(dtype) << ", parameter " << i;
+      EXPECT_TRUE(at::equal(mine[i], ref[i])) << what << ", " << c10::toString(dtype) << ", parameter " << i;
     }
   }
+}
+
+TEST(FusedSgd, UpdateFrom16BitGradientEqualsStepWithItsWidening) {
+  expect_update_from_16_bits_equals_step<FusedSgd>(torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(1e-2),
+                                                   "sgd");
+}
+
+TEST(FusedAdam, UpdateFrom16BitGradientEqualsStepWithItsWidening) {
+  expect_update_from_16_bits_equals_step<FusedAdam>(torch::optim::AdamOptions(1e-3).weight_decay(1e-2), "adam");
+  expect_update_from_16_bits_equals_step<FusedAdamW>(torch::optim::AdamWOptions(1e-3).weight_decay(1e-2), "adamw");
 }
 
 TEST(FusedSgd, CheckpointContinuesInTorchSgd) {
