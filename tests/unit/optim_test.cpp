@@ -51,6 +51,27 @@ void expect_close(const std::vector<at::Tensor>& got, const std::vector<at::Tens
   }
 }
 
+// Three steps of the fused optimizer, its checkpoint loaded into torch's, three more
+// steps there (in `params`); `uninterrupted` is torch's after six steps on `ref`.
+template <typename Fused, typename Torch, typename Options>
+void fused_then_torch(const Options& options, std::vector<at::Tensor>& params, std::vector<at::Tensor>& ref) {
+  Fused fused(params, options);
+  run_steps(fused, params, 0, 3);
+  ASSERT_EQ(fused.state().size(), params.size());  // one torch-keyed state per parameter
+  torch::serialize::OutputArchive out;
+  fused.save(out);
+  std::ostringstream bytes;
+  out.save_to(bytes);
+  Torch resumed(params, options);
+  torch::serialize::InputArchive in;
+  std::istringstream source(bytes.str());
+  in.load_from(source);
+  resumed.load(in);
+  run_steps(resumed, params, 3, 6);
+  Torch uninterrupted(ref, options);
+  run_steps(uninterrupted, ref, 0, 6);
+}
+
 TEST(FusedAdam, MatchesTorchAdamWithL2Decay) {
   const auto options = torch::optim::AdamOptions(3e-3).betas({0.9, 0.99}).eps(1e-7).weight_decay(0.01);
   auto mine = make_params(), ref = make_params();
@@ -75,26 +96,9 @@ TEST(FusedAdamW, MatchesTorchAdamWWithDecoupledDecay) {
 }
 
 TEST(FusedAdam, StateIsTorchsOwnAndRoundTripsThroughCheckpoints) {
-  const auto options = torch::optim::AdamOptions(1e-3);
+  // torch's Adam resumes from the fused optimizer's checkpoint.
   auto mine = make_params(), ref = make_params();
-  {
-    FusedAdam fused(mine, options);
-    run_steps(fused, mine, 0, 3);
-    ASSERT_EQ(fused.state().size(), mine.size());  // one torch-keyed state per parameter
-    torch::serialize::OutputArchive out;
-    fused.save(out);
-    std::ostringstream bytes;
-    out.save_to(bytes);
-    // torch's Adam resumes from the fused optimizer's checkpoint.
-    torch::optim::Adam resumed(mine, options);
-    torch::serialize::InputArchive in;
-    std::istringstream source(bytes.str());
-    in.load_from(source);
-    resumed.load(in);
-    run_steps(resumed, mine, 3, 6);
-  }
-  torch::optim::Adam uninterrupted(ref, options);
-  run_steps(uninterrupted, ref, 0, 6);
+  fused_then_torch<FusedAdam, torch::optim::Adam>(torch::optim::AdamOptions(1e-3), mine, ref);
   expect_close(mine, ref, 1e-5, 1e-6);
 }
 
@@ -197,25 +201,9 @@ TEST(FusedAdam, UpdateFrom16BitGradientEqualsStepWithItsWidening) {
 }
 
 TEST(FusedSgd, CheckpointContinuesInTorchSgd) {
-  const auto options = torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true);
   auto mine = make_params(), ref = make_params();
-  {
-    FusedSgd fused(mine, options);
-    run_steps(fused, mine, 0, 3);
-    ASSERT_EQ(fused.state().size(), mine.size());  // torch-keyed momentum buffers
-    torch::serialize::OutputArchive out;
-    fused.save(out);
-    std::ostringstream bytes;
-    out.save_to(bytes);
-    torch::optim::SGD resumed(mine, options);
-    torch::serialize::InputArchive in;
-    std::istringstream source(bytes.str());
-    in.load_from(source);
-    resumed.load(in);
-    run_steps(resumed, mine, 3, 6);
-  }
-  torch::optim::SGD uninterrupted(ref, options);
-  run_steps(uninterrupted, ref, 0, 6);
+  fused_then_torch<FusedSgd, torch::optim::SGD>(torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true), mine,
+                                               ref);
   expect_same_as_torch(mine, ref, "fused 3 steps, torch 3 more");
 }
 
