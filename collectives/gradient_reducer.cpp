@@ -476,9 +476,8 @@ void GradientReducer::run_update(int bucket, bool shared_result) {
     g.index = i;
     g.param = &p.tensor;
     if (shared_result) {
-      const at::Tensor result = node_->result(p.node_offset, p.tensor.numel());
-      g.data = result.data_ptr();
-      g.dtype = result.scalar_type();
+      g.data = node_->result_data(p.node_offset);
+      g.dtype = node_->wire();
     } else {
       at::Tensor& grad = p.tensor.mutable_grad();
       if (!grad.defined()) continue;  // one rank, unused parameter

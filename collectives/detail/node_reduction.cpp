@@ -195,6 +195,10 @@ at::Tensor NodeReduction::result(int64_t offset, int64_t numel) const {
                        at::TensorOptions().dtype(wire_));
 }
 
+const void* NodeReduction::result_data(int64_t offset) const {
+  return (shared_result() ? result_ : slots_[rank_]) + offset * wire_size(wire_);
+}
+
 void NodeReduction::widen_result(int64_t offset, int64_t numel, float* out) const {
   HPCML_CHECK(shared_result(), "node reduction: widen_result() needs a 16-bit wire");
   const char* in = result_ + offset * wire_size(wire_);

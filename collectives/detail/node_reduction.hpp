@@ -61,6 +61,9 @@ class NodeReduction {
   /// itself; for 16-bit wires a view of the shared result area (wire dtype, read it
   /// only inside `deliver`, see reduce()).
   at::Tensor result(int64_t offset, int64_t numel) const;
+  /// The same as result(offset, ...).data_ptr(), without making a tensor.
+  const void* result_data(int64_t offset) const;
+  at::ScalarType wire() const { return wire_; }
   /// With 16-bit wires: widens the shared result of `numel` elements from `offset`
   /// into `out` (float32, contiguous).
   void widen_result(int64_t offset, int64_t numel, float* out) const;

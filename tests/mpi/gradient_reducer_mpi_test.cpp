@@ -182,6 +182,52 @@ TEST(GradientReducer, NoSyncAccumulatesMicroBatches) {
   }
 }
 
+// With micro-batches, the bucket update runs once, at the synchronised backward, on
+// the average of the accumulated gradients (reference: one process on every batch).
+TEST(GradientReducer, BucketUpdateWaitsForTheSynchronisedBackward) {
+  auto b = world();
+  const int n = b->size();
+  const int64_t per_rank = 3;
+  for (auto transport : {Transport::kMpi, Transport::kSharedMemory}) {
+    auto model = make_mlp();
+    auto reference = make_mlp();
+    copy_parameters(*model, *reference);
+    ReducerOptions options;
+    options.transport = transport;
+    options.first_bucket_bytes = 300;
+    GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b, options);
+    std::vector<torch::Tensor> seen(model->parameters().size());
+    int calls = 0;
+    reducer.set_bucket_update([&](const std::vector<hpcml::collectives::AveragedGrad>& bucket) {
+      ++calls;
+      for (const auto& g : bucket) {
+        seen[g.index] = at::from_blob(const_cast<void*>(g.data), g.param->sizes(), at::dtype(g.dtype)).clone();
+      }
+    });
+    reducer.zero_grad();
+    for (int micro = 0; micro < 3; ++micro) {
+      auto [x, y] = global_batch(micro, per_rank * n);
+      auto loss = torch::nll_loss(torch::log_softmax(model->forward(x.narrow(0, b->rank() * per_rank, per_rank)), 1),
+                                  y.narrow(0, b->rank() * per_rank, per_rank));
+      if (micro < 2) {
+        auto guard = reducer.no_sync();
+        reducer.backward(loss);
+        EXPECT_EQ(calls, 0) << "bucket update inside no_sync, via " << to_string(transport);
+      } else {
+        reducer.backward(loss);
+      }
+      torch::nll_loss(torch::log_softmax(reference->forward(x), 1), y).backward();
+    }
+    EXPECT_EQ(calls, reducer.num_buckets()) << to_string(transport);
+    auto ref_params = reference->parameters();
+    for (size_t i = 0; i < seen.size(); ++i) {
+      ASSERT_TRUE(seen[i].defined()) << "parameter " << i << " via " << to_string(transport);
+      EXPECT_TRUE(hpcml::testing::tensor_near(seen[i], ref_params[i].grad(), 1e-5, 1e-7))
+          << "parameter " << i << " via " << to_string(transport);
+    }
+  }
+}
+
 // A model with a layer its forward never uses.
 struct WithUnused : torch::nn::Module {
   WithUnused() {
