@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "collectives/gradient_reducer.hpp"
 #include "collectives/wire.hpp"
 #include "core/error.hpp"
 
@@ -214,6 +215,12 @@ size_t ParameterStepper::group_of(const at::Tensor& param, const std::vector<tor
     HPCML_CHECK(found != group_of_.end(), who, ": update() of a tensor that is not one of its parameters");
   }
   return found->second;
+}
+
+std::function<void(const std::vector<collectives::AveragedGrad>&)> bucket_update(ParameterStepper& stepper) {
+  return [&stepper](const std::vector<collectives::AveragedGrad>& bucket) {
+    for (const auto& g : bucket) stepper.update(*g.param, g.data, g.dtype);
+  };
 }
 
 at::Tensor FusedSgd::step(LossClosure closure) {

@@ -21,8 +21,13 @@
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 
+#include <functional>
 #include <unordered_map>
 #include <vector>
+
+namespace hpcml::collectives {
+struct AveragedGrad;
+}
 
 namespace hpcml::launch {
 
@@ -47,6 +52,10 @@ class ParameterStepper {
  private:
   std::unordered_map<const c10::TensorImpl*, size_t> group_of_;  // built lazily
 };
+
+/// The gradient reducer's bucket update (GradientReducer::set_bucket_update) that
+/// steps `stepper` on every parameter of the bucket; `stepper` must outlive its use.
+std::function<void(const std::vector<collectives::AveragedGrad>&)> bucket_update(ParameterStepper& stepper);
 
 /// torch::optim::SGD (momentum, dampening, Nesterov, weight decay) with a fused
 /// per-parameter update: one loop reads the gradient, the momentum buffer and the

@@ -209,9 +209,7 @@ bool step_in_reduction(const TrainConfig& c, torch::optim::Optimizer& optimizer,
                        collectives::GradientReducer& reducer) {
   auto* stepper = dynamic_cast<ParameterStepper*>(&optimizer);
   if (!c.optimizer.step_in_reduction || stepper == nullptr || c.train.clip_grad_norm > 0) return false;
-  reducer.set_bucket_update([stepper](const std::vector<collectives::AveragedGrad>& bucket) {
-    for (const auto& g : bucket) stepper->update(*g.param, g.data, g.dtype);
-  });
+  reducer.set_bucket_update(bucket_update(*stepper));
   return true;
 }
 

@@ -109,11 +109,7 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
   const auto sgd_options = torch::optim::SGDOptions(0.01);
   if (reducer) {
     auto fused = std::make_unique<FusedSgd>(work.trainable, sgd_options);
-    if (o.step_in_reduction) {
-      reducer->set_bucket_update([sgd = fused.get()](const std::vector<collectives::AveragedGrad>& bucket) {
-        for (const auto& g : bucket) sgd->update(*g.param, g.data, g.dtype);
-      });
-    }
+    if (o.step_in_reduction) reducer->set_bucket_update(bucket_update(*fused));
     optimizer = std::move(fused);
   } else {
     optimizer = std::make_unique<torch::optim::SGD>(work.trainable, sgd_options);
