@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <thread>
 
 #include "collectives/collectives.hpp"
@@ -149,45 +150,50 @@ TEST(GradientReducer, BucketsFollowReverseRegistrationOrder) {
   EXPECT_EQ(layout.back().back(), "0.weight");
 }
 
-TEST(GradientReducer, NoSyncAccumulatesMicroBatches) {
+// Three micro-batches of global batch rows, per_rank each: the first two inside
+// no_sync (`after_no_sync` runs after each), the third synchronised; `reference`
+// accumulates the same micro-batches' full global batches on this process.
+void run_micro_batches(torch::nn::Sequential& model, torch::nn::Sequential& reference, GradientReducer& reducer,
+                       const std::function<void()>& after_no_sync = [] {}) {
   auto b = world();
-  const int n = b->size();
   const int64_t per_rank = 3;
-  for (auto transport : {Transport::kMpi, Transport::kSharedMemory}) {
-  auto model = make_mlp();
-  auto reference = make_mlp();
-  copy_parameters(*model, *reference);
-  ReducerOptions options;
-  options.transport = transport;
-  GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b, options);
   reducer.zero_grad();
   for (int micro = 0; micro < 3; ++micro) {
-    auto [x, y] = global_batch(micro, per_rank * n);
+    auto [x, y] = global_batch(micro, per_rank * b->size());
     auto loss = torch::nll_loss(torch::log_softmax(model->forward(x.narrow(0, b->rank() * per_rank, per_rank)), 1),
                                 y.narrow(0, b->rank() * per_rank, per_rank));
     if (micro < 2) {
       auto guard = reducer.no_sync();
       reducer.backward(loss);
+      after_no_sync();
     } else {
       reducer.backward(loss);
     }
     torch::nll_loss(torch::log_softmax(reference->forward(x), 1), y).backward();
   }
-  auto params = model->parameters();
-  auto ref_params = reference->parameters();
-  for (size_t i = 0; i < params.size(); ++i) {
-    EXPECT_TRUE(hpcml::testing::tensor_near(params[i].grad(), ref_params[i].grad(), 1e-5, 1e-7))
-        << "parameter " << i << " via " << to_string(transport);
-  }
+}
+
+TEST(GradientReducer, NoSyncAccumulatesMicroBatches) {
+  for (auto transport : {Transport::kMpi, Transport::kSharedMemory}) {
+    auto model = make_mlp();
+    auto reference = make_mlp();
+    copy_parameters(*model, *reference);
+    ReducerOptions options;
+    options.transport = transport;
+    GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, world(), options);
+    run_micro_batches(model, reference, reducer);
+    auto params = model->parameters();
+    auto ref_params = reference->parameters();
+    for (size_t i = 0; i < params.size(); ++i) {
+      EXPECT_TRUE(hpcml::testing::tensor_near(params[i].grad(), ref_params[i].grad(), 1e-5, 1e-7))
+          << "parameter " << i << " via " << to_string(transport);
+    }
   }
 }
 
 // With micro-batches, the bucket update runs once, at the synchronised backward, on
 // the average of the accumulated gradients (reference: one process on every batch).
 TEST(GradientReducer, BucketUpdateWaitsForTheSynchronisedBackward) {
-  auto b = world();
-  const int n = b->size();
-  const int64_t per_rank = 3;
   for (auto transport : {Transport::kMpi, Transport::kSharedMemory}) {
     auto model = make_mlp();
     auto reference = make_mlp();
@@ -195,7 +201,7 @@ TEST(GradientReducer, BucketUpdateWaitsForTheSynchronisedBackward) {
     ReducerOptions options;
     options.transport = transport;
     options.first_bucket_bytes = 300;
-    GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b, options);
+    GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, world(), options);
     std::vector<torch::Tensor> seen(model->parameters().size());
     int calls = 0;
     reducer.set_bucket_update([&](const std::vector<hpcml::collectives::AveragedGrad>& bucket) {
@@ -204,20 +210,8 @@ TEST(GradientReducer, BucketUpdateWaitsForTheSynchronisedBackward) {
         seen[g.index] = at::from_blob(const_cast<void*>(g.data), g.param->sizes(), at::dtype(g.dtype)).clone();
       }
     });
-    reducer.zero_grad();
-    for (int micro = 0; micro < 3; ++micro) {
-      auto [x, y] = global_batch(micro, per_rank * n);
-      auto loss = torch::nll_loss(torch::log_softmax(model->forward(x.narrow(0, b->rank() * per_rank, per_rank)), 1),
-                                  y.narrow(0, b->rank() * per_rank, per_rank));
-      if (micro < 2) {
-        auto guard = reducer.no_sync();
-        reducer.backward(loss);
-        EXPECT_EQ(calls, 0) << "bucket update inside no_sync, via " << to_string(transport);
-      } else {
-        reducer.backward(loss);
-      }
-      torch::nll_loss(torch::log_softmax(reference->forward(x), 1), y).backward();
-    }
+    run_micro_batches(model, reference, reducer,
+                      [&] { EXPECT_EQ(calls, 0) << "bucket update inside no_sync, via " << to_string(transport); });
     EXPECT_EQ(calls, reducer.num_buckets()) << to_string(transport);
     auto ref_params = reference->parameters();
     for (size_t i = 0; i < seen.size(); ++i) {
