@@ -176,10 +176,11 @@ class GradientReducer {
 
   /// Runs `update` on each bucket of every synchronised step as soon as the bucket's
   /// average is final, inside finish(), on this thread: typically the optimizer step
-  /// (launch::FusedSgd::update), which then runs while later buckets are still being
-  /// reduced or other ranks still sum, and, with 16-bit compression over shared
-  /// memory, reads the 16-bit averages where they lie instead of widening them into
-  /// float32 gradients first (DDP's "optimizer in backward"). At one rank it runs per
+  /// (launch::bucket_update of a ParameterStepper), which then runs while later
+  /// buckets are still being reduced or other ranks still sum, and, with 16-bit
+  /// compression over shared memory, reads the 16-bit averages where they lie
+  /// instead of widening them into float32 gradients first (DDP's "optimizer in
+  /// backward"). At one rank it runs per
   /// bucket after backward. Parameters without a gradient are skipped at one rank
   /// (torch's optimizers skip them too); at several ranks they carry zeros (allow_unused).
   /// After such a step `.grad()` holds the average, except with 16-bit compression
