@@ -454,17 +454,16 @@ void GradientReducer::deliver_shared_result(int bucket) {
       if (!grad.defined() || !grad.is_same(p.slot)) grad = p.slot;
       continue;
     }
-    if (update_) continue;
+    if (update_) {
+      grad.reset();  // stale local values; the update reads the result area
+      continue;
+    }
     if (!grad.defined() || !grad.is_contiguous() || grad.scalar_type() != at::kFloat || grad.requires_grad()) {
       grad = at::empty_like(p.tensor, at::MemoryFormat::Contiguous);
     }
     node_->widen_result(p.node_offset, p.tensor.numel(), grad.data_ptr<float>());
   }
-  if (!update_) return;
-  run_update(bucket, shared);
-  if (shared) {
-    for (int i : buckets_[bucket].params) params_[i].tensor.mutable_grad().reset();  // stale local values
-  }
+  if (update_) run_update(bucket, shared);
 }
 
 void GradientReducer::run_update(int bucket, bool shared_result) {

@@ -6,11 +6,14 @@
 /// branch-free, so the loops that use them vectorise.
 #pragma once
 
+#include <c10/core/ScalarType.h>
 #include <c10/util/Half.h>
 
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+
+#include "core/error.hpp"
 
 namespace hpcml::collectives::wire {
 
@@ -42,6 +45,19 @@ struct Fp16 {
   static float widen(c10::Half v) { return static_cast<float>(v); }
   static c10::Half narrow(float v) { return c10::Half(v); }
 };
+
+/// Calls `f(W{})` with the wire format W of `dtype` (float32, bfloat16 or float16);
+/// any other dtype is an error naming `who`.
+template <typename F>
+decltype(auto) visit(at::ScalarType dtype, const char* who, F&& f) {
+  switch (dtype) {
+    case at::kFloat: return f(Fp32{});
+    case at::kBFloat16: return f(Bf16{});
+    case at::kHalf: return f(Fp16{});
+    default: HPCML_THROW(Error, who, ": gradient dtype must be float32, bfloat16 or float16; found ",
+                         c10::toString(dtype));
+  }
+}
 
 /// Whether loops built for AVX2 (and FMA) may run: the CPU has both and HPCML_NO_AVX2
 /// is unset or empty (tests run both builds; also for diagnosis).

@@ -96,13 +96,9 @@ void adam_param_step(const Options& options,
   c.decoupled_scale = decoupled ? static_cast<float>(1 - options.lr() * options.weight_decay()) : 1.0f;
   float* m = state.exp_avg().template data_ptr<float>();
   float* v = state.exp_avg_sq().template data_ptr<float>();
-  switch (dtype) {
-    case at::kFloat: return adam_update<collectives::wire::Fp32>(p.data_ptr<float>(), grad, m, v, p.numel(), c);
-    case at::kBFloat16: return adam_update<collectives::wire::Bf16>(p.data_ptr<float>(), grad, m, v, p.numel(), c);
-    case at::kHalf: return adam_update<collectives::wire::Fp16>(p.data_ptr<float>(), grad, m, v, p.numel(), c);
-    default: HPCML_THROW(Error, "FusedAdam: gradient dtype must be float32, bfloat16 or float16; found ",
-                         c10::toString(dtype));
-  }
+  collectives::wire::visit(dtype, "FusedAdam", [&](auto w) {
+    adam_update<decltype(w)>(p.data_ptr<float>(), grad, m, v, p.numel(), c);
+  });
 }
 
 template <typename Options, typename State>
@@ -191,13 +187,8 @@ SgdKernel sgd_kernel_decay(bool decay, Momentum momentum, bool nesterov) {
 }
 
 SgdKernel sgd_kernel(at::ScalarType dtype, bool decay, Momentum momentum, bool nesterov) {
-  switch (dtype) {
-    case at::kFloat: return sgd_kernel_decay<collectives::wire::Fp32>(decay, momentum, nesterov);
-    case at::kBFloat16: return sgd_kernel_decay<collectives::wire::Bf16>(decay, momentum, nesterov);
-    case at::kHalf: return sgd_kernel_decay<collectives::wire::Fp16>(decay, momentum, nesterov);
-    default: HPCML_THROW(Error, "FusedSgd: gradient dtype must be float32, bfloat16 or float16; found ",
-                         c10::toString(dtype));
-  }
+  return collectives::wire::visit(
+      dtype, "FusedSgd", [&](auto w) { return sgd_kernel_decay<decltype(w)>(decay, momentum, nesterov); });
 }
 
 }  // namespace
@@ -256,9 +247,9 @@ void FusedSgd::update(const at::Tensor& param, const void* grad, at::ScalarType 
       momentum = kFirstStep;
     }
     auto& held = static_cast<torch::optim::SGDParamState&>(*state->second);
-    if (!fusable(held.momentum_buffer()) || held.momentum_buffer().numel() != param.numel()) {
-      HPCML_CHECK(held.momentum_buffer().numel() == param.numel(), "FusedSgd: momentum buffer of ",
-                  held.momentum_buffer().numel(), " values for a parameter of ", param.numel());
+    HPCML_CHECK(held.momentum_buffer().numel() == param.numel(), "FusedSgd: momentum buffer of ",
+                held.momentum_buffer().numel(), " values for a parameter of ", param.numel());
+    if (!fusable(held.momentum_buffer())) {
       held.momentum_buffer(held.momentum_buffer().to(at::kFloat).contiguous());  // e.g. as loaded
     }
     buf = held.momentum_buffer().data_ptr<float>();

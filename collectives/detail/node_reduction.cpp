@@ -190,8 +190,7 @@ at::Tensor NodeReduction::slot(int64_t offset, int64_t numel) const {
 }
 
 at::Tensor NodeReduction::result(int64_t offset, int64_t numel) const {
-  if (!shared_result()) return slot(offset, numel);
-  return at::from_blob(result_ + offset * wire_size(wire_), {numel}, [keep = memory_](void*) {},
+  return at::from_blob(const_cast<void*>(result_data(offset)), {numel}, [keep = memory_](void*) {},
                        at::TensorOptions().dtype(wire_));
 }
 
@@ -225,11 +224,9 @@ void NodeReduction::sum_chunk(const Bucket& bucket, int64_t chunk, float scale) 
   const int64_t count = std::min(kChunk, bucket.begin + bucket.numel - begin);
   void* const* out = shared_result() ? reinterpret_cast<void* const*>(&result_)
                                       : reinterpret_cast<void* const*>(in_place_.data());
-  switch (wire_) {
-    case at::kFloat: return sum_ranks<Fp32>(out, slots_.data(), size_, begin, count, scale);
-    case at::kBFloat16: return sum_ranks<Bf16>(out, slots_.data(), size_, begin, count, scale);
-    default: return sum_ranks<Fp16>(out, slots_.data(), size_, begin, count, scale);
-  }
+  wire::visit(wire_, "node reduction", [&](auto w) {
+    sum_ranks<decltype(w)>(out, slots_.data(), size_, begin, count, scale);
+  });
 }
 
 bool NodeReduction::work_on(int index, float scale, BucketSpan* span) {
