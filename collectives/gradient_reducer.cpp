@@ -6,11 +6,13 @@
 #include <sched.h>
 
 #include <array>
+#include <atomic>
 #include <functional>
 
 #include "collectives/detail/node_reduction.hpp"
 #include "core/error.hpp"
 #include "core/trace.hpp"
+#include "core/watchdog.hpp"
 
 namespace hpcml::collectives {
 
@@ -406,6 +408,7 @@ void GradientReducer::finish() {
   }
   if (node_) {
     finish_shared_memory();
+    if (shared_params_) wait_for_shared_updates();
   } else {
     for (int b = 0; b < static_cast<int>(buckets_.size()); ++b) {
       buckets_[b].work->wait();
@@ -474,6 +477,20 @@ void GradientReducer::run_update(int bucket, bool shared_result) {
     AveragedGrad g;
     g.index = i;
     g.param = &p.tensor;
+    g.end = p.tensor.numel();
+    if (shared_params_) {
+      HPCML_CHECK(p.tensor.data_ptr() == shared_param_data_[i], "[rank ", backend_->rank(), "/", backend_->size(),
+                  "] gradient reducer: parameter '", p.name, "' no longer lives in the node-shared memory the ranks ",
+                  "update together (its storage was replaced, e.g. with set_data, after set_bucket_update); load ",
+                  "values with copy_ instead");
+      // This rank's part: boundaries on 16 floats, so no two ranks write one cache line.
+      const int64_t n = p.tensor.numel();
+      const int rank = backend_->rank(), size = backend_->size();
+      auto part = [n, size](int r) { return r == size ? n : (r * n / size) & ~int64_t{15}; };
+      g.begin = part(rank);
+      g.end = part(rank + 1);
+      if (g.begin == g.end) continue;
+    }
     if (shared_result) {
       g.data = node_->result_data(p.node_offset);
       g.dtype = node_->wire();
@@ -493,6 +510,72 @@ void GradientReducer::run_update(int bucket, bool shared_result) {
 
 void GradientReducer::update_unsynchronised() {
   for (int b = 0; b < static_cast<int>(buckets_.size()); ++b) run_update(b, false);
+}
+
+std::string GradientReducer::update_placement() const {
+  if (!update_) return "after it";
+  if (!shared_params_) return "in the reduction";
+  return "in the reduction, each rank updating 1/" + std::to_string(backend_->size()) +
+         " of the node-shared parameters";
+}
+
+void GradientReducer::set_bucket_update(BucketUpdate update, bool share) {
+  HPCML_CHECK(shared_params_ == nullptr || (share && update), "gradient reducer: the ranks already share their ",
+              "parameters, each updating a part; the bucket update must stay a range update (share_parameters)");
+  update_ = std::move(update);
+  if (share && update_ && shared_params_ == nullptr) share_parameters();
+}
+
+// Rank 0's values go into one node-shared segment (each parameter on a 64-byte
+// boundary, after one control line); every rank then points its parameters there.
+void GradientReducer::share_parameters() {
+  if (node_ == nullptr || backend_->size() < 2) return;
+  for (const auto& p : params_) {
+    if (p.tensor.scalar_type() != at::kFloat || !p.tensor.is_contiguous() || !p.tensor.device().is_cpu()) return;
+  }
+  constexpr size_t kAlign = 64;
+  std::vector<size_t> offsets;
+  size_t bytes = kAlign;  // the control line: updates done, over all steps
+  for (const auto& p : params_) {
+    offsets.push_back(bytes);
+    bytes += (static_cast<size_t>(p.tensor.numel()) * sizeof(float) + kAlign - 1) / kAlign * kAlign;
+  }
+  std::string why;
+  auto memory = backend_->map_node_shared(bytes, &why);
+  if (memory == nullptr) {
+    transport_note_ += (transport_note_.empty() ? "" : "; ") + ("parameters not shared: " + why);
+    return;
+  }
+  char* base = static_cast<char*>(memory->base());
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> views;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& param = params_[i].tensor;
+    views.push_back(at::from_blob(base + offsets[i], param.sizes(), [keep = memory](void*) {},
+                                  at::TensorOptions().dtype(at::kFloat)));
+    if (backend_->rank() == 0) views.back().copy_(param);
+  }
+  backend_->barrier()->wait();
+  shared_param_data_.clear();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    params_[i].tensor.set_data(views[i]);
+    shared_param_data_.push_back(views[i].data_ptr());
+  }
+  shared_params_ = std::move(memory);
+}
+
+void GradientReducer::wait_for_shared_updates() {
+  auto* done = static_cast<std::atomic<uint64_t>*>(shared_params_->base());
+  static_assert(std::atomic<uint64_t>::is_always_lock_free, "cross-process atomics need lock-free words");
+  ++shared_updates_;
+  done->fetch_add(1, std::memory_order_acq_rel);
+  const uint64_t all = shared_updates_ * static_cast<uint64_t>(backend_->size());
+  if (done->load(std::memory_order_acquire) >= all) return;
+  auto guard = Watchdog::instance().arm("shared parameter update", backend_->comm_name(), backend_->default_timeout());
+  for (int idle = 0; done->load(std::memory_order_acquire) < all; ++idle) {
+    if (idle < 64) __builtin_ia32_pause();
+    else sched_yield();
+  }
 }
 
 }  // namespace hpcml::collectives

@@ -112,6 +112,10 @@ struct AveragedGrad {
   const at::Tensor* param = nullptr;   ///< the parameter (float32, contiguous)
   const void* data = nullptr;          ///< param->numel() averaged values; read-only, valid during the call
   at::ScalarType dtype = at::kFloat;   ///< kFloat, or kBFloat16 / kHalf (shared memory, 16-bit compression)
+  /// The elements to update: [begin, end) of the parameter (the whole of it, unless
+  /// the ranks share the parameters: then this rank's part).
+  int64_t begin = 0;
+  int64_t end = 0;
 };
 /// Receives one bucket's averaged gradients (GradientReducer::set_bucket_update).
 using BucketUpdate = std::function<void(const std::vector<AveragedGrad>&)>;
@@ -185,7 +189,22 @@ class GradientReducer {
   /// (torch's optimizers skip them too); at several ranks they carry zeros (allow_unused).
   /// After such a step `.grad()` holds the average, except with 16-bit compression
   /// over shared memory, where it is left undefined. Empty: off (the default).
-  void set_bucket_update(BucketUpdate update) { update_ = std::move(update); }
+  ///
+  /// `share_parameters` (collective: the same on every rank), for an update with no
+  /// per-element state (ParameterStepper::updates_ranges): with the shared-memory
+  /// transport at 2 or more ranks, every trainable parameter's storage moves into one
+  /// node-shared segment (values unchanged; rank 0's copy), and each rank updates
+  /// only its contiguous 1/N of every parameter (AveragedGrad::begin/end), so the
+  /// update's memory traffic per rank shrinks N-fold. finish() returns when every
+  /// rank has updated its part. Do not replace the parameters' storage afterwards
+  /// (set_data, assignment): loading values with copy_ is fine; a replaced
+  /// parameter is an error naming it. Otherwise ignored (see parameters_shared()).
+  void set_bucket_update(BucketUpdate update, bool share_parameters = false);
+  /// Whether the ranks share one copy of the parameters (set_bucket_update).
+  bool parameters_shared() const { return shared_params_ != nullptr; }
+  /// Where the optimizer step runs, for logs: "in the reduction" (with ", each rank
+  /// updating 1/N of the node-shared parameters") or "after it" (no bucket update).
+  std::string update_placement() const;
 
   /// While alive, backward passes only accumulate gradients locally (micro-batches);
   /// the first backward after it ends reduces the accumulated sum.
@@ -251,6 +270,9 @@ class GradientReducer {
   /// shared result area when shared_result); adds the time to stats_.update_ms.
   void run_update(int bucket, bool shared_result);
   void update_unsynchronised();  // one rank: update_ on every bucket's local gradients
+  void share_parameters();
+  /// Shared parameters: signals that this rank updated its parts, waits for the others.
+  void wait_for_shared_updates();
 
   std::vector<Param> params_;
   std::vector<NamedTensor> buffers_;
@@ -262,6 +284,9 @@ class GradientReducer {
   std::vector<GradReadyHook> hooks_;
   BucketUpdate update_;
   std::vector<AveragedGrad> averaged_;  // run_update's argument, reused
+  std::shared_ptr<NodeSharedMemory> shared_params_;  // the parameters' storage, when shared
+  std::vector<const void*> shared_param_data_;        // per parameter, where it must stay
+  uint64_t shared_updates_ = 0;                       // synchronised steps updated so far
   std::vector<char> ready_;
   int next_launch_ = 0;
   bool overlap_ = true;

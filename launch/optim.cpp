@@ -210,8 +210,16 @@ size_t ParameterStepper::group_of(const at::Tensor& param, const std::vector<tor
 
 std::function<void(const std::vector<collectives::AveragedGrad>&)> bucket_update(ParameterStepper& stepper) {
   return [&stepper](const std::vector<collectives::AveragedGrad>& bucket) {
-    for (const auto& g : bucket) stepper.update(*g.param, g.data, g.dtype);
+    for (const auto& g : bucket) {
+      if (g.begin == 0 && g.end == g.param->numel()) stepper.update(*g.param, g.data, g.dtype);
+      else stepper.update_range(*g.param, g.data, g.dtype, g.begin, g.end);
+    }
   };
+}
+
+void ParameterStepper::update_range(const at::Tensor&, const void*, at::ScalarType, int64_t, int64_t) {
+  HPCML_THROW(Error, "this optimizer keeps per-element state and cannot update part of a parameter ",
+              "(updates_ranges() is false)");
 }
 
 at::Tensor FusedSgd::step(LossClosure closure) {
@@ -226,6 +234,27 @@ at::Tensor FusedSgd::step(LossClosure closure) {
 }
 
 void FusedSgd::update(const at::Tensor& param, const void* grad, at::ScalarType dtype) {
+  update_elements(param, grad, dtype, 0, param.numel());
+}
+
+bool FusedSgd::updates_ranges() const {
+  for (const auto& group : param_groups_) {
+    if (static_cast<const torch::optim::SGDOptions&>(group.options()).momentum() != 0) return false;
+  }
+  return true;
+}
+
+void FusedSgd::update_range(const at::Tensor& param, const void* grad, at::ScalarType dtype, int64_t begin,
+                            int64_t end) {
+  HPCML_CHECK(updates_ranges(), "FusedSgd: update_range needs SGD without momentum (the momentum buffer is ",
+              "per element)");
+  HPCML_CHECK(0 <= begin && begin <= end && end <= param.numel(), "FusedSgd: update_range [", begin, ", ", end,
+              ") outside a parameter of ", param.numel(), " values");
+  update_elements(param, grad, dtype, begin, end);
+}
+
+void FusedSgd::update_elements(const at::Tensor& param, const void* grad, at::ScalarType dtype, int64_t begin,
+                               int64_t end) {
   const auto& options =
       static_cast<const torch::optim::SGDOptions&>(param_groups_[group_of(param, param_groups_, "FusedSgd")].options());
   SgdCoefficients c;
@@ -252,11 +281,12 @@ void FusedSgd::update(const at::Tensor& param, const void* grad, at::ScalarType 
     if (!fusable(held.momentum_buffer())) {
       held.momentum_buffer(held.momentum_buffer().to(at::kFloat).contiguous());  // e.g. as loaded
     }
-    buf = held.momentum_buffer().data_ptr<float>();
+    buf = held.momentum_buffer().data_ptr<float>() + begin;
   }
   at::NoGradGuard no_grad;
+  const auto* g = static_cast<const char*>(grad) + begin * static_cast<int64_t>(c10::elementSize(dtype));
   sgd_kernel(dtype, options.weight_decay() != 0, momentum, options.nesterov())(
-      param.data_ptr<float>(), buf, grad, param.numel(), c);
+      param.data_ptr<float>() + begin, buf, g, end - begin, c);
 }
 
 at::Tensor FusedAdam::step(LossClosure closure) {

@@ -43,6 +43,14 @@ class ParameterStepper {
   /// the same arithmetic as the optimizer's step(). `param` must be one of its
   /// parameters, a contiguous float32 CPU tensor.
   virtual void update(const at::Tensor& param, const void* grad, at::ScalarType dtype) = 0;
+  /// Whether the update keeps no per-element state for any parameter, so that it can
+  /// step any range of a parameter's elements on its own (update_range): then ranks
+  /// that share one copy of the parameters can each update a part
+  /// (GradientReducer::set_bucket_update with share_parameters).
+  virtual bool updates_ranges() const { return false; }
+  /// update() on elements [begin, end) only; `grad` still points at element 0.
+  virtual void update_range(const at::Tensor& param, const void* grad, at::ScalarType dtype, int64_t begin,
+                            int64_t end);
 
  protected:
   /// The index of `param`'s group (an error naming `who` if it is in none).
@@ -69,6 +77,13 @@ class FusedSgd : public torch::optim::SGD, public ParameterStepper {
       : torch::optim::SGD(std::move(params), options) {}
   at::Tensor step(LossClosure closure = nullptr) override;
   void update(const at::Tensor& param, const void* grad, at::ScalarType dtype) override;
+  /// True without momentum (weight decay and plain SGD keep no state).
+  bool updates_ranges() const override;
+  void update_range(const at::Tensor& param, const void* grad, at::ScalarType dtype, int64_t begin,
+                    int64_t end) override;
+
+ private:
+  void update_elements(const at::Tensor& param, const void* grad, at::ScalarType dtype, int64_t begin, int64_t end);
 };
 
 /// torch::optim::Adam with a fused per-parameter update (same state and archive).

@@ -209,7 +209,9 @@ bool step_in_reduction(const TrainConfig& c, torch::optim::Optimizer& optimizer,
                        collectives::GradientReducer& reducer) {
   auto* stepper = dynamic_cast<ParameterStepper*>(&optimizer);
   if (!c.optimizer.step_in_reduction || stepper == nullptr || c.train.clip_grad_norm > 0) return false;
-  reducer.set_bucket_update(bucket_update(*stepper));
+  // An update without per-element state (SGD without momentum) lets the ranks of a
+  // node share one copy of the parameters, each updating its part.
+  reducer.set_bucket_update(bucket_update(*stepper), stepper->updates_ranges());
   return true;
 }
 
@@ -702,7 +704,7 @@ int train(Context& ctx, const TrainConfig& config) {
                  "step(s) per epoch, gradients via {} (overlap {}), optimizer step {}",
                  model->name(), models::parameter_count(*model), n, ctx.threads.intra_op, total_steps,
                  c.train.batch_size, n, steps_per_epoch, collectives::to_string(reducer.transport()),
-                 reducer.overlap_mode(), in_reduction ? "in the reduction" : "after it");
+                 reducer.overlap_mode(), reducer.update_placement());
   if (!reducer.transport_note().empty() && n > 1) HPCML_LOG_INFO("{}", reducer.transport_note());
 
   Progress progress(c.run.progress, total_steps, ctx.env.launcher != Launcher::kNone);

@@ -109,7 +109,7 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
   const auto sgd_options = torch::optim::SGDOptions(0.01);
   if (reducer) {
     auto fused = std::make_unique<FusedSgd>(work.trainable, sgd_options);
-    if (o.step_in_reduction) reducer->set_bucket_update(bucket_update(*fused));
+    if (o.step_in_reduction) reducer->set_bucket_update(bucket_update(*fused), fused->updates_ranges());
     optimizer = std::move(fused);
   } else {
     optimizer = std::make_unique<torch::optim::SGD>(work.trainable, sgd_options);
@@ -177,6 +177,7 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
                         {"overlap", o.plain ? "n/a" : reducer->overlap_mode()},
                         {"buckets", reducer ? reducer->num_buckets() : 0},
                         {"step_in_reduction", in_reduction},
+                        {"parameters_shared", reducer != nullptr && reducer->parameters_shared()},
                         {"step_ms", 1000.0 * seconds / o.steps},
                         {"samples_per_s", samples_per_s},
                         {"final_loss", last_loss},
@@ -191,7 +192,7 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
               "optimizer step %s\n",
               o.plain ? "plain LibTorch" : "hpcml", o.model.c_str(), n, o.batch, c.threads.intra_op,
               out["transport"].get<std::string>().c_str(), o.compression.c_str(),
-              out["overlap"].get<std::string>().c_str(), in_reduction ? "in the reduction" : "after it");
+              out["overlap"].get<std::string>().c_str(), reducer ? reducer->update_placement().c_str() : "after it");
   if (reducer && !reducer->transport_note().empty() && n > 1) {
     std::printf("  (%s)\n", reducer->transport_note().c_str());
   }
