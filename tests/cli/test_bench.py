@@ -83,13 +83,18 @@ class BenchDdpTest(unittest.TestCase):
         # The SGD step run per bucket inside the reduction (the default) against the step after
         # it: the same arithmetic, so the same model; with bf16 over shared memory the step reads
         # the 16-bit averages where they lie. At 1 rank (no averaging) hpcml's SGD inside the
-        # reduction matches plain LibTorch's torch::optim::SGD bit for bit.
+        # reduction matches plain LibTorch's torch::optim::SGD bit for bit. The bench's SGD has no
+        # momentum, so over shared memory the ranks share one copy of the parameters and each
+        # updates a third of it: still the same model.
         with tempfile.TemporaryDirectory() as tmp:
-            for extra in (["--compression", "bf16"], ["--transport", "mpi"]):
+            for extra in (["--compression", "bf16"], ["--transport", "shm"], ["--transport", "mpi"]):
                 inside, out = self.bench(tmp, "in", *extra, ranks=3)
                 after, _ = self.bench(tmp, "after", *extra, "--no-step-in-reduction", ranks=3)
                 self.assertEqual((inside["step_in_reduction"], after["step_in_reduction"]), (True, False))
                 self.assertIn("optimizer step in the reduction", out)
+                shared = extra != ["--transport", "mpi"]
+                self.assertEqual((inside["parameters_shared"], after["parameters_shared"]), (shared, False), extra)
+                self.assertEqual("each rank updating 1/3 of the node-shared parameters" in out, shared, extra)
                 self.assertEqual(inside["final_loss"], after["final_loss"], extra)
             one, _ = self.bench(tmp, "one", ranks=1)
             plain, _ = self.bench(tmp, "plain", "--plain", ranks=1)

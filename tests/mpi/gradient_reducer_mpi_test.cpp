@@ -411,6 +411,81 @@ TEST(GradientReducer, BucketUpdateGetsEachBucketsAveragesOnce) {
   }
 }
 
+// Shared parameters: each rank updates only its part of one node-shared copy. The
+// reference: the same steps with every rank updating all of its own copy. The update
+// is plain SGD written here (p -= lr * average on [begin, end)), so the test does
+// not lean on launch/optim's kernels. Over MPI, sharing is declined.
+TEST(GradientReducer, SharedParametersEachRankUpdatesItsPart) {
+  auto b = world();
+  const int n = b->size();
+  auto sgd = [](const std::vector<hpcml::collectives::AveragedGrad>& bucket) {
+    torch::NoGradGuard no_grad;
+    for (const auto& g : bucket) {
+      const auto numel = g.param->numel();
+      const auto average = at::from_blob(const_cast<void*>(g.data), {numel}, at::dtype(g.dtype)).to(at::kFloat);
+      g.param->detach().view({numel}).narrow(0, g.begin, g.end - g.begin).sub_(
+          average.narrow(0, g.begin, g.end - g.begin) * 0.1);
+    }
+  };
+  for (auto compression : {GradCompression::kNone, GradCompression::kBf16}) {
+    for (auto transport : {Transport::kSharedMemory, Transport::kMpi}) {
+      ReducerOptions options;
+      options.compression = compression;
+      options.transport = transport;
+      options.first_bucket_bytes = 300;  // several buckets
+      const std::string what = std::string(hpcml::collectives::to_string(compression)) + " via " +
+                               to_string(transport);
+      auto train = [&](bool share) {
+        auto model = make_mlp(8, 40, 4);  // 40 x 40: parts cut on 16-float boundaries
+        GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b, options);
+        reducer.set_bucket_update(sgd, share);
+        EXPECT_EQ(reducer.parameters_shared(), share && transport == Transport::kSharedMemory) << what;
+        if (reducer.parameters_shared()) {
+          EXPECT_NE(reducer.update_placement().find("1/" + std::to_string(n) + " of the node-shared"),
+                    std::string::npos) << reducer.update_placement();
+        }
+        for (int step = 0; step < 5; ++step) {
+          auto [x, y] = global_batch(step, 5 * n);
+          reducer.zero_grad();
+          reducer.backward(torch::nll_loss(torch::log_softmax(model->forward(x.narrow(0, 5 * b->rank(), 5)), 1),
+                                           y.narrow(0, 5 * b->rank(), 5)));
+        }
+        std::vector<torch::Tensor> params;
+        for (auto& p : model->parameters()) params.push_back(p.detach().clone());
+        return params;
+      };
+      const auto reference = train(false);
+      const auto shared = train(true);
+      EXPECT_FALSE(hpcml::testing::tensor_equal(reference[0], make_mlp(8, 40, 4)->parameters()[0])) << "it moved";
+      for (size_t i = 0; i < reference.size(); ++i) {
+        EXPECT_TRUE(hpcml::testing::tensor_equal(shared[i], reference[i])) << what << ", parameter " << i;
+      }
+    }
+  }
+}
+
+// Replacing a shared parameter's storage (set_data) would leave the other ranks'
+// parts of it stale: the next update is an error naming the parameter, on every rank.
+TEST(GradientReducer, SharedParameterReplacedIsAnErrorNamingIt) {
+  auto b = world();
+  auto model = make_mlp();
+  ReducerOptions options;
+  options.transport = Transport::kSharedMemory;
+  GradientReducer reducer(hpcml::collectives::named_parameters(*model), {}, b, options);
+  reducer.set_bucket_update([](const std::vector<hpcml::collectives::AveragedGrad>&) {}, true);
+  ASSERT_TRUE(reducer.parameters_shared());
+  model->parameters()[2].set_data(model->parameters()[2].detach().clone());
+  auto [x, y] = global_batch(0, 4);
+  reducer.zero_grad();
+  try {
+    reducer.backward(torch::nll_loss(torch::log_softmax(model->forward(x), 1), y));
+    ADD_FAILURE() << "expected an error";
+  } catch (const hpcml::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("parameter '2.weight' no longer lives in the node-shared memory"),
+              std::string::npos) << e.what();
+  }
+}
+
 // Overlap is real: the first bucket's allreduce completes before backward ends,
 // read from the trace's timestamps.
 TEST(GradientReducer, FirstBucketCompletesBeforeBackwardEnds) {

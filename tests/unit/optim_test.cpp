@@ -200,6 +200,45 @@ TEST(FusedAdam, UpdateFrom16BitGradientEqualsStepWithItsWidening) {
   expect_update_from_16_bits_equals_step<FusedAdamW>(torch::optim::AdamWOptions(1e-3).weight_decay(1e-2), "adamw");
 }
 
+// Ranks that share parameters each update a part: update_range over pieces that
+// cover a parameter equals one update() of it, bit for bit (SGD without momentum,
+// with weight decay, from float32 and from bf16). With momentum there is
+// per-element state, so ranges are refused.
+TEST(FusedSgd, RangeUpdatesOverPiecesEqualOneUpdate) {
+  const auto options = torch::optim::SGDOptions(0.05).weight_decay(1e-2);
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    auto whole = make_params(), pieces = make_params();
+    FusedSgd by_whole(whole, options), by_pieces(pieces, options);
+    EXPECT_TRUE(by_pieces.updates_ranges());
+    for (int s = 0; s < 3; ++s) {
+      set_grads(whole, s);
+      for (size_t i = 0; i < whole.size(); ++i) {
+        const at::Tensor grad = whole[i].grad().to(dtype).contiguous();
+        by_whole.update(whole[i], grad.data_ptr(), dtype);
+        const int64_t n = pieces[i].numel();
+        const std::vector<int64_t> cuts{0, n / 3, n / 2, n};  // some pieces empty for small n
+        for (size_t k = 0; k + 1 < cuts.size(); ++k) {
+          by_pieces.update_range(pieces[i], grad.data_ptr(), dtype, cuts[k], cuts[k + 1]);
+        }
+      }
+    }
+    EXPECT_GT((whole[0] - make_params()[0]).abs().max().item<double>(), 1e-3);  // it moved
+    for (size_t i = 0; i < whole.size(); ++i) {
+      EXPECT_TRUE(at::equal(whole[i], pieces[i])) << c10::toString(dtype) << ", parameter " << i;
+    }
+  }
+  auto params = make_params();
+  FusedSgd with_momentum(params, torch::optim::SGDOptions(0.05).momentum(0.9));
+  EXPECT_FALSE(with_momentum.updates_ranges());
+  const at::Tensor grad = at::zeros_like(params[0]);
+  EXPECT_THROW(with_momentum.update_range(params[0], grad.data_ptr(), at::kFloat, 0, 1), hpcml::Error);
+  FusedSgd plain(params, torch::optim::SGDOptions(0.05));
+  EXPECT_THROW(plain.update_range(params[0], grad.data_ptr(), at::kFloat, 0, params[0].numel() + 1), hpcml::Error);
+  FusedAdam adam(params, torch::optim::AdamOptions(1e-3));
+  EXPECT_FALSE(adam.updates_ranges());
+  EXPECT_THROW(adam.update_range(params[0], grad.data_ptr(), at::kFloat, 0, 1), hpcml::Error);
+}
+
 TEST(FusedSgd, CheckpointContinuesInTorchSgd) {
   auto mine = make_params(), ref = make_params();
   fused_then_torch<FusedSgd, torch::optim::SGD>(torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true), mine,
