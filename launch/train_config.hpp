@@ -156,7 +156,8 @@ struct OptimizerSection {
     v.field("step_in_reduction", step_in_reduction,
             "without train.clip_grad_norm: update each bucket's parameters as soon as its averaged gradients are "
             "final, inside the gradient reduction (same results as a step after it; with 16-bit compression over "
-            "shared memory the 16-bit averages are read directly)");
+            "shared memory the 16-bit averages are read directly; with SGD without momentum over shared memory the "
+            "ranks share one copy of the parameters, each updating 1/N of it)");
   }
 };
 

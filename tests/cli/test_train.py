@@ -1,5 +1,6 @@
 """`hpcml train` on 2 ranks: exact resume after SIGKILL and after SIGUSR1, resume
-on another rank count, the optimizer step inside vs after the reduction, one rank's exception ending the job, the shape-mismatch error, metrics without
+on another rank count, the optimizer step inside vs after the reduction (and with node-shared
+parameters), one rank's exception ending the job, the shape-mismatch error, metrics without
 duplicates, export readable by h5py, and the Chrome trace."""
 import json
 import os
@@ -59,8 +60,9 @@ class TrainTest(unittest.TestCase):
             time.sleep(0.05)
         self.fail("no progress")
 
-    def resume(self, run_dir):
-        rc, out, err, _ = run(["train", "--resume", "--set", f"run.dir={run_dir}"] + SLOW, ranks=2, timeout=300)
+    def resume(self, run_dir, extra=()):
+        rc, out, err, _ = run(["train", "--resume", "--set", f"run.dir={run_dir}"] + SLOW + list(extra), ranks=2,
+                              timeout=300)
         self.assertEqual(rc, 0, err)
         self.assertRegex(err, r"resumed from .*step-\d+\.pt at step \d+")
         return summary(run_dir)["parameters_sha256"]
@@ -91,6 +93,34 @@ class TrainTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertIn("optimizer step after it", err)
         self.assertEqual(summary(run_dir)["parameters_sha256"], self.reference_digest)
+
+    def test_sgd_without_momentum_shares_parameters_and_resumes_exactly(self):
+        # SGD without momentum keeps no per-element state, so inside the reduction the two
+        # ranks share one copy of the parameters and each updates half. Same model as each
+        # rank stepping its own copy after the reduction, and a run killed between
+        # checkpoints resumes to it bit for bit.
+        plain_sgd = ["--set", "optimizer.momentum=0"]
+        after_dir = os.path.join(self.tmp.name, "sgd0-after")
+        rc, _, err, _ = run(["train", "--set", f"run.dir={after_dir}", "--set", "optimizer.step_in_reduction=false"]
+                            + SLOW + plain_sgd, ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn("node-shared", err)
+        expected = summary(after_dir)["parameters_sha256"]
+        self.assertNotEqual(expected, self.reference_digest)  # momentum 0 is another model
+        shared_dir = os.path.join(self.tmp.name, "sgd0-shared")
+        rc, _, err, _ = run(["train", "--set", f"run.dir={shared_dir}"] + SLOW + plain_sgd, ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("optimizer step in the reduction, each rank updating 1/2 of the node-shared parameters", err)
+        self.assertEqual(summary(shared_dir)["parameters_sha256"], expected)
+        killed_dir = os.path.join(self.tmp.name, "sgd0-killed")
+        proc = self.start(killed_dir, plain_sgd)
+        self.wait_for_step(proc, killed_dir, 65)
+        ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        self.assertTrue(ranks, "no rank processes found")
+        os.kill(int(ranks[0]), signal.SIGKILL)
+        proc.communicate(timeout=60)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertEqual(self.resume(killed_dir, plain_sgd), expected)
 
     def test_adamw_with_bf16_steps_in_the_reduction_as_after_it(self):
         # AdamW over bf16 shared memory: inside the reduction its update reads the 16-bit
