@@ -18,7 +18,8 @@ binds rank r to core r):
   plain-2                mpirun -n 2 ... --plain: two independent loops, no communication
                          (this machine's scaling ceiling)
 The hpcml configurations step the optimizer (hpcml's FusedSgd) inside the reduction, the
-default (--no-step-in-reduction: after it); plain ones use torch's SGD.
+default (--no-step-in-reduction: after it); over shared memory its SGD (no momentum) runs on
+node-shared parameters, each rank updating 1/N. Plain ones use torch's SGD.
 Then, once: the loss after 200 steps at 2 ranks, fp32 vs bf16.
 
 With --model NAME (a zoo model, e.g. particlenet): only the hpcml and plain
