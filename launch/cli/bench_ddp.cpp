@@ -238,7 +238,8 @@ void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selec
       ->capture_default_str();
   sub->add_flag("--step-in-reduction,!--no-step-in-reduction", o->step_in_reduction,
                 "hpcml: update each bucket's parameters inside the reduction as soon as its averages are final "
-                "(optimizer.step_in_reduction; default), or step after the reduction")
+                "(optimizer.step_in_reduction; default; over shared memory the ranks then share one copy of the "
+                "parameters, each updating 1/N, as the bench's SGD has no momentum), or step after the reduction")
       ->capture_default_str();
   sub->add_flag("--plain", o->plain,
                 "Plain LibTorch loop without hpcml: no gradient averaging. At 1 rank, the overhead baseline; at N "
