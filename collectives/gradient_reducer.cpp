@@ -572,10 +572,7 @@ void GradientReducer::wait_for_shared_updates() {
   const uint64_t all = shared_updates_ * static_cast<uint64_t>(backend_->size());
   if (done->load(std::memory_order_acquire) >= all) return;
   auto guard = Watchdog::instance().arm("shared parameter update", backend_->comm_name(), backend_->default_timeout());
-  for (int idle = 0; done->load(std::memory_order_acquire) < all; ++idle) {
-    if (idle < 64) __builtin_ia32_pause();
-    else sched_yield();
-  }
+  for (int idle = 0; done->load(std::memory_order_acquire) < all;) detail::pause_politely(idle);
 }
 
 }  // namespace hpcml::collectives

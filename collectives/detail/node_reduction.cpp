@@ -126,9 +126,9 @@ void sum_ranks(void* const* out, char* const* in, int n, int64_t begin, int64_t 
   }
 }
 
-// Waits politely: spins briefly, then yields the core (ranks may share cores),
-// then sleeps; the watchdog guard in reduce() bounds the whole wait.
-void pause(int& idle) {
+}  // namespace
+
+void pause_politely(int& idle) {
   ++idle;
   if (idle < 64) {
     __builtin_ia32_pause();
@@ -138,8 +138,6 @@ void pause(int& idle) {
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
 }
-
-}  // namespace
 
 size_t NodeReduction::bytes_needed(int size, const std::vector<int64_t>& bucket_numel, at::ScalarType wire) {
   const int64_t total = total_of(bucket_numel);
@@ -278,7 +276,7 @@ void NodeReduction::reduce(float scale, const std::string& comm, std::chrono::mi
     if (progressed) {
       idle = 0;
     } else {
-      pause(idle);
+      pause_politely(idle);
     }
   }
 }

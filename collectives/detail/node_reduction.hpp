@@ -17,6 +17,11 @@
 
 namespace hpcml::collectives::detail {
 
+/// One round of waiting on a shared-memory flag, politely: spins briefly, then
+/// yields the core (ranks may share cores), then sleeps; `idle` counts the rounds
+/// (start at 0). The caller bounds the whole wait with a watchdog guard.
+void pause_politely(int& idle);
+
 /// Sums gradient buckets across the ranks of one node through one shared segment.
 ///
 /// Layout: control words (one cache line each), then one slot per rank holding that
