@@ -64,7 +64,9 @@ endfunction()
 
 # hpcml_add_python_test(<name> SCRIPT file [LABEL l] [TIMEOUT s])
 # Runs a Python unittest file with Debian's interpreter; the environment tells it
-# where the hpcml binary, mpiexec and the source tree are.
+# where the hpcml binary, mpiexec and the source tree are. tests/support/python_gate.py
+# first checks the modules the tests need: missing, the test skips with one line
+# (exit 77), or fails with it when CI=true.
 function(hpcml_add_python_test name)
   cmake_parse_arguments(ARG "" "SCRIPT;LABEL;TIMEOUT" "" ${ARGN})
   if(NOT ARG_LABEL)
@@ -74,8 +76,8 @@ function(hpcml_add_python_test name)
     set(ARG_TIMEOUT 300)
   endif()
   list(JOIN HPCML_MPIEXEC_PREFLAGS " " preflags)
-  add_test(NAME ${name} COMMAND ${HPCML_PYTHON} -m unittest -v ${ARG_SCRIPT})
-  set_tests_properties(${name} PROPERTIES LABELS ${ARG_LABEL} TIMEOUT ${ARG_TIMEOUT}
+  add_test(NAME ${name} COMMAND ${HPCML_PYTHON} ${PROJECT_SOURCE_DIR}/tests/support/python_gate.py ${ARG_SCRIPT})
+  set_tests_properties(${name} PROPERTIES LABELS ${ARG_LABEL} TIMEOUT ${ARG_TIMEOUT} SKIP_RETURN_CODE 77
     ENVIRONMENT "HPCML_BIN=$<TARGET_FILE:hpcml>;HPCML_BUILD_DIR=${PROJECT_BINARY_DIR};HPCML_SOURCE_DIR=${PROJECT_SOURCE_DIR};MPIEXEC=${MPIEXEC_EXECUTABLE};MPIEXEC_PREFLAGS=${preflags}"
     WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
 endfunction()

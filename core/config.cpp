@@ -33,7 +33,12 @@ std::string describe_node(const YAML::Node& node) {
   switch (node.Type()) {
     case YAML::NodeType::Scalar: return "'" + node.Scalar() + "'";
     case YAML::NodeType::Map: return "a mapping";
-    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Sequence: {
+      YAML::Emitter out;
+      out << YAML::Flow << node;
+      const std::string text = out.c_str();
+      return text.size() <= 60 ? text : "a list of " + std::to_string(node.size()) + " elements";
+    }
     default: return "nothing";
   }
 }
@@ -72,6 +77,29 @@ std::string where(const Document& doc, const std::string& key) {
   auto it = doc.sources.find(key);
   return it != doc.sources.end() ? it->second : doc.source;
 }
+
+// yaml-cpp keeps both entries of a key written twice in one mapping, and lookups
+// silently return the first: a config error here, naming the key and both lines.
+void reject_duplicate_keys(const YAML::Node& node, const std::string& prefix, const std::string& source) {
+  if (node.IsSequence()) {
+    size_t i = 0;
+    for (const auto& item : node) reject_duplicate_keys(item, prefix + "[" + std::to_string(i++) + "]", source);
+    return;
+  }
+  if (!node.IsMap()) return;
+  std::map<std::string, int> first_line;
+  for (const auto& item : node) {
+    const std::string key = item.first.IsScalar() ? item.first.Scalar() : detail::describe_node(item.first);
+    const std::string full = prefix.empty() ? key : prefix + "." + key;
+    const int line = item.first.Mark().line + 1;
+    const auto [it, inserted] = first_line.emplace(key, line);
+    if (!inserted) {
+      HPCML_THROW(ConfigError, "config error in ", source, ": key '", full, "' appears twice in one mapping (lines ",
+                  it->second, " and ", line, "); keep one");
+    }
+    reject_duplicate_keys(item.second, full, source);
+  }
+}
 }  // namespace
 
 Document from_string(const std::string& yaml, const std::string& source, const std::vector<std::string>& overrides) {
@@ -84,6 +112,7 @@ Document from_string(const std::string& yaml, const std::string& source, const s
                 ", column ", e.mark.column + 1, ": ", e.msg);
   }
   if (doc.root.IsNull()) doc.root = YAML::Node(YAML::NodeType::Map);
+  reject_duplicate_keys(doc.root, "", source);
   if (!doc.root.IsMap()) {
     HPCML_THROW(ConfigError, "config error in ", source, ": expected a mapping of keys at the top level, found ",
                 detail::describe_node(doc.root));
@@ -113,6 +142,7 @@ void apply_override(Document& doc, const std::string& assignment, const std::str
     HPCML_THROW(ConfigError, "config error in ", source.empty() ? "--set " + key : source, ": value is not valid YAML: ",
                 e.msg);
   }
+  reject_duplicate_keys(value, key, source.empty() ? "--set " + key : source);
   // Walk (and create) the mapping path. yaml-cpp nodes are handles, so
   // reassigning `node` to a child must go through reset(), not operator=.
   YAML::Node node = doc.root;
@@ -143,12 +173,12 @@ Reader::Reader(YAML::Node node, std::string prefix, const Document& doc)
     : node_(std::move(node)), prefix_(std::move(prefix)), doc_(doc) {}
 
 void Reader::fail(const std::string& key, const YAML::Node& found, const std::string& type,
-                  const std::string& rule) const {
+                  const std::string& rule, const std::string& detail) const {
   const std::string full = path(key);
   // "one of [...]" already says the type.
   const std::string expected = rule.empty() ? type : rule.rfind("one of", 0) == 0 ? rule : type + " " + rule;
   HPCML_THROW(ConfigError, "config error in ", where(doc_, full), ": key '", full, "': expected ", expected,
-              ", found ", detail::describe_node(found));
+              ", found ", detail::describe_node(found), detail.empty() ? "" : " (" + detail + ")");
 }
 
 void Reader::finish() const {

@@ -38,6 +38,8 @@ template <typename T>
 struct Rule {
   std::function<bool(const T&)> accepts;  ///< empty: every value of the type
   std::string description;                ///< e.g. ">= 0", "one of [mpi, local]"
+  /// Optional: for a rejected value, which part is wrong ("element 1 is -1").
+  std::function<std::string(const T&)> explain;
 };
 
 template <typename T>
@@ -56,6 +58,29 @@ template <typename T>
 Rule<T> positive() {
   return {[](const T& v) { return v > T{}; }, "> 0"};
 }
+/// Every element of a list satisfies `rule` (an empty list too); errors name the first that does not.
+template <typename E>
+Rule<std::vector<E>> each(Rule<E> rule) {
+  Rule<std::vector<E>> out;
+  out.description = "each " + rule.description;
+  out.accepts = [accepts = rule.accepts](const std::vector<E>& v) {
+    for (const auto& e : v) {
+      if (!accepts(e)) return false;
+    }
+    return true;
+  };
+  out.explain = [accepts = rule.accepts](const std::vector<E>& v) {
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (!accepts(v[i])) {
+        std::ostringstream d;
+        d << "element " << i << " is " << v[i];
+        return d.str();
+      }
+    }
+    return std::string();
+  };
+  return out;
+}
 Rule<std::string> one_of(std::vector<std::string> choices);
 
 namespace detail {
@@ -71,6 +96,8 @@ template <> struct TypeName<std::vector<std::string>> { static constexpr const c
 template <> struct TypeName<std::map<std::string, std::string>> {
   static constexpr const char* value = "a mapping of strings";
 };
+template <typename T> struct IsVector : std::false_type {};
+template <typename E> struct IsVector<std::vector<E>> : std::true_type {};
 /// A value as a YAML node; doubles in their shortest round-trip form ("0.05").
 std::string format_double(double value);
 template <typename T>
@@ -85,7 +112,8 @@ YAML::Node to_node(const T& value) {
     return YAML::Node(value);
   }
 }
-/// Short text of a node for messages: the scalar, "a mapping", "a list" or "nothing".
+/// Short text of a node for messages: the scalar, a short list in flow form ("[a, 2]"),
+/// "a mapping", "a list" (a long one) or "nothing".
 std::string describe_node(const YAML::Node& node);
 /// Levenshtein-nearest of `candidates` to `key`, if close enough to be a typo.
 std::string nearest(const std::string& key, const std::vector<std::string>& candidates);
@@ -122,8 +150,12 @@ class Reader {
     const YAML::Node child = node_[key];
     if (!child.IsDefined()) return;
     T parsed{};
-    if (!convert(child, parsed)) fail(key, child, detail::TypeName<T>::value, rule.description);
-    if (rule.accepts && !rule.accepts(parsed)) fail(key, child, detail::TypeName<T>::value, rule.description);
+    if (!convert(child, parsed)) {
+      fail(key, child, detail::TypeName<T>::value, rule.description, bad_element<T>(child));
+    }
+    if (rule.accepts && !rule.accepts(parsed)) {
+      fail(key, child, detail::TypeName<T>::value, rule.description, rule.explain ? rule.explain(parsed) : "");
+    }
     value = std::move(parsed);
   }
 
@@ -171,9 +203,23 @@ class Reader {
       return true;
     }
   }
+  /// For a list that did not convert: which element is not of the element type.
+  template <typename T>
+  static std::string bad_element(const YAML::Node& node) {
+    if constexpr (detail::IsVector<T>::value) {
+      if (!node.IsSequence()) return "";
+      size_t i = 0;
+      for (const auto& item : node) {
+        typename T::value_type element{};
+        if (!convert(item, element)) return "element " + std::to_string(i) + " is " + detail::describe_node(item);
+        ++i;
+      }
+    }
+    return "";
+  }
   std::string path(const std::string& key) const { return prefix_.empty() ? key : prefix_ + "." + key; }
   [[noreturn]] void fail(const std::string& key, const YAML::Node& found, const std::string& type,
-                         const std::string& rule) const;
+                         const std::string& rule, const std::string& detail = "") const;
 
   YAML::Node node_;
   std::string prefix_;

@@ -45,6 +45,25 @@ class IoError : public Error {
   using Error::Error;
 };
 
+/// What this thread is doing, for the one-line report of an error that carries no
+/// context of its own (a LibTorch shape error, std::bad_alloc): "training model
+/// 'facile'", "exporting checkpoint 'x.pt'". Scopes nest; the innermost is reported
+/// with its parents ("training model 'mlp': step 3").
+class Activity {
+ public:
+  explicit Activity(std::string what);
+  ~Activity();
+  Activity(const Activity&) = delete;
+  Activity& operator=(const Activity&) = delete;
+  /// The current scopes joined by ": ", or "" outside any.
+  static std::string current();
+};
+
+/// One line for an exception that is not an hpcml::Error: LibTorch's c10::Error
+/// without its C++ stack trace (set HPCML_DEBUG=1 to keep it), std::bad_alloc as
+/// "out of memory", newlines folded; prefixed with Activity::current() when set.
+std::string describe_foreign_exception(const std::exception& e);
+
 namespace detail {
 template <typename... Args>
 std::string concat(Args&&... args) {

@@ -25,7 +25,8 @@ hid_t h5_type(at::ScalarType dtype, const std::string& what) {
 
 void write_tensors_h5(const std::string& path, const std::vector<NamedTensor>& tensors,
                       const std::map<std::string, std::string>& attributes) {
-  const std::string tmp = path + ".tmp";
+  PendingFile pending(path);
+  const std::string& tmp = pending.temp_path();
   {
     h5::File file = h5::File::create(tmp);
     const std::string what = "file '" + path + "'";
@@ -36,9 +37,7 @@ void write_tensors_h5(const std::string& path, const std::vector<NamedTensor>& t
     for (const auto& [key, value] : attributes) h5::write_attribute(file.get(), key, value, what);
     file.close();
   }
-  fsync_file(tmp);
-  HPCML_CHECK_AS(IoError, std::rename(tmp.c_str(), path.c_str()) == 0, "HDF5 writer: cannot rename '", tmp, "' to '",
-                 path, "'");
+  pending.commit();
 }
 
 }  // namespace hpcml::io

@@ -98,7 +98,8 @@ void check_table(const Table& table) {
 
 void write_table(const std::string& path, const Table& table) {
   check_table(table);
-  const std::string tmp = path + ".tmp";
+  PendingFile pending(path);
+  const std::string& tmp = pending.temp_path();
   {
     h5::File file = h5::File::create(tmp);
     const hid_t root = file.get();
@@ -117,8 +118,7 @@ void write_table(const std::string& path, const Table& table) {
     for (const auto& c : table.meta) write_column(root, std::string(layout::kMetaGroup) + "/" + c.name, c, tmp);
     file.close();
   }
-  fsync_file(tmp);
-  HPCML_CHECK_AS(IoError, std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename '", tmp, "' to '", path, "'");
+  pending.commit();
 }
 
 }  // namespace hpcml::io

@@ -70,6 +70,51 @@ std::string mask_collection(const std::string& field) {
   return field.substr(0, field.size() - suffix.size());
 }
 
+std::string shape_text(const std::vector<int64_t>& dims) {
+  std::string out = "[";
+  for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + (dims[i] < 0 ? "any" : std::to_string(dims[i]));
+  return out + "]";
+}
+
+// The per-sample shape a batch of `field` will have: a fixed field's dims after the
+// row axis; a ragged collection's items padded to a length that varies (-1) before
+// the item dims; its mask (-1).
+std::vector<int64_t> sample_shape(const io::layout::FileInfo& file, const std::string& field) {
+  const std::string collection = mask_collection(field);
+  if (!collection.empty()) return {-1};
+  const auto* info = file.field(field);
+  if (info == nullptr) return {};
+  std::vector<int64_t> dims(info->shape.dims.begin() + 1, info->shape.dims.end());
+  if (!info->collection.empty()) dims.insert(dims.begin(), -1);
+  return dims;
+}
+
+bool shape_matches(const std::vector<int64_t>& want, const std::vector<int64_t>& found) {
+  if (want.size() != found.size()) return false;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (want[i] >= 0 && found[i] >= 0 && want[i] != found[i]) return false;
+  }
+  return true;
+}
+
+void check_input_shapes(const TrainConfig& c, const std::string& model, const std::vector<models::InputSpec>& specs,
+                        const io::layout::FileInfo& file) {
+  for (const auto& spec : specs) {
+    const auto it = c.data.inputs.find(spec.name);
+    if (it == c.data.inputs.end() || file.field(it->second) == nullptr) continue;  // checked where it is read
+    const std::vector<int64_t> found = sample_shape(file, it->second);
+    if (shape_matches(spec.shape, found)) continue;
+    if (it->second != spec.field) {
+      const std::string key = specs.size() == 1 && !c.data.input.empty() ? "data.input" : "data.inputs." + spec.name;
+      HPCML_THROW(ConfigError, "config error: key '", key, "': model ", model, " reads input '", spec.name,
+                  "' with per-event shape ", shape_text(spec.shape), ", but dataset '", it->second, "' of ", file.path,
+                  " has per-event shape ", shape_text(found));
+    }
+    HPCML_THROW(IoError, "data error: ", file.path, ": dataset '", it->second, "' (model ", model, "'s input '",
+                spec.name, "'): expected per-event shape ", shape_text(spec.shape), ", found ", shape_text(found));
+  }
+}
+
 io::SamplerOptions sampler_options(const TrainConfig& c, int64_t size, int rank, int world) {
   io::SamplerOptions o;
   o.dataset_size = size;
@@ -184,6 +229,10 @@ class H5Feed final : public Feed {
   int64_t validation_size() const override { return validation_ ? validation_->size() : 0; }
   std::vector<int64_t> input_shape() const override { return input_shape_; }
   bool regression() const override { return regression_; }
+  void check_inputs(const std::string& model, const std::vector<models::InputSpec>& specs) const override {
+    check_input_shapes(c_, model, specs, train_.files().front());
+    if (validation_) check_input_shapes(c_, model, specs, validation_->files().front());
+  }
 
  private:
   static io::CollateOptions collate_options(const TrainConfig& c) {

@@ -15,6 +15,7 @@
 #include "launch/runtime.hpp"
 #include "launch/train_config.hpp"
 #include "models/model.hpp"
+#include "models/registry.hpp"
 
 namespace hpcml::launch {
 
@@ -42,6 +43,14 @@ class Feed {
   virtual std::vector<int64_t> input_shape() const = 0;
   /// True when the target is floating-point.
   virtual bool regression() const = 0;
+  /// Checks, before any batch is read, that each input of `specs` (a zoo model's)
+  /// has the per-sample shape the model reads. Throws ConfigError naming the key when
+  /// the config chose the dataset field, IoError naming the file and dataset when the
+  /// model's default field has another shape; both with expected and found shapes.
+  virtual void check_inputs(const std::string& model, const std::vector<models::InputSpec>& specs) const {
+    (void)model;
+    (void)specs;
+  }
 };
 
 /// `c` with data.inputs mapping each of the model's `input_names` to a dataset field:

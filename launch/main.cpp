@@ -13,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <iostream>
 #include <memory>
 
@@ -41,6 +42,38 @@ namespace {
 using hpcml::launch::cli::CommonOptions;
 using hpcml::launch::cli::Runner;
 
+// A word where a subcommand belongs that names none: "unknown subcommand 'trian' of
+// 'hpcml'; expected one of [...]; did you mean 'train'?", else "". Walks argv from
+// the top: names of subcommands descend; the first option ends the walk (an
+// option's value could be any word).
+std::string unknown_subcommand(CLI::App& app, int argc, char** argv) {
+  CLI::App* current = &app;
+  std::string path = "hpcml";
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word.empty() || word[0] == '-') return {};
+    const auto subs = current->get_subcommands([](CLI::App*) { return true; });
+    if (subs.empty()) return {};
+    CLI::App* next = nullptr;
+    std::vector<std::string> names;
+    for (auto* sub : subs) {
+      names.push_back(sub->get_name());
+      if (sub->get_name() == word) next = sub;
+    }
+    if (next == nullptr) {
+      std::sort(names.begin(), names.end());
+      std::string list;
+      for (const auto& name : names) list += (list.empty() ? "" : ", ") + name;
+      const std::string guess = hpcml::config::detail::nearest(word, names);
+      return "hpcml: unknown subcommand '" + word + "' of '" + path + "'; expected one of [" + list + "]" +
+             (guess.empty() ? "" : "; did you mean '" + guess + "'?");
+    }
+    current = next;
+    path += " " + word;
+  }
+  return {};
+}
+
 // Every rank learns whether any rank failed; the lowest failing rank prints.
 // Returns true when all succeeded. Under a deadline, like every collective.
 bool all_ranks_ok(const std::string& error) {
@@ -61,12 +94,13 @@ bool all_ranks_ok(const std::string& error) {
 int run(int argc, char** argv) {
   hpcml::h5_silence_auto_print();
 
-  CLI::App app{"hpcml: data-parallel training, batch inference and inference-as-a-service for physics ML "
-               "on MPI ranks (LibTorch, MPI, HDF5). Runs the same under mpirun and srun.",
+  CLI::App app{"hpcml: data-parallel training, evaluation, GW posterior sampling and inference-as-a-service for "
+               "physics ML on MPI ranks (LibTorch, MPI, HDF5). Runs the same under mpirun and srun.",
                "hpcml"};
   app.set_version_flag("--version", hpcml::launch::cli::version_line());
   app.require_subcommand(1);
-  app.footer("Exit codes: 0 ok, 1 runtime error, 2 bad command line or config, 86 deadline exceeded.\n"
+  app.footer("Exit codes: 0 ok, 1 runtime error, 2 bad command line or config, 75 stopped by SIGUSR1/SIGTERM "
+             "after a checkpoint (train), 86 deadline exceeded.\n"
              "Docs: README.md and docs/ in the source tree.");
   CommonOptions common;
   Runner selected;
@@ -104,7 +138,8 @@ int run(int argc, char** argv) {
     if (hpcml::world_rank() == 0) std::cout << hpcml::launch::cli::version_line() << "\n";
     return 0;
   } catch (const CLI::ParseError& e) {
-    error = std::string("hpcml: ") + e.what() + " (run with --help for usage)";
+    error = unknown_subcommand(app, argc, argv);
+    if (error.empty()) error = std::string("hpcml: ") + e.what() + " (run with --help for usage)";
   } catch (const hpcml::ConfigError& e) {
     error = "hpcml: " + e.message();
   }
@@ -153,6 +188,7 @@ int main(int argc, char** argv) {
   } catch (const hpcml::Error& e) {
     hpcml::abort_job(error_line(std::string("error: ") + e.what()), hpcml::kExitError);
   } catch (const std::exception& e) {
-    hpcml::abort_job(error_line(std::string("unexpected error: ") + e.what()), hpcml::kExitError);
+    // LibTorch, the standard library: one line without frames (HPCML_DEBUG=1 keeps them).
+    hpcml::abort_job(error_line("error: " + hpcml::describe_foreign_exception(e)), hpcml::kExitError);
   }
 }

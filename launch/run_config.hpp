@@ -6,6 +6,8 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
+#include <utility>
 
 #include "core/config.hpp"
 #include "core/log.hpp"
@@ -61,12 +63,21 @@ struct RunConfig {
 /// the variables' config keys, each tagged with its variable for error messages.
 config::Document environment_layer();
 
+namespace detail {
+template <typename S, typename = void>
+struct HasCheck : std::false_type {};
+template <typename S>
+struct HasCheck<S, std::void_t<decltype(std::declval<const S&>().check())>> : std::true_type {};
+}  // namespace detail
+
 /// Reads the layers, lowest first: defaults, environment, then `file` (with --set),
-/// into `config` (any struct with runtime and log sections), and returns those two.
+/// into `config` (any struct with runtime and log sections), runs its checks across
+/// keys (`config.check()`, where it has one), and returns the runtime and log sections.
 template <typename S>
 RunConfig read_layers(const config::Document& environment, const config::Document& file, S& config) {
   config::read_into(environment, config);
   config::read_into(file, config);
+  if constexpr (detail::HasCheck<S>::value) config.check();
   RunConfig run;
   run.runtime = config.runtime;
   run.log = config.log;

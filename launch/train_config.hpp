@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/limits.hpp"
 #include "launch/run_config.hpp"
 #include "models/registry.hpp"
 
@@ -34,25 +35,28 @@ struct FlowSection {
   bool fresh_noise = false;
   template <typename V>
   void describe(V& v) {
-    v.field("steps", steps, "coupling steps", config::at_least(1));
-    v.field("bins", bins, "rational-quadratic spline bins", config::at_least(2));
+    v.field("steps", steps, "coupling steps", config::in_range(1, limits::kMaxDepth));
+    v.field("bins", bins, "rational-quadratic spline bins", config::in_range(2, limits::kMaxBins));
     v.field("tail_bound", tail_bound, "spline interval [-B, B] in standardised parameter units (identity outside)",
             config::positive<double>());
-    v.field("hidden", hidden, "width of each coupling's conditioner MLP", config::at_least(1));
-    v.field("hidden_layers", hidden_layers, "hidden layers of each coupling's conditioner MLP", config::at_least(1));
+    v.field("hidden", hidden, "width of each coupling's conditioner MLP", config::in_range(1, limits::kMaxWidth));
+    v.field("hidden_layers", hidden_layers, "hidden layers of each coupling's conditioner MLP",
+            config::in_range(1, limits::kMaxDepth));
     v.field("linear", linear, "between couplings: a permutation, or a permutation then an LU-linear layer",
             config::one_of({"lu", "permutation"}));
     v.field("basis", basis, "outputs of the strain projection (initialised from the SVD of training waveforms)",
-            config::at_least(1));
-    v.field("embedding_hidden", embedding_hidden, "hidden widths of the embedding MLP after the projection");
+            config::in_range(1, limits::kMaxWidth));
+    v.field("embedding_hidden", embedding_hidden, "hidden widths of the embedding MLP after the projection",
+            config::each(config::in_range(1, limits::kMaxWidth)));
     v.field("context", context, "embedding output: the context the couplings are conditioned on",
-            config::at_least(1));
+            config::in_range(1, limits::kMaxWidth));
     v.field("svd_waveforms", svd_waveforms,
             "noise-free whitened templates, of the first training rows' parameters, whose SVD initialises the "
             "projection (at least basis)",
-            config::at_least(1));
+            config::in_range(1, limits::kMaxWidth));
     v.field("posterior_samples", posterior_samples,
-            "eval: posterior draws per validation event for the calibration (P-P) statistics", config::at_least(2));
+            "eval: posterior draws per validation event for the calibration (P-P) statistics",
+            config::in_range(2, static_cast<int>(limits::kMaxDraws)));
     v.field("fresh_noise", fresh_noise,
             "train: re-pair every batch's signals with other events' noise (noise = strain - template(theta)), so "
             "the flow never sees one (signal, noise) pair twice, as DINGO adds fresh noise; off: the files' pairs");
@@ -72,7 +76,7 @@ struct ModelSection {
             "model: mlp, torchscript (a file scripted by Python, see model.torchscript), or a zoo model (`hpcml "
             "models`; data.inputs and data.target default to the zoo model's fields)",
             config::one_of(model_names()));
-    v.field("hidden", hidden, "mlp: hidden layer widths");
+    v.field("hidden", hidden, "mlp: hidden layer widths", config::each(config::in_range(1, limits::kMaxWidth)));
     v.field("torchscript", torchscript,
             "torchscript: path of the .pt file; forward's tensor arguments are its inputs, by name (data.inputs), "
             "and it returns one tensor (logits, or the regressed value)");
@@ -106,11 +110,11 @@ struct DataSection {
             "dataset: synthetic (a learnable classification task generated from the seed) or hdf5 (files in "
             "hpcml's layout, docs/data-layout.md)",
             config::one_of({"synthetic", "hdf5"}));
-    v.field("samples", samples, "synthetic: training samples", config::at_least(1));
+    v.field("samples", samples, "synthetic: training samples", config::in_range(1, limits::kMaxRows));
     v.field("validation_samples", validation_samples, "synthetic: validation samples (0: no validation)",
-            config::at_least(0));
-    v.field("features", features, "synthetic: input features", config::at_least(1));
-    v.field("classes", classes, "classes of a classification target (synthetic and hdf5)", config::at_least(2));
+            config::in_range(0, limits::kMaxRows));
+    v.field("features", features, "synthetic: input features", config::in_range(1, limits::kMaxFeatures));
+    v.field("classes", classes, "classes of a classification target (synthetic and hdf5)", config::in_range(2, limits::kMaxClasses));
     v.field("seed", seed, "synthetic: seed of the data", config::at_least(0));
     v.field("files", files, "hdf5: training files or glob patterns");
     v.field("validation_files", validation_files, "hdf5: validation files or glob patterns (none: no validation)");
@@ -125,11 +129,12 @@ struct DataSection {
     v.field("pad_to", pad_to,
             "hdf5: ragged collections are padded to the longest event of each batch (0) or to this length "
             "(longer events keep their first pad_to items)",
-            config::at_least(0));
-    v.field("chunk_rows", chunk_rows, "hdf5: rows per shuffled chunk", config::at_least(1));
-    v.field("window", window, "hdf5: rows per shuffle window (memory holds about two windows)", config::at_least(1));
+            config::in_range(0, limits::kMaxWidth));
+    v.field("chunk_rows", chunk_rows, "hdf5: rows per shuffled chunk", config::in_range(1, limits::kMaxRows));
+    v.field("window", window, "hdf5: rows per shuffle window (memory holds about two windows)",
+            config::in_range(1, limits::kMaxRows));
     v.field("prefetch", prefetch, "hdf5: batches read ahead on a thread (0: none, -1: a window of batches + 1)",
-            config::at_least(-1));
+            config::in_range(-1, 1 << 16));
   }
 };
 
@@ -193,13 +198,15 @@ struct TrainSection {
   int log_every = 20;
   bool allow_unused_parameters = false;
   std::string loss = "auto";
+  std::string on_nonfinite = "error";
   template <typename V>
   void describe(V& v) {
     v.field("epochs", epochs, "epochs (ignored when max_steps > 0)", config::at_least(1));
     v.field("max_steps", max_steps, "stop after this many optimizer steps (0: run all epochs)", config::at_least(0));
-    v.field("batch_size", batch_size, "samples per rank per optimizer step", config::at_least(1));
+    v.field("batch_size", batch_size, "samples per rank per optimizer step", config::in_range(1, limits::kMaxBatch));
     v.field("gradient_accumulation", gradient_accumulation,
-            "micro-batches per step (batch_size is split; gradients reduced once per step)", config::at_least(1));
+            "micro-batches per step (batch_size is split; gradients reduced once per step)",
+            config::in_range(1, limits::kMaxBatch));
     v.field("clip_grad_norm", clip_grad_norm, "clip gradients to this global L2 norm after averaging (0: off)",
             config::at_least(0.0));
     v.field("last_batch", last_batch,
@@ -218,6 +225,10 @@ struct TrainSection {
             "relative_mse (mean of ((prediction - target) / target)^2: minimises the resolution), or nll (a "
             "density model's -mean log q; auto for nsf-gw)",
             config::one_of({"auto", "cross_entropy", "mse", "relative_mse", "nll"}));
+    v.field("on_nonfinite", on_nonfinite,
+            "a NaN or Inf training loss or validation metric: error (stop at that step, exit 1, keep the last "
+            "checkpoint, which holds finite parameters) or warn (log it once and go on)",
+            config::one_of({"error", "warn"}));
   }
 };
 
@@ -230,8 +241,9 @@ struct ReducerSection {
   std::string buffers = "broadcast";
   template <typename V>
   void describe(V& v) {
-    v.field("first_bucket_mb", first_bucket_mb, "size of the first gradient bucket (MiB)", config::positive<double>());
-    v.field("bucket_cap_mb", bucket_cap_mb, "size of later gradient buckets (MiB)", config::positive<double>());
+    v.field("first_bucket_mb", first_bucket_mb, "size of the first gradient bucket (MiB)",
+            config::in_range(0.001, 4096.0));
+    v.field("bucket_cap_mb", bucket_cap_mb, "size of later gradient buckets (MiB)", config::in_range(0.001, 4096.0));
     v.field("overlap", overlap,
             "launch bucket allreduces during backward: auto (only when the rank has a spare core), always, never",
             config::one_of({"auto", "always", "never"}));
@@ -260,6 +272,7 @@ struct CheckpointSection {
 struct RunSection {
   std::string dir;
   std::string resume = "no";
+  bool overwrite = false;
   bool trace = false;
   std::string progress = "auto";
   template <typename V>
@@ -269,6 +282,9 @@ struct RunSection {
             "runs/<Slurm job id> inside a Slurm job (a requeued job finds its checkpoints), else runs/train");
     v.field("resume", resume, "auto: continue from the newest valid checkpoint in dir, if any; no: start fresh",
             config::one_of({"no", "auto"}));
+    v.field("overwrite", overwrite,
+            "a fresh run (resume: no) into a dir that holds another run: false refuses; true moves that run aside "
+            "to <dir>.replaced-<UTC time> once start-up has succeeded (nothing is deleted)");
     v.field("trace", trace, "write trace.json (Chrome trace of every rank's phases and bucket allreduces)");
     v.field("progress", progress, "progress display: auto (a bar on a terminal, log lines otherwise), bar, lines",
             config::one_of({"auto", "bar", "lines"}));
@@ -298,6 +314,30 @@ struct TrainConfig {
     v.section("reducer", reducer, "gradient averaging across ranks");
     v.section("checkpoint", checkpoint, "checkpoints");
     v.section("run", run, "the run directory");
+  }
+
+  /// Sizes that multiply: what the synthetic data set and an MLP allocate must fit in
+  /// half of this node's memory (limits::check_fits_in_memory). Every key is within
+  /// its own range by then. Throws ConfigError naming the keys.
+  void check() const {
+    if (data.name == "synthetic") {
+      const double rows = static_cast<double>(data.samples) + data.validation_samples;
+      limits::check_fits_in_memory(rows * (4.0 * data.features + 8.0), "the synthetic data set",
+                                   "data.samples + data.validation_samples times data.features");
+      if (model.name == "mlp") {
+        // Parameters with their gradients and two optimizer states, and a batch's activations.
+        double parameters = 0, activations = 0;
+        int in = data.features;
+        for (int width : model.hidden) {
+          parameters += (static_cast<double>(in) + 1.0) * width;
+          activations += static_cast<double>(width) * train.batch_size;
+          in = width;
+        }
+        parameters += (static_cast<double>(in) + 1.0) * data.classes;
+        limits::check_fits_in_memory(16.0 * parameters + 8.0 * activations, "the MLP's parameters and state",
+                                     "model.hidden, data.features and data.classes");
+      }
+    }
   }
 };
 

@@ -5,9 +5,11 @@
 #include <unistd.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -19,7 +21,9 @@
 #include "collectives/gradient_reducer.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "core/limits.hpp"
 #include "core/log.hpp"
+#include "core/mpi.hpp"
 #include "core/signals.hpp"
 #include "core/trace.hpp"
 #include "core/watchdog.hpp"
@@ -173,6 +177,13 @@ Setup set_up(TrainConfig c, const Context& ctx, bool prepare = false) {
   auto inputs = s.model ? s.model->input_names() : density ? density_inputs(c) : std::vector<std::string>{"x"};
   s.config = with_input_fields(std::move(c), inputs);
   s.feed = make_feed(s.config, ctx);
+  // A zoo model's inputs have fixed per-event shapes (a density model's strain length
+  // follows its files): checked here, before any batch reaches the model.
+  if (const auto zoo = models::zoo(); std::any_of(zoo.begin(), zoo.end(), [&](const auto& e) {
+        return e.name == s.config.model.name && e.task != "density";
+      })) {
+    s.feed->check_inputs(s.config.model.name, models::zoo_entry(s.config.model.name).inputs);
+  }
   if (density) {
     s.model = make_flow_for(s.config, prepare);
   } else if (!s.model) {
@@ -383,6 +394,56 @@ void truncate_metrics(const fs::path& path, int64_t step) {
     if (row.is_object() && row.value("step", int64_t{0}) <= step) kept += line + "\n";
   }
   write_atomically(path, kept);
+}
+
+// What in `dir` belongs to a run ("config.yaml, metrics.jsonl, 2 checkpoint(s)"), or
+// "" when it holds none (missing, empty, or only unrelated files).
+std::string describe_run(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return {};
+  std::string found;
+  for (const char* name : {"config.yaml", "metrics.jsonl", "summary.json", "trace.json"}) {
+    if (fs::exists(dir / name, ec)) found += (found.empty() ? "" : ", ") + std::string(name);
+  }
+  int checkpoints = 0;
+  if (fs::is_directory(checkpoint_dir(dir.string()), ec)) {
+    for (const auto& entry : fs::directory_iterator(checkpoint_dir(dir.string()), ec)) {
+      checkpoints += entry.is_regular_file() ? 1 : 0;
+    }
+  }
+  if (checkpoints > 0) found += (found.empty() ? "" : ", ") + std::to_string(checkpoints) + " checkpoint(s)";
+  return found;
+}
+
+// "<dir>.replaced-20261204T153000Z" (a suffix -2, -3, ... if taken).
+fs::path moved_aside_name(const fs::path& dir) {
+  const std::time_t now = std::time(nullptr);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
+  fs::path base = dir;
+  if (!base.has_filename()) base = base.parent_path();  // "runs/x/" -> "runs/x"
+  fs::path aside = base.string() + ".replaced-" + stamp;
+  for (int k = 2; fs::exists(aside); ++k) aside = base.string() + ".replaced-" + stamp + "-" + std::to_string(k);
+  return aside;
+}
+
+// Why a training loss is not finite, as far as this rank's batch tells: a non-finite
+// value in an input, else the model or its loss diverged.
+std::string nonfinite_cause(double loss, const models::Inputs& inputs, const DataSection& data) {
+  for (const auto& [name, t] : inputs) {
+    if (!t.is_floating_point()) continue;
+    const int64_t bad = (~at::isfinite(t)).sum().item<int64_t>();
+    if (bad > 0) {
+      const auto field = data.inputs.find(name);
+      const std::string source = data.name == "hdf5" && field != data.inputs.end()
+                                     ? " (dataset '" + field->second + "' of data.files)"
+                                     : std::string();
+      return fmt::format("the loss is {}: input '{}'{} holds {} non-finite value(s) in this batch", loss, name,
+                         source, bad);
+    }
+  }
+  return fmt::format("the loss is {} with finite inputs: the model diverged (lower optimizer.lr, or set "
+                     "train.clip_grad_norm)", loss);
 }
 
 // ---- progress -----------------------------------------------------------------
@@ -624,17 +685,19 @@ int train(Context& ctx, const TrainConfig& config) {
   const int rank = world.rank();
   const int n = world.size();
   const fs::path run_dir = c.run.dir;
+  Activity activity("training model '" + c.model.name + "'");
+  // A fresh run never mixes with another in one directory: refused here, before any
+  // work; with run.overwrite the other run is moved aside once start-up has succeeded.
+  const std::string occupant = rank == 0 && c.run.resume != "auto" ? describe_run(run_dir) : std::string();
+  HPCML_CHECK_AS(ConfigError, occupant.empty() || c.run.overwrite, "config error: key 'run.dir': '", run_dir.string(),
+                 "' holds another run (", occupant, "); continue it with --resume, choose another run.dir, or pass "
+                 "--overwrite (run.overwrite: true) to move it aside");
   // The model and its data: the synthetic set in memory, or this rank's shard of HDF5 files.
   Setup setup = set_up(c, ctx, /*prepare=*/true);
   c = std::move(setup.config);
   auto feed = std::move(setup.feed);
   auto model = std::move(setup.model);
   const std::string config_yaml = config::to_yaml(c);
-  if (rank == 0) {
-    fs::create_directories(checkpoint_dir(c.run.dir));
-    write_atomically(run_dir / "config.yaml", config_yaml);
-  }
-  world.barrier();
   // SyncBatchNorm: batch-norm statistics over the global batch, on a communicator of
   // its own (its blocking allreduces run inside forward and backward).
   collectives::BackendPtr batch_norm_group;
@@ -678,23 +741,37 @@ int train(Context& ctx, const TrainConfig& config) {
   const int64_t steps_per_epoch = feed->steps_per_epoch();
   const int64_t total_steps = c.train.max_steps > 0 ? c.train.max_steps : c.train.epochs * steps_per_epoch;
   int64_t start_step = 0;
+  bool resumed = false;
   if (c.run.resume == "auto") {
     const std::string chosen = agreed_newest_checkpoint(world, c.run.dir);
     if (!chosen.empty()) {
       const auto header = load_checkpoint(chosen, *model, *optimizer, rank, n);
       start_step = header.step;
+      resumed = true;
       if (header.world_size != n || header.threads != ctx.threads.intra_op) {
         HPCML_LOG_WARN("resuming a checkpoint written by {} rank(s) x {} thread(s) on {} x {}: the data is re-sharded "
                        "and the result will not be bit-identical to an uninterrupted run",
                        header.world_size, header.threads, n, ctx.threads.intra_op);
       }
-      if (rank == 0) truncate_metrics(run_dir / "metrics.jsonl", start_step);
       HPCML_LOG_INFO("resumed from {} at step {}", chosen, start_step);
     } else {
       HPCML_LOG_INFO("no checkpoint in {}: starting fresh", (run_dir / "checkpoints").string());
     }
-  } else if (rank == 0) {
-    write_atomically(run_dir / "metrics.jsonl", "");
+  }
+  // Start-up has succeeded (config, data, model, checkpoint): only now is run.dir written.
+  if (rank == 0) {
+    if (!occupant.empty()) {
+      const fs::path aside = moved_aside_name(run_dir);
+      fs::rename(run_dir, aside);
+      HPCML_LOG_WARN("run.dir {} held another run ({}): moved it to {}", run_dir.string(), occupant, aside.string());
+    }
+    fs::create_directories(checkpoint_dir(c.run.dir));
+    write_atomically(run_dir / "config.yaml", config_yaml);
+    if (resumed) {
+      truncate_metrics(run_dir / "metrics.jsonl", start_step);
+    } else {
+      write_atomically(run_dir / "metrics.jsonl", "");
+    }
   }
   world.barrier();
 
@@ -715,7 +792,21 @@ int train(Context& ctx, const TrainConfig& config) {
   const int micro = c.train.gradient_accumulation;
   const int64_t micro_size = c.train.batch_size / micro;
 
+  // A step whose loss (or validation metric) is NaN or Inf on any rank: every rank
+  // learns it in the step's stop agreement. Filled on the lowest such rank.
+  int64_t nonfinite_step = -1;
+  std::string nonfinite_what;
+  bool nonfinite_warned = false;
   auto checkpoint = [&](int64_t step_done) {
+    // Only finite parameters are kept: a checkpoint is where a diverged run restarts.
+    bool finite = true;
+    for (const auto& [name, t] : model->named_parameters()) finite = finite && at::isfinite(t).all().item<bool>();
+    at::Tensor flag = at::tensor({finite ? 0 : 1}, at::kInt);
+    world.allreduce(flag, {collectives::ReduceOp::kMax});
+    if (flag.item<int>() != 0) {
+      HPCML_LOG_WARN("step {}: non-finite parameters; no checkpoint written", step_done);
+      return false;
+    }
     const auto rng_states = world.allgather_varying(at::detail::getDefaultCPUGenerator().get_state());
     if (rank == 0) {
       save_checkpoint(checkpoint_path(c.run.dir, step_done), step_done, ctx, *model, *optimizer, config_yaml,
@@ -723,6 +814,7 @@ int train(Context& ctx, const TrainConfig& config) {
       prune_checkpoints(c.run.dir, c.checkpoint.keep);
     }
     world.barrier();
+    return true;
   };
 
   nlohmann::json last_validation;
@@ -777,7 +869,12 @@ int train(Context& ctx, const TrainConfig& config) {
         update_ms = reducer.last_step().update_ms;  // the optimizer step, when in the reduction
       }
       backward_ms += ms_between(tb, Clock::now());
-      loss_sum += loss.item<double>() * static_cast<double>(micro_size);
+      const double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value) && nonfinite_what.empty()) {
+        nonfinite_step = step + 1;
+        nonfinite_what = nonfinite_cause(loss_value, part.inputs, c.data);
+      }
+      loss_sum += loss_value * static_cast<double>(micro_size);
       correct += density ? logits.detach().to(at::kDouble).sum().item<double>()
                          : metric_sum(regression, logits, part.target);
     }
@@ -828,17 +925,56 @@ int train(Context& ctx, const TrainConfig& config) {
       interval_start = Clock::now();
     }
 
-    // A stop request on any rank stops every rank at this same step.
-    at::Tensor stop = at::tensor({stop_signal()}, at::kInt);
-    world.allreduce(stop, {collectives::ReduceOp::kMax});
+    // A stop request on any rank stops every rank at this same step; so does a
+    // non-finite loss (its lowest rank, as n - rank, so that the maximum names it).
+    at::Tensor agreed = at::tensor({stop_signal(), nonfinite_step == done ? n - rank : 0}, at::kInt);
+    world.allreduce(agreed, {collectives::ReduceOp::kMax});
+    const int stop_requested = agreed[0].item<int>();
+    int nonfinite_rank = agreed[1].item<int>() > 0 ? n - agreed[1].item<int>() : -1;
     const bool epoch_end = done % steps_per_epoch == 0;
-    if (epoch_end) validate(done, epoch);
+    if (epoch_end && nonfinite_rank < 0) {
+      validate(done, epoch);
+      if (feed->validation_size() > 0) {
+        // Rank 0 holds the reduced validation metrics; it tells the others.
+        const double val_loss = rank == 0 ? last_validation.value("val_loss", 0.0) : 0.0;
+        at::Tensor bad = at::tensor({std::isfinite(val_loss) ? 0 : 1}, at::kInt);
+        world.allreduce(bad, {collectives::ReduceOp::kMax});
+        if (bad.item<int>() != 0) {
+          nonfinite_rank = 0;
+          if (rank == 0) nonfinite_what = fmt::format("the validation loss is {}", val_loss);
+        }
+      }
+    }
+    if (nonfinite_rank >= 0) {
+      if (c.train.on_nonfinite == "warn") {
+        if (rank == nonfinite_rank && !nonfinite_warned) {
+          HPCML_LOG_WARN("step {}: {} (train.on_nonfinite: warn, going on)", done, nonfinite_what);
+        }
+        nonfinite_warned = true;
+        nonfinite_what.clear();
+        nonfinite_step = -1;
+      } else {
+        if (rank == nonfinite_rank) {
+          const std::string kept = newest_checkpoint(c.run.dir);
+          std::fprintf(stderr, "%s\n",
+                       fmt::format("hpcml: {}training stopped at step {}: {}; {} (train.on_nonfinite: warn goes on)",
+                                   n > 1 ? rank_tag() + " " : std::string(), done, nonfinite_what,
+                                   kept.empty() ? std::string("no checkpoint was written before it")
+                                                : "the last checkpoint, with finite parameters, is " + kept)
+                           .c_str());
+          std::fflush(stderr);
+        }
+        progress.finish();
+        exit_code = kExitError;
+        break;
+      }
+    }
     const bool periodic = c.checkpoint.every_steps > 0 ? done % c.checkpoint.every_steps == 0 : epoch_end;
-    if (stop.item<int>() != 0) {
+    if (stop_requested != 0) {
       checkpoint(done);
       progress.finish();
       HPCML_LOG_WARN("signal {} received: stopped at step {} after writing a checkpoint; exit code {} (requeue)",
-                     stop.item<int>(), done, kExitPreempted);
+                     stop_requested, done, kExitPreempted);
       exit_code = kExitPreempted;
       break;
     }
@@ -878,6 +1014,7 @@ int train(Context& ctx, const TrainConfig& config) {
 
 int evaluate(Context& ctx, const TrainConfig& config, const std::string& checkpoint_path) {
   TrainConfig c = with_model_defaults(config);
+  Activity activity("evaluating model '" + c.model.name + "'");
   HPCML_CHECK_AS(ConfigError, c.data.name == "synthetic" || !c.data.validation_files.empty(),
                  "config error: key 'data.validation_files': expected the files to evaluate on, found none");
   if (c.data.name == "hdf5" && c.data.files.empty()) c.data.files = c.data.validation_files;
@@ -921,6 +1058,7 @@ int evaluate(Context& ctx, const TrainConfig& config, const std::string& checkpo
 
 int infer(Context& ctx, const TrainConfig& config, const InferOptions& options) {
   const TrainConfig c = with_model_defaults(config);
+  Activity activity("drawing posterior samples of model '" + c.model.name + "' for '" + options.input + "'");
   HPCML_CHECK_AS(ConfigError, density_task(c), "config error: key 'model.name': infer needs a density model "
                  "(nsf-gw), found ", c.model.name);
   HPCML_CHECK_AS(ConfigError, options.samples >= 2, "infer: --samples: expected at least 2, found ", options.samples);
@@ -943,7 +1081,13 @@ int infer(Context& ctx, const TrainConfig& config, const InferOptions& options) 
   HPCML_CHECK_AS(ConfigError, options.first >= 0 && count >= 1 && options.first + count <= rows, "infer: --first ",
                  options.first, " --events ", options.events, ": expected rows within the ", rows, " of ",
                  options.input);
+  // Rank 0 gathers every event's draws: samples (5 floats) and log weights (a double)
+  // per draw, and the flow's batch of draws with its strain context on each rank.
   const int64_t strain_length = info.field(strain_field)->shape.dims[1];
+  limits::check_fits_in_memory(static_cast<double>(count) * options.samples * (5 * 4 + 8) * 2 +
+                                   static_cast<double>(options.samples) * (strain_length + 64) * 4,
+                               "infer's posterior draws", "--samples x --events");
+  check_output_path(options.output, {options.input, path}, "-o/--output");
   models::flows::NsfModel model(flow_options(c, 5, strain_length));
   {
     torch::serialize::InputArchive archive;

@@ -29,7 +29,8 @@ echo
 echo "== train ParticleNet-Lite data-parallel on 2 ranks -> runs/particlenet-lite"
 progress=lines
 [[ -t 1 ]] && progress=bar
-mpirun -n 2 "${mpi_flags[@]}" build/bin/hpcml train -c configs/particlenet-lite.yaml --set run.progress=$progress
+# --overwrite: a rerun moves the previous run aside (runs/particlenet-lite.replaced-<UTC time>)
+mpirun -n 2 "${mpi_flags[@]}" build/bin/hpcml train -c configs/particlenet-lite.yaml --set run.progress=$progress --overwrite
 
 echo
 echo "== evaluate on the held-out file"

@@ -9,4 +9,4 @@ cd "$(dirname "$0")/.."
 scripts/build.sh
 
 # Serially: the machines have 2 cores and the MPI tests already use 2-3 ranks.
-ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure --timeout 900 "$@"
+ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure --no-tests=error --timeout 900 "$@"

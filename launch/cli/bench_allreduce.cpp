@@ -10,6 +10,7 @@
 
 #include "collectives/mpi_backend.hpp"
 #include "core/error.hpp"
+#include "core/limits.hpp"
 #include "core/files.hpp"
 #include "core/mpi.hpp"
 #include "core/watchdog.hpp"
@@ -76,6 +77,15 @@ int run_bench_allreduce(Context& c, const AllreduceBenchOptions& o) {
   const int64_t max_bytes = parse_size(o.max_size, "--max-bytes");
   HPCML_CHECK_AS(ConfigError, min_bytes <= max_bytes, "bench allreduce: --min-bytes (", min_bytes,
                  ") exceeds --max-bytes (", max_bytes, ")");
+  HPCML_CHECK_AS(ConfigError, max_bytes <= static_cast<int64_t>(limits::kMaxMessageBytes), "bench allreduce: ",
+                 "--max-bytes: expected at most ", limits::format_bytes(static_cast<double>(limits::kMaxMessageBytes)),
+                 "; found '", o.max_size, "'");
+  HPCML_CHECK_AS(ConfigError, o.target_ms > 0 && o.target_ms <= 60000, "bench allreduce: --target-ms: expected a ",
+                 "time in (0, 60000] ms; found ", o.target_ms);
+  HPCML_CHECK_AS(ConfigError, o.reps <= 10000, "bench allreduce: --reps: expected at most 10000, found ", o.reps);
+  // Each rank holds the message, its result and the MPI library's copy.
+  limits::check_fits_in_memory(3.0 * static_cast<double>(max_bytes) * std::max(1, c.env.local_size),
+                               "bench allreduce's largest message on every rank of this node", "--max-bytes");
 
   // Raw MPI runs on its own duplicate so it never interleaves with the backend's.
   MPI_Comm raw = MPI_COMM_NULL;

@@ -117,7 +117,8 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
   const bool in_reduction = reducer && o.step_in_reduction;
 
   double t_forward = 0, t_backward = 0, t_wait = 0, t_optimizer = 0, t_reduce = 0;
-  float last_loss = 0;
+  float first_loss = 0, last_loss = 0;  // rank 0's loss before the first update, and at the last step
+  bool first = true;
   auto step = [&](bool timed) {
     auto t0 = Clock::now();
     if (reducer) {
@@ -149,6 +150,8 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
       t_optimizer += ms_since(t2) + update;
     }
     last_loss = loss.item<float>();
+    if (first) first_loss = last_loss;
+    first = false;
   };
   for (int i = 0; i < o.warmup; ++i) step(false);
   c.world->barrier();
@@ -180,6 +183,7 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
                         {"parameters_shared", reducer != nullptr && reducer->parameters_shared()},
                         {"step_ms", 1000.0 * seconds / o.steps},
                         {"samples_per_s", samples_per_s},
+                        {"first_loss", first_loss},
                         {"final_loss", last_loss},
                         {"breakdown_ms",
                          {{"data_wait", 0.0},

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "core/error.hpp"
+#include "core/limits.hpp"
 #include "io/datagen/datagen.hpp"
 #include "io/table.hpp"
 #include "launch/cli/command.hpp"
@@ -34,10 +35,28 @@ void require(bool ok, const std::string& domain, const std::string& option, cons
   if (!ok) HPCML_THROW(ConfigError, "datagen ", domain, ": ", option, ": expected ", expected, "; found ", found);
 }
 
+// Above any data set a test or a tutorial needs; larger sets are more files.
+constexpr int64_t kMaxEventsPerFile = 100'000'000;
+
+// An upper estimate of the bytes one event takes in memory while its file is
+// generated (every value counted as 8 bytes).
+double bytes_per_event(const std::string& domain, const DatagenOptions& o) {
+  if (domain == "tracking") {
+    const double layers = static_cast<double>(o.tracking.layer_radii.size());
+    const double hits = (o.tracking.mean_particles + 1) * layers * (1 + o.tracking.noise_fraction);
+    return hits * 12 * 8 + (o.tracking.mean_particles + 1) * 10 * 8 + 64;
+  }
+  if (domain == "jets") return 200 * 4 * 8 + 256;                          // up to ~100 constituents, padded
+  if (domain == "gw") return static_cast<double>(o.gw.length) * 2 * 8 + 128;  // strain and template
+  return 4 * 56 * 11 * 8 + 256;                                           // calo: the shower images
+}
+
 void validate(const std::string& domain, const DatagenOptions& o) {
   require(!o.out.empty(), domain, "-o/--output", "a directory", "nothing");
-  require(o.events_per_file >= 1, domain, "--events-per-file", "at least 1", o.events_per_file);
-  require(o.files >= 1 && o.files <= 100000, domain, "--files", "1 to 100000", o.files);
+  require(o.events_per_file >= 1 && o.events_per_file <= kMaxEventsPerFile, domain, "--events-per-file",
+          "1 to " + std::to_string(kMaxEventsPerFile), o.events_per_file);
+  require(o.files >= 1 && o.files <= limits::kMaxFiles, domain, "--files", "1 to " + std::to_string(limits::kMaxFiles),
+          o.files);
   if (domain == "tracking") {
     const auto& t = o.tracking;
     require(t.mean_particles >= 0 && t.mean_particles <= 100000, domain, "--mean-particles", "0 to 100000",
@@ -65,6 +84,9 @@ void validate(const std::string& domain, const DatagenOptions& o) {
             o.channels.mean_pileup);
     require(o.showers.cell_noise > 0, domain, "--cell-noise", "a noise > 0 GeV", o.showers.cell_noise);
   }
+  // A file is generated in memory, then written: it must fit (with the write's copy).
+  limits::check_fits_in_memory(2.0 * bytes_per_event(domain, o) * static_cast<double>(o.events_per_file),
+                               "one " + domain + " file", "--events-per-file (and the sizes per event)");
 }
 
 // Generates file `index` of `domain` into `dir`; returns the paths written.
@@ -131,7 +153,7 @@ int run_datagen(Context& c, const std::string& domain, const DatagenOptions& o) 
 
 void add_file_options(CLI::App* d, DatagenOptions& o) {
   d->add_option("-o,--output", o.out, "Output directory (created if missing)")->required();
-  d->add_option("--events-per-file", o.events_per_file, "Events per file (default 1000)");
+  d->add_option("--events-per-file", o.events_per_file, "Events per file (default 1000; at most 1e8, and one file must fit in half of the node's memory)");
   d->add_option("--files", o.files, "Number of files; file k is written by rank k % size (default 2)");
   d->add_option("--seed", o.seed, "Run seed; event i draws from (seed, domain, i) (default 1)");
 }

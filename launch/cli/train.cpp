@@ -2,6 +2,9 @@
 #include <iostream>
 
 #include "core/config.hpp"
+#include "core/error.hpp"
+#include "core/files.hpp"
+#include "core/limits.hpp"
 #include "launch/cli/command.hpp"
 #include "launch/trainer.hpp"
 
@@ -15,11 +18,16 @@ void add_train_command(CLI::App& app, CommonOptions& common, Runner& selected) {
   add_common_options(sub, common);
   auto resume = std::make_shared<bool>(false);
   sub->add_flag("--resume", *resume, "Continue from the newest valid checkpoint in run.dir (same as run.resume=auto)");
+  auto overwrite = std::make_shared<bool>(false);
+  sub->add_flag("--overwrite", *overwrite,
+                "Start fresh in a run.dir that holds another run, moving that run aside to "
+                "<run.dir>.replaced-<UTC time> (same as run.overwrite=true)");
   auto config = std::make_shared<TrainConfig>();
-  sub->callback([&selected, &common, config, resume] {
-    common.parser = [config, resume](const config::Document& environment, const config::Document& file) {
+  sub->callback([&selected, &common, config, resume, overwrite] {
+    common.parser = [config, resume, overwrite](const config::Document& environment, const config::Document& file) {
       auto run = read_layers(environment, file, *config);
       if (*resume) config->run.resume = "auto";
+      if (*overwrite) config->run.overwrite = true;
       return run;
     };
     selected = [config](Context& c) { return train(c, *config); };
@@ -55,9 +63,12 @@ void add_export_command(CLI::App& app, CommonOptions& common, Runner& selected) 
       ->required()
       ->check(CLI::ExistingFile);
   sub->add_option("-o,--output", *out, "HDF5 file to write")->required();
-  sub->callback([&selected, checkpoint, out] {
+  sub->callback([&selected, &common, checkpoint, out] {
+    // Checked at parse time, like every option, so every rank agrees before any work.
+    check_output_path(*out, {*checkpoint, common.config_path}, "-o/--output");
     selected = [checkpoint, out](Context& c) {
       if (c.env.rank == 0) {
+        Activity activity("exporting checkpoint '" + *checkpoint + "'");
         export_checkpoint(*checkpoint, *out);
         std::cout << "wrote " << *out << "\n";
       }
@@ -79,12 +90,14 @@ void add_infer_command(CLI::App& app, CommonOptions& common, Runner& selected) {
       ->required()
       ->check(CLI::ExistingFile);
   sub->add_option("-o,--output", options->output, "HDF5 file to write")->required();
-  sub->add_option("--samples", options->samples, "Proposal draws per event (default 5000)");
+  sub->add_option("--samples", options->samples, "Proposal draws per event (default 5000)")
+      ->check(CLI::Range(int64_t{2}, limits::kMaxDraws));
   sub->add_option("--first", options->first, "First event (row) of the input (default 0)");
   sub->add_option("--events", options->events, "Events from --first (default 1; 0: to the end of the file)");
   sub->add_option("--seed", options->seed, "Seed; event i draws from (seed, i) (default 1)");
   auto config = std::make_shared<TrainConfig>();
   sub->callback([&selected, &common, config, options] {
+    check_output_path(options->output, {options->input, options->checkpoint, common.config_path}, "-o/--output");
     common.parser = [config](const config::Document& environment, const config::Document& file) {
       return read_layers(environment, file, *config);
     };

@@ -8,6 +8,26 @@ import unittest
 from support import run
 
 
+def cpu_has_avx2_fma():
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    return "avx2" in flags and "fma" in flags
+
+
+def hpcml_sgd_fuses():
+    """hpcml's FusedSgd fuses multiply-add in its AVX2 loop, unless HPCML_NO_AVX2 is set."""
+    return cpu_has_avx2_fma() and not os.environ.get("HPCML_NO_AVX2")
+
+
+def aten_fuses():
+    """LibTorch's SGD (its add kernel) fuses in its AVX2/AVX-512 kernels, not in its generic ones
+    (ATEN_CPU_CAPABILITY=default); see tests/support/tensor_testing.hpp."""
+    capability = os.environ.get("ATEN_CPU_CAPABILITY")
+    if capability == "default":
+        return False
+    return capability in ("avx2", "avx512") or cpu_has_avx2_fma()
+
+
 class BenchAllreduceTest(unittest.TestCase):
     def test_json_rows(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -36,9 +56,10 @@ class BenchAllreduceTest(unittest.TestCase):
 
 
 class BenchDdpTest(unittest.TestCase):
-    def bench(self, tmp, name, *extra, ranks=2):
+    def bench(self, tmp, name, *extra, ranks=2, steps=4):
         path = os.path.join(tmp, name + ".json")
-        rc, out, err, _ = run(["bench", "ddp", "--steps", "4", "--warmup", "1", "--json", path, *extra], ranks=ranks)
+        rc, out, err, _ = run(["bench", "ddp", "--steps", str(steps), "--warmup", "1", "--json", path, *extra],
+                              ranks=ranks)
         self.assertEqual(rc, 0, err)
         with open(path) as f:
             return json.load(f), out
@@ -68,16 +89,30 @@ class BenchDdpTest(unittest.TestCase):
     def test_bf16_transports_agree_at_three_ranks(self):
         # bf16 wires: both transports sum the ranks' 16-bit values in float32 in rank order and
         # round the sum once to bf16 (shared memory: in the shared result area; MPI: each rank
-        # its alltoall segment), so the trained models are identical, here with 3 ranks.
+        # its alltoall segment), so the trained models are identical, here with 3 ranks: exact
+        # by construction (the same additions in the same order), on any CPU.
         with tempfile.TemporaryDirectory() as tmp:
-            shm, _ = self.bench(tmp, "shm", "--compression", "bf16", ranks=3)
-            mpi, _ = self.bench(tmp, "mpi", "--compression", "bf16", "--transport", "mpi", ranks=3)
-            fp32, _ = self.bench(tmp, "fp32", ranks=3)
+            shm, _ = self.bench(tmp, "shm", "--compression", "bf16", ranks=3, steps=20)
+            mpi, _ = self.bench(tmp, "mpi", "--compression", "bf16", "--transport", "mpi", ranks=3, steps=20)
+            fp32, _ = self.bench(tmp, "fp32", ranks=3, steps=20)
         self.assertEqual((shm["transport"], shm["compression"]), ("shm", "bf16"))
         self.assertEqual((mpi["transport"], mpi["compression"]), ("mpi", "bf16"))
         self.assertEqual(shm["final_loss"], mpi["final_loss"])
-        # The rounding is real: float32 gradients train a (slightly) different model.
-        self.assertNotEqual(shm["final_loss"], fp32["final_loss"])
+        # Against float32 gradients there is no exact expectation: whether a bf16 rounding
+        # changes the float32 loss's last bits depends on the CPU's kernels (on an AVX-512
+        # Xeon the two losses are equal after 5 steps, on an EPYC they are not). What holds on
+        # any CPU is a bound from the arithmetic: every element of every update is rounded
+        # to bf16 (unit roundoff u = 2^-8) once per rank and once after the sum, so each
+        # update is within about 2u (relative) of the float32 one, and to first order the
+        # bf16 run's loss is within 2u of the loss decrease of the float32 run; 4u leaves
+        # room for second-order terms and cancellation between ranks. That the reduced
+        # values are the bf16 roundings is checked element by element in
+        # gradient_reducer_mpi_test (Bf16CompressionIsWithinOneRoundingOfFloat32Reference).
+        self.assertEqual(shm["first_loss"], fp32["first_loss"])  # the same model and batch before any update
+        decrease = fp32["first_loss"] - fp32["final_loss"]
+        self.assertGreater(decrease, 1e-3)  # it trained
+        self.assertLessEqual(abs(shm["final_loss"] - fp32["final_loss"]), 4 * 2.0 ** -8 * decrease,
+                             (shm["final_loss"], fp32["final_loss"], decrease))
 
     def test_step_in_reduction_trains_the_same_model(self):
         # The SGD step run per bucket inside the reduction (the default) against the step after
@@ -85,7 +120,8 @@ class BenchDdpTest(unittest.TestCase):
         # the 16-bit averages where they lie. At 1 rank (no averaging) hpcml's SGD inside the
         # reduction matches plain LibTorch's torch::optim::SGD bit for bit. The bench's SGD has no
         # momentum, so over shared memory the ranks share one copy of the parameters and each
-        # updates a third of it: still the same model.
+        # updates a third of it: still the same model. (Bit for bit where both SGDs fuse
+        # multiply-add or neither does; see the end.)
         with tempfile.TemporaryDirectory() as tmp:
             for extra in (["--compression", "bf16"], ["--transport", "shm"], ["--transport", "mpi"]):
                 inside, out = self.bench(tmp, "in", *extra, ranks=3)
@@ -99,7 +135,13 @@ class BenchDdpTest(unittest.TestCase):
             one, _ = self.bench(tmp, "one", ranks=1)
             plain, _ = self.bench(tmp, "plain", "--plain", ranks=1)
         self.assertTrue(one["step_in_reduction"])
-        self.assertEqual(one["final_loss"], plain["final_loss"])
+        if hpcml_sgd_fuses() == aten_fuses():
+            self.assertEqual(one["final_loss"], plain["final_loss"])
+        else:
+            # One side fuses multiply-add and the other does not: each update element may
+            # differ by one float32 rounding (2^-24 relative), which moves a loss of order
+            # 1 after 5 steps by far less than 1e-5 relative.
+            self.assertAlmostEqual(one["final_loss"], plain["final_loss"], delta=1e-5 * abs(plain["final_loss"]))
 
     def test_bad_transport_is_a_one_line_error(self):
         rc, _, err, _ = run(["bench", "ddp", "--transport", "carrier-pigeon"])

@@ -110,7 +110,8 @@ class DatagenTest(unittest.TestCase):
         self.assertRegex(out, r"hpcml datagen jets: 3 file\(s\), 30 events, [\d.]+ MB in .*, [\d.]+ s")
 
     def test_bad_options_are_usage_errors(self):
-        for args, pattern in [(["jets", "--events-per-file", "0"], r"--events-per-file: expected at least 1; found 0"),
+        for args, pattern in [(["jets", "--events-per-file", "0"],
+                               r"--events-per-file: expected 1 to 100000000; found 0"),
                               (["gw", "--length", "1000"], r"--length: expected a power of two >= 16; found 1000"),
                               (["jets", "--signal-fraction", "2"], r"--signal-fraction: expected 0 to 1; found 2")]:
             rc, _, err, _ = run(["datagen"] + args[:1] + ["-o", os.path.join(self.tmp.name, "bad")] + args[1:])

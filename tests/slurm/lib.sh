@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 #
 #   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-#   slurm_test_init NAME DEFAULT_PORT BUDGET_S "$@"  # skip (77) unless root + Slurm; hpcml; temp dir $T
+#   slurm_test_init NAME DEFAULT_PORT BUDGET_S "$@"  # skip (77; CI=true: fail) unless root + Slurm; hpcml; temp dir $T
 #   start_cluster                            # own cluster in $T/cluster, stopped on exit
 #   j=$(submit NAME TEMPLATE [OPT...] -- ARG...)  # sbatch OPTs jobs/TEMPLATE ARGs; log $T/NAME.out
 #   wait_job "$j" SECONDS                    # poll until it ends; prints its JobState
@@ -19,6 +19,8 @@ set -uo pipefail
 
 LIB_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$LIB_HERE/../.." && pwd)
+# shellcheck source=tests/support/ci.sh
+source "$ROOT/tests/support/ci.sh"
 CLUSTER_SH="$ROOT/jobs/local-cluster.sh"
 
 failures=0
@@ -35,11 +37,11 @@ elapsed() { echo "$((SECONDS - ${1:-0}))"; }
 slurm_test_init() {
   TEST_NAME=$1 PORT=${HPCML_TEST_SLURM_PORT:-$2} BUDGET=${HPCML_TEST_BUDGET_S:-$3}
   shift 3
-  if [[ $(id -u) -ne 0 ]]; then skip "needs root (the local cluster runs as root)"; exit 77; fi
+  if [[ $(id -u) -ne 0 ]]; then cannot_run "$TEST_NAME" "needs root (the local cluster runs as root)"; fi
   export PATH="$PATH:/usr/sbin:/sbin"
   local b
   for b in slurmctld slurmd munged srun sbatch scontrol squeue; do
-    command -v "$b" >/dev/null || { skip "'$b' not installed; run scripts/install-deps.sh"; exit 77; }
+    command -v "$b" >/dev/null || cannot_run "$TEST_NAME" "'$b' not installed; run scripts/install-deps.sh"
   done
   HPCML_BIN=${1:-${HPCML_BIN:-$ROOT/build/bin/hpcml}}
   case "$HPCML_BIN" in /*) ;; *) HPCML_BIN="$PWD/$HPCML_BIN" ;; esac

@@ -5,7 +5,7 @@
 #
 # Usage: tests/slurm/local_cluster_test.sh
 # Needs root and the slurm-wlm + munge packages (scripts/install-deps.sh).
-# Exit: 0 all passed, 1 a check failed, 77 skipped (not root / no Slurm).
+# Exit: 0 all passed, 1 a check failed, 77 skipped (not root / no Slurm; with CI=true: 1).
 # Env:  HPCML_TEST_SLURM_PORT  slurmctld port; slurmds use +1, +2  [16817]
 #       HPCML_TEST_KEEP=1      keep the temp dir even when everything passed
 set -uo pipefail
@@ -14,15 +14,18 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cluster="$root/jobs/local-cluster.sh"
 
+# shellcheck source=tests/support/ci.sh
+source "$root/tests/support/ci.sh"
+
 failures=0
 pass() { echo "PASS: $*"; }
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 skip() { echo "SKIP: $*"; }
 
-if [[ $(id -u) -ne 0 ]]; then skip "needs root (the local cluster runs as root)"; exit 77; fi
+if [[ $(id -u) -ne 0 ]]; then cannot_run slurm_local_cluster "needs root (the local cluster runs as root)"; fi
 export PATH="$PATH:/usr/sbin:/sbin"
 for b in slurmctld slurmd munged srun sbatch sinfo; do
-  command -v "$b" >/dev/null || { skip "'$b' not installed; run scripts/install-deps.sh"; exit 77; }
+  command -v "$b" >/dev/null || cannot_run slurm_local_cluster "'$b' not installed; run scripts/install-deps.sh"
 done
 
 # Ports away from the script's defaults, so a cluster a user already runs on
@@ -174,6 +177,8 @@ EOF
   else
     fail "mpicc hello.c"; cat "$T/mpicc.log"
   fi
+elif ci_enforced; then
+  fail "MPI het job cannot run (no mpicc or no pmix MPI plugin) and CI=true forbids skipping it"
 else
   skip "MPI het job (no mpicc or no pmix MPI plugin)"
 fi

@@ -8,7 +8,7 @@
 #
 # Usage: tests/slurm/serve_hetjob_test.sh [HPCML_BINARY]
 # Needs root and slurm-wlm + munge (scripts/install-deps.sh). About 55 s.
-# Exit: 0 all passed, 1 a check failed, 77 skipped (not root / no Slurm).
+# Exit: 0 all passed, 1 a check failed, 77 skipped (not root / no Slurm; with CI=true: 1).
 # Env:  HPCML_TEST_SLURM_PORT [16837], HPCML_TEST_KEEP=1 (see lib.sh)
 # shellcheck source=tests/slurm/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -3,12 +3,25 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 
 #include "collectives/factory.hpp"
 #include "core/mpi.hpp"
 
 namespace hpcml::testing {
+
+bool aten_fuses_multiply_add() {
+  // LibTorch 1.13's dispatch (aten/src/ATen/native/DispatchStub.cpp): the variable
+  // ATEN_CPU_CAPABILITY caps the kernels, else the CPU decides (AVX2 needs FMA too).
+  const char* capability = std::getenv("ATEN_CPU_CAPABILITY");
+  if (capability != nullptr) {
+    const std::string value(capability);
+    if (value == "default") return false;
+    if (value == "avx2" || value == "avx512") return true;
+  }
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
 
 ::testing::AssertionResult tensor_near(const at::Tensor& actual, const at::Tensor& expected, double rtol, double atol) {
   if (actual.sizes() != expected.sizes()) {

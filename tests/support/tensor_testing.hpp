@@ -24,6 +24,14 @@ namespace hpcml::testing {
 /// integers in [-50, 50) for int32/int64, [0, 40) for uint8.
 at::Tensor seeded_input(uint64_t seed, int rank, int64_t numel, c10::ScalarType dtype);
 
+/// Whether LibTorch's elementwise float kernels on this machine use fused
+/// multiply-add (its AVX2 and AVX-512 kernels do; its generic ones, selected by
+/// ATEN_CPU_CAPABILITY=default or on a CPU without AVX2 and FMA, do not). Where
+/// hpcml's loops and LibTorch's both fuse (or both do not), an update such as
+/// p - lr * g is the same arithmetic and can be compared exactly; where one fuses
+/// and the other does not, they differ by one rounding per operation.
+bool aten_fuses_multiply_add();
+
 /// Unit roundoff of a floating dtype (2^-8 bfloat16, 2^-11 float16, 2^-24 float32, 2^-53 float64).
 double unit_roundoff(c10::ScalarType dtype);
 

@@ -19,7 +19,7 @@ struct Inner {
   template <typename V>
   void describe(V& v) {
     v.field("count", count, "how many", hpcml::config::at_least(1));
-    v.field("sizes", sizes, "list");
+    v.field("sizes", sizes, "list", hpcml::config::each(hpcml::config::in_range(1, 100)));
   }
 };
 struct Outer {
@@ -85,7 +85,8 @@ TEST(Config, WrongTypeNamesKeyExpectedAndFound) {
             "config error in test.yaml: key 'inner.count': expected an integer >= 1, found '2.5'");
   EXPECT_EQ(error_of("inner: 3\n"), "config error in test.yaml: key 'inner': expected a mapping, found '3'");
   EXPECT_EQ(error_of("inner: {sizes: [1, x]}\n"),
-            "config error in test.yaml: key 'inner.sizes': expected a list of integers, found a list");
+            "config error in test.yaml: key 'inner.sizes': expected a list of integers each in [1, 100], found "
+            "[1, x] (element 1 is 'x')");
   EXPECT_EQ(error_of("flag: maybe\n"), "config error in test.yaml: key 'flag': expected a boolean, found 'maybe'");
 }
 
@@ -95,6 +96,30 @@ TEST(Config, OutOfRangeNamesTheRule) {
             "config error in test.yaml: key 'mode': expected one of [fast, exact], found 'slow'");
   EXPECT_EQ(error_of("inner: {count: 0}\n"),
             "config error in test.yaml: key 'inner.count': expected an integer >= 1, found '0'");
+}
+
+TEST(Config, EachRuleNamesTheFirstElementOutOfRange) {
+  EXPECT_EQ(error_of("inner: {sizes: [5, 0, 500]}\n"),
+            "config error in test.yaml: key 'inner.sizes': expected a list of integers each in [1, 100], found "
+            "[5, 0, 500] (element 1 is 0)");
+  EXPECT_EQ(error_of("", {"inner.sizes=[]"}), "");  // an empty list has no element out of range
+  std::string long_list = "inner: {sizes: [";
+  for (int i = 0; i < 40; ++i) long_list += i == 30 ? "0, " : "10, ";
+  long_list += "10]}\n";
+  EXPECT_EQ(error_of(long_list),
+            "config error in test.yaml: key 'inner.sizes': expected a list of integers each in [1, 100], found a "
+            "list of 41 elements (element 30 is 0)");
+}
+
+// yaml-cpp keeps both values of a key written twice and returns the first: an error.
+TEST(Config, DuplicateKeysAreAnErrorNamingBothLines) {
+  EXPECT_EQ(error_of("mode: fast\nrate: 0.1\nmode: exact\n"),
+            "config error in test.yaml: key 'mode' appears twice in one mapping (lines 1 and 3); keep one");
+  EXPECT_EQ(error_of("inner:\n  count: 3\n  count: 4\n"),
+            "config error in test.yaml: key 'inner.count' appears twice in one mapping (lines 2 and 3); keep one");
+  EXPECT_EQ(error_of("", {"inner={count: 3, count: 4}"}),
+            "config error in --set inner: key 'inner.count' appears twice in one mapping (lines 1 and 1); keep one");
+  EXPECT_EQ(error_of("inner:\n  count: 3\nflag: true\n"), "");  // the same name in two mappings is fine
 }
 
 TEST(Config, ErrorsFromOverridesSayTheyCameFromSet) {

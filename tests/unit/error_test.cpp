@@ -1,6 +1,10 @@
 #include "core/error.hpp"
 
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <new>
 
 #include <regex>
 
@@ -30,6 +34,40 @@ TEST(Error, CheckCarriesMessageConditionAndLocation) {
 TEST(Error, ThrowAsSubclassIsCatchableByRoot) {
   EXPECT_THROW(HPCML_THROW(hpcml::ConfigError, "key 'a'"), hpcml::ConfigError);
   EXPECT_THROW(HPCML_CHECK_AS(hpcml::IoError, false, "file 'x'"), hpcml::Error);
+}
+
+// A LibTorch error reaches the user as one line: its message, without the C++ frames
+// LibTorch appends, prefixed with what hpcml was doing.
+TEST(Error, ForeignExceptionsBecomeOneLineWithTheActivity) {
+  unsetenv("HPCML_DEBUG");
+  try {
+    hpcml::Activity outer("training model 'mlp'");
+    hpcml::Activity inner("step 3");
+    (void)at::ones({2, 3}).matmul(at::ones({2, 3}));
+    FAIL() << "the shapes should not multiply";
+  } catch (const std::exception& e) {
+    const std::string raw = e.what();
+    const std::string line = hpcml::describe_foreign_exception(e);
+    EXPECT_EQ(line.find('\n'), std::string::npos) << line;
+    EXPECT_EQ(line.find("frame #"), std::string::npos) << line;
+    EXPECT_EQ(line.find("Exception raised from"), std::string::npos) << line;
+    EXPECT_NE(line.find("2x3"), std::string::npos) << line;  // LibTorch's own words stay
+    // The scopes were left by the unwinding: no activity is named any more.
+    EXPECT_EQ(hpcml::Activity::current(), "");
+    EXPECT_EQ(line.rfind("training", 0), std::string::npos) << line;
+  }
+  {
+    hpcml::Activity outer("training model 'mlp'");
+    hpcml::Activity inner("step 3");
+    EXPECT_EQ(hpcml::Activity::current(), "training model 'mlp': step 3");
+    const std::runtime_error e("bad thing\nException raised from f at x.cpp:1 (most recent call first):\nframe #0: f");
+    EXPECT_EQ(hpcml::describe_foreign_exception(e), "training model 'mlp': step 3: bad thing");
+    setenv("HPCML_DEBUG", "1", 1);
+    EXPECT_NE(hpcml::describe_foreign_exception(e).find("frame #0: f"), std::string::npos);
+    unsetenv("HPCML_DEBUG");
+    EXPECT_EQ(hpcml::describe_foreign_exception(std::bad_alloc()).find("training model 'mlp': step 3: out of memory"),
+              0u);
+  }
 }
 
 TEST(Error, CheckEvaluatesConditionOnce) {
