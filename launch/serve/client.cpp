@@ -12,6 +12,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/mpi.hpp"
 #include "launch/serve/repository.hpp"
@@ -294,7 +295,9 @@ void Client::State::say_done() {
 }
 
 void Client::State::break_down(const std::exception& e) {
-  const std::string line = std::string("the client's progress failed: ") + e.what();
+  const auto* own = dynamic_cast<const Error*>(&e);
+  const std::string line =
+      "the client's progress failed: " + (own != nullptr ? std::string(e.what()) : describe_foreign_exception(e));
   {
     std::lock_guard<std::mutex> lock(mutex);
     broken = line;

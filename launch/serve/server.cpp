@@ -285,7 +285,10 @@ ServerReport run_server(MPI_Comm comm, const std::vector<int>& clients, const Se
       try {
         instance_loop(s, model, outbox, stats);
       } catch (const std::exception& e) {
-        abort_job(std::string("hpcml: ") + rank_tag() + " serve: model instance thread failed: " + e.what(), 1);
+        const auto* own = dynamic_cast<const Error*>(&e);
+        abort_job(std::string("hpcml: ") + rank_tag() + " serve: model instance thread failed: " +
+                      (own != nullptr ? own->message() : describe_foreign_exception(e)),
+                  1);
       }
     });
 
