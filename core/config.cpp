@@ -31,13 +31,23 @@ std::string format_double(double value) {
 
 std::string describe_node(const YAML::Node& node) {
   switch (node.Type()) {
-    case YAML::NodeType::Scalar: return "'" + node.Scalar() + "'";
+    case YAML::NodeType::Scalar: {  // on one line: a newline inside shows as \n
+      std::string text;
+      for (char c : node.Scalar()) text += c == '\n' ? std::string("\\n") : std::string(1, c);
+      return "'" + text + "'";
+    }
     case YAML::NodeType::Map: return "a mapping";
     case YAML::NodeType::Sequence: {
-      YAML::Emitter out;
-      out << YAML::Flow << node;
-      const std::string text = out.c_str();
-      return text.size() <= 60 ? text : "a list of " + std::to_string(node.size()) + " elements";
+      // Short lists of scalars in flow form ("[64, a]"), on one line; others by size.
+      std::string text = "[";
+      bool scalars = true;
+      for (const auto& item : node) {
+        scalars = scalars && item.IsScalar();
+        if (scalars) text += (text.size() > 1 ? ", " : "") + item.Scalar();
+      }
+      text += "]";
+      const bool short_text = scalars && text.size() <= 60 && text.find('\n') == std::string::npos;
+      return short_text ? text : "a list of " + std::to_string(node.size()) + " elements";
     }
     default: return "nothing";
   }

@@ -14,7 +14,12 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
 #include <iostream>
+#include <thread>
 #include <memory>
 
 #include "core/config.hpp"
@@ -74,6 +79,40 @@ std::string unknown_subcommand(CLI::App& app, int argc, char** argv) {
   return {};
 }
 
+// Numbers on the command line are numbers of their type: CLI11 reads an empty value as
+// 0, wraps a negative value of an unsigned option and accepts nan and inf. Returns the
+// error line for the first such value of the chosen subcommands, or "".
+std::string bad_number(const CLI::App& app) {
+  for (const CLI::App* sub = &app; sub != nullptr;) {
+    for (const CLI::Option* option : sub->get_options()) {
+      const std::string type = option->get_type_name();
+      if (option->count() == 0 || (type != "INT" && type != "UINT" && type != "FLOAT")) continue;
+      const std::string name = option->get_name(false, true);
+      for (const std::string& value : option->results()) {
+        errno = 0;
+        char* end = nullptr;
+        bool ok = !value.empty();
+        if (ok && type == "UINT") {
+          ok = value.find('-') == std::string::npos && (std::strtoull(value.c_str(), &end, 0), errno != ERANGE);
+        } else if (ok && type == "INT") {
+          ok = (std::strtoll(value.c_str(), &end, 0), errno != ERANGE);
+        } else if (ok) {
+          ok = std::isfinite(std::strtod(value.c_str(), &end)) && errno != ERANGE;
+        }
+        if (!ok) {
+          const char* expected = type == "UINT" ? "an integer in [0, 18446744073709551615]"
+                                 : type == "INT" ? "an integer in [-9223372036854775808, 9223372036854775807]"
+                                                 : "a finite number";
+          return "hpcml: " + name + ": expected " + expected + ", found '" + value + "' (run with --help for usage)";
+        }
+      }
+    }
+    const auto chosen = sub->get_subcommands();
+    sub = chosen.empty() ? nullptr : chosen.front();
+  }
+  return {};
+}
+
 // Every rank learns whether any rank failed; the lowest failing rank prints.
 // Returns true when all succeeded. Under a deadline, like every collective.
 bool all_ranks_ok(const std::string& error) {
@@ -122,6 +161,8 @@ int run(int argc, char** argv) {
   hpcml::launch::RunConfig config;
   try {
     app.parse(argc, argv);
+    error = bad_number(app);
+    if (!error.empty()) throw CLI::ValidationError(error);
     const auto environment = hpcml::launch::environment_layer();
     const auto doc = common.config_path.empty()
                          ? hpcml::config::from_string("", "<no config file>", common.overrides)
@@ -138,7 +179,7 @@ int run(int argc, char** argv) {
     if (hpcml::world_rank() == 0) std::cout << hpcml::launch::cli::version_line() << "\n";
     return 0;
   } catch (const CLI::ParseError& e) {
-    error = unknown_subcommand(app, argc, argv);
+    if (error.empty()) error = unknown_subcommand(app, argc, argv);
     if (error.empty()) error = std::string("hpcml: ") + e.what() + " (run with --help for usage)";
   } catch (const hpcml::ConfigError& e) {
     error = "hpcml: " + e.message();
@@ -183,7 +224,10 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const hpcml::ConfigError& e) {
-    // A value only a subcommand checks (e.g. a benchmark size).
+    // A value only a subcommand checks (e.g. a benchmark size). Usually every rank finds
+    // it: rank 0 reports it and ends the job, the others give it a moment to, so one
+    // line is printed; a rank that alone found it reports it after that moment.
+    if (hpcml::world_rank() != 0) std::this_thread::sleep_for(std::chrono::seconds(3));
     hpcml::abort_job(error_line(e.message()), hpcml::kExitUsage);
   } catch (const hpcml::Error& e) {
     hpcml::abort_job(error_line(std::string("error: ") + e.what()), hpcml::kExitError);

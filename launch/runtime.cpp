@@ -4,6 +4,9 @@
 #include <dlfcn.h>
 #include <sched.h>
 
+#include <ctime>
+#include <filesystem>
+#include <system_error>
 #include <thread>
 
 #include "collectives/factory.hpp"
@@ -92,6 +95,35 @@ Context make_context(const RunConfig& config) {
   options.timeout = std::chrono::milliseconds(static_cast<long>(config.runtime.collective_timeout_s * 1000.0));
   context.world = collectives::make_backend(config.runtime.backend, options);
   return context;
+}
+
+std::string describe_run(const std::string& dir, const std::vector<std::string>& files,
+                         const std::string& checkpoints) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return {};
+  std::string found;
+  for (const auto& name : files) {
+    if (fs::exists(fs::path(dir) / name, ec)) found += (found.empty() ? "" : ", ") + name;
+  }
+  int count = 0;
+  if (!checkpoints.empty() && fs::is_directory(fs::path(dir) / checkpoints, ec)) {
+    for (const auto& entry : fs::directory_iterator(fs::path(dir) / checkpoints, ec)) count += entry.is_regular_file();
+  }
+  if (count > 0) found += (found.empty() ? "" : ", ") + std::to_string(count) + " checkpoint(s)";
+  return found;
+}
+
+std::string moved_aside_name(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const std::time_t now = std::time(nullptr);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
+  fs::path base = dir;
+  if (!base.has_filename()) base = base.parent_path();  // "runs/x/" -> "runs/x"
+  std::string aside = base.string() + ".replaced-" + stamp;
+  for (int k = 2; fs::exists(aside); ++k) aside = base.string() + ".replaced-" + stamp + "-" + std::to_string(k);
+  return aside;
 }
 
 }  // namespace hpcml::launch

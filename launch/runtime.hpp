@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "collectives/backend.hpp"
 #include "core/runtime_env.hpp"
@@ -35,5 +36,15 @@ struct Context {
 /// Logging, RuntimeEnv::detect (collective), thread budget, world backend.
 /// Collective over MPI_COMM_WORLD.
 Context make_context(const RunConfig& config);
+
+/// What in `dir` belongs to a run: which of `files` exist, and how many files the
+/// subdirectory `checkpoints` holds ("config.yaml, metrics.jsonl, 2 checkpoint(s)");
+/// "" when none (missing, empty, or only other files).
+std::string describe_run(const std::string& dir, const std::vector<std::string>& files,
+                         const std::string& checkpoints = "");
+
+/// Where a run that is replaced (run.overwrite) is moved: "<dir>.replaced-<UTC time>",
+/// with -2, -3, ... when taken. Nothing is deleted.
+std::string moved_aside_name(const std::string& dir);
 
 }  // namespace hpcml::launch

@@ -302,7 +302,19 @@ int tracking_train(Context& ctx, const TrackingConfig& c) {
   check_batches(c, size);
   const auto start = Clock::now();
   const fs::path dir = c.run.dir;
+  // A run never mixes with another in one directory (as hpcml train).
+  const std::string occupant =
+      rank == 0 ? describe_run(dir.string(), {"config.yaml", "metrics.jsonl", "summary.json", "weights.h5"})
+                : std::string();
+  HPCML_CHECK_AS(ConfigError, occupant.empty() || c.run.overwrite, "config error: key 'run.dir': '", dir.string(),
+                 "' holds another run (", occupant, "); choose another run.dir, or set run.overwrite: true to move "
+                 "it aside");
   if (rank == 0) {
+    if (!occupant.empty()) {
+      const std::string aside = moved_aside_name(dir.string());
+      fs::rename(dir, aside);
+      HPCML_LOG_WARN("run.dir {} held another run ({}): moved it to {}", dir.string(), occupant, aside);
+    }
     fs::create_directories(dir);
     write_file_atomically((dir / "config.yaml").string(), config::to_yaml(c));
     write_file_atomically((dir / "metrics.jsonl").string(), "");

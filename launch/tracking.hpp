@@ -121,11 +121,15 @@ struct TrackingEvalSection {
 
 struct TrackingRunSection {
   std::string dir = "runs/tracking";
+  bool overwrite = false;
   int seed = 1;
   int log_every = 50;
   template <typename V>
   void describe(V& v) {
     v.field("dir", dir, "run directory: config.yaml, weights.h5, metrics.jsonl, summary.json");
+    v.field("overwrite", overwrite,
+            "train into a dir that holds another run: false refuses; true moves that run aside to "
+            "<dir>.replaced-<UTC time> (nothing is deleted)");
     v.field("seed", seed, "seed of the initial weights and of the random pairs", config::at_least(0));
     v.field("log_every", log_every, "log the loss every this many steps", config::at_least(1));
   }

@@ -396,37 +396,6 @@ void truncate_metrics(const fs::path& path, int64_t step) {
   write_atomically(path, kept);
 }
 
-// What in `dir` belongs to a run ("config.yaml, metrics.jsonl, 2 checkpoint(s)"), or
-// "" when it holds none (missing, empty, or only unrelated files).
-std::string describe_run(const fs::path& dir) {
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return {};
-  std::string found;
-  for (const char* name : {"config.yaml", "metrics.jsonl", "summary.json", "trace.json"}) {
-    if (fs::exists(dir / name, ec)) found += (found.empty() ? "" : ", ") + std::string(name);
-  }
-  int checkpoints = 0;
-  if (fs::is_directory(checkpoint_dir(dir.string()), ec)) {
-    for (const auto& entry : fs::directory_iterator(checkpoint_dir(dir.string()), ec)) {
-      checkpoints += entry.is_regular_file() ? 1 : 0;
-    }
-  }
-  if (checkpoints > 0) found += (found.empty() ? "" : ", ") + std::to_string(checkpoints) + " checkpoint(s)";
-  return found;
-}
-
-// "<dir>.replaced-20261204T153000Z" (a suffix -2, -3, ... if taken).
-fs::path moved_aside_name(const fs::path& dir) {
-  const std::time_t now = std::time(nullptr);
-  char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
-  fs::path base = dir;
-  if (!base.has_filename()) base = base.parent_path();  // "runs/x/" -> "runs/x"
-  fs::path aside = base.string() + ".replaced-" + stamp;
-  for (int k = 2; fs::exists(aside); ++k) aside = base.string() + ".replaced-" + stamp + "-" + std::to_string(k);
-  return aside;
-}
-
 // Why a training loss is not finite, as far as this rank's batch tells: a non-finite
 // value in an input, else the model or its loss diverged.
 std::string nonfinite_cause(double loss, const models::Inputs& inputs, const DataSection& data) {
@@ -688,7 +657,10 @@ int train(Context& ctx, const TrainConfig& config) {
   Activity activity("training model '" + c.model.name + "'");
   // A fresh run never mixes with another in one directory: refused here, before any
   // work; with run.overwrite the other run is moved aside once start-up has succeeded.
-  const std::string occupant = rank == 0 && c.run.resume != "auto" ? describe_run(run_dir) : std::string();
+  const std::string occupant =
+      rank == 0 && c.run.resume != "auto"
+          ? describe_run(run_dir, {"config.yaml", "metrics.jsonl", "summary.json", "trace.json"}, "checkpoints")
+          : std::string();
   HPCML_CHECK_AS(ConfigError, occupant.empty() || c.run.overwrite, "config error: key 'run.dir': '", run_dir.string(),
                  "' holds another run (", occupant, "); continue it with --resume, choose another run.dir, or pass "
                  "--overwrite (run.overwrite: true) to move it aside");

@@ -10,8 +10,8 @@
 
 #include "collectives/mpi_backend.hpp"
 #include "core/error.hpp"
-#include "core/limits.hpp"
 #include "core/files.hpp"
+#include "core/limits.hpp"
 #include "core/mpi.hpp"
 #include "core/watchdog.hpp"
 #include "launch/cli/command.hpp"

@@ -9,6 +9,7 @@
 
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "core/limits.hpp"
 #include "hpcml/build_config.hpp"
 #include "launch/cli/command.hpp"
 #include "launch/optim.hpp"
@@ -98,9 +99,14 @@ int run_bench_model(Context& c, const ModelBenchOptions& o) {
     twin.push_back(twin_samples_per_s(o));
     ratio.push_back(mine.back() / twin.back());
   }
-  const nlohmann::json out = {{"model", o.name},      {"batch", o.batch},  {"threads", o.threads},
-                              {"steps", o.steps},     {"reps", o.reps},    {"hpcml_samples_per_s", median(mine)},
-                              {"twin_samples_per_s", median(twin)},        {"hpcml_over_twin", median(ratio)},
+  const nlohmann::json out = {{"model", o.name},
+                              {"batch", o.batch},
+                              {"threads", o.threads},
+                              {"steps", o.steps},
+                              {"reps", o.reps},
+                              {"hpcml_samples_per_s", median(mine)},
+                              {"twin_samples_per_s", median(twin)},
+                              {"hpcml_over_twin", median(ratio)},
                               {"per_rep", {{"hpcml", mine}, {"twin", twin}, {"ratio", ratio}}}};
   std::printf("bench model %s: batch %d, %d thread(s), %d steps x %d alternating reps\n", o.name.c_str(), o.batch,
               o.threads, o.steps, o.reps);
@@ -116,16 +122,27 @@ int run_bench_model(Context& c, const ModelBenchOptions& o) {
 
 void add_bench_model_command(CLI::App& bench, CommonOptions& common, Runner& selected) {
   auto* sub = bench.add_subcommand(
-      "model", "Training-step throughput of a zoo model (forward, MSE or cross-entropy loss, backward, Adam) against its Python twin "
-               "under plain eager PyTorch (bench/model_twin_step.py), same batch and threads, alternated; rank 0");
+      "model",
+      "Training-step throughput of a zoo model (forward, MSE or cross-entropy loss, backward, Adam) against its Python "
+      "twin "
+      "under plain eager PyTorch (bench/model_twin_step.py), same batch and threads, alternated; rank 0");
   add_common_options(sub, common);
   auto o = std::make_shared<ModelBenchOptions>();
-  sub->add_option("name", o->name, "Zoo model (hpcml models), or tracking (the tracking pipeline: docs/tracking.md)")->required();
-  sub->add_option("--batch", o->batch, "Samples per step")->capture_default_str();
-  sub->add_option("--steps", o->steps, "Timed steps per measurement")->capture_default_str();
-  sub->add_option("--warmup", o->warmup, "Untimed steps first")->capture_default_str();
-  sub->add_option("--reps", o->reps, "Alternating repetitions (median of ratios)")->capture_default_str();
-  sub->add_option("--threads", o->threads, "Intra-op threads, both sides")->capture_default_str();
+  sub->add_option("name", o->name, "Zoo model (hpcml models), or tracking (the tracking pipeline: docs/tracking.md)")
+      ->required();
+  sub->add_option("--batch", o->batch, "Samples per step")
+      ->capture_default_str()
+      ->check(CLI::Range(1, limits::kMaxBatch));
+  sub->add_option("--steps", o->steps, "Timed steps per measurement")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  sub->add_option("--warmup", o->warmup, "Untimed steps first")->capture_default_str()->check(CLI::Range(0, 1000000));
+  sub->add_option("--reps", o->reps, "Alternating repetitions (median of ratios)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  sub->add_option("--threads", o->threads, "Intra-op threads, both sides")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
   sub->add_option("--python", o->python, "Python with torch for the twin")->capture_default_str();
   sub->add_option("--twin-script", o->twin_script, "The twin's step script")->capture_default_str();
   sub->add_option("--json", o->json_path, "Also write the result as JSON to this file");

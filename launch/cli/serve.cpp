@@ -1,8 +1,11 @@
 // `hpcml serve`: inference as a service inside one MPI job (docs/serving.md).
+#include <glob.h>
+
 #include <filesystem>
 #include <iostream>
 
 #include "core/config.hpp"
+#include "core/files.hpp"
 #include "launch/cli/command.hpp"
 #include "launch/serve/driver.hpp"
 
@@ -23,10 +26,24 @@ void add_serve_command(CLI::App& app, CommonOptions& common, Runner& selected) {
       auto run = read_layers(environment, file, *config);
       // Checked here, where every rank agrees and one prints, rather than in run_serve.
       const std::string& repository = config->serve.repository;
-      if (!*reference)
+      if (!*reference) {
         HPCML_CHECK_AS(ConfigError, !repository.empty() && std::filesystem::is_directory(repository),
                        "config error: key 'serve.repository': expected a model repository directory, found '",
                        repository, "'");
+        // The metrics file never replaces an input (a data file, the config).
+        if (!config->serve.client.metrics.empty()) {
+          std::vector<std::string> inputs;
+          for (const auto& pattern : config->serve.client.files) {  // what matches now; none is checked later
+            glob_t found{};
+            if (::glob(pattern.c_str(), 0, nullptr, &found) == 0) {
+              for (size_t i = 0; i < found.gl_pathc; ++i) inputs.emplace_back(found.gl_pathv[i]);
+            }
+            globfree(&found);
+          }
+          inputs.push_back(file.source);
+          check_output_path(config->serve.client.metrics, inputs, "key 'serve.client.metrics'");
+        }
+      }
       return run;
     };
     selected = [config, reference](Context& c) {

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/files.hpp"
 #include "core/h5.hpp"
 #include "core/log.hpp"
 #include "core/mpi.hpp"
@@ -454,9 +455,7 @@ int run_serve(Context& context, const ServeConfig& config) {
     print_summary(summary);
     if (!s.client.metrics.empty()) {
       nlohmann::json out = {{"summary", summary}, {"ranks", all}};
-      std::ofstream f(s.client.metrics);
-      HPCML_CHECK_AS(IoError, static_cast<bool>(f), "serve: cannot write metrics file '", s.client.metrics, "'");
-      f << out.dump(1) << "\n";
+      write_file_atomically(s.client.metrics, out.dump(1) + "\n");
       std::printf("wrote %s\n", s.client.metrics.c_str());
     }
   }
