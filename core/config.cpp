@@ -14,7 +14,8 @@ Rule<std::string> one_of(std::vector<std::string> choices) {
   return {[choices = std::move(choices)](const std::string& v) {
             return std::find(choices.begin(), choices.end(), v) != choices.end();
           },
-          description};
+          description,
+          {}};
 }
 
 namespace detail {

@@ -46,17 +46,17 @@ template <typename T>
 Rule<T> at_least(T lo) {
   std::ostringstream d;
   d << ">= " << lo;
-  return {[lo](const T& v) { return v >= lo; }, d.str()};
+  return {[lo](const T& v) { return v >= lo; }, d.str(), {}};
 }
 template <typename T>
 Rule<T> in_range(T lo, T hi) {
   std::ostringstream d;
   d << "in [" << lo << ", " << hi << "]";
-  return {[lo, hi](const T& v) { return v >= lo && v <= hi; }, d.str()};
+  return {[lo, hi](const T& v) { return v >= lo && v <= hi; }, d.str(), {}};
 }
 template <typename T>
 Rule<T> positive() {
-  return {[](const T& v) { return v > T{}; }, "> 0"};
+  return {[](const T& v) { return v > T{}; }, "> 0", {}};
 }
 /// Every element of a list satisfies `rule` (an empty list too); errors name the first that does not.
 template <typename E>

@@ -15,9 +15,13 @@ void add_config_command(CLI::App& app, CommonOptions& common, Runner& selected) 
   add_common_options(sub, common);
   auto reference = std::make_shared<bool>(false);
   auto schema = std::make_shared<std::string>("run");
-  sub->add_flag("--reference", *reference, "Print every key with its type, default, accepted values and meaning "
-                                           "(Markdown; the source of docs/config-reference.md)");
-  sub->add_option("--for", *schema, "Which command's config: run (info, bench; the runtime and log sections) or train")
+  sub->add_flag("--reference", *reference,
+                "Print the keys of every subcommand but serve and tracking (`hpcml serve --reference`, `hpcml "
+                "tracking reference`) with type, default, accepted values and meaning (Markdown; the source of "
+                "docs/config-reference.md)");
+  sub->add_option("--for", *schema,
+                  "Which command's config: run (info, datagen, models, bench; the runtime and log sections) or train "
+                  "(train, eval, infer, export)")
       ->check(CLI::IsMember({"run", "train"}))
       ->capture_default_str();
   auto train_config = std::make_shared<TrainConfig>();

@@ -12,7 +12,8 @@ namespace hpcml::launch::cli {
 
 void add_train_command(CLI::App& app, CommonOptions& common, Runner& selected) {
   auto* sub = app.add_subcommand(
-      "train", "Data-parallel training on all ranks: gradients averaged by bucketed allreduce, metrics.jsonl, "
+      "train", "Data-parallel training on all ranks: gradients averaged in buckets (node shared memory or MPI "
+               "allreduce), metrics.jsonl, "
                "checkpoints and exact resume in run.dir. SIGUSR1/SIGTERM stop every rank at the same step, write a "
                "checkpoint and exit with code 75 (requeue)");
   add_common_options(sub, common);
