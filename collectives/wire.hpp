@@ -2,7 +2,7 @@
 /// Gradient wire formats: how one value is stored on the wire (float32, bfloat16 or
 /// float16), widened to float32 and rounded back. Shared by the shared-memory
 /// reduction's summing loops and by optimizer updates that read 16-bit averages
-/// directly (launch/optim.hpp, ParameterStepper::update). Header-only and
+/// directly (launch/train/optim.hpp, ParameterStepper::update). Header-only and
 /// branch-free, so the loops that use them vectorise.
 #pragma once
 

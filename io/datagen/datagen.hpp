@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "io/physics/gw_signal.hpp"
 #include "io/table.hpp"
 
 namespace hpcml::io::datagen {
@@ -63,33 +64,15 @@ Table generate_jets(const JetsOptions& options, uint64_t seed, int64_t first_eve
 
 // --- gravitational waves --------------------------------------------------------
 
-/// Whitened strain of one detector: 1PN-corrected inspiral chirps in aLIGO-like noise.
-struct GwOptions {
-  double sample_rate = 1024;  ///< Hz
-  int64_t length = 2048;      ///< samples; a power of two
-  double f_low = 15;          ///< Hz: the PSD is floored below, whitened bins below are zeroed
-  double chirp_mass_min = 10, chirp_mass_max = 40;  ///< solar masses
-  double mass_ratio_min = 0.25, mass_ratio_max = 1; ///< q = m2/m1
-  double distance_min = 300, distance_max = 3000;   ///< Mpc, uniform in volume
-  double tc_min = 1.2, tc_max = 1.8;                ///< s from the start of the segment
-};
+/// The toy waveform model (GwOptions, gw_waveform, gw_psd, ...) lives in
+/// io/physics/gw_signal.hpp, shared with the flow's likelihood (models/flows).
+using gw::fft;
+using gw::gw_psd;
+using gw::gw_waveform;
+using gw::GwOptions;
+using gw::tukey_window;
 
 Table generate_gw(const GwOptions& options, uint64_t seed, int64_t first_event, int64_t events);
-
-/// One-sided analytic aLIGO-like noise PSD (Ajith 2011 fit), 1/Hz, floored at f_low.
-double gw_psd(double frequency, double f_low);
-
-/// The optimally oriented strain of datagen gw (1PN chirp integrated back from f_ISCO at
-/// t_c with RK4, damped tail after t_c; zero before the chirp enters f_min) at the
-/// samples n / fs, n < h.size(), written into h. Shared by datagen and the flow's templates.
-void gw_waveform(double chirp_mass, double mass_ratio, double distance_mpc, double tc, double phase, double fs,
-                 double f_min, std::vector<double>& h);
-
-/// Tukey window of length n with tapered fraction alpha (half at each end).
-std::vector<double> tukey_window(int64_t n, double alpha);
-
-/// In-place radix-2 FFT of (re, im) (length a power of two); inverse without the 1/N.
-void fft(std::vector<double>& re, std::vector<double>& im, bool inverse);
 
 // --- calorimetry ----------------------------------------------------------------
 

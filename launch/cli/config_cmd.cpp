@@ -4,7 +4,7 @@
 
 #include "core/config.hpp"
 #include "launch/cli/command.hpp"
-#include "launch/train_config.hpp"
+#include "launch/train/train_config.hpp"
 
 namespace hpcml::launch::cli {
 

@@ -1,11 +1,11 @@
 // `hpcml tracking train|eval|reference`: the learned stages of the tracking pipeline
-// (launch/tracking.hpp, docs/tracking.md).
+// (launch/tracking/tracking.hpp, docs/tracking.md).
 #include <iostream>
 #include <memory>
 
 #include "core/config.hpp"
 #include "launch/cli/command.hpp"
-#include "launch/tracking.hpp"
+#include "launch/tracking/tracking.hpp"
 
 namespace hpcml::launch::cli {
 

@@ -6,7 +6,8 @@
 #include "core/files.hpp"
 #include "core/limits.hpp"
 #include "launch/cli/command.hpp"
-#include "launch/trainer.hpp"
+#include "launch/infer/posterior.hpp"
+#include "launch/train/trainer.hpp"
 
 namespace hpcml::launch::cli {
 

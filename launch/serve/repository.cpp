@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <sstream>
 
-#include "launch/trainer.hpp"
+#include "launch/train/checkpoint.hpp"
 #include "models/registry.hpp"
 
 namespace hpcml::launch::serve {

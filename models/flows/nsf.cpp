@@ -505,7 +505,7 @@ at::Tensor GwPrior::sample(int64_t n, std::optional<at::Generator> generator) co
   return at::stack({mc, q, d, tc, ph}, 1);
 }
 
-at::Tensor gw_whitened_template(const at::Tensor& theta, const io::datagen::GwOptions& o) {
+at::Tensor gw_whitened_template(const at::Tensor& theta, const io::gw::GwOptions& o) {
   check_gw_theta(theta, "gw_whitened_template");
   const int64_t len = o.length;
   HPCML_CHECK_AS(ConfigError, len > 1 && (len & (len - 1)) == 0,
@@ -516,9 +516,9 @@ at::Tensor gw_whitened_template(const at::Tensor& theta, const io::datagen::GwOp
   std::vector<double> scale(static_cast<size_t>(len / 2 + 1));
   for (int64_t k = 0; k <= len / 2; ++k) {
     const double f = static_cast<double>(k) * df;
-    scale[static_cast<size_t>(k)] = f < o.f_low ? 0.0 : 1.0 / std::sqrt(fs * io::datagen::gw_psd(f, o.f_low) / 2);
+    scale[static_cast<size_t>(k)] = f < o.f_low ? 0.0 : 1.0 / std::sqrt(fs * io::gw::gw_psd(f, o.f_low) / 2);
   }
-  const auto window = io::datagen::tukey_window(len, 0.1);  // as datagen gw
+  const auto window = io::gw::tukey_window(len, 0.1);  // as datagen gw
   auto out = at::empty({n, len}, at::TensorOptions().dtype(at::kDouble));
   const double* p = t.data_ptr<double>();
   double* w = out.data_ptr<double>();
@@ -526,22 +526,22 @@ at::Tensor gw_whitened_template(const at::Tensor& theta, const io::datagen::GwOp
     std::vector<double> re(static_cast<size_t>(len)), im(static_cast<size_t>(len));
     for (int64_t e = begin; e < end; ++e) {
       const double* th = p + 5 * e;
-      io::datagen::gw_waveform(th[0], th[1], th[2], th[3], th[4], fs, /*f_min=*/o.f_low * 0.5, re);
+      io::gw::gw_waveform(th[0], th[1], th[2], th[3], th[4], fs, /*f_min=*/o.f_low * 0.5, re);
       for (int64_t i = 0; i < len; ++i) re[static_cast<size_t>(i)] *= window[static_cast<size_t>(i)];
       std::fill(im.begin(), im.end(), 0.0);
-      io::datagen::fft(re, im, /*inverse=*/false);
+      io::gw::fft(re, im, /*inverse=*/false);
       for (int64_t k = 0; k < len; ++k) {
         const double s = scale[static_cast<size_t>(k <= len / 2 ? k : len - k)];
         re[static_cast<size_t>(k)] *= s, im[static_cast<size_t>(k)] *= s;
       }
-      io::datagen::fft(re, im, /*inverse=*/true);
+      io::gw::fft(re, im, /*inverse=*/true);
       for (int64_t i = 0; i < len; ++i) w[e * len + i] = re[static_cast<size_t>(i)] / static_cast<double>(len);
     }
   });
   return out;
 }
 
-at::Tensor gw_log_likelihood(const at::Tensor& theta, const at::Tensor& strain, const io::datagen::GwOptions& o) {
+at::Tensor gw_log_likelihood(const at::Tensor& theta, const at::Tensor& strain, const io::gw::GwOptions& o) {
   const at::Tensor d = strain.dim() == 2 && strain.size(0) == 1 ? strain[0] : strain;
   HPCML_CHECK_AS(ConfigError, d.dim() == 1 && d.size(0) == o.length, "gw_log_likelihood: strain: expected shape (",
                  o.length, ") or (1, ", o.length, "), found ", shape_of(strain));
@@ -550,7 +550,7 @@ at::Tensor gw_log_likelihood(const at::Tensor& theta, const at::Tensor& strain, 
 }
 
 ImportanceResult gw_importance_sample(NeuralSplineFlow& flow, const at::Tensor& strain, int64_t n,
-                                      const io::datagen::GwOptions& o, std::optional<at::Generator> generator) {
+                                      const io::gw::GwOptions& o, std::optional<at::Generator> generator) {
   const GwPrior prior(o);
   auto target = [&](const at::Tensor& theta) {
     const auto lp = prior.log_prob(theta);

@@ -29,7 +29,7 @@
 #include <utility>
 #include <vector>
 
-#include "io/datagen/datagen.hpp"
+#include "io/physics/gw_signal.hpp"
 
 namespace torch::nn {
 class Module;
@@ -175,34 +175,34 @@ ImportanceResult importance_sample(NeuralSplineFlow& flow, const at::Tensor& str
 /// ESS, efficiency and log evidence of given log weights (n,) (entries may be -inf).
 ImportanceResult summarize_weights(at::Tensor samples, at::Tensor log_weights);
 
-// --- the toy GW model (io/datagen/gw.cpp, docs/datasets.md#gw) -----------------------
+// --- the toy GW model (io/physics/gw_signal.hpp, docs/datasets.md#gw) ----------------
 
 /// The datagen gw prior on θ = (chirp_mass, mass_ratio, distance, t_c, phase).
 class GwPrior {
  public:
-  explicit GwPrior(const io::datagen::GwOptions& options = {}) : o_(options) {}
+  explicit GwPrior(const io::gw::GwOptions& options = {}) : o_(options) {}
   /// log π(θ) for θ (n, 5) -> (n,) float64; -inf outside the support.
   at::Tensor log_prob(const at::Tensor& theta) const;
   /// Draws (n, 5) float64 samples.
   at::Tensor sample(int64_t n, std::optional<at::Generator> generator = std::nullopt) const;
 
  private:
-  io::datagen::GwOptions o_;
+  io::gw::GwOptions o_;
 };
 
 /// The whitened, windowed, noise-free template w(θ) exactly as datagen gw builds the
 /// signal part of /strain: θ (n, 5) -> (n, T) float64.
-at::Tensor gw_whitened_template(const at::Tensor& theta, const io::datagen::GwOptions& options = {});
+at::Tensor gw_whitened_template(const at::Tensor& theta, const io::gw::GwOptions& options = {});
 
 /// log L(d | θ) = -½‖d - w(θ)‖² - (T/2) log 2π for whitened strain d (T,) or (1, T)
 /// (unit-variance white noise; the window and the zeroed low bins are neglected).
 /// θ (n, 5) -> (n,) float64.
 at::Tensor gw_log_likelihood(const at::Tensor& theta, const at::Tensor& strain,
-                             const io::datagen::GwOptions& options = {});
+                             const io::gw::GwOptions& options = {});
 
 /// importance_sample with log L + log π of the toy GW model.
 ImportanceResult gw_importance_sample(NeuralSplineFlow& flow, const at::Tensor& strain, int64_t n,
-                                      const io::datagen::GwOptions& options = {},
+                                      const io::gw::GwOptions& options = {},
                                       std::optional<at::Generator> generator = std::nullopt);
 
 }  // namespace hpcml::models::flows

@@ -67,12 +67,12 @@ std::pair<double, double> parse_range(const io::h5::File& file, const std::strin
 
 }  // namespace
 
-io::datagen::GwOptions gw_options_from_file(const std::string& path) {
+io::gw::GwOptions gw_options_from_file(const std::string& path) {
   const auto file = io::h5::File::open(path);
   auto number = [&](const std::string& attribute) {
     return parse_number(io::h5::read_string_attribute(file.get(), attribute, path), path, attribute);
   };
-  io::datagen::GwOptions o;
+  io::gw::GwOptions o;
   o.sample_rate = number("gw.sample_rate_Hz");
   o.length = static_cast<int64_t>(number("gw.length"));
   o.f_low = number("gw.f_low_Hz");
@@ -84,7 +84,7 @@ io::datagen::GwOptions gw_options_from_file(const std::string& path) {
 }
 
 void prepare_gw_flow(NeuralSplineFlow& flow, const at::Tensor& theta, int64_t waveforms,
-                     const io::datagen::GwOptions& gw) {
+                     const io::gw::GwOptions& gw) {
   const int64_t n = theta.size(0);
   HPCML_CHECK_AS(ConfigError, waveforms >= flow.options().n_basis && n >= waveforms,
                  "config error: key 'model.flow.svd_waveforms': expected at least model.flow.basis (",

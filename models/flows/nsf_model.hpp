@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "io/datagen/datagen.hpp"
+#include "io/physics/gw_signal.hpp"
 #include "models/flows/nsf.hpp"
 #include "models/model.hpp"
 
@@ -67,7 +67,7 @@ std::unique_ptr<Model> make_nsf_gw(uint64_t seed);
 /// The toy-model options recorded in a `datagen gw` file's root attributes
 /// (gw.sample_rate_Hz, gw.length, gw.f_low_Hz, gw.prior.*). Throws IoError naming the
 /// file and the attribute when one is missing or malformed.
-io::datagen::GwOptions gw_options_from_file(const std::string& path);
+io::gw::GwOptions gw_options_from_file(const std::string& path);
 
 /// Data-dependent initialisation before training (DINGO): θ standardisation from
 /// `theta` (N, D) (all training rows), and the projection from the SVD of the
@@ -75,7 +75,7 @@ io::datagen::GwOptions gw_options_from_file(const std::string& path);
 /// (gw_whitened_template with `gw`). Deterministic: the same inputs give the same
 /// weights on every rank.
 void prepare_gw_flow(NeuralSplineFlow& flow, const at::Tensor& theta, int64_t waveforms,
-                     const io::datagen::GwOptions& gw);
+                     const io::gw::GwOptions& gw);
 
 /// Options of the calibration statistics.
 struct CalibrationOptions {

@@ -1,4 +1,4 @@
-// FusedSgd / FusedAdam / FusedAdamW (launch/optim.hpp) against torch::optim::SGD /
+// FusedSgd / FusedAdam / FusedAdamW (launch/train/optim.hpp) against torch::optim::SGD /
 // Adam / AdamW, the reference implementation: same parameters after several steps, torch-compatible
 // state (a checkpoint of the fused optimizer continues in torch's), and torch's own
 // path for what the fused loop does not take.
@@ -12,7 +12,7 @@
 
 #include "collectives/wire.hpp"
 #include "core/error.hpp"
-#include "launch/optim.hpp"
+#include "launch/train/optim.hpp"
 #include "tests/support/tensor_testing.hpp"
 
 namespace hpcml::launch {

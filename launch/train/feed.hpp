@@ -13,7 +13,7 @@
 #include <utility>
 
 #include "launch/runtime.hpp"
-#include "launch/train_config.hpp"
+#include "launch/train/train_config.hpp"
 #include "models/model.hpp"
 #include "models/registry.hpp"
 

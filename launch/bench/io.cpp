@@ -26,6 +26,7 @@
 #include "io/h5_dataset.hpp"
 #include "io/loader.hpp"
 #include "io/table.hpp"
+#include "launch/bench/stats.hpp"
 #include "launch/cli/command.hpp"
 #include "models/model.hpp"
 
@@ -161,10 +162,7 @@ struct Mode {
   std::vector<double> step_ms;  // one per rep
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
+using bench::median;
 
 // One dataset: read-only throughput, then the three ways of feeding the step.
 nlohmann::json bench_dataset(Context& c, const IoBenchOptions& o, const std::string& label,

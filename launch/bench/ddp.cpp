@@ -13,7 +13,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "launch/cli/command.hpp"
-#include "launch/optim.hpp"
+#include "launch/train/optim.hpp"
 #include "models/registry.hpp"
 
 namespace hpcml::launch::cli {

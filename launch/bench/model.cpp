@@ -11,9 +11,10 @@
 #include "core/files.hpp"
 #include "core/limits.hpp"
 #include "hpcml/build_config.hpp"
+#include "launch/bench/stats.hpp"
 #include "launch/cli/command.hpp"
-#include "launch/optim.hpp"
-#include "launch/tracking.hpp"
+#include "launch/train/optim.hpp"
+#include "launch/tracking/tracking.hpp"
 #include "models/registry.hpp"
 
 namespace hpcml::launch::cli {
@@ -34,10 +35,7 @@ struct ModelBenchOptions {
 
 using Clock = std::chrono::steady_clock;
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using bench::median;
 
 // hpcml's side: samples/s of `steps` training steps.
 double hpcml_samples_per_s(const ModelBenchOptions& o) {
@@ -81,7 +79,7 @@ double twin_samples_per_s(const ModelBenchOptions& o) {
 }
 
 int run_bench_model(Context& c, const ModelBenchOptions& o) {
-  if (o.name == "tracking") {  // the tracking pipeline's own benchmark (launch/tracking.cpp)
+  if (o.name == "tracking") {  // the tracking pipeline's own benchmark (launch/tracking/tracking.cpp)
     TrackingBenchOptions t;
     t.threads = o.threads;
     t.reps = o.reps;

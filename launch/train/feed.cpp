@@ -1,4 +1,4 @@
-#include "launch/feed.hpp"
+#include "launch/train/feed.hpp"
 
 #include <ATen/ATen.h>
 

@@ -14,6 +14,7 @@
 #include "core/limits.hpp"
 #include "core/mpi.hpp"
 #include "core/watchdog.hpp"
+#include "launch/bench/stats.hpp"
 #include "launch/cli/command.hpp"
 
 namespace hpcml::launch::cli {
@@ -62,11 +63,7 @@ struct Row {
   std::vector<double> seconds;  // per-op times of this rank; after reduction, the slowest rank's median
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+using bench::median;
 
 int run_bench_allreduce(Context& c, const AllreduceBenchOptions& o) {
   auto* mpi = dynamic_cast<collectives::MpiBackend*>(c.world.get());

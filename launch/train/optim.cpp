@@ -1,4 +1,4 @@
-#include "launch/optim.hpp"
+#include "launch/train/optim.hpp"
 
 #include <ATen/ATen.h>
 #include <c10/util/string_utils.h>

@@ -1,0 +1,79 @@
+/// @file
+/// The checkpoint format of `hpcml train`: one writer and one open/read path, used by
+/// training (resume), evaluation, inference, export and the inference service.
+///
+/// A checkpoint (run.dir/checkpoints/step-<N>.pt, a LibTorch archive) holds the format
+/// version, step, rank and thread counts, the resolved config, the parameters and
+/// buffers by name, the optimizer state and every rank's torch generator state.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "collectives/backend.hpp"
+#include "launch/runtime.hpp"
+
+namespace torch::optim {
+class Optimizer;
+}  // namespace torch::optim
+
+namespace hpcml::models {
+class Model;
+}  // namespace hpcml::models
+
+namespace hpcml::launch {
+
+/// Checkpoint file format version; readers refuse other versions.
+inline constexpr int64_t kCheckpointFormat = 1;
+
+/// run_dir/checkpoints, and the checkpoint of `step` in it.
+std::filesystem::path checkpoint_dir(const std::string& run_dir);
+std::filesystem::path checkpoint_path(const std::string& run_dir, int64_t step);
+
+/// What a checkpoint says about the run that wrote it.
+struct CheckpointHeader {
+  int64_t step = 0;
+  int64_t world_size = 0;
+  int64_t threads = 0;
+};
+
+/// Writes a checkpoint to `path` atomically (a temporary name, fsync, rename). Rank 0;
+/// `rng_states` holds every rank's generator state.
+void save_checkpoint(const std::filesystem::path& path, int64_t step, const Context& ctx, const models::Model& model,
+                     torch::optim::Optimizer& optimizer, const std::string& config_yaml,
+                     const std::vector<at::Tensor>& rng_states);
+
+/// Loads a checkpoint into the model and optimizer (and, at the same rank count, this
+/// rank's generator state); returns its header. Throws IoError naming the file for an
+/// unreadable file, another format version, or a model of another shape (naming the
+/// first mismatching parameter).
+CheckpointHeader load_checkpoint(const std::string& path, models::Model& model, torch::optim::Optimizer& optimizer,
+                                 int rank, int world_size);
+
+/// Copies the parameters and buffers of checkpoint `path` into `model` (inference:
+/// no optimizer state). Throws IoError as load_checkpoint.
+void load_checkpoint_weights(const std::string& path, models::Model& model);
+
+/// Keeps the newest `keep` checkpoints of run_dir, deleting the others.
+void prune_checkpoints(const std::string& run_dir, int keep);
+
+/// The newest checkpoint in `dir`/checkpoints that opens and carries this format
+/// version, or "" when there is none.
+std::string newest_checkpoint(const std::string& run_dir);
+
+/// newest_checkpoint as rank 0 finds it (it alone opens the files), on every rank.
+std::string agreed_newest_checkpoint(collectives::Backend& world, const std::string& run_dir);
+
+/// Writes the parameters of checkpoint `path` to an HDF5 file, one dataset per
+/// parameter name, with the step and hpcml version as attributes.
+void export_checkpoint(const std::string& path, const std::string& out);
+
+/// SHA-256 (hex) of tensors' bytes, in the given order with their names.
+std::string parameters_digest(const std::vector<std::pair<std::string, at::Tensor>>& named);
+
+}  // namespace hpcml::launch

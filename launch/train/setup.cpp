@@ -1,0 +1,262 @@
+// From a config to what a training, evaluation or inference runs: the model, its feed,
+// the optimizer, the reducer options and the learning rate (see setup.hpp).
+#include "launch/train/setup.hpp"
+
+
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <numeric>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "collectives/gradient_reducer.hpp"
+#include "core/error.hpp"
+#include "core/files.hpp"
+#include "core/limits.hpp"
+#include "core/log.hpp"
+#include "core/mpi.hpp"
+#include "core/signals.hpp"
+#include "core/trace.hpp"
+#include "core/watchdog.hpp"
+#include "hpcml/build_config.hpp"
+#include "io/datagen/datagen.hpp"
+#include "io/h5_dataset.hpp"
+#include "io/h5_tensors.hpp"
+#include "io/predictions.hpp"
+#include "launch/train/feed.hpp"
+#include "launch/train/optim.hpp"
+#include "models/flows/nsf_model.hpp"
+#include "models/model.hpp"
+#include "models/registry.hpp"
+
+namespace hpcml::launch {
+
+namespace fs = std::filesystem;
+
+std::unique_ptr<models::Model> build_named_model(const TrainConfig& c) {
+  if (c.model.name == "torchscript") {
+    HPCML_CHECK_AS(ConfigError, !c.model.torchscript.empty(),
+                   "config error: key 'model.torchscript': expected the path of a TorchScript file when model.name "
+                   "is torchscript, found nothing");
+    return models::load_torchscript(c.model.torchscript);
+  }
+  if (c.model.name != "mlp") return models::make(c.model.name, static_cast<uint64_t>(c.model.seed));
+  return nullptr;
+}
+
+std::unique_ptr<models::Model> make_mlp_for(const TrainConfig& c, const Feed& feed) {
+  std::vector<int64_t> hidden(c.model.hidden.begin(), c.model.hidden.end());
+  int64_t inputs = 1;
+  for (int64_t d : feed.input_shape()) inputs *= d;
+  return models::make_mlp(inputs, hidden, feed.regression() ? 1 : c.data.classes, static_cast<uint64_t>(c.model.seed));
+}
+
+// The flow's architecture from model.flow, with the parameter and strain widths of the data.
+models::flows::NsfOptions flow_options(const TrainConfig& c, int64_t theta_dim, int64_t strain_length) {
+  const auto& f = c.model.flow;
+  models::flows::NsfOptions o;
+  o.theta_dim = theta_dim;
+  o.strain_length = strain_length;
+  o.num_steps = f.steps;
+  o.spline.num_bins = f.bins;
+  o.spline.tail_bound = f.tail_bound;
+  o.hidden = f.hidden;
+  o.hidden_layers = f.hidden_layers;
+  o.linear = f.linear;
+  o.n_basis = f.basis;
+  o.embedding_hidden.assign(f.embedding_hidden.begin(), f.embedding_hidden.end());
+  o.context_dim = f.context;
+  o.seed = static_cast<uint64_t>(c.model.seed);
+  return o;
+}
+
+// The dataset field of a density model's input `name` (data.inputs, else the zoo default).
+std::string flow_field(const TrainConfig& c, const std::string& name) {
+  if (auto it = c.data.inputs.find(name); it != c.data.inputs.end()) return it->second;
+  for (const auto& spec : models::zoo_entry(c.model.name).inputs) {
+    if (spec.name == name) return spec.field;
+  }
+  return name;
+}
+
+// The (theta, strain) widths of `files`, and the theta of every row when `read_theta`.
+struct FlowData {
+  int64_t theta_dim = 0, strain_length = 0;
+  std::string first_file;
+  at::Tensor theta;
+};
+
+FlowData flow_data(const TrainConfig& c, const std::vector<std::string>& files, bool read_theta) {
+  const std::string theta_field = flow_field(c, "theta"), strain_field = flow_field(c, "strain");
+  io::H5DatasetOptions o;
+  o.files = files;
+  o.expect.fields.push_back({theta_field, io::layout::ElementKind::kFloat, 1});
+  io::H5Dataset data(o);
+  const auto& first = data.files().front();
+  const auto* strain = first.field(strain_field);
+  HPCML_CHECK_AS(ConfigError, strain != nullptr && strain->shape.dims.size() == 2, "config error: key "
+                 "'data.inputs.strain': expected a (rows, T) field '", strain_field, "' in ", first.path,
+                 ", found ", strain ? strain->shape.describe() : std::string("none"));
+  FlowData out;
+  out.theta_dim = first.field(theta_field)->shape.dims[1];
+  out.strain_length = strain->shape.dims[1];
+  out.first_file = first.path;
+  if (read_theta) {
+    std::vector<int64_t> rows(static_cast<size_t>(data.size()));
+    std::iota(rows.begin(), rows.end(), int64_t{0});
+    out.theta = data.read(rows).fixed.at(theta_field);
+  }
+  return out;
+}
+
+// The nsf-gw model for the training files: with `prepare`, θ standardised on every
+// training row and the projection initialised from the SVD of templates (the same
+// on every rank; the reducer broadcasts rank 0's anyway).
+std::unique_ptr<models::Model> make_flow_for(const TrainConfig& c, bool prepare) {
+  const FlowData data = flow_data(c, c.data.files, prepare);
+  auto model = std::make_unique<models::flows::NsfModel>(flow_options(c, data.theta_dim, data.strain_length));
+  model->set_fresh_noise(c.model.flow.fresh_noise);
+  if (prepare) {
+    const auto gw = models::flows::gw_options_from_file(data.first_file);
+    HPCML_CHECK_AS(ConfigError, gw.length == data.strain_length && data.theta_dim == 5, "config error: key "
+                   "'data.files': ", data.first_file, " has gw.length ", gw.length, " and ", data.theta_dim,
+                   " parameters; expected the strain width ", data.strain_length, " and 5 parameters (datagen gw)");
+    const auto start = Clock::now();
+    models::flows::prepare_gw_flow(model->flow(), data.theta, c.model.flow.svd_waveforms, gw);
+    HPCML_LOG_INFO("nsf-gw: standardised on {} training rows; projection from the SVD of {} templates ({:.1f} s)",
+                   data.theta.size(0), c.model.flow.svd_waveforms, ms_between(start, Clock::now()) / 1000.0);
+  }
+  return model;
+}
+
+// The model, the config with its input fields resolved, and the feed, in the order
+// they depend on each other (a TorchScript model's inputs are its argument names).
+
+// The flow's inputs: θ and strain, and with fresh noise the noise-free signal to
+// re-pair, read from datagen gw's `signal` unless data.inputs.signal names another field.
+std::vector<std::string> density_inputs(TrainConfig& c) {
+  if (!c.model.flow.fresh_noise) return {"theta", "strain"};
+  c.data.inputs.emplace("signal", "signal");
+  return {"theta", "strain", "signal"};
+}
+
+// `prepare`: a fresh model for training (a density model's data-dependent initialisation).
+Setup set_up(TrainConfig c, const Context& ctx, bool prepare) {
+  Setup s;
+  const bool density = density_task(c);
+  if (density) {
+    HPCML_CHECK_AS(ConfigError, c.data.name == "hdf5", "config error: key 'data.name': model ", c.model.name,
+                   " reads (theta, strain) pairs from HDF5 files (hpcml datagen gw): expected hdf5, found ",
+                   c.data.name);
+  }
+  s.model = density ? nullptr : build_named_model(c);
+  auto inputs = s.model ? s.model->input_names() : density ? density_inputs(c) : std::vector<std::string>{"x"};
+  s.config = with_input_fields(std::move(c), inputs);
+  s.feed = make_feed(s.config, ctx);
+  // A zoo model's inputs have fixed per-event shapes (a density model's strain length
+  // follows its files): checked here, before any batch reaches the model.
+  if (const auto zoo = models::zoo(); std::any_of(zoo.begin(), zoo.end(), [&](const auto& e) {
+        return e.name == s.config.model.name && e.task != "density";
+      })) {
+    s.feed->check_inputs(s.config.model.name, models::zoo_entry(s.config.model.name).inputs);
+  }
+  if (density) {
+    s.model = make_flow_for(s.config, prepare);
+  } else if (!s.model) {
+    s.model = make_mlp_for(s.config, *s.feed);
+  }
+  return s;
+}
+
+// A two-class classifier gets ROC metrics: zoo classifiers, or data.classes = 2.
+bool binary_task(const TrainConfig& c, const Feed& feed) {
+  if (feed.regression() || density_task(c)) return false;
+  if (c.model.name != "mlp" && c.model.name != "torchscript") return true;
+  return c.data.classes == 2;
+}
+
+std::unique_ptr<torch::optim::Optimizer> build_optimizer(const TrainConfig& c, std::vector<at::Tensor> params) {
+  const auto& o = c.optimizer;
+  if (o.name == "adam") {
+    return std::make_unique<FusedAdam>(
+        params, torch::optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
+  }
+  if (o.name == "adamw") {
+    return std::make_unique<FusedAdamW>(
+        params, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
+  }
+  return std::make_unique<FusedSgd>(
+      params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay));
+}
+
+// optimizer.step_in_reduction: the optimizer's update runs per bucket inside the
+// reduction (GradientReducer::set_bucket_update) unless gradients are clipped, which
+// needs every gradient before any update. Returns whether it does.
+bool step_in_reduction(const TrainConfig& c, torch::optim::Optimizer& optimizer,
+                       collectives::GradientReducer& reducer) {
+  auto* stepper = dynamic_cast<ParameterStepper*>(&optimizer);
+  if (!c.optimizer.step_in_reduction || stepper == nullptr || c.train.clip_grad_norm > 0) return false;
+  // An update without per-element state (SGD without momentum) lets the ranks of a
+  // node share one copy of the parameters, each updating its part.
+  reducer.set_bucket_update(bucket_update(*stepper), stepper->updates_ranges());
+  return true;
+}
+
+// The learning rate of `step` (0-based): a pure function of the step, so a resumed
+// run needs no scheduler state to continue exactly.
+double learning_rate(const TrainConfig& c, int64_t step, int64_t total_steps, int world_size) {
+  const auto& s = c.schedule;
+  double lr = c.optimizer.lr * (s.scale_with_batch ? world_size : 1);
+  if (step < s.warmup_steps) return lr * static_cast<double>(step + 1) / s.warmup_steps;
+  const int64_t after = step - s.warmup_steps;
+  if (s.name == "step") return lr * std::pow(s.gamma, static_cast<double>(after / s.step_size));
+  if (s.name == "cosine") {
+    const double span = std::max<int64_t>(1, total_steps - s.warmup_steps);
+    const double progress = std::min(1.0, static_cast<double>(after) / span);
+    return lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + std::cos(M_PI * progress)));
+  }
+  return lr;
+}
+
+collectives::ReducerOptions reducer_options(const TrainConfig& c) {
+  collectives::ReducerOptions o;
+  o.first_bucket_bytes = static_cast<int64_t>(c.reducer.first_bucket_mb * (1 << 20));
+  o.bucket_cap_bytes = static_cast<int64_t>(c.reducer.bucket_cap_mb * (1 << 20));
+  o.overlap = collectives::parse_overlap(c.reducer.overlap, "config error: key 'reducer.overlap'");
+  o.transport = collectives::parse_transport(c.reducer.transport, "config error: key 'reducer.transport'");
+  o.compression = collectives::parse_compression(c.reducer.compression, "config error: key 'reducer.compression'");
+  o.buffers = c.reducer.buffers == "per_rank" ? collectives::BufferPolicy::kPerRank
+                                              : collectives::BufferPolicy::kBroadcast;
+  o.allow_unused = c.train.allow_unused_parameters;
+  return o;
+}
+
+
+TrainConfig with_model_defaults(TrainConfig c) {
+  if (c.model.name != "mlp" && c.model.name != "torchscript") {
+    if (c.data.target.empty()) c.data.target = models::zoo_entry(c.model.name).target_field;
+  }
+  const bool density = density_task(c);
+  if (density && c.train.loss == "auto") c.train.loss = "nll";
+  HPCML_CHECK_AS(ConfigError, density == (c.train.loss == "nll"), "config error: key 'train.loss': ",
+                 density ? "model " + c.model.name + " is a density model: expected nll or auto, found " + c.train.loss
+                         : "nll needs a density model (nsf-gw), found model " + c.model.name);
+  return c;
+}
+
+// The metrics of `model` over this rank's share of the feed's validation set. No
+// collectives: allreduce the result's sums().
+
+}  // namespace hpcml::launch

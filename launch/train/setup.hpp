@@ -1,0 +1,66 @@
+/// @file
+/// From a training config to what runs (internal to launch/): the model and its feed,
+/// the optimizer, the gradient reducer's options and the learning rate. Shared by
+/// training, evaluation and inference.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "collectives/gradient_reducer.hpp"
+#include "launch/runtime.hpp"
+#include "launch/train/feed.hpp"
+#include "launch/train/train_config.hpp"
+#include "models/flows/nsf_model.hpp"
+#include "models/model.hpp"
+
+namespace torch::optim {
+class Optimizer;
+}  // namespace torch::optim
+
+namespace hpcml::launch {
+
+using Clock = std::chrono::steady_clock;
+
+inline double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+/// `c` with the zoo model's default fields and loss filled in.
+TrainConfig with_model_defaults(TrainConfig c);
+
+/// The resolved config, the feed and the model of a run.
+struct Setup {
+  TrainConfig config;
+  std::unique_ptr<Feed> feed;
+  std::unique_ptr<models::Model> model;
+};
+
+/// Builds the feed and the model of `c` (collective: files are opened on every rank);
+/// a zoo model's inputs are checked against the files' shapes before any batch is read.
+/// `prepare`: initialise what training needs beyond weights (the flow's projection).
+Setup set_up(TrainConfig c, const Context& ctx, bool prepare = false);
+
+/// The flow's options for `c` and the dataset field of the flow's input `name`.
+models::flows::NsfOptions flow_options(const TrainConfig& c, int64_t theta_dim, int64_t strain_length);
+std::string flow_field(const TrainConfig& c, const std::string& name);
+
+/// A two-class classifier gets ROC metrics.
+bool binary_task(const TrainConfig& c, const Feed& feed);
+
+std::unique_ptr<torch::optim::Optimizer> build_optimizer(const TrainConfig& c, std::vector<at::Tensor> params);
+
+/// The learning rate of `step` (0-based): a pure function of the step.
+double learning_rate(const TrainConfig& c, int64_t step, int64_t total_steps, int world_size);
+
+collectives::ReducerOptions reducer_options(const TrainConfig& c);
+
+/// optimizer.step_in_reduction: sets the optimizer's update to run per bucket inside the
+/// reduction unless gradients are clipped (which needs every gradient first). Returns
+/// whether it does.
+bool step_in_reduction(const TrainConfig& c, torch::optim::Optimizer& optimizer,
+                       collectives::GradientReducer& reducer);
+
+}  // namespace hpcml::launch
