@@ -76,6 +76,16 @@ std::string unknown_subcommand(CLI::App& app, int argc, char** argv) {
     current = next;
     path += " " + word;
   }
+  // Nothing where a subcommand is required ("hpcml bench"): say which there are.
+  const auto subs = current->get_subcommands([](CLI::App*) { return true; });
+  if (!subs.empty() && current->get_require_subcommand_min() > 0) {
+    std::vector<std::string> names;
+    for (auto* sub : subs) names.push_back(sub->get_name());
+    std::sort(names.begin(), names.end());
+    std::string list;
+    for (const auto& name : names) list += (list.empty() ? "" : ", ") + name;
+    return "hpcml: '" + path + "' needs a subcommand: one of [" + list + "] (run with --help for usage)";
+  }
   return {};
 }
 
