@@ -47,10 +47,6 @@ namespace hpcml::launch {
 
 namespace fs = std::filesystem;
 
-namespace {
-void write_atomically(const fs::path& path, const std::string& text) { write_file_atomically(path.string(), text); }
-}  // namespace
-
 Scores validation_scores(models::Model& model, Feed& feed, const TrainConfig& c) {
   torch::NoGradGuard no_grad;
   model.set_training(false);
@@ -183,7 +179,7 @@ int evaluate(Context& ctx, const TrainConfig& config, const std::string& checkpo
   }
   summary["eval"] = result;
   fs::create_directories(c.run.dir);
-  write_atomically(summary_path, summary.dump(2) + "\n");
+  write_file_atomically(summary_path.string(), summary.dump(2) + "\n");
   std::printf("wrote %s\n", summary_path.string().c_str());
   return 0;
 }

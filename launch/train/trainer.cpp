@@ -241,7 +241,7 @@ int train(Context& ctx, const TrainConfig& config) {
     world.allreduce(flag, {collectives::ReduceOp::kMax});
     if (flag.item<int>() != 0) {
       HPCML_LOG_WARN("step {}: non-finite parameters; no checkpoint written", step_done);
-      return false;
+      return;
     }
     const auto rng_states = world.allgather_varying(at::detail::getDefaultCPUGenerator().get_state());
     if (rank == 0) {
@@ -250,7 +250,6 @@ int train(Context& ctx, const TrainConfig& config) {
       prune_checkpoints(c.run.dir, c.checkpoint.keep);
     }
     world.barrier();
-    return true;
   };
 
   nlohmann::json last_validation;
