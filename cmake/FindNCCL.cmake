@@ -1,7 +1,9 @@
 # FindNCCL: locates NCCL's header and library (CUDA toolkits and Debian's
 # libnccl-dev). Defines NCCL_FOUND, NCCL_VERSION and the target NCCL::NCCL.
-find_path(NCCL_INCLUDE_DIR nccl.h HINTS ENV NCCL_ROOT ENV CUDA_HOME PATH_SUFFIXES include)
-find_library(NCCL_LIBRARY nccl HINTS ENV NCCL_ROOT ENV CUDA_HOME PATH_SUFFIXES lib lib64)
+# Wheels ship only libnccl.so.2, hence the second name.
+find_path(NCCL_INCLUDE_DIR nccl.h HINTS ENV NCCL_ROOT ENV CUDA_HOME /usr/local/cuda PATH_SUFFIXES include)
+find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 NAMES_PER_DIR
+             HINTS ENV NCCL_ROOT ENV CUDA_HOME /usr/local/cuda PATH_SUFFIXES lib lib64)
 if(NCCL_INCLUDE_DIR AND EXISTS "${NCCL_INCLUDE_DIR}/nccl.h")
   file(STRINGS "${NCCL_INCLUDE_DIR}/nccl.h" _nccl_ver REGEX "^#define NCCL_(MAJOR|MINOR|PATCH) ")
   string(REGEX REPLACE ".*NCCL_MAJOR ([0-9]+).*" "\\1" _maj "${_nccl_ver}")

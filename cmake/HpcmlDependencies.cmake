@@ -17,6 +17,27 @@ if(HPCML_ENABLE_HDF5_PARALLEL AND NOT HDF5_IS_PARALLEL)
 endif()
 set(HPCML_HAS_HDF5_PARALLEL ${HDF5_IS_PARALLEL})
 
+# PyTorch 2.x wheels ship their own fmt headers (fmt 12) in torch/include, which
+# would shadow Debian's fmt 9 that spdlog is built against. A folder holding only a
+# link to Debian's fmt goes first on every target's include path, so <fmt/...> is
+# Debian's everywhere (no LibTorch header hpcml includes needs torch's fmt).
+if(EXISTS "${TORCH_INSTALL_PREFIX}/include/fmt")
+  find_path(HPCML_SYSTEM_FMT_DIR fmt/format.h PATHS /usr/include NO_DEFAULT_PATH)
+  if(HPCML_SYSTEM_FMT_DIR)
+    set(_shim "${PROJECT_BINARY_DIR}/generated/system-fmt")
+    file(MAKE_DIRECTORY "${_shim}")
+    file(CREATE_LINK "${HPCML_SYSTEM_FMT_DIR}/fmt" "${_shim}/fmt" SYMBOLIC)
+    include_directories(BEFORE SYSTEM "${_shim}")
+    message(STATUS "hpcml: ${TORCH_INSTALL_PREFIX}/include/fmt shadowed by ${HPCML_SYSTEM_FMT_DIR}/fmt")
+  endif()
+endif()
+
+# PyPI's libtorch.so exports its own copy of std::filesystem (64 symbols), and it
+# comes before libstdc++ among an executable's libraries, so `fs::remove_all` bound
+# to it and crashed (seen with 2.11). libstdc++ first on every link line keeps the
+# C++ library's own definitions in front; harmless with Debian's LibTorch.
+add_link_options("LINKER:--push-state,--no-as-needed" "-lstdc++" "LINKER:--pop-state")
+
 # LibTorch's imported target carries its compile flags (e.g. the C++11 ABI
 # define); we apply them per target through `hpcml_torch`, never globally.
 add_library(hpcml_torch INTERFACE)
@@ -31,12 +52,20 @@ target_include_directories(hpcml_hdf5 SYSTEM INTERFACE ${HDF5_C_INCLUDE_DIRS})
 target_link_libraries(hpcml_hdf5 INTERFACE ${HDF5_C_LIBRARIES})
 target_compile_definitions(hpcml_hdf5 INTERFACE ${HDF5_C_DEFINITIONS})
 
+# The CUDA code paths (NCCL backend, CUDA streams and events): only against a
+# CUDA LibTorch (scripts/build.sh --libtorch upstream). Debian's 1.13 is CPU-only;
+# device placement itself goes through LibTorch's API and builds either way.
+set(HPCML_HAS_CUDA OFF)
 set(HPCML_HAS_NCCL OFF)
-if(HPCML_ENABLE_NCCL)
-  if(NOT TORCH_CUDA_LIBRARIES AND NOT CUDA_FOUND)
-    message(FATAL_ERROR "HPCML_ENABLE_NCCL=ON needs a CUDA-enabled LibTorch; the one found "
-                        "(${Torch_DIR}) is CPU-only")
+if(HPCML_ENABLE_CUDA)
+  if(NOT TORCH_CUDA_LIBRARIES)
+    message(FATAL_ERROR "HPCML_ENABLE_CUDA=ON needs a CUDA-enabled LibTorch; the one found "
+                        "(${Torch_DIR}, ${Torch_VERSION}) is CPU-only. Use scripts/build.sh --libtorch upstream")
   endif()
+  find_package(CUDAToolkit REQUIRED)
   find_package(NCCL REQUIRED)
-  message(FATAL_ERROR "HPCML_ENABLE_NCCL: the NCCL backend is not implemented yet")
+  target_link_libraries(hpcml_torch INTERFACE CUDA::cudart NCCL::NCCL)
+  set(HPCML_HAS_CUDA ON)
+  set(HPCML_HAS_NCCL ON)
+  message(STATUS "hpcml: CUDA ${CUDAToolkit_VERSION}, NCCL ${NCCL_VERSION} (${NCCL_LIBRARY})")
 endif()

@@ -30,8 +30,8 @@ void Backend::unsupported(const char* op) const {
 
 void Backend::check_tensor(const char* op, const char* what, const at::Tensor& tensor) const {
   HPCML_CHECK_AS(CommError, tensor.defined(), context(op), ": ", what, " is an undefined tensor");
-  HPCML_CHECK_AS(CommError, tensor.device().is_cpu(), context(op), ": ", what, " is on ", tensor.device().str(),
-                 "; backend ", name(), " takes CPU tensors");
+  HPCML_CHECK_AS(CommError, accepts_device(tensor.device()), context(op), ": ", what, " is on ",
+                 tensor.device().str(), "; backend ", name(), " takes ", accepted_devices());
   HPCML_CHECK_AS(CommError, is_supported(tensor.scalar_type()), context(op), ": ", what, " has dtype ",
                  c10::toString(tensor.scalar_type()), "; backend ", name(), " supports ", dtype_list());
   HPCML_CHECK_AS(CommError, tensor.is_contiguous(), context(op), ": ", what, " (shape ", tensor.sizes(),

@@ -20,8 +20,10 @@ namespace hpcml::collectives {
 /// Contract for every collective below:
 /// - All ranks of the communicator call it, in the same order, with tensors of the
 ///   same dtype and (except allgather's varying outputs) the same shape.
-/// - Tensors are CPU, contiguous and of a supported dtype; anything else throws
-///   hpcml::CommError naming the rank, the op, the tensor and what was expected.
+/// - Tensors are contiguous, of a supported dtype and on a device the backend takes
+///   (mpi, local: the CPU; nccl: its CUDA device, and CPU tensors staged through
+///   it); anything else throws hpcml::CommError naming the rank, the op, the tensor
+///   and what was expected.
 /// - The caller owns the tensors and keeps them alive, unmodified, until the
 ///   returned Work completes. Results are written in place.
 /// - Synchronous calls (options.async = false) run on the calling thread after the
@@ -36,7 +38,7 @@ class Backend : public std::enable_shared_from_this<Backend> {
  public:
   virtual ~Backend() = default;
 
-  /// The backend's kind: "mpi", "local".
+  /// The backend's kind: "mpi", "local", "nccl".
   virtual std::string name() const = 0;
   /// The communicator's name in messages, e.g. "world" or "world/servers".
   const std::string& comm_name() const { return options_.name; }
@@ -93,6 +95,10 @@ class Backend : public std::enable_shared_from_this<Backend> {
   }
   /// "[rank r/N] <op> on communicator '<name>' (backend <kind>)" for messages.
   std::string context(const char* op) const;
+  /// Whether tensors on `device` can take part in this backend's collectives.
+  virtual bool accepts_device(const c10::Device& device) const { return device.is_cpu(); }
+  /// What accepts_device takes, in words for errors.
+  virtual std::string accepted_devices() const { return "CPU tensors"; }
 
   virtual WorkPtr do_allreduce(at::Tensor& tensor, const AllreduceOptions& options);
   virtual WorkPtr do_broadcast(at::Tensor& tensor, const BroadcastOptions& options);

@@ -1,9 +1,12 @@
 #include "collectives/factory.hpp"
 
+#include <ATen/ATen.h>
+
 #include <functional>
 
 #include "collectives/local_backend.hpp"
 #include "collectives/mpi_backend.hpp"
+#include "collectives/nccl_backend.hpp"
 #include "core/mpi.hpp"
 #include "hpcml/build_config.hpp"
 
@@ -24,9 +27,6 @@ const std::vector<Entry>& registry() {
                         world_size(), " ranks; use backend mpi");
          return std::make_shared<LocalBackend>(o);
        }},
-#ifdef HPCML_HAS_NCCL
-#error "the NCCL backend is not implemented yet"
-#endif
   };
   return entries;
 }
@@ -34,11 +34,25 @@ const std::vector<Entry>& registry() {
 
 std::vector<std::string> compiled_backends() {
   std::vector<std::string> names;
+  if (nccl_compiled()) names.emplace_back("nccl");
   for (const auto& e : registry()) names.emplace_back(e.name);
   return names;
 }
 
-BackendPtr make_backend(const std::string& name, const BackendOptions& options) {
+BackendPtr make_backend(const std::string& name, const BackendOptions& options, const c10::Device& device) {
+  if (name == "nccl" || (name == "auto" && nccl_compiled())) {
+    // auto: nccl only when every rank computes on a GPU; the ranks agree first.
+    auto bootstrap = std::make_shared<MpiBackend>(MPI_COMM_WORLD, options);
+    if (name == "auto") {
+      at::Tensor on_gpu = at::tensor({device.is_cuda() ? 1 : 0}, at::kInt);
+      AllreduceOptions min_op;
+      min_op.op = ReduceOp::kMin;
+      bootstrap->allreduce(on_gpu, min_op);
+      if (on_gpu.item<int>() == 0) return bootstrap;
+    }
+    return make_nccl_backend(bootstrap, device.is_cuda() ? device.index() : -1, options);
+  }
+  if (name == "auto") return make_backend("mpi", options, device);
   for (const auto& e : registry()) {
     if (name == e.name) return e.make(options);
   }

@@ -2,11 +2,10 @@
 
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/variable.h>
-#include <torch/version.h>
-
+#include "collectives/torch_compat.hpp"
 #include "core/error.hpp"
 
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+#if HPCML_TORCH_AT_LEAST(2, 1)
 #define HPCML_TORCH_POST_ACCUMULATE_HOOK 1
 #include <torch/csrc/autograd/function_hook.h>
 #else
@@ -16,8 +15,8 @@
 namespace hpcml::collectives {
 
 #ifdef HPCML_TORCH_POST_ACCUMULATE_HOOK
-// LibTorch >= 2.1: the public post-accumulate-grad hook. UNVERIFIED here: the
-// machines have LibTorch 1.13 only (see docs/concepts.md).
+// LibTorch >= 2.1: the public post-accumulate-grad hook (the upstream build's
+// line; its tests run in CI's second leg).
 namespace {
 class Hook final : public torch::autograd::PostAccumulateGradHook {
  public:

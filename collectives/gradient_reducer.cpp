@@ -1,6 +1,7 @@
 #include "collectives/gradient_reducer.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <ATen/Parallel.h>
 #include <sched.h>
@@ -97,10 +98,15 @@ GradientReducer::GradientReducer(std::vector<NamedTensor> parameters, std::vecto
   HPCML_CHECK_AS(ConfigError, options_.first_bucket_bytes > 0 && options_.bucket_cap_bytes > 0, who,
                  ": bucket sizes must be > 0, found first ", options_.first_bucket_bytes, " and cap ",
                  options_.bucket_cap_bytes);
+  bool first_param = true;
   for (auto& [name, t] : parameters) {
-    HPCML_CHECK(t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(), who,
-                ": parameter '", name, "' must be a contiguous float32 CPU tensor; found ",
+    HPCML_CHECK(t.defined() && t.scalar_type() == at::kFloat && t.is_contiguous(), who, ": parameter '", name,
+                "' must be a contiguous float32 tensor; found ",
                 t.defined() ? std::string(c10::toString(t.scalar_type())) + " on " + t.device().str() : "undefined");
+    if (first_param) device_ = t.device();
+    first_param = false;
+    HPCML_CHECK(t.device() == device_, who, ": parameter '", name, "' is on ", t.device().str(),
+                ", expected every parameter on ", device_.str(), " (the first parameter's device)");
     if (!t.requires_grad()) continue;  // frozen: not reduced
     Param param;
     param.name = name;
@@ -141,7 +147,18 @@ GradientReducer::GradientReducer(std::vector<NamedTensor> parameters, std::vecto
     params_[i].bucket = static_cast<int>(buckets_.size()) - 1;
     filled += bytes;
   }
-  if (backend_->size() > 1 && options_.transport != Transport::kMpi) set_up_shared_memory();
+  if (!device_.is_cpu()) {
+    // On a GPU the backend (nccl) moves the buckets; shared memory and the 16-bit
+    // wires are CPU schemes.
+    HPCML_CHECK_AS(ConfigError, options_.transport != Transport::kSharedMemory, who,
+                   ": transport shm needs CPU parameters, found them on ", device_.str(), "; use transport auto or mpi");
+    HPCML_CHECK_AS(ConfigError, options_.compression == GradCompression::kNone, who, ": compression ",
+                   options_.compression == GradCompression::kBf16 ? "bf16" : "fp16", " needs CPU parameters, found them on ",
+                   device_.str(), "; use compression none (NCCL reduces float32 on the device)");
+    transport_note_ = "parameters on " + device_.str() + ": buckets reduced by backend " + backend_->name();
+  } else if (backend_->size() > 1 && options_.transport != Transport::kMpi) {
+    set_up_shared_memory();
+  }
   for (int b = 0; b < static_cast<int>(buckets_.size()) && !node_; ++b) {
     auto& bucket = buckets_[b];
     int64_t numel = 0;
@@ -150,7 +167,7 @@ GradientReducer::GradientReducer(std::vector<NamedTensor> parameters, std::vecto
       p.direct = options_.compression == GradCompression::kNone && p.tensor.numel() * 4 >= options_.direct_min_bytes;
       if (!p.direct) numel += p.tensor.numel();
     }
-    bucket.flat = at::zeros({numel}, at::kFloat);
+    bucket.flat = at::zeros({numel}, at::TensorOptions().dtype(at::kFloat).device(device_));
     int64_t offset = 0;
     for (int i : bucket.params) {
       auto& p = params_[i];
@@ -522,6 +539,9 @@ std::string GradientReducer::update_placement() const {
 void GradientReducer::set_bucket_update(BucketUpdate update, bool share) {
   HPCML_CHECK(shared_params_ == nullptr || (share && update), "gradient reducer: the ranks already share their ",
               "parameters, each updating a part; the bucket update must stay a range update (share_parameters)");
+  HPCML_CHECK_AS(ConfigError, !update || device_.is_cpu(), "gradient reducer: the step inside the reduction reads ",
+                 "gradients through CPU pointers, but the parameters are on ", device_.str(),
+                 "; set optimizer.step_in_reduction: false (bench ddp: --no-step-in-reduction)");
   update_ = std::move(update);
   if (share && update_ && shared_params_ == nullptr) share_parameters();
 }

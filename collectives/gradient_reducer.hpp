@@ -281,6 +281,7 @@ class GradientReducer {
   std::string transport_note_;
   BackendPtr backend_;
   ReducerOptions options_;
+  c10::Device device_{c10::kCPU};  ///< where every parameter and bucket lives
   std::vector<GradReadyHook> hooks_;
   BucketUpdate update_;
   std::vector<AveragedGrad> averaged_;  // run_update's argument, reused

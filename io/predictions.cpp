@@ -1,7 +1,6 @@
 #include "io/predictions.hpp"
 
 #include <ATen/ATen.h>
-#include <torch/version.h>
 
 #include "core/error.hpp"
 #include "core/h5.hpp"
@@ -48,7 +47,7 @@ void write_predictions(const std::string& path, std::vector<Column> columns, con
                       {"checkpoint_sha256", provenance.checkpoint_digest},
                       {"config", provenance.config_yaml},
                       {"hpcml_version", std::string(HPCML_VERSION) + " (git " + HPCML_GIT_REVISION + ")"},
-                      {"libtorch_version", TORCH_VERSION},
+                      {"libtorch_version", HPCML_TORCH_VERSION},
                       {"hdf5_version", h5_version()},
                       {"input_file", provenance.input_file},
                       {"input_first_row", std::to_string(provenance.first_row)},

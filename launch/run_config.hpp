@@ -16,12 +16,21 @@ namespace hpcml::launch {
 
 struct RuntimeOptions {
   std::string backend = "mpi";
+  std::string device = "cpu";
   int threads = 0;
   double collective_timeout_s = 300.0;
 
   template <typename V>
   void describe(V& v) {
-    v.field("backend", backend, "collective backend over the job's ranks", config::one_of({"mpi", "local"}));
+    v.field("backend", backend,
+            "collective backend over the job's ranks: mpi, local (one rank), nccl (CUDA tensors; builds with CUDA "
+            "only), auto (nccl when built and every rank computes on a GPU, else mpi)",
+            config::one_of({"mpi", "local", "nccl", "auto"}));
+    v.field("device", device,
+            "where this rank computes: cpu, cuda (GPU local_rank % visible devices: the rank's own under srun "
+            "--gpus-per-task=1), auto (cuda when a GPU is visible). Used by serve's server ranks and info; train "
+            "and eval run on the CPU today",
+            config::one_of({"cpu", "cuda", "auto"}));
     v.field("threads", threads,
             "intra-op (LibTorch and BLAS) threads per rank; 0: the number of cores this rank is bound to "
             "(env HPCML_NUM_THREADS)",

@@ -93,7 +93,8 @@ Context make_context(const RunConfig& config) {
   context.threads = apply_thread_budget(config.runtime.threads, context.env.local_size);
   collectives::BackendOptions options;
   options.timeout = std::chrono::milliseconds(static_cast<long>(config.runtime.collective_timeout_s * 1000.0));
-  context.world = collectives::make_backend(config.runtime.backend, options);
+  context.device = collectives::select_device(config.runtime.device, context.env.local_rank);
+  context.world = collectives::make_backend(config.runtime.backend, options, context.device.device);
   return context;
 }
 

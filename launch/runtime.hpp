@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "collectives/backend.hpp"
+#include "collectives/device.hpp"
 #include "core/runtime_env.hpp"
 #include "launch/run_config.hpp"
 
@@ -31,6 +32,7 @@ struct Context {
   RuntimeEnv env;
   ThreadBudget threads;
   collectives::BackendPtr world;  ///< over all ranks
+  collectives::DeviceChoice device;  ///< runtime.device resolved for this rank
 };
 
 /// Logging, RuntimeEnv::detect (collective), thread budget, world backend.

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "core/error.hpp"
+#include "hpcml/build_config.hpp"
 
 namespace hpcml::models {
 
@@ -14,6 +15,16 @@ at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {
 
 int64_t correct(const at::Tensor& logits, const at::Tensor& targets) {
   return logits.argmax(1).eq(targets).sum().item<int64_t>();
+}
+
+void Model::to(const c10::Device& device) {
+  at::NoGradGuard no_grad;
+  for (auto& [name, t] : named_parameters()) {
+    if (t.device() != device) t.set_data(t.data().to(device));
+  }
+  for (auto& [name, t] : named_buffers()) {
+    if (t.defined() && t.device() != device) t.set_data(t.data().to(device));
+  }
 }
 
 at::Tensor Model::forward(const at::Tensor& x) {
@@ -79,7 +90,19 @@ class TorchScriptModel final : public Model {
     try {
       module_ = torch::jit::load(path);
     } catch (const c10::Error& e) {
-      HPCML_THROW(IoError, "cannot load TorchScript model '", path, "': ", e.what_without_backtrace());
+      // TorchScript's messages run over many lines (suggestions, source excerpts):
+      // keep the first, and say when the file likely comes from a newer PyTorch.
+      std::string first = e.what_without_backtrace();
+      first.erase(0, first.find_first_not_of(" \n"));
+      first = first.substr(0, first.find('\n'));
+      const bool newer = first.find("Unknown builtin op") != std::string::npos ||
+                         first.find("Unknown type name") != std::string::npos ||
+                         first.find("version") != std::string::npos;
+      HPCML_THROW(IoError, "cannot load TorchScript model '", path, "': ", first,
+                  newer ? std::string(" (this hpcml is built against LibTorch ") + HPCML_TORCH_VERSION +
+                              "; a model scripted by a newer PyTorch may use what it lacks: build hpcml against that "
+                              "PyTorch, docs/building.md)"
+                        : std::string());
     }
     const auto method = module_.find_method("forward");
     HPCML_CHECK_AS(IoError, method.has_value(), "TorchScript model '", path, "': expected a forward method, found none");

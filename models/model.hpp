@@ -38,6 +38,10 @@ class Model {
   virtual std::vector<NamedTensor> named_buffers() const = 0;
   /// Training mode (dropout, batch-norm statistics) on or off.
   virtual void set_training(bool on) = 0;
+  /// Moves every parameter and buffer to `device` in place (the tensors keep their
+  /// identity, as torch.nn.Module.to does), so references taken before stay valid.
+  /// Inputs must then be on `device` too.
+  virtual void to(const c10::Device& device);
   /// SyncBatchNorm: training-mode batch-norm statistics over every rank of `group`
   /// (see models::BatchNormImpl). Returns the number of batch-norm layers now
   /// synchronised: 0 for models without hpcml batch norms (the MLP, TorchScript).

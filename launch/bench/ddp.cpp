@@ -9,7 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "collectives/gradient_reducer.hpp"
+#include "collectives/device.hpp"
 #include "collectives/module_params.hpp"
+#include "collectives/torch_compat.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "launch/cli/command.hpp"
@@ -32,6 +34,8 @@ struct DdpBenchOptions {
   double bucket_cap_mb = 25;
   bool plain = false;
   bool step_in_reduction = true;
+  std::string device;     ///< "" = runtime.device; else sets it (and runtime.backend auto)
+  std::string precision = "fp32";
   std::string json_path;
 };
 
@@ -45,7 +49,7 @@ struct Workload {
   std::shared_ptr<void> keep;         ///< owns the model
 };
 
-Workload make_workload(const std::string& name, int batch, uint64_t data_seed) {
+Workload make_workload(const std::string& name, int batch, uint64_t data_seed, const c10::Device& device) {
   Workload w;
   auto gen = at::detail::createCPUGenerator(data_seed);
   if (name == "mlp") {
@@ -53,8 +57,9 @@ Workload make_workload(const std::string& name, int batch, uint64_t data_seed) {
     auto model = std::make_shared<torch::nn::Sequential>(
         torch::nn::Linear(256, 1024), torch::nn::ReLU(), torch::nn::Linear(1024, 1024), torch::nn::ReLU(),
         torch::nn::Linear(1024, 10));
-    const auto x = torch::randn({batch, 256}, gen);
-    const auto y = torch::randint(0, 10, {batch}, gen);
+    (*model)->to(device);
+    const auto x = torch::randn({batch, 256}, gen).to(device);
+    const auto y = torch::randint(0, 10, {batch}, gen).to(device);
     w.loss = [model, x, y] { return torch::nn::functional::cross_entropy((*model)->forward(x), y); };
     w.parameters = collectives::named_parameters(**model);
     w.buffers = collectives::named_buffers(**model);
@@ -67,9 +72,11 @@ Workload make_workload(const std::string& name, int batch, uint64_t data_seed) {
     HPCML_CHECK_AS(ConfigError, known, "bench ddp: --model: expected one of [", names, "], found '", name, "'");
     const auto& entry = models::zoo_entry(name);
     std::shared_ptr<models::Model> model = models::make(name, 0);
-    const auto inputs = models::example_inputs(name, batch, data_seed);
+    model->to(device);
+    auto inputs = models::example_inputs(name, batch, data_seed);
+    for (auto& [input_name, t] : inputs) t = t.to(device);
     const bool regression = entry.task == "regression";
-    const auto y = regression ? torch::randn({batch, 1}, gen) : torch::randint(0, 2, {batch}, gen);
+    const auto y = (regression ? torch::randn({batch, 1}, gen) : torch::randint(0, 2, {batch}, gen)).to(device);
     w.loss = [model, inputs, y, regression] {
       const auto out = model->forward(inputs);
       return regression ? torch::mse_loss(out, y) : torch::nn::functional::cross_entropy(out, y);
@@ -96,8 +103,21 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
   reducer_options.transport = collectives::parse_transport(o.transport, "bench ddp: --transport");
   reducer_options.compression = collectives::parse_compression(o.compression, "bench ddp: --compression");
 
+  const c10::Device device = c.device.device;
+  const auto precision = o.precision == "bf16"   ? at::kBFloat16
+                         : o.precision == "fp16" ? at::kHalf
+                                                 : at::kFloat;
+  HPCML_CHECK_AS(ConfigError, o.precision == "fp32" || o.precision == "bf16" || o.precision == "fp16",
+                 "bench ddp: --precision: expected fp32, bf16 or fp16, found '", o.precision, "'");
+  {
+    std::string why;
+    HPCML_CHECK_AS(ConfigError, compat::autocast_supported(device.type(), precision, &why),
+                   "bench ddp: --precision ", o.precision, " on ", device.str(), ": ", why);
+  }
+  // The step inside the reduction reads gradients through CPU pointers.
+  const bool step_in_reduction = o.step_in_reduction && device.is_cpu();
   // Fixed random data per rank, as the reference does.
-  Workload work = make_workload(o.model, o.batch, 1 + c.env.rank);
+  Workload work = make_workload(o.model, o.batch, 1 + c.env.rank, device);
   std::unique_ptr<collectives::GradientReducer> reducer;
   if (!o.plain) {
     reducer = std::make_unique<collectives::GradientReducer>(work.parameters, work.buffers, c.world,
@@ -109,15 +129,16 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
   const auto sgd_options = torch::optim::SGDOptions(0.01);
   if (reducer) {
     auto fused = std::make_unique<FusedSgd>(work.trainable, sgd_options);
-    if (o.step_in_reduction) reducer->set_bucket_update(bucket_update(*fused), fused->updates_ranges());
+    if (step_in_reduction) reducer->set_bucket_update(bucket_update(*fused), fused->updates_ranges());
     optimizer = std::move(fused);
   } else {
     optimizer = std::make_unique<torch::optim::SGD>(work.trainable, sgd_options);
   }
-  const bool in_reduction = reducer && o.step_in_reduction;
+  const bool in_reduction = reducer && step_in_reduction;
 
   double t_forward = 0, t_backward = 0, t_wait = 0, t_optimizer = 0, t_reduce = 0;
-  float first_loss = 0, last_loss = 0;  // rank 0's loss before the first update, and at the last step
+  float first_loss = 0;  // rank 0's loss before the first update
+  at::Tensor last_loss_t;  // and at the last step (read once at the end: .item() would sync a GPU each step)
   bool first = true;
   auto step = [&](bool timed) {
     auto t0 = Clock::now();
@@ -128,7 +149,11 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
       // zeroes in place and then accumulates, which is slower; see docs/benchmarks.md.)
       for (auto& p : work.trainable) p.mutable_grad().reset();
     }
-    auto loss = work.loss();
+    at::Tensor loss;
+    {
+      compat::AutocastScope autocast(device.type(), precision);
+      loss = work.loss();
+    }
     const double forward = ms_since(t0);
     auto t1 = Clock::now();
     if (reducer) reducer->backward(loss);
@@ -149,16 +174,18 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
       t_reduce += reduce_work / 1000.0;
       t_optimizer += ms_since(t2) + update;
     }
-    last_loss = loss.item<float>();
-    if (first) first_loss = last_loss;
+    last_loss_t = loss.detach();
+    if (first) first_loss = last_loss_t.item<float>();
     first = false;
   };
   for (int i = 0; i < o.warmup; ++i) step(false);
   c.world->barrier();
   const auto start = Clock::now();
   for (int i = 0; i < o.steps; ++i) step(true);
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
   c.world->barrier();
   const double seconds = ms_since(start) / 1000.0;
+  const float last_loss = last_loss_t.item<float>();
 
   // Breakdown: the mean over ranks; loss: rank 0's (all ranks hold the same model).
   at::Tensor parts = at::tensor({t_forward, t_backward, t_wait, t_optimizer, t_reduce}, at::kDouble) / o.steps;
@@ -171,6 +198,11 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
   const auto p = parts.accessor<double, 1>();
   nlohmann::json out = {{"impl", o.plain ? "libtorch-plain" : "hpcml"},
                         {"model", o.model},
+                        {"device", device.str()},
+                        {"backend", c.world->name()},
+                        {"device_name", collectives::describe_device(device)},
+                        {"precision", o.precision},
+                        {"libtorch", compat::libtorch_version()},
                         {"ranks", n},
                         {"batch_per_rank", o.batch},
                         {"threads", c.threads.intra_op},
@@ -186,15 +218,19 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
                         {"first_loss", first_loss},
                         {"final_loss", last_loss},
                         {"breakdown_ms",
-                         {{"data_wait", 0.0},
+                         {{"note", device.is_cuda() ? "host time: GPU work is asynchronous, so forward and "
+                                                      "backward show launch time and the wait lands in the step"
+                                                    : "wall time per part"},
+                          {"data_wait", 0.0},
                           {"forward", p[0]},
                           {"backward", p[1]},
                           {"comm_wait", p[2]},
                           {"reduce_work", p[4]},
                           {"optimizer", p[3]}}}};
-  std::printf("bench ddp: %s, %s, %d rank(s) x batch %d, %d thread(s), transport %s, compression %s, overlap %s, "
-              "optimizer step %s\n",
-              o.plain ? "plain LibTorch" : "hpcml", o.model.c_str(), n, o.batch, c.threads.intra_op,
+  std::printf("bench ddp: %s, %s on %s (%s), %d rank(s) x batch %d, %d thread(s), transport %s, compression %s, "
+              "overlap %s, optimizer step %s\n",
+              o.plain ? "plain LibTorch" : "hpcml", o.model.c_str(), device.str().c_str(), o.precision.c_str(), n,
+              o.batch, c.threads.intra_op,
               out["transport"].get<std::string>().c_str(), o.compression.c_str(),
               out["overlap"].get<std::string>().c_str(), reducer ? reducer->update_placement().c_str() : "after it");
   if (reducer && !reducer->transport_note().empty() && n > 1) {
@@ -248,8 +284,22 @@ void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selec
   sub->add_flag("--plain", o->plain,
                 "Plain LibTorch loop without hpcml: no gradient averaging. At 1 rank, the overhead baseline; at N "
                 "ranks, N independent loops: this machine's scaling ceiling without communication");
+  sub->add_option("--device", o->device,
+                  "Where to train: cpu, cuda (GPU local_rank % visible), auto. Sets runtime.device, and "
+                  "runtime.backend auto (nccl when every rank has a GPU); default: runtime.device (cpu)");
+  sub->add_option("--precision", o->precision,
+                  "fp32, or autocast to bf16 / fp16 for eligible ops (matmul, convolution) as torch.autocast; "
+                  "fp16 on the CPU needs LibTorch 2.x")
+      ->capture_default_str();
   sub->add_option("--json", o->json_path, "Also write the result as JSON to this file (rank 0)");
-  sub->callback([&selected, o] { selected = [o](Context& c) { return run_bench_ddp(c, *o); }; });
+  sub->callback([&selected, &common, o] {
+    if (!o->device.empty()) {
+      // Before the user's own --set, so those still win.
+      common.overrides.insert(common.overrides.begin(),
+                              {"runtime.device=" + o->device, "runtime.backend=auto"});
+    }
+    selected = [o](Context& c) { return run_bench_ddp(c, *o); };
+  });
 }
 
 }  // namespace hpcml::launch::cli

@@ -18,7 +18,9 @@
 #include <sstream>
 #include <thread>
 
+#include "collectives/device.hpp"
 #include "core/error.hpp"
+#include "core/log.hpp"
 #include "core/mpi.hpp"
 #include "core/watchdog.hpp"
 #include "launch/cli/command.hpp"
@@ -43,6 +45,7 @@ struct ServeBenchOptions {
   std::vector<std::string> cases{"facile", "deepcalo"};
   std::string json_path;
   std::string client_progress = "caller";
+  std::string server_device = "cpu";
 };
 
 struct Case {
@@ -53,7 +56,9 @@ struct Case {
 Case case_of(const std::string& name) {
   if (name == "facile") return {"facile", 16};
   if (name == "deepcalo") return {"deepcalo", 5};
-  HPCML_THROW(ConfigError, "bench serve: --cases: expected facile and/or deepcalo, found '", name, "'");
+  if (name == "particlenet-lite") return {"particlenet-lite", 8};
+  HPCML_THROW(ConfigError, "bench serve: --cases: expected facile, deepcalo and/or particlenet-lite, found '", name,
+              "'");
 }
 
 // This rank's repository: each case with dynamic batching and as batch-1 serving.
@@ -72,6 +77,19 @@ std::string write_repository(const ServeBenchOptions& o, int max_streams) {
     }
   }
   return dir.string();
+}
+
+// One request's inputs: the model's example inputs; jets as a ragged input (items of
+// 4 features per jet), which the server pads per batch and masks.
+serve::NamedInputs request_inputs(const std::string& name, int rows) {
+  auto inputs = models::example_inputs(name, rows, /*seed=*/7);
+  if (inputs.count("mask") == 0) return serve::fixed_inputs(inputs);
+  const at::Tensor mask = inputs.at("mask").to(at::kBool);
+  const at::Tensor particles = inputs.at("particles");
+  serve::Input ragged;
+  ragged.values = particles.masked_select(mask.unsqueeze(-1)).view({-1, particles.size(-1)}).contiguous();
+  ragged.offsets = at::cat({at::zeros({1}, at::kLong), mask.sum(1).cumsum(0).to(at::kLong)});
+  return {{"particles", ragged}};
 }
 
 nlohmann::json run_point(serve::Client& client, const std::string& model, const serve::NamedInputs& inputs,
@@ -149,6 +167,8 @@ int run_bench(Context& ctx, const ServeBenchOptions& o) {
     so.repository = repo;
     so.intra_op_threads = 1;
     so.client_timeout_s = std::max(60.0, ctx.config.runtime.collective_timeout_s);
+    so.device = collectives::select_device(o.server_device, ctx.env.local_rank, "bench serve: --server-device").device;
+    HPCML_LOG_INFO("bench serve: server rank {} on {}", rank, collectives::describe_device(so.device));
     const auto report = serve::run_server(comm, clients, so);
     const std::string text = report.to_json();
     HPCML_MPI_CHECK(MPI_Send(text.data(), static_cast<int>(text.size()), MPI_CHAR, 0, kTagBenchReport, comm));
@@ -183,7 +203,8 @@ int run_bench(Context& ctx, const ServeBenchOptions& o) {
     if (rank == 0) {
       result = {{"benchmark", "serve"}, {"ranks", size}, {"client_ranks", n_clients}, {"server_ranks", 1},
                 {"seconds_per_point", o.seconds}, {"server_intra_op_threads", 1},
-                {"client_progress", o.client_progress}, {"server_compute", "auto (inline when bound to one core)"}};
+                {"client_progress", o.client_progress}, {"server_compute", "auto (inline when bound to one core)"},
+                {"server_device", o.server_device}};
       std::printf("%-9s %-8s %7s %11s %12s %9s %9s %9s %9s %9s %10s\n", "case", "batching", "streams", "events/s",
                   "rows/s", "p50_us", "p99_us", "queue_us", "infer_us", "ovh_p50", "batch_rows");
       if (n_clients > 1)
@@ -194,7 +215,7 @@ int run_bench(Context& ctx, const ServeBenchOptions& o) {
     const auto entries = serve::read_repository(repo);
     for (const auto& name : o.cases) {
       const Case c = case_of(name);
-      const serve::NamedInputs inputs = serve::fixed_inputs(models::example_inputs(name, c.rows, /*seed=*/7));
+      const serve::NamedInputs inputs = request_inputs(name, c.rows);
       if (rank == 0) {
         // X: local inference of one request's rows at one thread.
         const auto& entry = serve::find_entry(entries, name);
@@ -297,7 +318,13 @@ void add_bench_serve_command(CLI::App& bench, CommonOptions& common, Runner& sel
   sub->add_option("--streams", o->streams, "In-flight request slots to sweep")->delimiter(',')->capture_default_str();
   sub->add_option("--seconds", o->seconds, "Measured seconds per point")->check(CLI::Range(0.01, 600.0))->capture_default_str();
   sub->add_option("--warmup-s", o->warmup_s, "Unmeasured seconds before each point")->check(CLI::Range(0.0, 60.0))->capture_default_str();
-  sub->add_option("--cases", o->cases, "facile and/or deepcalo")->delimiter(',')->capture_default_str();
+  sub->add_option("--cases", o->cases, "facile, deepcalo and/or particlenet-lite (8 jets per request)")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--server-device", o->server_device,
+                  "Where the server rank runs the models: cpu, cuda (its GPU: local rank % visible), cuda:N, auto; "
+                  "the clients stay on the CPU")
+      ->capture_default_str();
   sub->add_option("--client-progress", o->client_progress,
                   "caller: the bench loop drives the client's progress (no thread hand-off on the client's core); "
                   "thread: the client's progress thread")

@@ -2,7 +2,6 @@
 #include <ATen/ATen.h>
 #include <mpi.h>
 #include <torch/cuda.h>
-#include <torch/version.h>
 
 #include <cstring>
 #include <fstream>
@@ -10,7 +9,9 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "collectives/device.hpp"
 #include "collectives/factory.hpp"
+#include "collectives/torch_compat.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "core/h5.hpp"
@@ -48,7 +49,11 @@ nlohmann::json rank_record(const Context& c) {
           {"cpus", c.threads.cpus},
           {"num_cpus", c.threads.num_cpus},
           {"threads", c.threads.intra_op},
-          {"blas_threads", c.threads.blas}};
+          {"blas_threads", c.threads.blas},
+          {"device", c.device.device.str()},
+          {"device_name", collectives::describe_device(c.device.device)},
+          {"device_why", c.device.why},
+          {"cuda_devices_visible", collectives::visible_devices()}};
 }
 
 int run_info(Context& c, const std::string& json_path) {
@@ -66,6 +71,11 @@ int run_info(Context& c, const std::string& json_path) {
   int thread_level = 0;
   MPI_Query_thread(&thread_level);
   const bool cuda = torch::cuda::is_available();
+#ifdef HPCML_HAS_CUDA
+  const bool cuda_built = true;
+#else
+  const bool cuda_built = false;
+#endif
   std::string backends;
   for (const auto& b : collectives::compiled_backends()) backends += (backends.empty() ? "" : ", ") + b;
 #ifdef HPCML_HAS_HDF5_PARALLEL
@@ -78,8 +88,7 @@ int run_info(Context& c, const std::string& json_path) {
 #else
   const bool nccl = false;
 #endif
-  const std::string torch_version = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) +
-                                     "." + std::to_string(TORCH_VERSION_PATCH);
+  const std::string torch_version = compat::libtorch_version();
   nlohmann::json info = {
       {"version", HPCML_VERSION},
       {"git_revision", HPCML_GIT_REVISION},
@@ -92,6 +101,7 @@ int run_info(Context& c, const std::string& json_path) {
       {"backend_in_use", c.world->name()},
       {"hdf5_parallel", h5_parallel},
       {"cuda", cuda},
+      {"cuda_built", cuda_built},
       {"nccl", nccl},
       {"launcher", to_string(c.env.launcher)},
       {"job_id", c.env.job_id ? nlohmann::json(*c.env.job_id) : nlohmann::json()},
@@ -107,19 +117,24 @@ int run_info(Context& c, const std::string& json_path) {
             << "  HDF5           " << h5_version() << "\n"
             << "  backends       " << backends << " (in use: " << c.world->name() << ")\n"
             << "  parallel HDF5  " << (h5_parallel ? "yes" : "no") << "\n"
-            << "  CUDA           " << (cuda ? "yes" : "no (LibTorch built without CUDA or no device)") << "\n"
+            << "  CUDA           "
+            << (cuda ? "yes, " + std::to_string(collectives::visible_devices()) + " device(s) visible"
+                     : cuda_built ? std::string("built, but no device visible")
+                                  : std::string("no (this build has no CUDA: LibTorch ") + torch_version + ")")
+            << "\n"
             << "  NCCL           " << (nccl ? "yes" : "no (backend not compiled in)") << "\n"
             << "  launcher       " << to_string(c.env.launcher);
   if (c.env.job_id) std::cout << ", Slurm job " << *c.env.job_id;
   if (c.env.het_size) std::cout << ", het job of " << *c.env.het_size << " components";
   std::cout << "\n  ranks          " << c.env.size << " on " << c.env.num_nodes << " node(s)\n\n";
-  std::cout << "  rank  local  node                 het  cpus        threads  blas\n";
+  std::cout << "  rank  local  node                 het  cpus        threads  blas  device\n";
   for (const auto& r : ranks) {
     std::string local = std::to_string(r["local_rank"].get<int>()) + "/" + std::to_string(r["local_size"].get<int>());
     std::string het = r["het_group"].is_null() ? "-" : std::to_string(r["het_group"].get<int>());
     std::cout << "  " << std::left << std::setw(6) << r["rank"].get<int>() << std::setw(7) << local << std::setw(21)
               << r["node"].get<std::string>() << std::setw(5) << het << std::setw(12) << r["cpus"].get<std::string>()
-              << std::setw(9) << r["threads"].get<int>() << r["blas_threads"].get<int>() << "\n";
+              << std::setw(9) << r["threads"].get<int>() << std::setw(6) << r["blas_threads"].get<int>()
+              << r["device_name"].get<std::string>() << "\n";
   }
   std::cout.flush();
   if (!json_path.empty()) write_file_atomically(json_path, info.dump(2) + "\n");

@@ -1,6 +1,7 @@
 #include "launch/serve/client.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <algorithm>
 #include <atomic>

@@ -398,6 +398,7 @@ int run_serve(Context& context, const ServeConfig& config) {
     options.intra_op_threads = s.server_threads;
     options.compute = s.server_compute;
     options.drain_timeout_s = timeout_s;
+    options.device = context.device.device;
     const ServerReport report = run_server(comm, plan.clients, options);
     mine = nlohmann::json::parse(report.to_json());
     mine["role"] = "server";

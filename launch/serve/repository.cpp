@@ -1,6 +1,7 @@
 #include "launch/serve/repository.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/serialize/input-archive.h>
 
 #include <algorithm>

@@ -1,6 +1,7 @@
 #include "launch/serve/server.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/Parallel.h>
 
 #include <nlohmann/json.hpp>
@@ -18,6 +19,7 @@
 
 #include <sched.h>
 
+#include "collectives/device.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/mpi.hpp"
@@ -109,6 +111,7 @@ class Outbox {
 
 struct Served {
   ModelEntry entry;
+  c10::Device device{c10::kCPU};
   std::unique_ptr<BatchQueue> queue;
   std::vector<std::unique_ptr<models::Model>> instances;
 };
@@ -119,8 +122,8 @@ struct Stats {
 };
 
 // Runs one batch on `model` and queues its replies (or one error reply per request).
-void run_batch(const ModelEntry& entry, models::Model& model, std::vector<QueuedRequest>& batch, Outbox& outbox,
-               Stats& stats) {
+void run_batch(const ModelEntry& entry, const c10::Device& device, models::Model& model,
+               std::vector<QueuedRequest>& batch, Outbox& outbox, Stats& stats) {
   {
     const auto t0 = Clock::now();
     const auto n = static_cast<double>(batch.size());
@@ -133,9 +136,10 @@ void run_batch(const ModelEntry& entry, models::Model& model, std::vector<Queued
       std::vector<const NamedInputs*> parts;
       parts.reserve(batch.size());
       for (const auto& q : batch) parts.push_back(&q.request.inputs);
-      const models::Inputs inputs = assemble_batch(entry, parts);
+      models::Inputs inputs = assemble_batch(entry, parts);
+      for (auto& [name, t] : inputs) t = collectives::to_device(t, device);
       const auto t1 = Clock::now();
-      at::Tensor output = model.forward(inputs);
+      at::Tensor output = model.forward(inputs).to(at::kCPU);  // waits for the device
       const auto t2 = Clock::now();
       input_us = us_between(t0, t1);
       infer_us = us_between(t1, t2);
@@ -200,11 +204,12 @@ void run_batch(const ModelEntry& entry, models::Model& model, std::vector<Queued
 // One model instance thread: takes batches, runs them, queues the replies.
 void instance_loop(Served& served, models::Model& model, Outbox& outbox, Stats& stats) {
   at::NoGradGuard no_grad;
+  collectives::StreamScope stream(served.device);  // this instance's own CUDA stream on a GPU
   for (;;) {
     std::vector<QueuedRequest> batch = served.queue->next_batch();
     if (batch.empty()) return;
     outbox.computing(true);
-    run_batch(served.entry, model, batch, outbox, stats);
+    run_batch(served.entry, served.device, model, batch, outbox, stats);
     outbox.computing(false);
   }
 }
@@ -232,6 +237,7 @@ std::string ServerReport::to_json() const {
   };
   const double n = std::max<double>(1, static_cast<double>(requests));
   const nlohmann::json out = {{"rank", rank},
+          {"device", device},
           {"wall_s", wall_s},
           {"busy_s", busy_s},
           {"utilisation", wall_s > 0 ? busy_s / wall_s : 0.0},
@@ -263,7 +269,11 @@ ServerReport run_server(MPI_Comm comm, const std::vector<int>& clients, const Se
     policy.preferred = entry.config.preferred_batch_sizes;
     policy.max_delay = std::chrono::microseconds(entry.config.max_queue_delay_us);
     s->queue = std::make_unique<BatchQueue>(policy);
-    for (int i = 0; i < entry.config.instances; ++i) s->instances.push_back(load_model(entry));
+    s->device = options.device;
+    for (int i = 0; i < entry.config.instances; ++i) {
+      s->instances.push_back(load_model(entry));
+      s->instances.back()->to(options.device);
+    }
     served.push_back(std::move(s));
   }
   std::vector<ModelEntry> entries;
@@ -273,6 +283,7 @@ ServerReport run_server(MPI_Comm comm, const std::vector<int>& clients, const Se
   Outbox outbox;
   Stats stats;
   stats.report.rank = rank;
+  stats.report.device = collectives::describe_device(options.device);
   const int cores = usable_cores();
   HPCML_CHECK_AS(ConfigError, options.compute == "auto" || options.compute == "threads" || options.compute == "inline",
                  "config error: key 'serve.server_compute': expected one of [auto, threads, inline], found '",
@@ -385,7 +396,7 @@ ServerReport run_server(MPI_Comm comm, const std::vector<int>& clients, const Se
       for (auto& s : served) {
         for (auto batch = s->queue->due_batch(); !batch.empty(); batch = s->queue->due_batch()) {
           did = true;
-          run_batch(s->entry, *s->instances.front(), batch, outbox, stats);
+          run_batch(s->entry, s->device, *s->instances.front(), batch, outbox, stats);
         }
       }
     }

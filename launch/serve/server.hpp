@@ -3,6 +3,7 @@
 /// batches them per model, runs model instances on threads, replies to each client.
 #pragma once
 
+#include <c10/core/Device.h>
 #include <mpi.h>
 
 #include <cstdint>
@@ -24,11 +25,15 @@ struct ServerOptions {
   /// per model, no thread hand-off). "auto": inline when this process may run on one
   /// core only (mpirun --bind-to core, srun --cpus-per-task=1), else threads.
   std::string compute = "auto";
+  /// Where the model instances live (runtime.device). On a GPU each instance thread
+  /// has its own CUDA stream, and a batch's inputs are copied from pinned memory.
+  c10::Device device{c10::kCPU};
 };
 
 /// What one server did, for metrics.
 struct ServerReport {
   int rank = -1;
+  std::string device = "cpu";  ///< where the instances ran (collectives::describe_device)
   double wall_s = 0;
   double busy_s = 0;  ///< model instance threads' time in batches (summed over instances)
   std::int64_t requests = 0;

@@ -1,11 +1,13 @@
 #include "launch/train/optim.hpp"
 
 #include <ATen/ATen.h>
-#include <c10/util/string_utils.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cmath>
 #include <memory>
+#include <sstream>
 #include <string>
+#include <type_traits>
 
 #include "collectives/gradient_reducer.hpp"
 #include "collectives/wire.hpp"
@@ -44,6 +46,22 @@ void adam_update(float* __restrict p, const void* grad, float* __restrict m, flo
   }
 }
 
+// torch::optim keeps a parameter's state under a key that changed type between
+// LibTorch versions: the TensorImpl address as a string (1.13), the address itself
+// (2.x). Both deduced from torch's own map type, so no version test is needed.
+using OptimizerStates = std::remove_reference_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
+using OptimizerStateKey = OptimizerStates::key_type;
+template <typename Key = OptimizerStateKey>
+Key state_key(const at::Tensor& param) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream address;  // what 1.13's c10::guts::to_string makes of a pointer
+    address << param.unsafeGetTensorImpl();
+    return address.str();
+  } else {
+    return param.unsafeGetTensorImpl();
+  }
+}
+
 bool fusable(const at::Tensor& t) {
   return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.layout() == at::kStrided &&
          t.is_contiguous();
@@ -66,12 +84,12 @@ bool all_fusable(const std::vector<torch::optim::OptimizerParamGroup>& groups) {
 // torch step see the same optimizer.
 template <typename Options, typename State>
 void adam_param_step(const Options& options,
-                     ska::flat_hash_map<std::string, std::unique_ptr<torch::optim::OptimizerParamState>>& states,
+                     OptimizerStates& states,
                      const at::Tensor& p, const void* grad, at::ScalarType dtype, bool decoupled) {
   at::NoGradGuard no_grad;
   const double beta1 = std::get<0>(options.betas());
   const double beta2 = std::get<1>(options.betas());
-  const std::string key = c10::guts::to_string(p.unsafeGetTensorImpl());
+  const OptimizerStateKey key = state_key(p);
   auto found = states.find(key);
   if (found == states.end()) {
     auto fresh = std::make_unique<State>();
@@ -103,7 +121,7 @@ void adam_param_step(const Options& options,
 
 template <typename Options, typename State>
 void fused_step(std::vector<torch::optim::OptimizerParamGroup>& groups,
-                ska::flat_hash_map<std::string, std::unique_ptr<torch::optim::OptimizerParamState>>& states,
+                OptimizerStates& states,
                 bool decoupled) {
   for (auto& group : groups) {
     const auto& options = static_cast<const Options&>(group.options());
@@ -266,7 +284,7 @@ void FusedSgd::update_elements(const at::Tensor& param, const void* grad, at::Sc
   float* buf = nullptr;
   if (options.momentum() != 0) {
     // torch's state, keyed as torch keys it: save/load and torch's own step see it.
-    const std::string key = c10::guts::to_string(param.unsafeGetTensorImpl());
+    const OptimizerStateKey key = state_key(param);
     auto state = state_.find(key);
     momentum = kMomentumStep;
     if (state == state_.end()) {

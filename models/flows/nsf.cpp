@@ -198,12 +198,16 @@ struct CouplingImpl : torch::nn::Module {
                                      static_cast<int64_t>(trans.size()) * per));
   }
   TransformResult forward(const at::Tensor& x, const at::Tensor& context, bool inverse) {
-    const auto cond = at::cat({x.index_select(1, identity_idx), context}, 1);
-    const int64_t nt = transform_idx.size(0);
+    // The index lists are not buffers (the checkpoint and twin names stay as they
+    // are), so they follow the input to its device here; a no-op on the CPU.
+    const auto identity = identity_idx.to(x.device());
+    const auto transform = transform_idx.to(x.device());
+    const auto cond = at::cat({x.index_select(1, identity), context}, 1);
+    const int64_t nt = transform.size(0);
     const auto params = net->forward(cond).view({x.size(0), nt, 3 * spline.num_bins - 1});
-    const auto r = inverse ? rq_spline_inverse(x.index_select(1, transform_idx), params, spline)
-                           : rq_spline_forward(x.index_select(1, transform_idx), params, spline);
-    return {x.index_copy(1, transform_idx, r.outputs), r.logabsdet.sum(1)};
+    const auto r = inverse ? rq_spline_inverse(x.index_select(1, transform), params, spline)
+                           : rq_spline_forward(x.index_select(1, transform), params, spline);
+    return {x.index_copy(1, transform, r.outputs), r.logabsdet.sum(1)};
   }
   SplineOptions spline;
   at::Tensor identity_idx, transform_idx;

@@ -7,6 +7,7 @@
 // "__z__" -> "__theta_from_z__" (the inverse transform on the strains' contexts).
 // Driven by tests/cli/test_nsf_twin.py, which loads the dump into models/twins/nsf.py.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cstdlib>
 #include <exception>

@@ -4,6 +4,7 @@
 // "__input__" and the model's output "__output__" for it. Driven by
 // tests/cli/test_zoo_twins.py, which loads the dump into the Python twin.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cstdlib>
 #include <exception>

@@ -3,6 +3,7 @@
 // against log_prob (KS), importance sampling with a known evidence, and the GW
 // template against datagen gw itself.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -2,6 +2,7 @@
 // graph built in the embedding space (against brute force, and its memory on a 10k-hit
 // event: no N x N allocation), packed message passing, the losses, and the weights file.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 

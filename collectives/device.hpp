@@ -1,0 +1,56 @@
+/// @file
+/// Which device a rank computes on, and CUDA streams for the code that uses one.
+///
+/// Device choice goes through LibTorch's API and builds in every line; a build
+/// without CUDA (Debian's LibTorch 1.13) simply sees no device. Streams and
+/// device names need the CUDA runtime and exist only with HPCML_HAS_CUDA; without
+/// it they are no-ops and the names say "no CUDA in this build".
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <memory>
+#include <string>
+
+namespace hpcml::collectives {
+
+/// A rank's device and why it is that one (for `hpcml info` and logs).
+struct DeviceChoice {
+  c10::Device device{c10::kCPU};
+  std::string why;  ///< e.g. "local rank 1 of 2, 2 visible devices" or "runtime.device: cpu"
+};
+
+/// Resolves `spec` for a rank: "cpu"; "cuda" (device local_rank % visible, which is
+/// the rank's own GPU under `srun --gpus-per-task=1`, where CUDA_VISIBLE_DEVICES
+/// shows each task one device, and under mpirun with one rank per GPU); "cuda:N";
+/// "auto" (cuda when this rank sees a device, else cpu). Throws hpcml::ConfigError
+/// naming `key` when a CUDA device is asked for and none is visible.
+DeviceChoice select_device(const std::string& spec, int local_rank, const std::string& key = "runtime.device");
+
+/// CUDA devices this process sees (0 without CUDA).
+int visible_devices();
+
+/// "NVIDIA H200, 139.8 GiB, compute capability 9.0" or "cpu".
+std::string describe_device(const c10::Device& device);
+
+/// While alive, the current thread's current CUDA stream on `device` is a stream
+/// of its own from LibTorch's pool, so work issued under it can overlap another
+/// scope's. synchronize() waits for it. On the CPU: does nothing.
+class StreamScope {
+ public:
+  explicit StreamScope(const c10::Device& device);
+  ~StreamScope();
+  StreamScope(const StreamScope&) = delete;
+  StreamScope& operator=(const StreamScope&) = delete;
+  void synchronize();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+/// A copy of `t` on `device`; from a CPU tensor to a GPU through pinned memory, so
+/// the copy is asynchronous on the current stream. Returns `t` when already there.
+at::Tensor to_device(const at::Tensor& t, const c10::Device& device);
+
+}  // namespace hpcml::collectives

@@ -1,0 +1,101 @@
+// Device choice, autocast and the NCCL backend's refusals: what needs no GPU, in
+// every build line (Debian's LibTorch 1.13 and the upstream CUDA one).
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "collectives/device.hpp"
+#include "collectives/nccl_backend.hpp"
+#include "collectives/torch_compat.hpp"
+#include "core/error.hpp"
+#include "hpcml/build_config.hpp"
+
+namespace hpcml {
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(SelectDevice, CpuAndAutoWithoutADevice) {
+  EXPECT_TRUE(collectives::select_device("cpu", 3).device.is_cpu());
+  if (collectives::visible_devices() == 0) {
+    const auto choice = collectives::select_device("auto", 0);
+    EXPECT_TRUE(choice.device.is_cpu());
+    EXPECT_NE(choice.why.find("no CUDA device visible"), std::string::npos) << choice.why;
+  }
+}
+
+TEST(SelectDevice, CudaWithoutADeviceIsOneLineNamingTheKey) {
+  if (collectives::visible_devices() > 0) GTEST_SKIP() << "a CUDA device is visible (the gpu tier covers it)";
+  const std::string e = error_of([] { collectives::select_device("cuda", 1, "runtime.device"); });
+  EXPECT_NE(e.find("runtime.device"), std::string::npos) << e;
+#ifdef HPCML_HAS_CUDA
+  EXPECT_NE(e.find("expected a CUDA device, found none visible to local rank 1"), std::string::npos) << e;
+#else
+  EXPECT_NE(e.find("built without CUDA"), std::string::npos) << e;
+#endif
+  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+}
+
+TEST(SelectDevice, ASpecThatIsNoDeviceIsRefused) {
+  for (const char* bad : {"gpu", "cuda:", "cuda:x", "cuda:-1", "CUDA"}) {
+    const std::string e = error_of([&] { collectives::select_device(bad, 0, "bench ddp: --device"); });
+    EXPECT_NE(e.find("expected cpu, cuda, cuda:N or auto, found '" + std::string(bad) + "'"), std::string::npos)
+        << bad << ": " << e;
+  }
+}
+
+TEST(Nccl, CompiledExactlyWithCuda) {
+#ifdef HPCML_HAS_NCCL
+  EXPECT_TRUE(collectives::nccl_compiled());
+#else
+  EXPECT_FALSE(collectives::nccl_compiled());
+  const std::string e = error_of([] { collectives::make_nccl_backend(nullptr, 0, {}); });
+  EXPECT_NE(e.find("built without CUDA"), std::string::npos) << e;
+#endif
+}
+
+// The reference: what autocast does, stated by its contract, not by the
+// implementation: an eligible op (matmul) runs in the lower precision inside the
+// scope; outside, and after nested scopes close, float32 again.
+TEST(Autocast, Bf16MatmulOnTheCpuAndRestoredAfter) {
+  const auto a = at::randn({8, 8}), b = at::randn({8, 8});
+  EXPECT_EQ(at::matmul(a, b).scalar_type(), at::kFloat);
+  {
+    compat::AutocastScope outer(c10::DeviceType::CPU, at::kBFloat16);
+    EXPECT_EQ(at::matmul(a, b).scalar_type(), at::kBFloat16);
+    {
+      compat::AutocastScope inner(c10::DeviceType::CPU, at::kFloat);  // fp32: no change
+      EXPECT_EQ(at::matmul(a, b).scalar_type(), at::kBFloat16);
+    }
+    EXPECT_EQ(at::matmul(a, b).scalar_type(), at::kBFloat16);
+  }
+  EXPECT_EQ(at::matmul(a, b).scalar_type(), at::kFloat);
+}
+
+TEST(Autocast, Fp16OnTheCpuNeedsLibTorch2) {
+  std::string why;
+  const bool ok = compat::autocast_supported(c10::DeviceType::CPU, at::kHalf, &why);
+#if HPCML_TORCH_AT_LEAST(2, 0)
+  EXPECT_TRUE(ok) << why;
+#else
+  EXPECT_FALSE(ok);
+  EXPECT_NE(why.find("needs LibTorch 2.x; this build has 1.13"), std::string::npos) << why;
+  const std::string e = error_of([] { compat::AutocastScope s(c10::DeviceType::CPU, at::kHalf); });
+  EXPECT_NE(e.find("fp16 autocast on the CPU"), std::string::npos) << e;
+#endif
+  EXPECT_FALSE(compat::autocast_supported(c10::DeviceType::CPU, at::kInt, &why));
+}
+
+TEST(Version, MatchesTheBuildsLibTorch) {
+  EXPECT_EQ(compat::libtorch_version(), std::string(HPCML_TORCH_VERSION).substr(0, compat::libtorch_version().size()));
+}
+
+}  // namespace
+}  // namespace hpcml
