@@ -62,9 +62,11 @@ if(HPCML_ENABLE_CUDA)
     message(FATAL_ERROR "HPCML_ENABLE_CUDA=ON needs a CUDA-enabled LibTorch; the one found "
                         "(${Torch_DIR}, ${Torch_VERSION}) is CPU-only. Use scripts/build.sh --libtorch upstream")
   endif()
-  find_package(CUDAToolkit REQUIRED)
+  # The CUDA runtime comes with Torch's targets (torch::cudart); NCCL by path, so the
+  # installed package (find_package(hpcml)) needs no NCCL target of its own.
   find_package(NCCL REQUIRED)
-  target_link_libraries(hpcml_torch INTERFACE CUDA::cudart NCCL::NCCL)
+  target_include_directories(hpcml_torch SYSTEM INTERFACE ${NCCL_INCLUDE_DIR})
+  target_link_libraries(hpcml_torch INTERFACE ${NCCL_LIBRARY})
   set(HPCML_HAS_CUDA ON)
   set(HPCML_HAS_NCCL ON)
   message(STATUS "hpcml: CUDA ${CUDAToolkit_VERSION}, NCCL ${NCCL_VERSION} (${NCCL_LIBRARY})")

@@ -200,6 +200,9 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
                         {"model", o.model},
                         {"device", device.str()},
                         {"backend", c.world->name()},
+                        {"breakdown_note", device.is_cuda() ? "host time: GPU work is asynchronous, so forward and "
+                                                              "backward show launch time and the wait lands in the step"
+                                                            : "wall time per part"},
                         {"device_name", collectives::describe_device(device)},
                         {"precision", o.precision},
                         {"libtorch", compat::libtorch_version()},
@@ -218,10 +221,7 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
                         {"first_loss", first_loss},
                         {"final_loss", last_loss},
                         {"breakdown_ms",
-                         {{"note", device.is_cuda() ? "host time: GPU work is asynchronous, so forward and "
-                                                      "backward show launch time and the wait lands in the step"
-                                                    : "wall time per part"},
-                          {"data_wait", 0.0},
+                         {{"data_wait", 0.0},
                           {"forward", p[0]},
                           {"backward", p[1]},
                           {"comm_wait", p[2]},

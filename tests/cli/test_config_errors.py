@@ -56,9 +56,9 @@ class ConfigErrorTest(unittest.TestCase):
                                    r"key 'runtime\.collective_timeout_s': expected a number in .*found '-5'")
 
     def test_bad_choice_from_set(self):
-        self.assert_one_line_error(["config", "--set", "runtime.backend=nccl"],
+        self.assert_one_line_error(["config", "--set", "runtime.backend=gloo"],
                                    r"config error in --set runtime\.backend: key 'runtime\.backend': "
-                                   r"expected one of \[mpi, local\], found 'nccl'")
+                                   r"expected one of \[mpi, local, nccl, auto\], found 'gloo'")
 
     def test_malformed_set(self):
         self.assert_one_line_error(["config", "--set", "runtime.threads"], r"expected KEY=VALUE")

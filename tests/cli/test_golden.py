@@ -28,7 +28,7 @@ REFERENCES = {"config-reference": ["config", "--reference"], "serve-reference": 
 ERRORS = [
     ["config", "--set", "runtime.thread=2"],
     ["config", "--set", "runtime.threads=two"],
-    ["config", "--set", "runtime.backend=nccl"],
+    ["config", "--set", "runtime.backend=gloo"],
     ["config", "--set", "runtime.threads"],
     ["config", "--for", "train", "--set", "model.hidden=[64, a]"],
     ["config", "--for", "train", "--set", "model.name=resnet"],

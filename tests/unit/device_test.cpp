@@ -1,10 +1,12 @@
-// Device choice, autocast and the NCCL backend's refusals: what needs no GPU, in
-// every build line (Debian's LibTorch 1.13 and the upstream CUDA one).
+// Device choice, autocast, the NCCL backend's refusals and the gradient-ready hook:
+// what needs no GPU and differs between LibTorch versions, tested in every build line
+// (Debian's LibTorch 1.13 and the upstream CUDA 2.11 one).
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
 
 #include "collectives/device.hpp"
+#include "collectives/grad_hook.hpp"
 #include "collectives/nccl_backend.hpp"
 #include "collectives/torch_compat.hpp"
 #include "core/error.hpp"
@@ -91,6 +93,23 @@ TEST(Autocast, Fp16OnTheCpuNeedsLibTorch2) {
   EXPECT_NE(e.find("fp16 autocast on the CPU"), std::string::npos) << e;
 #endif
   EXPECT_FALSE(compat::autocast_supported(c10::DeviceType::CPU, at::kInt, &why));
+}
+
+// The reference: the gradient autograd accumulated, read when the hook fires. Two
+// hooks on one parameter both fire (2.x keeps one hook object per tensor, so this
+// failed before the hooks were multiplexed), and dropping one leaves the other.
+TEST(GradReadyHook, TwoOnOneParameterFireAfterAccumulationAndOneOutlivesTheOther) {
+  auto w = at::ones({3}).requires_grad_(true);
+  std::vector<std::string> seen;
+  auto first = collectives::on_grad_ready(w, [&] { seen.push_back("first " + std::to_string(w.grad().sum().item<float>())); });
+  {
+    auto second = collectives::on_grad_ready(w, [&] { seen.push_back("second"); });
+    (w * 2).sum().backward();
+    EXPECT_EQ(seen, (std::vector<std::string>{"first 6.000000", "second"}));
+  }
+  seen.clear();
+  (w * 2).sum().backward();  // accumulates: 4 per element
+  EXPECT_EQ(seen, (std::vector<std::string>{"first 12.000000"}));
 }
 
 TEST(Version, MatchesTheBuildsLibTorch) {
