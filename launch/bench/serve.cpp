@@ -18,13 +18,16 @@
 #include <sstream>
 #include <thread>
 
+#include "core/config.hpp"
 #include "core/error.hpp"
+#include "core/files.hpp"
 #include "core/mpi.hpp"
 #include "core/watchdog.hpp"
 #include "launch/cli/command.hpp"
 #include "launch/serve/client.hpp"
 #include "launch/serve/driver.hpp"
 #include "launch/serve/repository.hpp"
+#include "launch/serve/serve_config.hpp"
 #include "launch/serve/server.hpp"
 #include "models/registry.hpp"
 
@@ -56,19 +59,25 @@ Case case_of(const std::string& name) {
   HPCML_THROW(ConfigError, "bench serve: --cases: expected facile and/or deepcalo, found '", name, "'");
 }
 
-// This rank's repository: each case with dynamic batching and as batch-1 serving.
+// This rank's repository: each case with dynamic batching and as batch-1 serving, each
+// model's config.yaml written from its ModelConfig by the config writer.
 std::string write_repository(const ServeBenchOptions& o, int max_streams) {
   const fs::path dir = fs::temp_directory_path() / ("hpcml-bench-serve-" + std::to_string(::getpid()));
   fs::remove_all(dir);
   for (const auto& name : o.cases) {
     const Case c = case_of(name);
-    const int max_batch = c.rows * max_streams;
     for (const bool dynamic : {true, false}) {
+      serve::ModelConfig model;
+      model.platform = "zoo";
+      model.zoo_model = name;
+      model.seed = 1;
+      model.max_batch_size = c.rows * max_streams;
+      model.dynamic_batching = dynamic;
+      model.max_queue_delay_us = 0;
+      model.instances = 1;
       const fs::path m = dir / (name + (dynamic ? "" : "-batch1"));
       fs::create_directories(m);
-      std::ofstream(m / "config.yaml") << "platform: zoo\nzoo_model: " << name << "\nseed: 1\nmax_batch_size: "
-                                       << max_batch << "\ndynamic_batching: " << (dynamic ? "true" : "false")
-                                       << "\nmax_queue_delay_us: 0\ninstances: 1\n";
+      write_file_atomically((m / "config.yaml").string(), config::to_yaml(model));
     }
   }
   return dir.string();
@@ -131,11 +140,12 @@ nlohmann::json run_point(serve::Client& client, const std::string& model, const 
 // The server rank: serves the repository until every client is done, then sends its
 // report to rank 0.
 void run_server_rank(Context& ctx, MPI_Comm comm, const std::vector<int>& clients, const std::string& repo) {
-  serve::ServerOptions so;
-  so.repository = repo;
-  so.intra_op_threads = 1;
-  so.client_timeout_s = std::max(60.0, ctx.config.runtime.collective_timeout_s);
-  const auto report = serve::run_server(comm, clients, so);
+  // The serve section in memory, converted as `hpcml serve` converts it.
+  serve::ServeSection section;
+  section.repository = repo;
+  section.server_threads = 1;
+  section.client_timeout_s = std::max(section.client_timeout_s, ctx.config.runtime.collective_timeout_s);
+  const auto report = serve::run_server(comm, clients, section.server_options());
   const std::string text = report.to_json();
   HPCML_MPI_CHECK(MPI_Send(text.data(), static_cast<int>(text.size()), MPI_CHAR, 0, kTagBenchReport, comm));
 }

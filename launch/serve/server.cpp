@@ -274,9 +274,8 @@ ServerReport Server::run() {
   load_models();
   stats_.report.rank = rank_;
   cores_ = usable_cores();
-  HPCML_CHECK_AS(ConfigError, options_.compute == "auto" || options_.compute == "threads" || options_.compute == "inline",
-                 "config error: key 'serve.server_compute': expected one of [auto, threads, inline], found '",
-                 options_.compute, "'");
+  // Resolved by the schema (serve.server_compute, one of these three): a contract here.
+  HPCML_EXPECTS(options_.compute == "auto" || options_.compute == "threads" || options_.compute == "inline");
   inline_compute_ = options_.compute == "inline" || (options_.compute == "auto" && cores_ == 1);
   if (!inline_compute_) start_instance_threads();
 
@@ -310,12 +309,7 @@ void Server::load_models() {
   for (auto& entry : read_repository(options_.repository)) {
     auto s = std::make_unique<Served>();
     s->entry = entry;
-    BatchPolicy policy;
-    policy.max_batch_size = entry.config.max_batch_size;
-    policy.dynamic = entry.config.dynamic_batching;
-    policy.preferred = entry.config.preferred_batch_sizes;
-    policy.max_delay = std::chrono::microseconds(entry.config.max_queue_delay_us);
-    s->queue = std::make_unique<BatchQueue>(policy);
+    s->queue = std::make_unique<BatchQueue>(entry.config.batch_policy());
     for (int i = 0; i < entry.config.instances; ++i) s->instances.push_back(load_model(entry));
     served_.push_back(std::move(s));
   }
