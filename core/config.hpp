@@ -302,6 +302,31 @@ std::string to_yaml(S config) {
   return std::string(out.c_str()) + "\n";
 }
 
+/// Checks the values code set on a config section, from command-line flags that mirror
+/// its keys, against the section's rules, as parse() checks a file: a flag maps onto
+/// its key instead of checking the value again. `key` is the section's dotted key
+/// ("reducer"); `flags` maps its keys ("bucket_cap_mb") to the flags that set them
+/// ("bench ddp --bucket-cap-mb"), which errors name as the source: "config error in
+/// bench ddp --bucket-cap-mb: key 'reducer.bucket_cap_mb': expected a number in
+/// [0.001, 4096], found '0'". Throws ConfigError.
+template <typename S>
+void check_section(S section, const std::string& key, const std::map<std::string, std::string>& flags) {
+  YAML::Node node(YAML::NodeType::Map);
+  Writer writer(node);
+  section.describe(writer);
+  Document doc;
+  doc.source = "the defaults of '" + key + "'";
+  for (const auto& [name, flag] : flags) doc.sources[key + "." + name] = flag;
+  Reader reader(node, key, doc);
+  section.describe(reader);
+  reader.finish();
+}
+
+/// MiB, the unit of the `*_mb` keys, to the bytes that library options take (truncated).
+inline std::int64_t mib_to_bytes(double mib) { return static_cast<std::int64_t>(mib * (1 << 20)); }
+/// Bytes to MiB: a library option's default as a `*_mb` key's default.
+inline double bytes_to_mib(std::int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+
 /// Every key of S with its default, as rows.
 template <typename S>
 std::vector<KeyDoc> reference() {

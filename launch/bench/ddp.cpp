@@ -12,10 +12,12 @@
 #include "collectives/device.hpp"
 #include "collectives/module_params.hpp"
 #include "collectives/torch_compat.hpp"
+#include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "launch/cli/command.hpp"
 #include "launch/train/optim.hpp"
+#include "launch/train/train_config.hpp"
 #include "models/registry.hpp"
 
 namespace hpcml::launch::cli {
@@ -27,11 +29,10 @@ struct DdpBenchOptions {
   int batch = 128;
   int steps = 50;
   int warmup = 5;
-  std::string compression = "none";
-  std::string overlap = "auto";
-  std::string transport = "auto";
-  int direct_min_kb = 256;
-  double bucket_cap_mb = 25;
+  /// --compression, --transport, --overlap and --bucket-cap-mb: the train config's
+  /// reducer keys, with their defaults and checks.
+  ReducerSection reducer;
+  int direct_min_kb = static_cast<int>(collectives::ReducerOptions{}.direct_min_bytes / 1024);
   bool plain = false;
   bool step_in_reduction = true;
   std::string device;     ///< "" = runtime.device; else sets it (and runtime.backend auto)
@@ -95,13 +96,11 @@ double ms_since(Clock::time_point t) { return std::chrono::duration<double, std:
 int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
   HPCML_CHECK_AS(ConfigError, o.batch >= 1 && o.steps >= 1 && o.warmup >= 0, "bench ddp: --batch and --steps must be "
                  ">= 1 and --warmup >= 0; found ", o.batch, ", ", o.steps, ", ", o.warmup);
-  collectives::ReducerOptions reducer_options;
+  config::check_section(o.reducer, "reducer",
+                        {{"compression", "bench ddp --compression"}, {"transport", "bench ddp --transport"},
+                         {"overlap", "bench ddp --overlap"}, {"bucket_cap_mb", "bench ddp --bucket-cap-mb"}});
+  collectives::ReducerOptions reducer_options = o.reducer.options();
   reducer_options.direct_min_bytes = int64_t{o.direct_min_kb} * 1024;
-  HPCML_CHECK_AS(ConfigError, o.bucket_cap_mb > 0, "bench ddp: --bucket-cap-mb must be > 0, found ", o.bucket_cap_mb);
-  reducer_options.bucket_cap_bytes = static_cast<int64_t>(o.bucket_cap_mb * (1 << 20));
-  reducer_options.overlap = collectives::parse_overlap(o.overlap, "bench ddp: --overlap");
-  reducer_options.transport = collectives::parse_transport(o.transport, "bench ddp: --transport");
-  reducer_options.compression = collectives::parse_compression(o.compression, "bench ddp: --compression");
 
   const c10::Device device = c.device.device;
   const auto precision = o.precision == "bf16"   ? at::kBFloat16
@@ -210,7 +209,7 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
                         {"batch_per_rank", o.batch},
                         {"threads", c.threads.intra_op},
                         {"steps", o.steps},
-                        {"compression", o.compression},
+                        {"compression", o.reducer.compression},
                         {"transport", o.plain ? "n/a" : collectives::to_string(reducer->transport())},
                         {"overlap", o.plain ? "n/a" : reducer->overlap_mode()},
                         {"buckets", reducer ? reducer->num_buckets() : 0},
@@ -231,7 +230,7 @@ int run_bench_ddp(Context& c, const DdpBenchOptions& o) {
               "overlap %s, optimizer step %s\n",
               o.plain ? "plain LibTorch" : "hpcml", o.model.c_str(), device.str().c_str(), o.precision.c_str(), n,
               o.batch, c.threads.intra_op,
-              out["transport"].get<std::string>().c_str(), o.compression.c_str(),
+              out["transport"].get<std::string>().c_str(), o.reducer.compression.c_str(),
               out["overlap"].get<std::string>().c_str(), reducer ? reducer->update_placement().c_str() : "after it");
   if (reducer && !reducer->transport_note().empty() && n > 1) {
     std::printf("  (%s)\n", reducer->transport_note().c_str());
@@ -261,17 +260,17 @@ void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selec
   sub->add_option("--batch", o->batch, "Samples per rank per step")->capture_default_str();
   sub->add_option("--steps", o->steps, "Timed steps")->capture_default_str();
   sub->add_option("--warmup", o->warmup, "Untimed steps before timing")->capture_default_str();
-  sub->add_option("--compression", o->compression, "Gradients on the wire: none (float32), bf16 or fp16")
+  sub->add_option("--compression", o->reducer.compression, "Gradients on the wire: none (float32), bf16 or fp16")
       ->capture_default_str();
-  sub->add_option("--transport", o->transport,
+  sub->add_option("--transport", o->reducer.transport,
                   "How gradients reach the other ranks: auto (shm when every rank is on this node), shm (one "
                   "shared-memory segment; idle ranks sum for all), mpi (bucketed MPI allreduce)")
       ->capture_default_str();
-  sub->add_option("--overlap", o->overlap,
+  sub->add_option("--overlap", o->reducer.overlap,
                   "MPI transport: when bucket allreduces run: auto (during backward only if the rank has a core to "
                   "spare), always, never")
       ->capture_default_str();
-  sub->add_option("--bucket-cap-mb", o->bucket_cap_mb, "Size of gradient buckets after the first (MiB)")
+  sub->add_option("--bucket-cap-mb", o->reducer.bucket_cap_mb, "Size of gradient buckets after the first (MiB)")
       ->capture_default_str();
   sub->add_option("--direct-min-kb", o->direct_min_kb,
                   "Gradients of at least this many KiB are allreduced in place instead of copied into a bucket")

@@ -19,7 +19,9 @@
 #include <thread>
 
 #include "collectives/device.hpp"
+#include "core/config.hpp"
 #include "core/error.hpp"
+#include "core/files.hpp"
 #include "core/log.hpp"
 #include "core/mpi.hpp"
 #include "core/watchdog.hpp"
@@ -27,6 +29,7 @@
 #include "launch/serve/client.hpp"
 #include "launch/serve/driver.hpp"
 #include "launch/serve/repository.hpp"
+#include "launch/serve/serve_config.hpp"
 #include "launch/serve/server.hpp"
 #include "models/registry.hpp"
 
@@ -61,19 +64,25 @@ Case case_of(const std::string& name) {
               "'");
 }
 
-// This rank's repository: each case with dynamic batching and as batch-1 serving.
+// This rank's repository: each case with dynamic batching and as batch-1 serving, each
+// model's config.yaml written from its ModelConfig by the config writer.
 std::string write_repository(const ServeBenchOptions& o, int max_streams) {
   const fs::path dir = fs::temp_directory_path() / ("hpcml-bench-serve-" + std::to_string(::getpid()));
   fs::remove_all(dir);
   for (const auto& name : o.cases) {
     const Case c = case_of(name);
-    const int max_batch = c.rows * max_streams;
     for (const bool dynamic : {true, false}) {
+      serve::ModelConfig model;
+      model.platform = "zoo";
+      model.zoo_model = name;
+      model.seed = 1;
+      model.max_batch_size = c.rows * max_streams;
+      model.dynamic_batching = dynamic;
+      model.max_queue_delay_us = 0;
+      model.instances = 1;
       const fs::path m = dir / (name + (dynamic ? "" : "-batch1"));
       fs::create_directories(m);
-      std::ofstream(m / "config.yaml") << "platform: zoo\nzoo_model: " << name << "\nseed: 1\nmax_batch_size: "
-                                       << max_batch << "\ndynamic_batching: " << (dynamic ? "true" : "false")
-                                       << "\nmax_queue_delay_us: 0\ninstances: 1\n";
+      write_file_atomically((m / "config.yaml").string(), config::to_yaml(model));
     }
   }
   return dir.string();
@@ -146,6 +155,186 @@ nlohmann::json run_point(serve::Client& client, const std::string& model, const 
           {"mean_batch_rows", done > 0 ? batch_rows / static_cast<double>(done) : 0.0}};
 }
 
+// The server rank: serves the repository until every client is done, then sends its
+// report to rank 0.
+void run_server_rank(Context& ctx, MPI_Comm comm, const std::vector<int>& clients, const std::string& repo,
+                     const std::string& server_device) {
+  // The serve section in memory, converted as `hpcml serve` converts it.
+  serve::ServeSection section;
+  section.repository = repo;
+  section.server_threads = 1;
+  section.client_timeout_s = std::max(section.client_timeout_s, ctx.config.runtime.collective_timeout_s);
+  serve::ServerOptions options = section.server_options();
+  options.device = collectives::select_device(server_device, ctx.env.local_rank, "bench serve: --server-device").device;
+  HPCML_LOG_INFO("bench serve: server rank {} on {}", ctx.env.rank, collectives::describe_device(options.device));
+  const auto report = serve::run_server(comm, clients, options);
+  const std::string text = report.to_json();
+  HPCML_MPI_CHECK(MPI_Send(text.data(), static_cast<int>(text.size()), MPI_CHAR, 0, kTagBenchReport, comm));
+}
+
+// What the client ranks share during the sweep, and the two collectives among them.
+struct ClientRanks {
+  serve::Client& client;
+  MPI_Comm comm;  // the client ranks only
+  int rank;
+  int count;
+  std::chrono::duration<double> timeout;
+
+  // Every client rank runs every point at once; their throughputs add up, and the
+  // latency percentiles are the worst client's.
+  nlohmann::json together(nlohmann::json p) const {
+    double v[3] = {p["events_per_s"].get<double>(), p["latency_us"]["p50"].get<double>(),
+                   p["latency_us"]["p99"].get<double>()};
+    double sum = 0, worst[2] = {0, 0};
+    auto guard = Watchdog::instance().arm("bench serve reduce", "client ranks", timeout);
+    HPCML_MPI_CHECK(MPI_Reduce(v, &sum, 1, MPI_DOUBLE, MPI_SUM, 0, comm));
+    HPCML_MPI_CHECK(MPI_Reduce(v + 1, worst, 2, MPI_DOUBLE, MPI_MAX, 0, comm));
+    if (count > 1) {
+      p["events_per_s_rank0"] = p["events_per_s"];
+      p["events_per_s"] = sum;
+      p["latency_us_worst_client"] = {{"p50", worst[0]}, {"p99", worst[1]}};
+    }
+    return p;
+  }
+
+  void barrier() const {
+    auto guard = Watchdog::instance().arm("bench serve barrier", "client ranks", timeout);
+    HPCML_MPI_CHECK(MPI_Barrier(comm));
+  }
+};
+
+// Rank 0: the result's header fields, and the table's header on stdout.
+nlohmann::json start_result(const ServeBenchOptions& o, int size, int n_clients) {
+  nlohmann::json result = {{"benchmark", "serve"}, {"ranks", size}, {"client_ranks", n_clients}, {"server_ranks", 1},
+                           {"seconds_per_point", o.seconds}, {"server_intra_op_threads", 1},
+                           {"client_progress", o.client_progress},
+                           {"server_compute", "auto (inline when bound to one core)"},
+                           {"server_device", o.server_device}};
+  std::printf("%-9s %-8s %7s %11s %12s %9s %9s %9s %9s %9s %10s\n", "case", "batching", "streams", "events/s",
+              "rows/s", "p50_us", "p99_us", "queue_us", "infer_us", "ovh_p50", "batch_rows");
+  if (n_clients > 1)
+    std::printf("(%d client ranks, each with `streams` in flight: events/s summed, p50/p99 of rank 0)\n", n_clients);
+  return result;
+}
+
+// X: local inference of one request's rows at one thread, in microseconds.
+double local_inference_us(const std::vector<serve::ModelEntry>& entries, const std::string& name,
+                          const serve::NamedInputs& inputs) {
+  const auto& entry = serve::find_entry(entries, name);
+  auto model = serve::load_model(entry);
+  for (int i = 0; i < 20; ++i) serve::run_local(*model, entry, inputs);
+  const int reps = name == "facile" ? 2000 : 100;
+  const auto l0 = Clock::now();
+  for (int i = 0; i < reps; ++i) serve::run_local(*model, entry, inputs);
+  return std::chrono::duration<double, std::micro>(Clock::now() - l0).count() / reps;
+}
+
+// One case's points, dynamic batching then batch-1, at every stream count (all client
+// ranks together); rank 0 prints each and appends it to `sweep`, and its local
+// inference time to `local`.
+void sweep_case(const ClientRanks& ranks, const ServeBenchOptions& o, const std::vector<serve::ModelEntry>& entries,
+                const std::string& name, nlohmann::json& sweep, nlohmann::json& local) {
+  const Case c = case_of(name);
+  const serve::NamedInputs inputs = request_inputs(name, c.rows);
+  if (ranks.rank == 0) local[name] = local_inference_us(entries, name, inputs);
+  for (const bool dynamic : {true, false}) {
+    const std::string served = name + (dynamic ? "" : "-batch1");
+    for (int streams : o.streams) {
+      ranks.barrier();
+      nlohmann::json p = ranks.together(run_point(ranks.client, served, inputs, streams, o.seconds, o.warmup_s));
+      if (ranks.rank != 0) continue;
+      p["case"] = name;
+      p["rows_per_request"] = c.rows;
+      p["batching"] = dynamic ? "dynamic" : "batch1";
+      p["inferences_per_s"] = p["events_per_s"].get<double>() * c.rows;
+      std::printf("%-9s %-8s %7d %11.0f %12.0f %9.1f %9.1f %9.1f %9.1f %9.2f %10.1f\n", name.c_str(),
+                  dynamic ? "dynamic" : "batch1", streams, p["events_per_s"].get<double>(),
+                  p["inferences_per_s"].get<double>(), p["latency_us"]["p50"].get<double>(),
+                  p["latency_us"]["p99"].get<double>(), p["breakdown_us"]["queue"].get<double>(),
+                  p["breakdown_us"]["compute_infer"].get<double>(), p["server_overhead_us_p50"].get<double>(),
+                  p["mean_batch_rows"].get<double>());
+      std::fflush(stdout);
+      sweep.push_back(p);
+    }
+  }
+}
+
+// Gain of dynamic batching over batch-1 at each stream count, into `result` and on stdout.
+void add_gains(nlohmann::json& result, const nlohmann::json& sweep) {
+  nlohmann::json gains = nlohmann::json::object();
+  for (const auto& a : sweep) {
+    if (a["batching"] != "dynamic") continue;
+    for (const auto& b : sweep)
+      if (b["batching"] == "batch1" && b["case"] == a["case"] && b["streams"] == a["streams"])
+        gains[a["case"].get<std::string>()][std::to_string(a["streams"].get<int>())] =
+            a["events_per_s"].get<double>() / std::max(1e-9, b["events_per_s"].get<double>());
+  }
+  result["gains"] = gains;
+  if (gains.contains("facile") && gains["facile"].contains("16")) result["dynamic_batching_gain"] = gains["facile"]["16"];
+  for (const auto& [name, g] : gains.items()) {
+    std::printf("dynamic batching gain (%s):", name.c_str());
+    for (const auto& [st, v] : g.items()) std::printf(" %s streams %.2fx;", st.c_str(), v.get<double>());
+    std::printf("\n");
+  }
+}
+
+// Rank 0: the server's own overhead per request over the whole run, reply send
+// included, as the server sends it at its end (under the collective deadline).
+nlohmann::json receive_server_report(MPI_Comm comm, int server, double timeout_s) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s);
+  for (;;) {
+    int flag = 0;
+    MPI_Message m;
+    MPI_Status st;
+    HPCML_MPI_CHECK(MPI_Improbe(server, kTagBenchReport, comm, &flag, &m, &st));
+    if (flag) {
+      int count = 0;
+      HPCML_MPI_CHECK(MPI_Get_count(&st, MPI_CHAR, &count));
+      std::string text(static_cast<size_t>(count), '\0');
+      HPCML_MPI_CHECK(MPI_Mrecv(text.data(), count, MPI_CHAR, &m, MPI_STATUS_IGNORE));
+      const nlohmann::json report = nlohmann::json::parse(text);
+      std::printf("server overhead per request over the run (receive, unpack, assembly, scatter, reply): "
+                  "p50 %.2f us, p90 %.2f us\n",
+                  report["overhead_us"]["p50"].get<double>(), report["overhead_us"]["p90"].get<double>());
+      return report;
+    }
+    HPCML_CHECK_AS(CommError, Clock::now() < deadline, "bench serve: no report from server rank ", server);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+// A client rank: the sweep over cases, batching and streams; rank 0 gathers the
+// result, the server's report, and writes --json.
+void run_client_rank(Context& ctx, const ServeBenchOptions& o, MPI_Comm comm, MPI_Comm clients_comm, int server,
+                     const std::string& repo) {
+  const int rank = ctx.env.rank;
+  at::set_num_threads(1);
+  serve::ClientOptions co;
+  co.progress_thread = o.client_progress == "thread";
+  serve::Client client(comm, {server}, co);
+  const ClientRanks ranks{client, clients_comm, rank, /*count=*/server,
+                          std::chrono::duration<double>(ctx.config.runtime.collective_timeout_s)};
+  nlohmann::json result;
+  if (rank == 0) result = start_result(o, ctx.env.size, ranks.count);
+  nlohmann::json sweep = nlohmann::json::array(), local = nlohmann::json::object();
+  const auto entries = serve::read_repository(repo);
+  for (const auto& name : o.cases) sweep_case(ranks, o, entries, name, sweep, local);
+  if (rank == 0) {
+    result["sweep"] = sweep;
+    result["local_inference_us"] = local;
+    add_gains(result, sweep);
+  }
+  client.finish();
+  if (rank != 0) return;
+  result["server_report"] = receive_server_report(comm, server, ctx.config.runtime.collective_timeout_s);
+  if (!o.json_path.empty()) {
+    std::ofstream f(o.json_path);
+    HPCML_CHECK_AS(IoError, static_cast<bool>(f), "bench serve: cannot write '", o.json_path, "'");
+    f << result.dump(2) << "\n";
+    std::printf("wrote %s\n", o.json_path.c_str());
+  }
+}
+
 int run_bench(Context& ctx, const ServeBenchOptions& o) {
   const int rank = ctx.env.rank, size = ctx.env.size;
   HPCML_CHECK_AS(ConfigError, size >= 2, "bench serve: needs 2 ranks (client rank 0, server rank 1), found ", size,
@@ -161,149 +350,15 @@ int run_bench(Context& ctx, const ServeBenchOptions& o) {
   HPCML_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
   HPCML_MPI_CHECK(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN));
   HPCML_MPI_CHECK(MPI_Comm_split(comm, rank == server ? MPI_UNDEFINED : 0, rank, &clients_comm));
-  int exit_code = 0;
   if (rank == server) {
-    serve::ServerOptions so;
-    so.repository = repo;
-    so.intra_op_threads = 1;
-    so.client_timeout_s = std::max(60.0, ctx.config.runtime.collective_timeout_s);
-    so.device = collectives::select_device(o.server_device, ctx.env.local_rank, "bench serve: --server-device").device;
-    HPCML_LOG_INFO("bench serve: server rank {} on {}", rank, collectives::describe_device(so.device));
-    const auto report = serve::run_server(comm, clients, so);
-    const std::string text = report.to_json();
-    HPCML_MPI_CHECK(MPI_Send(text.data(), static_cast<int>(text.size()), MPI_CHAR, 0, kTagBenchReport, comm));
+    run_server_rank(ctx, comm, clients, repo, o.server_device);
   } else {
-    at::set_num_threads(1);
-    serve::ClientOptions co;
-    co.progress_thread = o.client_progress == "thread";
-    serve::Client client(comm, {server}, co);
-    const int n_clients = server;
-    const auto timeout = std::chrono::duration<double>(ctx.config.runtime.collective_timeout_s);
-    // Every client rank runs every point at once; their throughputs add up, and the
-    // latency percentiles are the worst client's.
-    auto together = [&](nlohmann::json p) {
-      double v[3] = {p["events_per_s"].get<double>(), p["latency_us"]["p50"].get<double>(),
-                     p["latency_us"]["p99"].get<double>()};
-      double sum = 0, worst[2] = {0, 0};
-      auto guard = Watchdog::instance().arm("bench serve reduce", "client ranks", timeout);
-      HPCML_MPI_CHECK(MPI_Reduce(v, &sum, 1, MPI_DOUBLE, MPI_SUM, 0, clients_comm));
-      HPCML_MPI_CHECK(MPI_Reduce(v + 1, worst, 2, MPI_DOUBLE, MPI_MAX, 0, clients_comm));
-      if (n_clients > 1) {
-        p["events_per_s_rank0"] = p["events_per_s"];
-        p["events_per_s"] = sum;
-        p["latency_us_worst_client"] = {{"p50", worst[0]}, {"p99", worst[1]}};
-      }
-      return p;
-    };
-    auto barrier = [&] {
-      auto guard = Watchdog::instance().arm("bench serve barrier", "client ranks", timeout);
-      HPCML_MPI_CHECK(MPI_Barrier(clients_comm));
-    };
-    nlohmann::json result;
-    if (rank == 0) {
-      result = {{"benchmark", "serve"}, {"ranks", size}, {"client_ranks", n_clients}, {"server_ranks", 1},
-                {"seconds_per_point", o.seconds}, {"server_intra_op_threads", 1},
-                {"client_progress", o.client_progress}, {"server_compute", "auto (inline when bound to one core)"},
-                {"server_device", o.server_device}};
-      std::printf("%-9s %-8s %7s %11s %12s %9s %9s %9s %9s %9s %10s\n", "case", "batching", "streams", "events/s",
-                  "rows/s", "p50_us", "p99_us", "queue_us", "infer_us", "ovh_p50", "batch_rows");
-      if (n_clients > 1)
-        std::printf("(%d client ranks, each with `streams` in flight: events/s summed, p50/p99 of rank 0)\n",
-                    n_clients);
-    }
-    nlohmann::json sweep = nlohmann::json::array(), local = nlohmann::json::object();
-    const auto entries = serve::read_repository(repo);
-    for (const auto& name : o.cases) {
-      const Case c = case_of(name);
-      const serve::NamedInputs inputs = request_inputs(name, c.rows);
-      if (rank == 0) {
-        // X: local inference of one request's rows at one thread.
-        const auto& entry = serve::find_entry(entries, name);
-        auto model = serve::load_model(entry);
-        for (int i = 0; i < 20; ++i) serve::run_local(*model, entry, inputs);
-        const int reps = name == "facile" ? 2000 : 100;
-        const auto l0 = Clock::now();
-        for (int i = 0; i < reps; ++i) serve::run_local(*model, entry, inputs);
-        local[name] = std::chrono::duration<double, std::micro>(Clock::now() - l0).count() / reps;
-      }
-      for (const bool dynamic : {true, false}) {
-        const std::string served = name + (dynamic ? "" : "-batch1");
-        for (int streams : o.streams) {
-          barrier();
-          nlohmann::json p = together(run_point(client, served, inputs, streams, o.seconds, o.warmup_s));
-          if (rank != 0) continue;
-          p["case"] = name;
-          p["rows_per_request"] = c.rows;
-          p["batching"] = dynamic ? "dynamic" : "batch1";
-          p["inferences_per_s"] = p["events_per_s"].get<double>() * c.rows;
-          std::printf("%-9s %-8s %7d %11.0f %12.0f %9.1f %9.1f %9.1f %9.1f %9.2f %10.1f\n", name.c_str(),
-                      dynamic ? "dynamic" : "batch1", streams, p["events_per_s"].get<double>(),
-                      p["inferences_per_s"].get<double>(), p["latency_us"]["p50"].get<double>(),
-                      p["latency_us"]["p99"].get<double>(), p["breakdown_us"]["queue"].get<double>(),
-                      p["breakdown_us"]["compute_infer"].get<double>(), p["server_overhead_us_p50"].get<double>(),
-                      p["mean_batch_rows"].get<double>());
-          std::fflush(stdout);
-          sweep.push_back(p);
-        }
-      }
-    }
-    if (rank == 0) {
-      result["sweep"] = sweep;
-      result["local_inference_us"] = local;
-      // Gain of dynamic batching over batch-1 at each stream count.
-      nlohmann::json gains = nlohmann::json::object();
-      for (const auto& a : sweep) {
-        if (a["batching"] != "dynamic") continue;
-        for (const auto& b : sweep)
-          if (b["batching"] == "batch1" && b["case"] == a["case"] && b["streams"] == a["streams"])
-            gains[a["case"].get<std::string>()][std::to_string(a["streams"].get<int>())] =
-                a["events_per_s"].get<double>() / std::max(1e-9, b["events_per_s"].get<double>());
-      }
-      result["gains"] = gains;
-      if (gains.contains("facile") && gains["facile"].contains("16"))
-        result["dynamic_batching_gain"] = gains["facile"]["16"];
-      for (const auto& [name, g] : gains.items()) {
-        std::printf("dynamic batching gain (%s):", name.c_str());
-        for (const auto& [st, v] : g.items()) std::printf(" %s streams %.2fx;", st.c_str(), v.get<double>());
-        std::printf("\n");
-      }
-    }
-    client.finish();
-    if (rank == 0) {
-      // The server's own overhead per request over the whole run, reply send included.
-      const auto deadline = Clock::now() + std::chrono::duration<double>(ctx.config.runtime.collective_timeout_s);
-      for (;;) {
-        int flag = 0;
-        MPI_Message m;
-        MPI_Status st;
-        HPCML_MPI_CHECK(MPI_Improbe(server, kTagBenchReport, comm, &flag, &m, &st));
-        if (flag) {
-          int count = 0;
-          HPCML_MPI_CHECK(MPI_Get_count(&st, MPI_CHAR, &count));
-          std::string text(static_cast<size_t>(count), '\0');
-          HPCML_MPI_CHECK(MPI_Mrecv(text.data(), count, MPI_CHAR, &m, MPI_STATUS_IGNORE));
-          result["server_report"] = nlohmann::json::parse(text);
-          std::printf("server overhead per request over the run (receive, unpack, assembly, scatter, reply): "
-                      "p50 %.2f us, p90 %.2f us\n",
-                      result["server_report"]["overhead_us"]["p50"].get<double>(),
-                      result["server_report"]["overhead_us"]["p90"].get<double>());
-          break;
-        }
-        HPCML_CHECK_AS(CommError, Clock::now() < deadline, "bench serve: no report from server rank ", server);
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
-      if (!o.json_path.empty()) {
-        std::ofstream f(o.json_path);
-        HPCML_CHECK_AS(IoError, static_cast<bool>(f), "bench serve: cannot write '", o.json_path, "'");
-        f << result.dump(2) << "\n";
-        std::printf("wrote %s\n", o.json_path.c_str());
-      }
-    }
+    run_client_rank(ctx, o, comm, clients_comm, server, repo);
   }
   if (clients_comm != MPI_COMM_NULL) HPCML_MPI_CHECK(MPI_Comm_free(&clients_comm));
   HPCML_MPI_CHECK(MPI_Comm_free(&comm));
   fs::remove_all(repo);
-  return exit_code;
+  return 0;
 }
 
 }  // namespace

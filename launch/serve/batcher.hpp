@@ -14,9 +14,12 @@
 
 namespace hpcml::launch::serve {
 
-/// How a model's requests are grouped (from its config.yaml).
+/// Default rows per batch at most (BatchPolicy, and a model's config.yaml).
+inline constexpr int kDefaultMaxBatchSize = 256;
+
+/// How a model's requests are grouped (from its config.yaml: ModelConfig::batch_policy()).
 struct BatchPolicy {
-  std::int64_t max_batch_size = 256;     ///< rows per batch at most
+  std::int64_t max_batch_size = kDefaultMaxBatchSize;  ///< rows per batch at most
   bool dynamic = true;                   ///< false: one request per batch
   std::vector<int> preferred;            ///< ascending; run at once when a prefix of the queue sums to one
   std::chrono::microseconds max_delay{0};  ///< how long the oldest request may wait for a fuller batch

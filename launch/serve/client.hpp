@@ -38,7 +38,7 @@ struct ClientOptions {
   /// A server that has this client's requests and sends nothing (no reply, no
   /// heartbeat) for this long is declared dead: its requests fall back or fail.
   double server_timeout_s = 30.0;
-  double heartbeat_s = 1.0;   ///< heartbeat to every live server (so servers can tell a vanished client)
+  double heartbeat_s = kDefaultHeartbeatS;  ///< heartbeat to every live server (so servers can tell a vanished client)
   bool fallback = false;      ///< run the model locally when no server can answer
   std::string repository;     ///< model repository for the fallback (same layout as the servers')
   bool send_heartbeats = true;  ///< false only in tests (a client that looks vanished)

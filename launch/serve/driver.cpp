@@ -150,13 +150,7 @@ nlohmann::json run_client(MPI_Comm comm, const RolePlan& plan, const ServeConfig
   std::vector<int64_t> mine;
   for (int64_t e = index; e < static_cast<int64_t>(all.size()); e += n_clients) mine.push_back(e);
 
-  ClientOptions options;
-  options.server_timeout_s = s.server_timeout_s;
-  options.heartbeat_s = s.heartbeat_s;
-  options.fallback = s.fallback;
-  options.repository = s.repository;
-  options.progress_thread = c.progress == "thread";
-  Client client(comm, plan.servers, options);
+  Client client(comm, plan.servers, s.client_options());
 
   // Warm-up: the first events once, untimed.
   for (int i = 0; i < c.warmup_events && !mine.empty(); ++i) {
@@ -362,11 +356,7 @@ int run_serve(Context& context, const ServeConfig& config) {
   HPCML_CHECK_AS(ConfigError, !s.repository.empty(),
                  "config error: key 'serve.repository': expected the model repository directory, found nothing");
   const double timeout_s = config.runtime.collective_timeout_s;
-  RoleOptions role_options;
-  role_options.mode = s.roles;
-  role_options.servers = s.servers;
-  role_options.server_ratio = s.server_ratio;
-  const RolePlan plan = plan_world(MPI_COMM_WORLD, role_options, timeout_s);
+  const RolePlan plan = plan_world(MPI_COMM_WORLD, s.role_options(), timeout_s);
   const int rank = world_rank();
   if (rank == 0) {
     auto list = [](const std::vector<int>& v) {
@@ -390,13 +380,7 @@ int run_serve(Context& context, const ServeConfig& config) {
   int exit_code = 0;
   nlohmann::json mine;
   if (plan.roles[rank] == Role::kServer) {
-    ServerOptions options;
-    options.repository = s.repository;
-    options.max_request_bytes = static_cast<int64_t>(s.max_request_mb * (1 << 20));
-    options.heartbeat_s = s.heartbeat_s;
-    options.client_timeout_s = s.client_timeout_s;
-    options.intra_op_threads = s.server_threads;
-    options.compute = s.server_compute;
+    ServerOptions options = s.server_options();
     options.drain_timeout_s = timeout_s;
     options.device = context.device.device;
     const ServerReport report = run_server(comm, plan.clients, options);

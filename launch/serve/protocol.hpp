@@ -36,6 +36,8 @@ inline constexpr int kTagHeartbeat = 7104;
 inline constexpr std::uint32_t kProtocolVersion = 1;
 /// Bytes at the start of every request that hold magic, version and request id.
 inline constexpr size_t kRequestPrefixBytes = 16;
+/// Default heartbeat period, both ways (ServerOptions, ClientOptions, serve.heartbeat_s).
+inline constexpr double kDefaultHeartbeatS = 1.0;
 
 /// A request the server refuses (malformed, unknown model, wrong input): its
 /// message goes back to that client as the error reply.

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "core/config.hpp"
+#include "launch/serve/batcher.hpp"
 #include "launch/serve/protocol.hpp"
 #include "models/model.hpp"
 
@@ -49,7 +50,7 @@ struct ModelConfig {
   std::string checkpoint;
   std::string file = "model.pt";
   std::int64_t seed = 1;
-  int max_batch_size = 256;
+  int max_batch_size = kDefaultMaxBatchSize;
   bool dynamic_batching = true;
   std::vector<int> preferred_batch_sizes;
   int max_queue_delay_us = 0;
@@ -74,6 +75,16 @@ struct ModelConfig {
     v.field("inputs", inputs,
             "input name -> \"dtype [per-row shape]\" (-1: any size), or \"dtype [per-item shape] ragged mask=NAME\"; "
             "default for zoo models: from the zoo");
+  }
+
+  /// How the server groups this model's requests (the one conversion of the batching keys).
+  BatchPolicy batch_policy() const {
+    BatchPolicy policy;
+    policy.max_batch_size = max_batch_size;
+    policy.dynamic = dynamic_batching;
+    policy.preferred = preferred_batch_sizes;
+    policy.max_delay = std::chrono::microseconds(max_queue_delay_us);
+    return policy;
   }
 };
 

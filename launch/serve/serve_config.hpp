@@ -8,6 +8,9 @@
 
 #include "core/config.hpp"
 #include "launch/run_config.hpp"
+#include "launch/serve/client.hpp"
+#include "launch/serve/roles.hpp"
+#include "launch/serve/server.hpp"
 
 namespace hpcml::launch::serve {
 
@@ -19,7 +22,7 @@ struct DriverSection {
   int rows_per_request = 16;
   std::int64_t events = 0;
   int in_flight = 4;
-  std::string progress = "thread";
+  std::string progress = ClientOptions{}.progress_thread ? "thread" : "caller";
   double cpu_work_us = 0;
   int warmup_events = 8;
   bool verify = true;
@@ -54,18 +57,21 @@ struct DriverSection {
   }
 };
 
+/// The serve section. Keys that set the roles', a server's or a client's options take
+/// their defaults from RoleOptions, ServerOptions and ClientOptions, and convert into them
+/// in role_options(), server_options() and client_options() only.
 struct ServeSection {
   std::string repository;
-  std::string roles = "auto";
-  int servers = 1;
-  double server_ratio = 0.0;
-  double max_request_mb = 64.0;
-  double heartbeat_s = 1.0;
-  double client_timeout_s = 60.0;
-  double server_timeout_s = 30.0;
-  bool fallback = false;
-  int server_threads = 1;
-  std::string server_compute = "auto";
+  std::string roles = RoleOptions{}.mode;
+  int servers = RoleOptions{}.servers;
+  double server_ratio = RoleOptions{}.server_ratio;
+  double max_request_mb = config::bytes_to_mib(ServerOptions{}.max_request_bytes);
+  double heartbeat_s = kDefaultHeartbeatS;
+  double client_timeout_s = ServerOptions{}.client_timeout_s;
+  double server_timeout_s = ClientOptions{}.server_timeout_s;
+  bool fallback = ClientOptions{}.fallback;
+  int server_threads = ServerOptions{}.intra_op_threads;
+  std::string server_compute = ServerOptions{}.compute;
   DriverSection client;
 
   template <typename V>
@@ -95,6 +101,39 @@ struct ServeSection {
             "one instance per model, no hand-off), auto (inline when the server rank may use one core only)",
             config::one_of({"auto", "threads", "inline"}));
     v.section("client", client, "the built-in client driver (hpcml serve on client ranks)");
+  }
+
+  /// Which ranks serve, from these keys (checked).
+  RoleOptions role_options() const {
+    RoleOptions o;
+    o.mode = roles;
+    o.servers = servers;
+    o.server_ratio = server_ratio;
+    return o;
+  }
+
+  /// A server rank's options from these keys (checked). drain_timeout_s is not a serve
+  /// key: it keeps ServerOptions' default unless the caller sets it.
+  ServerOptions server_options() const {
+    ServerOptions o;
+    o.repository = repository;
+    o.max_request_bytes = config::mib_to_bytes(max_request_mb);
+    o.heartbeat_s = heartbeat_s;
+    o.client_timeout_s = client_timeout_s;
+    o.intra_op_threads = server_threads;
+    o.compute = server_compute;
+    return o;
+  }
+
+  /// A client rank's options from these keys (checked), the driver's progress mode included.
+  ClientOptions client_options() const {
+    ClientOptions o;
+    o.server_timeout_s = server_timeout_s;
+    o.heartbeat_s = heartbeat_s;
+    o.fallback = fallback;
+    o.repository = repository;
+    o.progress_thread = client.progress == "thread";
+    return o;
   }
 };
 

@@ -221,6 +221,330 @@ int usable_cores() {
   return std::max(1, CPU_COUNT(&set));
 }
 
+enum class ClientState { kActive, kDone, kGone };
+
+// One server rank's loop: receive requests, batch them per model (on instance threads
+// or inline), send the replies, watch the clients' liveness; then drain the last
+// replies. Only the thread that calls run() touches MPI.
+class Server {
+ public:
+  Server(MPI_Comm comm, const std::vector<int>& clients, const ServerOptions& options, Clock::time_point start)
+      : comm_(comm), clients_(clients), options_(options), start_(start) {}
+
+  ServerReport run();
+
+ private:
+  void load_models();
+  void start_instance_threads();
+  bool receive_message();
+  void enqueue_request(int src, int count, MPI_Message& message, Clock::time_point t0);
+  bool run_due_batches();
+  bool send_replies();
+  void reap_finished_sends();
+  void watch_liveness();
+  void drop_client(int c, Clock::time_point now);
+  void wait_idle(bool did);
+  void drain_replies();
+  void refuse(int dest, uint64_t id, const std::string& line);
+
+  const MPI_Comm comm_;
+  const std::vector<int>& clients_;
+  const ServerOptions& options_;
+  const Clock::time_point start_;
+  int rank_ = 0;
+  std::vector<std::unique_ptr<Served>> served_;
+  std::vector<ModelEntry> entries_;
+  Outbox outbox_;
+  Stats stats_;
+  ServerReport& report_ = stats_.report;
+  int cores_ = 1;
+  bool inline_compute_ = false;
+  std::vector<std::thread> threads_;
+  std::vector<ClientState> state_;
+  std::vector<Clock::time_point> last_heard_;
+  std::vector<int64_t> pending_;
+  size_t active_ = 0;
+  int64_t in_flight_ = 0;  // queued or computing, reply not yet sent
+  std::list<Outgoing> sending_;
+  Clock::time_point last_heartbeat_;
+  std::vector<char> scratch_ = std::vector<char>(kRequestPrefixBytes + kSinkChunk);
+  int idle_ = 0;
+};
+
+ServerReport Server::run() {
+  if (options_.intra_op_threads > 0) at::set_num_threads(options_.intra_op_threads);
+  int size = 0;
+  HPCML_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+  HPCML_MPI_CHECK(MPI_Comm_size(comm_, &size));
+  load_models();
+  stats_.report.rank = rank_;
+  stats_.report.device = collectives::describe_device(options_.device);
+  cores_ = usable_cores();
+  // Resolved by the schema (serve.server_compute, one of these three): a contract here.
+  HPCML_EXPECTS(options_.compute == "auto" || options_.compute == "threads" || options_.compute == "inline");
+  inline_compute_ = options_.compute == "inline" || (options_.compute == "auto" && cores_ == 1);
+  if (!inline_compute_) start_instance_threads();
+
+  state_.assign(size, ClientState::kDone);
+  last_heard_.assign(size, start_);
+  pending_.assign(size, 0);
+  for (int c : clients_) state_[c] = ClientState::kActive;
+  active_ = clients_.size();
+  last_heartbeat_ = start_;
+  while (active_ > 0 || in_flight_ > 0) {
+    bool did = false;
+    // Incoming messages, a bounded number per round so replies keep flowing.
+    for (int k = 0; k < 64 && receive_message(); ++k) did = true;
+    // Inline: due batches run here, between receiving and replying.
+    if (inline_compute_ && run_due_batches()) did = true;
+    if (send_replies()) did = true;
+    reap_finished_sends();
+    watch_liveness();
+    wait_idle(did);
+  }
+  for (auto& s : served_) s->queue->stop();
+  for (auto& t : threads_) t.join();
+  drain_replies();
+  report_.wall_s = std::chrono::duration<double>(Clock::now() - start_).count();
+  return report_;
+}
+
+// Every model of the repository with its batch queue and instances, loaded before
+// serving so that a bad repository fails at start-up.
+void Server::load_models() {
+  for (auto& entry : read_repository(options_.repository)) {
+    auto s = std::make_unique<Served>();
+    s->entry = entry;
+    s->queue = std::make_unique<BatchQueue>(entry.config.batch_policy());
+    s->device = options_.device;
+    for (int i = 0; i < entry.config.instances; ++i) {
+      s->instances.push_back(load_model(entry));
+      s->instances.back()->to(options_.device);
+    }
+    served_.push_back(std::move(s));
+  }
+  for (const auto& s : served_) entries_.push_back(s->entry);
+  HPCML_LOG_DEBUG("serve: server rank {} serves {} model(s) for {} client(s)", rank_, served_.size(),
+                  clients_.size());
+}
+
+// One thread per model instance; a failure there ends the job with its message.
+void Server::start_instance_threads() {
+  for (auto& s : served_) {
+    for (auto& m : s->instances) {
+      threads_.emplace_back([&s = *s, &model = *m, &outbox = outbox_, &stats = stats_] {
+        try {
+          instance_loop(s, model, outbox, stats);
+        } catch (const std::exception& e) {
+          const auto* own = dynamic_cast<const Error*>(&e);
+          abort_job(std::string("hpcml: ") + rank_tag() + " serve: model instance thread failed: " +
+                        (own != nullptr ? own->message() : describe_foreign_exception(e)),
+                    1);
+        }
+      });
+    }
+  }
+}
+
+// Receives one message if there is one (returns false when none): a request is queued
+// or refused; DONE retires its client; a message from a client thought gone revives it.
+bool Server::receive_message() {
+  int flag = 0;
+  MPI_Message message;
+  MPI_Status status;
+  HPCML_MPI_CHECK(MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_, &flag, &message, &status));
+  if (!flag) return false;
+  const auto t0 = Clock::now();
+  const int src = status.MPI_SOURCE;
+  last_heard_[src] = t0;
+  int count = 0;
+  HPCML_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &count));
+  if (state_[src] == ClientState::kGone && status.MPI_TAG != kTagDone) {
+    // Slow, not dead (e.g. a long start-up): serve it again; what was dropped stays dropped.
+    state_[src] = ClientState::kActive;
+    ++active_;
+    auto& v = report_.vanished_clients;
+    v.erase(std::remove(v.begin(), v.end(), src), v.end());
+    HPCML_LOG_WARN("serve: server rank {}: client rank {} is back; serving it again", rank_, src);
+  }
+  if (status.MPI_TAG != kTagRequest) {
+    std::vector<char> sink(static_cast<size_t>(std::max(count, 1)));
+    HPCML_MPI_CHECK(MPI_Mrecv(sink.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE));
+    if (status.MPI_TAG == kTagDone && state_[src] == ClientState::kActive) {
+      state_[src] = ClientState::kDone;
+      --active_;
+    }
+    return true;
+  }
+  if (static_cast<int64_t>(count) > options_.max_request_bytes) {
+    receive_prefix_only(message, count, scratch_);
+    refuse(src, peek_request_id(scratch_.data(), scratch_.size()),
+           "request of " + std::to_string(count) + " bytes exceeds serve.max_request_bytes=" +
+               std::to_string(options_.max_request_bytes) + " of server rank " + std::to_string(rank_));
+    return true;
+  }
+  enqueue_request(src, count, message, t0);
+  return true;
+}
+
+// A request of `count` bytes from `src`, received at `t0`: parsed, checked against its
+// model and queued, or refused with an error reply naming what is wrong.
+void Server::enqueue_request(int src, int count, MPI_Message& message, Clock::time_point t0) {
+  auto buffer = std::make_shared<std::vector<char>>(static_cast<size_t>(count));
+  HPCML_MPI_CHECK(MPI_Mrecv(buffer->data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE));
+  uint64_t id = peek_request_id(buffer->data(), buffer->size());
+  try {
+    Request request = parse_request(buffer);
+    id = request.id;
+    Served* target = nullptr;
+    for (auto& s : served_)
+      if (s->entry.name == request.model) target = s.get();
+    if (!target) find_entry(entries_, request.model);  // throws naming the models served
+    validate_inputs(target->entry, request.inputs, request.rows);
+    QueuedRequest q;
+    q.request = std::move(request);
+    q.client = src;
+    q.enqueued = Clock::now();
+    q.receive_us = us_between(t0, q.enqueued);
+    ++pending_[src];
+    ++in_flight_;
+    target->queue->push(std::move(q));
+  } catch (const RequestError& e) {
+    refuse(src, id, e.message() + " (server rank " + std::to_string(rank_) + ")");
+  }
+}
+
+// Inline compute: runs every due batch on the receiver thread. Returns whether any ran.
+bool Server::run_due_batches() {
+  bool did = false;
+  at::NoGradGuard no_grad;
+  for (auto& s : served_) {
+    for (auto batch = s->queue->due_batch(); !batch.empty(); batch = s->queue->due_batch()) {
+      did = true;
+      run_batch(s->entry, s->device, *s->instances.front(), batch, outbox_, stats_);
+    }
+  }
+  return did;
+}
+
+// Sends every queued reply (none to a client that is gone). Returns whether there was any.
+bool Server::send_replies() {
+  bool did = false;
+  for (Outgoing o; outbox_.pop(o);) {
+    did = true;
+    if (o.counted) {
+      --in_flight_;
+      --pending_[o.dest];
+    }
+    if (state_[o.dest] == ClientState::kGone) continue;  // nobody to answer
+    const auto s0 = Clock::now();
+    sending_.push_back(std::move(o));
+    Outgoing& out = sending_.back();
+    HPCML_MPI_CHECK(MPI_Isend(out.bytes.data(), static_cast<int>(out.bytes.size()), MPI_BYTE, out.dest, kTagReply,
+                              comm_, &out.request));
+    if (out.counted) {
+      report_.requests += 1;
+      const float total = static_cast<float>(out.overhead_us + us_between(s0, Clock::now()));
+      std::lock_guard<std::mutex> lock(stats_.mutex);
+      report_.overhead_us.push_back(total);
+    }
+  }
+  return did;
+}
+
+void Server::reap_finished_sends() {
+  for (auto it = sending_.begin(); it != sending_.end();) {
+    int done = 0;
+    HPCML_MPI_CHECK(MPI_Test(&it->request, &done, MPI_STATUS_IGNORE));
+    it = done ? sending_.erase(it) : std::next(it);
+  }
+}
+
+// Liveness both ways, once per heartbeat: a heartbeat to each active client with work
+// pending, and a client silent past serve.client_timeout_s dropped.
+void Server::watch_liveness() {
+  const auto now = Clock::now();
+  if (now - last_heartbeat_ < std::chrono::duration<double>(options_.heartbeat_s)) return;
+  last_heartbeat_ = now;
+  for (int c : clients_) {
+    if (state_[c] != ClientState::kActive || pending_[c] == 0) continue;
+    MPI_Request r;
+    HPCML_MPI_CHECK(MPI_Isend(nullptr, 0, MPI_BYTE, c, kTagHeartbeat, comm_, &r));
+    HPCML_MPI_CHECK(MPI_Request_free(&r));
+  }
+  for (int c : clients_) {
+    if (state_[c] != ClientState::kActive ||
+        now - last_heard_[c] < std::chrono::duration<double>(options_.client_timeout_s)) {
+      continue;
+    }
+    drop_client(c, now);
+  }
+}
+
+// Client `c` has vanished: its queued requests are dropped; the others are served on.
+void Server::drop_client(int c, Clock::time_point now) {
+  state_[c] = ClientState::kGone;
+  --active_;
+  size_t dropped = 0;
+  for (auto& s : served_) dropped += s->queue->drop_client(c);
+  in_flight_ -= static_cast<int64_t>(dropped);
+  pending_[c] -= static_cast<int64_t>(dropped);
+  report_.dropped += static_cast<int64_t>(dropped);
+  report_.vanished_clients.push_back(c);
+  HPCML_LOG_WARN("serve: server rank {}: client rank {} sent nothing for {:.1f} s (serve.client_timeout_s); "
+                 "dropped its {} queued request(s), serving the others",
+                 rank_, c, std::chrono::duration<double>(now - last_heard_[c]).count(), dropped);
+}
+
+// After a round that did nothing: park, yield, or (long idle) sleep.
+void Server::wait_idle(bool did) {
+  if (did) {
+    idle_ = 0;
+  } else if (outbox_.computing() >= cores_) {
+    // Every core computes: polling would only slow the model down (the receiver
+    // shares a core with the instances). Park until a reply is ready; requests
+    // arriving meanwhile wait in MPI and join the next batch.
+    outbox_.park(cores_, std::chrono::microseconds(500));
+  } else if (++idle_ < 2000) {
+    std::this_thread::yield();
+  } else {
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+// The last replies: wait for them under a deadline (clients that vanished are not waited for).
+void Server::drain_replies() {
+  const auto drain_timeout = std::chrono::duration<double>(options_.drain_timeout_s);
+  const auto drain_deadline = Clock::now() + drain_timeout;
+  while (!sending_.empty()) {
+    for (auto it = sending_.begin(); it != sending_.end();) {
+      int done = 0;
+      if (state_[it->dest] == ClientState::kGone) {
+        HPCML_MPI_CHECK(MPI_Request_free(&it->request));
+        done = 1;
+      } else {
+        HPCML_MPI_CHECK(MPI_Test(&it->request, &done, MPI_STATUS_IGNORE));
+      }
+      it = done ? sending_.erase(it) : std::next(it);
+    }
+    if (Clock::now() > drain_deadline)
+      deadline_expired("serve reply drain", "server rank " + std::to_string(rank_),
+                       Clock::now() - (drain_deadline - drain_timeout), drain_timeout);
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
+// An error reply at receive time (not counted as a served request).
+void Server::refuse(int dest, uint64_t id, const std::string& line) {
+  Outgoing o;
+  o.dest = dest;
+  o.bytes = pack_error_reply(id, line);
+  o.counted = false;
+  outbox_.push(std::move(o));
+  std::lock_guard<std::mutex> lock(stats_.mutex);
+  report_.error_replies += 1;
+}
+
 }  // namespace
 
 std::string ServerReport::to_json() const {
@@ -254,238 +578,8 @@ std::string ServerReport::to_json() const {
 
 ServerReport run_server(MPI_Comm comm, const std::vector<int>& clients, const ServerOptions& options) {
   const auto start = Clock::now();
-  if (options.intra_op_threads > 0) at::set_num_threads(options.intra_op_threads);
-  int rank = 0, size = 0;
-  HPCML_MPI_CHECK(MPI_Comm_rank(comm, &rank));
-  HPCML_MPI_CHECK(MPI_Comm_size(comm, &size));
-  // Load every model before serving, so a bad repository fails at start-up.
-  std::vector<std::unique_ptr<Served>> served;
-  for (auto& entry : read_repository(options.repository)) {
-    auto s = std::make_unique<Served>();
-    s->entry = entry;
-    BatchPolicy policy;
-    policy.max_batch_size = entry.config.max_batch_size;
-    policy.dynamic = entry.config.dynamic_batching;
-    policy.preferred = entry.config.preferred_batch_sizes;
-    policy.max_delay = std::chrono::microseconds(entry.config.max_queue_delay_us);
-    s->queue = std::make_unique<BatchQueue>(policy);
-    s->device = options.device;
-    for (int i = 0; i < entry.config.instances; ++i) {
-      s->instances.push_back(load_model(entry));
-      s->instances.back()->to(options.device);
-    }
-    served.push_back(std::move(s));
-  }
-  std::vector<ModelEntry> entries;
-  for (const auto& s : served) entries.push_back(s->entry);
-  HPCML_LOG_DEBUG("serve: server rank {} serves {} model(s) for {} client(s)", rank, served.size(), clients.size());
-
-  Outbox outbox;
-  Stats stats;
-  stats.report.rank = rank;
-  stats.report.device = collectives::describe_device(options.device);
-  const int cores = usable_cores();
-  HPCML_CHECK_AS(ConfigError, options.compute == "auto" || options.compute == "threads" || options.compute == "inline",
-                 "config error: key 'serve.server_compute': expected one of [auto, threads, inline], found '",
-                 options.compute, "'");
-  const bool inline_compute = options.compute == "inline" || (options.compute == "auto" && cores == 1);
-  std::vector<std::thread> threads;
-  if (!inline_compute)
-    for (auto& s : served)
-    for (auto& m : s->instances) threads.emplace_back([&s = *s, &model = *m, &outbox, &stats] {
-      try {
-        instance_loop(s, model, outbox, stats);
-      } catch (const std::exception& e) {
-        const auto* own = dynamic_cast<const Error*>(&e);
-        abort_job(std::string("hpcml: ") + rank_tag() + " serve: model instance thread failed: " +
-                      (own != nullptr ? own->message() : describe_foreign_exception(e)),
-                  1);
-      }
-    });
-
-  enum class ClientState { kActive, kDone, kGone };
-  std::vector<ClientState> state(size, ClientState::kDone);
-  std::vector<Clock::time_point> last_heard(size, start);
-  std::vector<int64_t> pending(size, 0);
-  for (int c : clients) state[c] = ClientState::kActive;
-  size_t active = clients.size();
-  int64_t in_flight = 0;  // queued or computing, reply not yet sent
-  std::list<Outgoing> sending;
-  auto last_heartbeat = start;
-  const auto heartbeat = std::chrono::duration<double>(options.heartbeat_s);
-  const auto client_timeout = std::chrono::duration<double>(options.client_timeout_s);
-  std::vector<char> scratch(kRequestPrefixBytes + kSinkChunk);
-  int idle = 0;
-  ServerReport& report = stats.report;
-
-  auto refuse = [&](int dest, uint64_t id, const std::string& line) {
-    Outgoing o;
-    o.dest = dest;
-    o.bytes = pack_error_reply(id, line);
-    o.counted = false;
-    outbox.push(std::move(o));
-    std::lock_guard<std::mutex> lock(stats.mutex);
-    report.error_replies += 1;
-  };
-
-  while (active > 0 || in_flight > 0) {
-    bool did = false;
-    // Incoming messages, a bounded number per round so replies keep flowing.
-    for (int k = 0; k < 64; ++k) {
-      int flag = 0;
-      MPI_Message message;
-      MPI_Status status;
-      HPCML_MPI_CHECK(MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &flag, &message, &status));
-      if (!flag) break;
-      did = true;
-      const auto t0 = Clock::now();
-      const int src = status.MPI_SOURCE;
-      last_heard[src] = t0;
-      int count = 0;
-      HPCML_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &count));
-      if (state[src] == ClientState::kGone && status.MPI_TAG != kTagDone) {
-        // Slow, not dead (e.g. a long start-up): serve it again; what was dropped stays dropped.
-        state[src] = ClientState::kActive;
-        ++active;
-        auto& v = report.vanished_clients;
-        v.erase(std::remove(v.begin(), v.end(), src), v.end());
-        HPCML_LOG_WARN("serve: server rank {}: client rank {} is back; serving it again", rank, src);
-      }
-      if (status.MPI_TAG != kTagRequest) {
-        std::vector<char> sink(static_cast<size_t>(std::max(count, 1)));
-        HPCML_MPI_CHECK(MPI_Mrecv(sink.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE));
-        if (status.MPI_TAG == kTagDone && state[src] == ClientState::kActive) {
-          state[src] = ClientState::kDone;
-          --active;
-        }
-        continue;
-      }
-      if (static_cast<int64_t>(count) > options.max_request_bytes) {
-        receive_prefix_only(message, count, scratch);
-        refuse(src, peek_request_id(scratch.data(), scratch.size()),
-               "request of " + std::to_string(count) + " bytes exceeds serve.max_request_bytes=" +
-                   std::to_string(options.max_request_bytes) + " of server rank " + std::to_string(rank));
-        continue;
-      }
-      auto buffer = std::make_shared<std::vector<char>>(static_cast<size_t>(count));
-      HPCML_MPI_CHECK(MPI_Mrecv(buffer->data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE));
-      uint64_t id = peek_request_id(buffer->data(), buffer->size());
-      try {
-        Request request = parse_request(buffer);
-        id = request.id;
-        Served* target = nullptr;
-        for (auto& s : served)
-          if (s->entry.name == request.model) target = s.get();
-        if (!target) find_entry(entries, request.model);  // throws naming the models served
-        validate_inputs(target->entry, request.inputs, request.rows);
-        QueuedRequest q;
-        q.request = std::move(request);
-        q.client = src;
-        q.enqueued = Clock::now();
-        q.receive_us = us_between(t0, q.enqueued);
-        ++pending[src];
-        ++in_flight;
-        target->queue->push(std::move(q));
-      } catch (const RequestError& e) {
-        refuse(src, id, e.message() + " (server rank " + std::to_string(rank) + ")");
-      }
-    }
-    // Inline: due batches run here, between receiving and replying.
-    if (inline_compute) {
-      at::NoGradGuard no_grad;
-      for (auto& s : served) {
-        for (auto batch = s->queue->due_batch(); !batch.empty(); batch = s->queue->due_batch()) {
-          did = true;
-          run_batch(s->entry, s->device, *s->instances.front(), batch, outbox, stats);
-        }
-      }
-    }
-    // Replies out; finished sends reaped.
-    for (Outgoing o; outbox.pop(o);) {
-      did = true;
-      if (o.counted) {
-        --in_flight;
-        --pending[o.dest];
-      }
-      if (state[o.dest] == ClientState::kGone) continue;  // nobody to answer
-      const auto s0 = Clock::now();
-      sending.push_back(std::move(o));
-      Outgoing& out = sending.back();
-      HPCML_MPI_CHECK(MPI_Isend(out.bytes.data(), static_cast<int>(out.bytes.size()), MPI_BYTE, out.dest, kTagReply,
-                                comm, &out.request));
-      if (out.counted) {
-        report.requests += 1;
-        const float total = static_cast<float>(out.overhead_us + us_between(s0, Clock::now()));
-        std::lock_guard<std::mutex> lock(stats.mutex);
-        report.overhead_us.push_back(total);
-      }
-    }
-    for (auto it = sending.begin(); it != sending.end();) {
-      int done = 0;
-      HPCML_MPI_CHECK(MPI_Test(&it->request, &done, MPI_STATUS_IGNORE));
-      it = done ? sending.erase(it) : std::next(it);
-    }
-    // Liveness both ways.
-    const auto now = Clock::now();
-    if (now - last_heartbeat >= heartbeat) {
-      last_heartbeat = now;
-      for (int c : clients) {
-        if (state[c] != ClientState::kActive || pending[c] == 0) continue;
-        MPI_Request r;
-        HPCML_MPI_CHECK(MPI_Isend(nullptr, 0, MPI_BYTE, c, kTagHeartbeat, comm, &r));
-        HPCML_MPI_CHECK(MPI_Request_free(&r));
-      }
-      for (int c : clients) {
-        if (state[c] != ClientState::kActive || now - last_heard[c] < client_timeout) continue;
-        state[c] = ClientState::kGone;
-        --active;
-        size_t dropped = 0;
-        for (auto& s : served) dropped += s->queue->drop_client(c);
-        in_flight -= static_cast<int64_t>(dropped);
-        pending[c] -= static_cast<int64_t>(dropped);
-        report.dropped += static_cast<int64_t>(dropped);
-        report.vanished_clients.push_back(c);
-        HPCML_LOG_WARN("serve: server rank {}: client rank {} sent nothing for {:.1f} s (serve.client_timeout_s); "
-                       "dropped its {} queued request(s), serving the others",
-                       rank, c, std::chrono::duration<double>(now - last_heard[c]).count(), dropped);
-      }
-    }
-    if (did) {
-      idle = 0;
-    } else if (outbox.computing() >= cores) {
-      // Every core computes: polling would only slow the model down (the receiver
-      // shares a core with the instances). Park until a reply is ready; requests
-      // arriving meanwhile wait in MPI and join the next batch.
-      outbox.park(cores, std::chrono::microseconds(500));
-    } else if (++idle < 2000) {
-      std::this_thread::yield();
-    } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
-    }
-  }
-  for (auto& s : served) s->queue->stop();
-  for (auto& t : threads) t.join();
-  // The last replies: wait for them under a deadline (clients that vanished are not waited for).
-  const auto drain_deadline = Clock::now() + std::chrono::duration<double>(options.drain_timeout_s);
-  while (!sending.empty()) {
-    for (auto it = sending.begin(); it != sending.end();) {
-      int done = 0;
-      if (state[it->dest] == ClientState::kGone) {
-        HPCML_MPI_CHECK(MPI_Request_free(&it->request));
-        done = 1;
-      } else {
-        HPCML_MPI_CHECK(MPI_Test(&it->request, &done, MPI_STATUS_IGNORE));
-      }
-      it = done ? sending.erase(it) : std::next(it);
-    }
-    if (Clock::now() > drain_deadline)
-      deadline_expired("serve reply drain", "server rank " + std::to_string(rank),
-                       Clock::now() - (drain_deadline - std::chrono::duration<double>(options.drain_timeout_s)),
-                       std::chrono::duration<double>(options.drain_timeout_s));
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-  }
-  report.wall_s = std::chrono::duration<double>(Clock::now() - start).count();
-  return report;
+  Server server(comm, clients, options, start);
+  return server.run();
 }
 
 }  // namespace hpcml::launch::serve

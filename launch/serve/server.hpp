@@ -11,12 +11,16 @@
 #include <string>
 #include <vector>
 
+#include "launch/serve/protocol.hpp"
+
 namespace hpcml::launch::serve {
 
+/// A server's options. The serve.* keys take their defaults from these and convert into
+/// them with ServeSection::server_options() (serve_config.hpp).
 struct ServerOptions {
   std::string repository;                         ///< model repository directory
   std::int64_t max_request_bytes = 64ll << 20;    ///< larger requests get an error reply, unread
-  double heartbeat_s = 1.0;                       ///< heartbeat to clients with work pending
+  double heartbeat_s = kDefaultHeartbeatS;        ///< heartbeat to clients with work pending
   double client_timeout_s = 60.0;                 ///< a client silent this long has vanished
   int intra_op_threads = 1;                       ///< LibTorch intra-op threads of this rank
   double drain_timeout_s = 60.0;                  ///< deadline for the last replies to go out

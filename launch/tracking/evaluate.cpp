@@ -8,27 +8,12 @@ namespace hpcml::launch {
 
 using namespace tracking_detail;  // NOLINT(google-build-using-namespace): this folder's own helpers
 
-int tracking_evaluate(Context& ctx, const TrackingConfig& c, const std::string& weights_arg,
-                      const std::string& dump_path) {
-  const int rank = ctx.world->rank(), size = ctx.world->size();
-  const auto start = Clock::now();
-  const fs::path dir = c.run.dir;
-  const std::string weights = weights_arg.empty() ? (dir / "weights.h5").string() : weights_arg;
-  HPCML_CHECK_AS(IoError, fs::exists(weights), "tracking eval: weights file '", weights,
-                 "' not found; run `hpcml tracking train` first or pass --weights");
-  const auto attributes = trk::read_weight_attributes(weights);
-  trk::LearnedPipeline pipeline(trk::architecture_from_attributes(attributes, weights));
-  pipeline.load_state(trk::read_weights(weights), weights);
-  pipeline.set_training(false);
-  const double gnn_cut = attribute_number(attributes, "gnn_cut", weights);
-  trk::PipelineCuts cuts;
-  cuts.graph = graph_options(c);
-  cuts.filter = c.filter.threshold;
-  cuts.gnn = c.gnn.track_threshold;
+namespace {
 
-  // The baseline's windows, tuned on training events by rank 0 and broadcast.
+// The baseline's windows, tuned on training events by rank 0 and broadcast (collective).
+trk::BaselineWindows tuned_baseline(Context& ctx, const TrackingConfig& c) {
   at::Tensor windows = at::zeros({2}, at::kDouble);
-  if (rank == 0) {
+  if (ctx.world->rank() == 0) {
     int64_t tuned = 0;
     std::vector<Sample> tune = load_shard(c.data.files, c.data.baseline_tune_events, 1, 0, 1, "data.files", tuned);
     std::vector<trk::TrackingEvent> events;
@@ -41,21 +26,24 @@ int tracking_evaluate(Context& ctx, const TrackingConfig& c, const std::string& 
     windows[1] = w.z0;
   }
   ctx.world->broadcast(windows)->wait();
-  const trk::BaselineWindows baseline{windows[0].item<double>(), windows[1].item<double>()};
+  return trk::BaselineWindows{windows[0].item<double>(), windows[1].item<double>()};
+}
 
-  int64_t total = 0;
-  std::vector<Sample> shard =
-      load_shard(c.data.validation_files, c.data.validation_events, 1, rank, size, "data.validation_files", total);
+// What the evaluation of one weights file counts, over this rank's events and then,
+// after reduce(), over all ranks.
+struct Evaluation {
+  std::string weights;
+  double gnn_cut = 0;  // the train-tuned cut
+  trk::PipelineCuts cuts;
+  trk::BaselineWindows baseline;
+  int64_t total = 0;  // validation events over all ranks
   trk::EdgeMetrics graph_m, filter_m, gnn_m, track_cut_m, base_m;
   trk::TrackMetrics tracks, base_tracks;
   ScoreHistogram hist;
-  double pipeline_s = 0;
-  for (size_t k = 0; k < shard.size(); ++k) {
-    const auto& s = shard[k];
-    const auto t0 = Clock::now();
-    const trk::PipelineOutput out = trk::run_pipeline(pipeline, s.event, cuts);
-    pipeline_s += seconds_since(t0);
-    if (k == 0 && rank == 0 && !dump_path.empty()) write_dump(dump_path, pipeline, s.event, out);
+  double pipeline_s = 0;  // summed over ranks after reduce()
+
+  // One event: what the pipeline found (`out`), and the baseline run on it.
+  void add(const Sample& s, const trk::PipelineOutput& out) {
     graph_m += trk::edge_metrics(out.graph_edges, s.truth);
     filter_m += trk::edge_metrics(out.filter_edges, s.truth);
     gnn_m += trk::edge_metrics(select_edges(out.filter_edges, out.gnn_scores, gnn_cut), s.truth);
@@ -67,96 +55,155 @@ int tracking_evaluate(Context& ctx, const TrackingConfig& c, const std::string& 
     base_m += trk::edge_metrics(base_edges, s.truth);
     base_tracks += trk::track_metrics(trk::connected_components(s.event.hits.size(0), base_edges), s.event);
   }
-  std::vector<double> local;
-  for (const auto* m : {&graph_m, &filter_m, &gnn_m, &track_cut_m, &base_m}) {
-    const auto v = counts(*m);
-    local.insert(local.end(), v.begin(), v.end());
-  }
-  for (const auto* t : {&tracks, &base_tracks}) {
-    local.insert(local.end(), {static_cast<double>(t->particles), static_cast<double>(t->matched_particles),
-                               static_cast<double>(t->candidates), static_cast<double>(t->fake_candidates)});
-  }
-  local.push_back(pipeline_s);
-  const auto v = sum_over_ranks(*ctx.world, local);
-  hist.reduce(*ctx.world);
-  graph_m = edge_metrics_from(v, 0);
-  filter_m = edge_metrics_from(v, 3);
-  gnn_m = edge_metrics_from(v, 6);
-  track_cut_m = edge_metrics_from(v, 9);
-  base_m = edge_metrics_from(v, 12);
-  auto track_from = [&](size_t at) {
-    trk::TrackMetrics t;
-    t.particles = static_cast<int64_t>(v[at]);
-    t.matched_particles = static_cast<int64_t>(v[at + 1]);
-    t.candidates = static_cast<int64_t>(v[at + 2]);
-    t.fake_candidates = static_cast<int64_t>(v[at + 3]);
-    return t;
-  };
-  tracks = track_from(15);
-  base_tracks = track_from(19);
-  const double events = static_cast<double>(total);
-  const auto exact = hist.at_efficiency(c.eval.target_efficiency);
-  if (rank != 0) return 0;
 
-  Json eval = {{"weights", weights},
-               {"validation_events", total},
+  // Every count summed over the ranks (collective).
+  void reduce(collectives::Backend& world) {
+    std::vector<double> local;
+    for (const auto* m : {&graph_m, &filter_m, &gnn_m, &track_cut_m, &base_m}) {
+      const auto v = counts(*m);
+      local.insert(local.end(), v.begin(), v.end());
+    }
+    for (const auto* t : {&tracks, &base_tracks}) {
+      local.insert(local.end(), {static_cast<double>(t->particles), static_cast<double>(t->matched_particles),
+                                 static_cast<double>(t->candidates), static_cast<double>(t->fake_candidates)});
+    }
+    local.push_back(pipeline_s);
+    const auto v = sum_over_ranks(world, local);
+    hist.reduce(world);
+    graph_m = edge_metrics_from(v, 0);
+    filter_m = edge_metrics_from(v, 3);
+    gnn_m = edge_metrics_from(v, 6);
+    track_cut_m = edge_metrics_from(v, 9);
+    base_m = edge_metrics_from(v, 12);
+    auto track_from = [&](size_t at) {
+      trk::TrackMetrics t;
+      t.particles = static_cast<int64_t>(v[at]);
+      t.matched_particles = static_cast<int64_t>(v[at + 1]);
+      t.candidates = static_cast<int64_t>(v[at + 2]);
+      t.fake_candidates = static_cast<int64_t>(v[at + 3]);
+      return t;
+    };
+    tracks = track_from(15);
+    base_tracks = track_from(19);
+    pipeline_s = v[23];
+  }
+};
+
+// This rank's validation events through the pipeline and the baseline; with
+// `dump_path`, rank 0 writes the first event's stages there.
+void evaluate_shard(Evaluation& e, const trk::LearnedPipeline& pipeline, const std::vector<Sample>& shard, int rank,
+                    const std::string& dump_path) {
+  for (size_t k = 0; k < shard.size(); ++k) {
+    const auto& s = shard[k];
+    const auto t0 = Clock::now();
+    const trk::PipelineOutput out = trk::run_pipeline(pipeline, s.event, e.cuts);
+    e.pipeline_s += seconds_since(t0);
+    if (k == 0 && rank == 0 && !dump_path.empty()) write_dump(dump_path, pipeline, s.event, out);
+    e.add(s, out);
+  }
+}
+
+// The "eval" object of summary.json.
+Json eval_json(const Evaluation& e, const TrackingConfig& c, const ScoreHistogram::Point& exact, int size,
+               double seconds) {
+  const double events = static_cast<double>(e.total);
+  Json eval = {{"weights", e.weights},
+               {"validation_events", e.total},
                {"ranks", size},
-               {"embedding", edge_json(graph_m, events)},
-               {"filter", edge_json(filter_m, events)},
-               {"gnn", edge_json(gnn_m, events)},
-               {"gnn_at_track_threshold", edge_json(track_cut_m, events)},
-               {"baseline", edge_json(base_m, events)},
+               {"embedding", edge_json(e.graph_m, events)},
+               {"filter", edge_json(e.filter_m, events)},
+               {"gnn", edge_json(e.gnn_m, events)},
+               {"gnn_at_track_threshold", edge_json(e.track_cut_m, events)},
+               {"baseline", edge_json(e.base_m, events)},
                {"tracks",
-                {{"efficiency", tracks.efficiency()},
-                 {"fake_rate", tracks.fake_rate()},
-                 {"particles", tracks.particles},
-                 {"matched_particles", tracks.matched_particles},
-                 {"candidates", tracks.candidates},
-                 {"fake_candidates", tracks.fake_candidates},
-                 {"threshold", cuts.gnn}}},
+                {{"efficiency", e.tracks.efficiency()},
+                 {"fake_rate", e.tracks.fake_rate()},
+                 {"particles", e.tracks.particles},
+                 {"matched_particles", e.tracks.matched_particles},
+                 {"candidates", e.tracks.candidates},
+                 {"fake_candidates", e.tracks.fake_candidates},
+                 {"threshold", e.cuts.gnn}}},
                {"baseline_tracks",
-                {{"efficiency", base_tracks.efficiency()},
-                 {"fake_rate", base_tracks.fake_rate()},
-                 {"particles", base_tracks.particles},
-                 {"matched_particles", base_tracks.matched_particles}}},
-               {"pipeline_events_per_s_per_rank", v[23] > 0 ? events / v[23] * size : 0.0},
-               {"seconds", seconds_since(start)}};
-  eval["gnn"]["cut"] = gnn_cut;
-  eval["baseline"]["phi_slope"] = baseline.phi_slope;
-  eval["baseline"]["z0"] = baseline.z0;
+                {{"efficiency", e.base_tracks.efficiency()},
+                 {"fake_rate", e.base_tracks.fake_rate()},
+                 {"particles", e.base_tracks.particles},
+                 {"matched_particles", e.base_tracks.matched_particles}}},
+               {"pipeline_events_per_s_per_rank", e.pipeline_s > 0 ? events / e.pipeline_s * size : 0.0},
+               {"seconds", seconds}};
+  eval["gnn"]["cut"] = e.gnn_cut;
+  eval["baseline"]["phi_slope"] = e.baseline.phi_slope;
+  eval["baseline"]["z0"] = e.baseline.z0;
   eval["gnn_exact"] = {{"target_efficiency", c.eval.target_efficiency},
                        {"cut", exact.cut},
                        {"efficiency", exact.efficiency},
                        {"purity", exact.purity}};
-  eval["target_purity_met"] = gnn_m.purity() > base_m.purity() && exact.purity > base_m.purity();
-  eval["target_track_efficiency_met"] = tracks.efficiency() >= 0.90;
+  eval["target_purity_met"] = e.gnn_m.purity() > e.base_m.purity() && exact.purity > e.base_m.purity();
+  eval["target_track_efficiency_met"] = e.tracks.efficiency() >= 0.90;
+  return eval;
+}
 
-  std::printf("hpcml tracking eval: %lld validation events on %d rank(s), weights %s\n", static_cast<long long>(total),
-              size, weights.c_str());
+// The table on stdout (rank 0).
+void print_evaluation(const Evaluation& e, const TrackingConfig& c, const ScoreHistogram::Point& exact, int size,
+                      const Json& eval) {
+  const double events = static_cast<double>(e.total);
+  std::printf("hpcml tracking eval: %lld validation events on %d rank(s), weights %s\n",
+              static_cast<long long>(e.total), size, e.weights.c_str());
   std::printf("  %-34s %10s %8s %12s\n", "stage (edges vs all true edges)", "efficiency", "purity", "edges/event");
   auto row = [&](const char* name, const trk::EdgeMetrics& m) {
     std::printf("  %-34s %10.4f %8.4f %12.1f\n", name, m.efficiency(), m.purity(), m.selected_edges / events);
   };
-  row("1 embedding radius graph", graph_m);
-  row("2 edge filter", filter_m);
+  row("1 embedding radius graph", e.graph_m);
+  row("2 edge filter", e.filter_m);
   char label[96];
-  std::snprintf(label, sizeof label, "3 GNN, cut %.4f (train-tuned)", gnn_cut);
-  row(label, gnn_m);
-  std::snprintf(label, sizeof label, "3 GNN, track cut %.2f", cuts.gnn);
-  row(label, track_cut_m);
-  std::snprintf(label, sizeof label, "baseline (phi %.2e, z0 %.1f)", baseline.phi_slope, baseline.z0);
-  row(label, base_m);
+  std::snprintf(label, sizeof label, "3 GNN, cut %.4f (train-tuned)", e.gnn_cut);
+  row(label, e.gnn_m);
+  std::snprintf(label, sizeof label, "3 GNN, track cut %.2f", e.cuts.gnn);
+  row(label, e.track_cut_m);
+  std::snprintf(label, sizeof label, "baseline (phi %.2e, z0 %.1f)", e.baseline.phi_slope, e.baseline.z0);
+  row(label, e.base_m);
   std::printf("  GNN purity at exactly %.3f efficiency on these events: %.4f (cut %.5f)\n", exact.efficiency,
               exact.purity, exact.cut);
   std::printf(
       "  tracks (pT > 1 GeV, double majority): GNN efficiency %.4f fake rate %.4f (%lld/%lld particles); "
       "baseline efficiency %.4f fake rate %.4f\n",
-      tracks.efficiency(), tracks.fake_rate(), static_cast<long long>(tracks.matched_particles),
-      static_cast<long long>(tracks.particles), base_tracks.efficiency(), base_tracks.fake_rate());
+      e.tracks.efficiency(), e.tracks.fake_rate(), static_cast<long long>(e.tracks.matched_particles),
+      static_cast<long long>(e.tracks.particles), e.base_tracks.efficiency(), e.base_tracks.fake_rate());
   std::printf("  targets: GNN purity > baseline purity at %.2f efficiency: %s; track efficiency >= 0.90: %s\n",
               c.eval.target_efficiency, eval["target_purity_met"].get<bool>() ? "met" : "NOT met",
               eval["target_track_efficiency_met"].get<bool>() ? "met" : "NOT met");
   std::fflush(stdout);
+}
+
+}  // namespace
+
+int tracking_evaluate(Context& ctx, const TrackingConfig& c, const std::string& weights_arg,
+                      const std::string& dump_path) {
+  const int rank = ctx.world->rank(), size = ctx.world->size();
+  const auto start = Clock::now();
+  const fs::path dir = c.run.dir;
+  Evaluation e;
+  e.weights = weights_arg.empty() ? (dir / "weights.h5").string() : weights_arg;
+  HPCML_CHECK_AS(IoError, fs::exists(e.weights), "tracking eval: weights file '", e.weights,
+                 "' not found; run `hpcml tracking train` first or pass --weights");
+  const auto attributes = trk::read_weight_attributes(e.weights);
+  trk::LearnedPipeline pipeline(trk::architecture_from_attributes(attributes, e.weights));
+  pipeline.load_state(trk::read_weights(e.weights), e.weights);
+  pipeline.set_training(false);
+  e.gnn_cut = attribute_number(attributes, "gnn_cut", e.weights);
+  e.cuts.graph = graph_options(c);
+  e.cuts.filter = c.filter.threshold;
+  e.cuts.gnn = c.gnn.track_threshold;
+  e.baseline = tuned_baseline(ctx, c);
+
+  const std::vector<Sample> shard =
+      load_shard(c.data.validation_files, c.data.validation_events, 1, rank, size, "data.validation_files", e.total);
+  evaluate_shard(e, pipeline, shard, rank, dump_path);
+  e.reduce(*ctx.world);
+  const auto exact = e.hist.at_efficiency(c.eval.target_efficiency);
+  if (rank != 0) return 0;
+
+  const Json eval = eval_json(e, c, exact, size, seconds_since(start));
+  print_evaluation(e, c, exact, size, eval);
   fs::create_directories(dir);
   Json summary = read_json(dir / "summary.json");
   summary["eval"] = eval;

@@ -257,6 +257,28 @@ std::string agreed_newest_checkpoint(collectives::Backend& world, const std::str
   return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
 }
 
+ResumePoint resume_from_newest_checkpoint(const Context& ctx, const std::string& run_dir, models::Model& model,
+                                          torch::optim::Optimizer& optimizer) {
+  ResumePoint start;
+  auto& world = *ctx.world;
+  const int n = world.size();
+  const std::string chosen = agreed_newest_checkpoint(world, run_dir);
+  if (chosen.empty()) {
+    HPCML_LOG_INFO("no checkpoint in {}: starting fresh", (fs::path(run_dir) / "checkpoints").string());
+    return start;
+  }
+  const auto header = load_checkpoint(chosen, model, optimizer, world.rank(), n);
+  start.step = header.step;
+  start.resumed = true;
+  if (header.world_size != n || header.threads != ctx.threads.intra_op) {
+    HPCML_LOG_WARN("resuming a checkpoint written by {} rank(s) x {} thread(s) on {} x {}: the data is re-sharded "
+                   "and the result will not be bit-identical to an uninterrupted run",
+                   header.world_size, header.threads, n, ctx.threads.intra_op);
+  }
+  HPCML_LOG_INFO("resumed from {} at step {}", chosen, start.step);
+  return start;
+}
+
 // A zoo model names the fields it reads and predicts: they are the data defaults.
 void load_checkpoint_weights(const std::string& path, models::Model& model) {
   torch::serialize::InputArchive archive;

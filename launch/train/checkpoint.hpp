@@ -69,6 +69,19 @@ std::string newest_checkpoint(const std::string& run_dir);
 /// newest_checkpoint as rank 0 finds it (it alone opens the files), on every rank.
 std::string agreed_newest_checkpoint(collectives::Backend& world, const std::string& run_dir);
 
+/// Where a resumed run starts: the step of the checkpoint it loaded, or 0 (`resumed` false).
+struct ResumePoint {
+  int64_t step = 0;
+  bool resumed = false;
+};
+
+/// run.resume: auto. Loads the newest checkpoint of `run_dir` that every rank agrees on
+/// (agreed_newest_checkpoint) into `model` and `optimizer` on every rank of
+/// `context.world` (collective); logs which, and warns when it was written by another
+/// rank or thread count. Returns step 0, not resumed, when `run_dir` holds none.
+ResumePoint resume_from_newest_checkpoint(const Context& context, const std::string& run_dir, models::Model& model,
+                                          torch::optim::Optimizer& optimizer);
+
 /// Writes the parameters of checkpoint `path` to an HDF5 file, one dataset per
 /// parameter name, with the step and hpcml version as attributes.
 void export_checkpoint(const std::string& path, const std::string& out);

@@ -231,14 +231,7 @@ double learning_rate(const TrainConfig& c, int64_t step, int64_t total_steps, in
 }
 
 collectives::ReducerOptions reducer_options(const TrainConfig& c) {
-  collectives::ReducerOptions o;
-  o.first_bucket_bytes = static_cast<int64_t>(c.reducer.first_bucket_mb * (1 << 20));
-  o.bucket_cap_bytes = static_cast<int64_t>(c.reducer.bucket_cap_mb * (1 << 20));
-  o.overlap = collectives::parse_overlap(c.reducer.overlap, "config error: key 'reducer.overlap'");
-  o.transport = collectives::parse_transport(c.reducer.transport, "config error: key 'reducer.transport'");
-  o.compression = collectives::parse_compression(c.reducer.compression, "config error: key 'reducer.compression'");
-  o.buffers = c.reducer.buffers == "per_rank" ? collectives::BufferPolicy::kPerRank
-                                              : collectives::BufferPolicy::kBroadcast;
+  collectives::ReducerOptions o = c.reducer.options();
   o.allow_unused = c.train.allow_unused_parameters;
   return o;
 }

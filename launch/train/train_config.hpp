@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "collectives/gradient_reducer.hpp"
+#include "core/config.hpp"
 #include "core/limits.hpp"
 #include "launch/run_config.hpp"
 #include "models/registry.hpp"
@@ -232,9 +234,11 @@ struct TrainSection {
   }
 };
 
+/// The gradient reducer's keys. Their defaults are ReducerOptions' (in MiB); `hpcml train`
+/// and `bench ddp` (whose flags map onto these keys) convert them with options().
 struct ReducerSection {
-  double first_bucket_mb = 1.0;
-  double bucket_cap_mb = 25.0;
+  double first_bucket_mb = config::bytes_to_mib(collectives::ReducerOptions{}.first_bucket_bytes);
+  double bucket_cap_mb = config::bytes_to_mib(collectives::ReducerOptions{}.bucket_cap_bytes);
   std::string overlap = "auto";
   std::string transport = "auto";
   std::string compression = "none";
@@ -255,6 +259,19 @@ struct ReducerSection {
             config::one_of({"none", "bf16", "fp16"}));
     v.field("buffers", buffers, "buffers (batch-norm statistics): broadcast from rank 0 each step, or per_rank",
             config::one_of({"broadcast", "per_rank"}));
+  }
+
+  /// The reducer's options from these keys (checked): MiB to bytes, names to enums.
+  /// The others (allow_unused, direct_min_bytes) keep ReducerOptions' defaults.
+  collectives::ReducerOptions options() const {
+    collectives::ReducerOptions o;
+    o.first_bucket_bytes = config::mib_to_bytes(first_bucket_mb);
+    o.bucket_cap_bytes = config::mib_to_bytes(bucket_cap_mb);
+    o.overlap = collectives::parse_overlap(overlap, "config error: key 'reducer.overlap'");
+    o.transport = collectives::parse_transport(transport, "config error: key 'reducer.transport'");
+    o.compression = collectives::parse_compression(compression, "config error: key 'reducer.compression'");
+    o.buffers = buffers == "per_rank" ? collectives::BufferPolicy::kPerRank : collectives::BufferPolicy::kBroadcast;
+    return o;
   }
 };
 

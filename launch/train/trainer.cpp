@@ -109,18 +109,14 @@ class Progress {
   bool bar_;
 };
 
-}  // namespace
 
-int train(Context& ctx, const TrainConfig& config) {
-  TrainConfig c = with_model_defaults(config);
-  if (c.run.dir.empty()) c.run.dir = ctx.env.job_id ? "runs/" + *ctx.env.job_id : "runs/train";
-  auto& world = *ctx.world;
-  const int rank = world.rank();
-  const int n = world.size();
+// ---- start-up -----------------------------------------------------------------
+
+// A fresh run never mixes with another in one directory: refused here, before any
+// work; with run.overwrite the other run is moved aside once start-up has succeeded.
+// Returns what occupies run.dir (rank 0; "" elsewhere and when it is free).
+std::string refuse_occupied_run_dir(const TrainConfig& c, int rank) {
   const fs::path run_dir = c.run.dir;
-  Activity activity("training model '" + c.model.name + "'");
-  // A fresh run never mixes with another in one directory: refused here, before any
-  // work; with run.overwrite the other run is moved aside once start-up has succeeded.
   const std::string occupant =
       rank == 0 && c.run.resume != "auto"
           ? describe_run(run_dir, {"config.yaml", "metrics.jsonl", "summary.json", "trace.json"}, "checkpoints")
@@ -128,36 +124,411 @@ int train(Context& ctx, const TrainConfig& config) {
   HPCML_CHECK_AS(ConfigError, occupant.empty() || c.run.overwrite, "config error: key 'run.dir': '", run_dir.string(),
                  "' holds another run (", occupant, "); continue it with --resume, choose another run.dir, or pass "
                  "--overwrite (run.overwrite: true) to move it aside");
+  return occupant;
+}
+
+// SyncBatchNorm: batch-norm statistics over the global batch, on a communicator of
+// its own (its blocking allreduces run inside forward and backward). Returns that
+// communicator (none on one rank or without model.sync_batch_norm).
+collectives::BackendPtr synchronize_batch_norm(Context& ctx, const TrainConfig& c, models::Model& model) {
+  collectives::BackendPtr group;
+  if (!c.model.sync_batch_norm) return group;
+  const int n = ctx.world->size();
+  if (n > 1) group = ctx.world->split(0, ctx.world->rank(), "sync_batch_norm");
+  const int layers = model.synchronize_batch_norm(group);
+  HPCML_CHECK_AS(ConfigError, layers > 0, "config error: key 'model.sync_batch_norm': expected a model with hpcml "
+                 "batch-norm layers (facile, deepcalo, particlenet, particlenet-lite), found '", model.name(),
+                 "' with none (the MLP has none; TorchScript modules are out of scope)");
+  if (n > 1) HPCML_LOG_INFO("SyncBatchNorm: {} batch-norm layer(s) use the global batch's statistics", layers);
+  return group;
+}
+
+// Rank 0, once start-up has succeeded (config, data, model, checkpoint): only now is
+// run.dir written. Another run found there is moved aside; a resumed run's metrics
+// lose the lines after its checkpoint.
+void prepare_run_dir(const TrainConfig& c, const std::string& occupant, const std::string& config_yaml,
+                     const ResumePoint& start) {
+  const fs::path run_dir = c.run.dir;
+  if (!occupant.empty()) {
+    const fs::path aside = moved_aside_name(run_dir);
+    fs::rename(run_dir, aside);
+    HPCML_LOG_WARN("run.dir {} held another run ({}): moved it to {}", run_dir.string(), occupant, aside.string());
+  }
+  fs::create_directories(checkpoint_dir(c.run.dir));
+  write_atomically(run_dir / "config.yaml", config_yaml);
+  if (start.resumed) {
+    truncate_metrics(run_dir / "metrics.jsonl", start.step);
+  } else {
+    write_atomically(run_dir / "metrics.jsonl", "");
+  }
+}
+
+// ---- the step loop ------------------------------------------------------------
+
+// Per log interval, summed over its steps: loss sum, correct, samples, data, forward,
+// backward, wait, optimizer (ms).
+constexpr int kIntervalSums = 8;
+using IntervalSums = std::array<double, kIntervalSums>;
+
+// One run's step loop: what every step reads (config, model, feed, reducer,
+// optimizer) and what carries from step to step (the log interval's sums, a
+// non-finite loss not yet agreed on, the last validation). The caller owns the model,
+// feed, reducer and optimizer, which outlive the loop.
+class TrainLoop {
+ public:
+  TrainLoop(Context& ctx, const TrainConfig& c, models::Model& model, Feed& feed,
+            collectives::GradientReducer& reducer, torch::optim::Optimizer& optimizer,
+            std::vector<at::Tensor> params, bool in_reduction, const std::string& config_yaml)
+      : ctx_(ctx), c_(c), world_(*ctx.world), rank_(world_.rank()), n_(world_.size()), run_dir_(c.run.dir),
+        model_(model), feed_(feed), reducer_(reducer), optimizer_(optimizer), params_(std::move(params)),
+        in_reduction_(in_reduction), config_yaml_(config_yaml), regression_(feed.regression()),
+        density_(density_task(c)), metric_(density_ ? "log_prob" : metric_name(regression_)),
+        steps_per_epoch_(feed.steps_per_epoch()),
+        total_steps_(c.train.max_steps > 0 ? c.train.max_steps : c.train.epochs * steps_per_epoch_),
+        micro_(c.train.gradient_accumulation), micro_size_(c.train.batch_size / micro_),
+        progress_(c.run.progress, total_steps_, ctx.env.launcher != Launcher::kNone) {}
+
+  int64_t total_steps() const { return total_steps_; }
+  // Rank 0: the last validation's metrics line (null when none ran).
+  const nlohmann::json& last_validation() const { return last_validation_; }
+
+  // Runs steps [start_step, total_steps) on every rank; returns the exit code: 0,
+  // kExitError after a non-finite stop, kExitPreempted after a stop signal.
+  int run(int64_t start_step);
+
+ private:
+  // The step's sums over its micro-batches.
+  struct StepSums {
+    double loss = 0, correct = 0, forward_ms = 0, backward_ms = 0, wait_ms = 0, update_ms = 0;
+  };
+
+  void open_metrics_and_announce();
+  int run_step(int64_t step);
+  IntervalSums train_step(int64_t step, int64_t epoch);
+  void forward_backward(const Example& part, bool last, int64_t step, StepSums& sums);
+  void log_interval(int64_t done, int64_t epoch, double lr);
+  int after_step(int64_t done, int64_t epoch);
+  bool stop_on_nonfinite(int nonfinite_rank, int64_t done);
+  bool validate(int64_t step_done, int64_t epoch);
+  void checkpoint(int64_t step_done);
+
+  // The training metric from its sum over samples (log_prob: the mean log-density).
+  double metric_of(double sum, double samples) const {
+    return density_ ? (samples > 0 ? sum / samples : 0.0) : metric_value(regression_, sum, samples);
+  }
+
+  Context& ctx_;
+  const TrainConfig& c_;
+  collectives::Backend& world_;
+  const int rank_;
+  const int n_;
+  const fs::path run_dir_;
+  models::Model& model_;
+  Feed& feed_;
+  collectives::GradientReducer& reducer_;
+  torch::optim::Optimizer& optimizer_;
+  const std::vector<at::Tensor> params_;
+  const bool in_reduction_;
+  const std::string& config_yaml_;
+  const bool regression_;
+  const bool density_;
+  const char* const metric_;
+  const int64_t steps_per_epoch_;
+  const int64_t total_steps_;
+  const int micro_;
+  const int64_t micro_size_;
+
+  std::ofstream metrics_;
+  Progress progress_;
+  IntervalSums acc_{};
+  Clock::time_point interval_start_;
+  // A step whose loss (or validation metric) is NaN or Inf on any rank: every rank
+  // learns it in the step's stop agreement. Filled on the lowest such rank.
+  int64_t nonfinite_step_ = -1;
+  std::string nonfinite_what_;
+  bool nonfinite_warned_ = false;
+  nlohmann::json last_validation_;
+};
+
+int TrainLoop::run(int64_t start_step) {
+  open_metrics_and_announce();
+  interval_start_ = Clock::now();
+  model_.set_training(true);
+  int exit_code = 0;
+  for (int64_t step = start_step; step < total_steps_ && exit_code == 0; ++step) exit_code = run_step(step);
+  progress_.finish();
+  return exit_code;
+}
+
+void TrainLoop::open_metrics_and_announce() {
+  if (rank_ == 0) metrics_.open(run_dir_ / "metrics.jsonl", std::ios::app);
+  HPCML_LOG_INFO("training {} ({} parameters) on {} rank(s) x {} thread(s): {} steps of {} x {} samples, {} "
+                 "step(s) per epoch, gradients via {} (overlap {}), optimizer step {}",
+                 model_.name(), models::parameter_count(model_), n_, ctx_.threads.intra_op, total_steps_,
+                 c_.train.batch_size, n_, steps_per_epoch_, collectives::to_string(reducer_.transport()),
+                 reducer_.overlap_mode(), reducer_.update_placement());
+  if (!reducer_.transport_note().empty() && n_ > 1) HPCML_LOG_INFO("{}", reducer_.transport_note());
+}
+
+// One step: the learning rate, the update, the log interval, then what every rank
+// agrees on after it (stop, non-finite, validation, checkpoint). Returns the exit
+// code, 0 to go on.
+int TrainLoop::run_step(int64_t step) {
+  const int64_t epoch = step / steps_per_epoch_;
+  const double lr = learning_rate(c_, step, total_steps_, n_);
+  for (auto& group : optimizer_.param_groups()) group.options().set_lr(lr);
+  const IntervalSums step_values = train_step(step, epoch);
+  for (int k = 0; k < kIntervalSums; ++k) acc_[k] += step_values[k];
+  const int64_t done = step + 1;
+  if (done % c_.train.log_every == 0 || done == total_steps_) log_interval(done, epoch, lr);
+  return after_step(done, epoch);
+}
+
+// The batch, forward and backward over its micro-batches, the optimizer step (unless
+// it runs inside the reduction). Returns this step's share of the interval's sums.
+IntervalSums TrainLoop::train_step(int64_t step, int64_t epoch) {
+  auto t0 = Clock::now();
+  Example batch;
+  {
+    trace::Span span("data", "data");
+    batch = feed_.batch(epoch, step % steps_per_epoch_);
+  }
+  auto t1 = Clock::now();
+  StepSums sums;
+  reducer_.zero_grad();
+  reducer_.sync_buffers();
+  for (int m = 0; m < micro_; ++m) {
+    const Example part = micro_ > 1 ? batch.narrow(m * micro_size_, micro_size_) : batch;
+    forward_backward(part, /*last=*/m + 1 == micro_, step, sums);
+  }
+  sums.backward_ms -= sums.wait_ms + sums.update_ms;
+  auto t3 = Clock::now();
+  if (!in_reduction_) {
+    trace::Span span("optimizer", "compute");
+    if (c_.train.clip_grad_norm > 0) {
+      // Gradients are averages already: the norm is the same on every rank.
+      torch::nn::utils::clip_grad_norm_(params_, c_.train.clip_grad_norm);
+    }
+    optimizer_.step();
+  }
+  const double optimizer_ms = ms_between(t3, Clock::now()) + sums.update_ms;
+  return {sums.loss, sums.correct, static_cast<double>(c_.train.batch_size), ms_between(t0, t1),
+          sums.forward_ms, sums.backward_ms, sums.wait_ms, optimizer_ms};
+}
+
+// One micro-batch: forward, loss, backward (reduced only on the `last`), and a
+// non-finite loss noted for the step's agreement.
+void TrainLoop::forward_backward(const Example& part, bool last, int64_t step, StepSums& sums) {
+  auto tf = Clock::now();
+  at::Tensor logits, loss;
+  {
+    trace::Span span("forward", "compute");
+    logits = model_.forward(part.inputs);
+    loss = task_loss(c_.train.loss, regression_, logits, part.target);
+  }
+  auto tb = Clock::now();
+  sums.forward_ms += ms_between(tf, tb);
+  // Each micro-batch's mean loss, divided by their count: the step's mean.
+  const at::Tensor scaled = micro_ > 1 ? loss / micro_ : loss;
+  if (!last) {
+    auto no_sync = reducer_.no_sync();
+    reducer_.backward(scaled);
+  } else {
+    reducer_.backward(scaled);
+    sums.wait_ms = reducer_.last_step().exposed_wait_ms;
+    sums.update_ms = reducer_.last_step().update_ms;  // the optimizer step, when in the reduction
+  }
+  sums.backward_ms += ms_between(tb, Clock::now());
+  const double loss_value = loss.item<double>();
+  if (!std::isfinite(loss_value) && nonfinite_what_.empty()) {
+    nonfinite_step_ = step + 1;
+    nonfinite_what_ = nonfinite_cause(loss_value, part.inputs, c_.data);
+  }
+  sums.loss += loss_value * static_cast<double>(micro_size_);
+  sums.correct += density_ ? logits.detach().to(at::kDouble).sum().item<double>()
+                           : metric_sum(regression_, logits, part.target);
+}
+
+// The interval's sums over ranks (collective); rank 0 writes the metrics line and
+// logs it or draws the progress bar.
+void TrainLoop::log_interval(int64_t done, int64_t epoch, double lr) {
+  at::Tensor t = at::tensor(std::vector<double>(acc_.begin(), acc_.end()), at::kDouble);
+  world_.allreduce(t);  // sums over ranks
+  const double seconds = ms_between(interval_start_, Clock::now()) / 1000.0;
+  const auto v = t.accessor<double, 1>();
+  const double steps_in = std::max(1.0, v[2] / (c_.train.batch_size * static_cast<double>(n_)));
+  if (rank_ == 0) {
+    const double per = 1.0 / (steps_in * n_);  // per step, averaged over ranks
+    nlohmann::json row = {
+        {"step", done},
+        {"epoch", epoch},
+        {"loss", v[0] / v[2]},
+        {metric_, metric_of(v[1], v[2])},
+        {"lr", lr},
+        {"samples_per_s", v[2] / seconds},
+        {"time_ms",
+         {{"data", v[3] * per}, {"forward", v[4] * per}, {"backward", v[5] * per}, {"comm_wait", v[6] * per},
+          {"optimizer", v[7] * per}}}};
+    metrics_ << row.dump() << "\n" << std::flush;
+    if (progress_.bar()) {
+      progress_.update(done, v[0] / v[2], v[2] / seconds);
+    } else {
+      HPCML_LOG_INFO("step {}/{} epoch {} loss {:.4g} {} {:.4f} lr {:.4g} {:.0f} samples/s", done, total_steps_,
+                     epoch, v[0] / v[2], metric_, metric_of(v[1], v[2]), lr, v[2] / seconds);
+    }
+  }
+  acc_.fill(0.0);
+  interval_start_ = Clock::now();
+}
+
+// What every rank agrees on after step `done`: a stop request on any rank stops every
+// rank at this same step; so does a non-finite loss (its lowest rank, as n - rank, so
+// that the maximum names it) or validation loss. Returns the exit code, 0 to go on.
+int TrainLoop::after_step(int64_t done, int64_t epoch) {
+  at::Tensor agreed = at::tensor({stop_signal(), nonfinite_step_ == done ? n_ - rank_ : 0}, at::kInt);
+  world_.allreduce(agreed, {collectives::ReduceOp::kMax});
+  const int stop_requested = agreed[0].item<int>();
+  int nonfinite_rank = agreed[1].item<int>() > 0 ? n_ - agreed[1].item<int>() : -1;
+  const bool epoch_end = done % steps_per_epoch_ == 0;
+  if (epoch_end && nonfinite_rank < 0 && !validate(done, epoch)) nonfinite_rank = 0;
+  if (nonfinite_rank >= 0 && stop_on_nonfinite(nonfinite_rank, done)) {
+    progress_.finish();
+    return kExitError;
+  }
+  const bool periodic = c_.checkpoint.every_steps > 0 ? done % c_.checkpoint.every_steps == 0 : epoch_end;
+  if (stop_requested != 0) {
+    checkpoint(done);
+    progress_.finish();
+    HPCML_LOG_WARN("signal {} received: stopped at step {} after writing a checkpoint; exit code {} (requeue)",
+                   stop_requested, done, kExitPreempted);
+    return kExitPreempted;
+  }
+  if (periodic || done == total_steps_) checkpoint(done);
+  return 0;
+}
+
+// A non-finite loss found on `nonfinite_rank` at step `done`: with train.on_nonfinite
+// "warn" that rank warns once and training goes on (returns false); otherwise that rank
+// prints why training stops and where its last good checkpoint is (returns true).
+bool TrainLoop::stop_on_nonfinite(int nonfinite_rank, int64_t done) {
+  if (c_.train.on_nonfinite == "warn") {
+    if (rank_ == nonfinite_rank && !nonfinite_warned_) {
+      HPCML_LOG_WARN("step {}: {} (train.on_nonfinite: warn, going on)", done, nonfinite_what_);
+    }
+    nonfinite_warned_ = true;
+    nonfinite_what_.clear();
+    nonfinite_step_ = -1;
+    return false;
+  }
+  if (rank_ == nonfinite_rank) {
+    const std::string kept = newest_checkpoint(c_.run.dir);
+    std::fprintf(stderr, "%s\n",
+                 fmt::format("hpcml: {}training stopped at step {}: {}; {} (train.on_nonfinite: warn goes on)",
+                             n_ > 1 ? rank_tag() + " " : std::string(), done, nonfinite_what_,
+                             kept.empty() ? std::string("no checkpoint was written before it")
+                                          : "the last checkpoint, with finite parameters, is " + kept)
+                     .c_str());
+    std::fflush(stderr);
+  }
+  return true;
+}
+
+// The validation metrics at an epoch's end (collective), written and logged by rank 0.
+// Returns whether the validation loss is finite (true without a validation set); rank 0
+// holds the reduced metrics and tells the others.
+bool TrainLoop::validate(int64_t step_done, int64_t epoch) {
+  if (feed_.validation_size() == 0) return true;
+  reducer_.sync_buffers();  // every rank validates with rank 0's statistics, as a checkpoint stores them
+  Scores scores = validation_scores(model_, feed_, c_);
+  world_.allreduce(scores.sums());
+  if (rank_ == 0) {
+    last_validation_ = {{"step", step_done}, {"epoch", epoch}};
+    last_validation_.update(metrics_json(scores, "val_"));
+    metrics_ << last_validation_.dump() << "\n" << std::flush;
+    HPCML_LOG_INFO("epoch {} validation: {}", epoch, metrics_text(scores));
+  }
+  const double val_loss = rank_ == 0 ? last_validation_.value("val_loss", 0.0) : 0.0;
+  at::Tensor bad = at::tensor({std::isfinite(val_loss) ? 0 : 1}, at::kInt);
+  world_.allreduce(bad, {collectives::ReduceOp::kMax});
+  if (bad.item<int>() == 0) return true;
+  if (rank_ == 0) nonfinite_what_ = fmt::format("the validation loss is {}", val_loss);
+  return false;
+}
+
+// A checkpoint of step `step_done` (collective): only finite parameters are kept, since
+// a checkpoint is where a diverged run restarts.
+void TrainLoop::checkpoint(int64_t step_done) {
+  bool finite = true;
+  for (const auto& [name, t] : model_.named_parameters()) finite = finite && at::isfinite(t).all().item<bool>();
+  at::Tensor flag = at::tensor({finite ? 0 : 1}, at::kInt);
+  world_.allreduce(flag, {collectives::ReduceOp::kMax});
+  if (flag.item<int>() != 0) {
+    HPCML_LOG_WARN("step {}: non-finite parameters; no checkpoint written", step_done);
+    return;
+  }
+  const auto rng_states = world_.allgather_varying(at::detail::getDefaultCPUGenerator().get_state());
+  if (rank_ == 0) {
+    save_checkpoint(checkpoint_path(c_.run.dir, step_done), step_done, ctx_, model_, optimizer_, config_yaml_,
+                    rng_states);
+    prune_checkpoints(c_.run.dir, c_.checkpoint.keep);
+  }
+  world_.barrier();
+}
+
+// ---- after the loop -----------------------------------------------------------
+
+// run.trace: every rank's events gathered into run.dir/trace.json (collective; rank 0 writes).
+void write_trace(collectives::Backend& world, const fs::path& run_dir) {
+  const auto mine = trace::to_json_events(world.rank());
+  at::Tensor bytes = at::empty({static_cast<int64_t>(mine.size())}, at::kByte);
+  std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
+  const auto all = world.allgather_varying(bytes);
+  if (world.rank() == 0) {
+    std::string json = "[\n";
+    for (size_t r = 0; r < all.size(); ++r) {
+      json += (r ? ",\n" : "") + std::string(static_cast<const char*>(all[r].data_ptr()), all[r].numel());
+    }
+    write_atomically(run_dir / "trace.json", json + "\n]\n");
+  }
+}
+
+// Rank 0, after a run that completed: run.dir/summary.json.
+void write_summary(const Context& ctx, const fs::path& run_dir, int64_t total_steps, models::Model& model,
+                   const std::string& digest, const nlohmann::json& last_validation) {
+  nlohmann::json summary = {{"steps", total_steps},
+                            {"ranks", ctx.world->size()},
+                            {"threads", ctx.threads.intra_op},
+                            {"model", model.name()},
+                            {"parameters", models::parameter_count(model)},
+                            {"parameters_sha256", digest},
+                            {"hpcml_version", HPCML_VERSION},
+                            {"git_revision", HPCML_GIT_REVISION}};
+  if (!last_validation.is_null()) summary["validation"] = last_validation;
+  write_atomically(run_dir / "summary.json", summary.dump(2) + "\n");
+  HPCML_LOG_INFO("done: {} steps; parameters sha256 {}", total_steps, digest);
+}
+
+}  // namespace
+
+int train(Context& ctx, const TrainConfig& config) {
+  TrainConfig c = with_model_defaults(config);
+  if (c.run.dir.empty()) c.run.dir = ctx.env.job_id ? "runs/" + *ctx.env.job_id : "runs/train";
+  auto& world = *ctx.world;
+  const int rank = world.rank();
+  Activity activity("training model '" + c.model.name + "'");
+  const std::string occupant = refuse_occupied_run_dir(c, rank);
   // The model and its data: the synthetic set in memory, or this rank's shard of HDF5 files.
   Setup setup = set_up(c, ctx, /*prepare=*/true);
   c = std::move(setup.config);
   auto feed = std::move(setup.feed);
   auto model = std::move(setup.model);
   const std::string config_yaml = config::to_yaml(c);
-  // SyncBatchNorm: batch-norm statistics over the global batch, on a communicator of
-  // its own (its blocking allreduces run inside forward and backward).
-  collectives::BackendPtr batch_norm_group;
-  if (c.model.sync_batch_norm) {
-    if (n > 1) batch_norm_group = ctx.world->split(0, rank, "sync_batch_norm");
-    const int layers = model->synchronize_batch_norm(batch_norm_group);
-    HPCML_CHECK_AS(ConfigError, layers > 0, "config error: key 'model.sync_batch_norm': expected a model with hpcml "
-                   "batch-norm layers (facile, deepcalo, particlenet, particlenet-lite), found '", model->name(),
-                   "' with none (the MLP has none; TorchScript modules are out of scope)");
-    if (n > 1) HPCML_LOG_INFO("SyncBatchNorm: {} batch-norm layer(s) use the global batch's statistics", layers);
-  }
+  const collectives::BackendPtr batch_norm_group = synchronize_batch_norm(ctx, c, *model);
   install_stop_handlers();
   if (c.run.trace) {
     trace::enable(true);
     trace::name_thread("main");
   }
-
-  const bool regression = feed->regression();
-  const bool density = density_task(c);
-  const char* metric = density ? "log_prob" : metric_name(regression);
-  // The training metric from its sum over samples (log_prob: the mean log-density).
-  auto metric_of = [&](double sum, double samples) {
-    return density ? (samples > 0 ? sum / samples : 0.0) : metric_value(regression, sum, samples);
-  };
   HPCML_CHECK_AS(ConfigError, c.train.batch_size % c.train.gradient_accumulation == 0,
                  "config error: key 'train.gradient_accumulation': expected a divisor of train.batch_size (",
                  c.train.batch_size, "), found ", c.train.gradient_accumulation);
@@ -173,276 +544,18 @@ int train(Context& ctx, const TrainConfig& config) {
   }
   auto optimizer = build_optimizer(c, params);
   const bool in_reduction = step_in_reduction(c, *optimizer, reducer);
-
-  const int64_t steps_per_epoch = feed->steps_per_epoch();
-  const int64_t total_steps = c.train.max_steps > 0 ? c.train.max_steps : c.train.epochs * steps_per_epoch;
-  int64_t start_step = 0;
-  bool resumed = false;
-  if (c.run.resume == "auto") {
-    const std::string chosen = agreed_newest_checkpoint(world, c.run.dir);
-    if (!chosen.empty()) {
-      const auto header = load_checkpoint(chosen, *model, *optimizer, rank, n);
-      start_step = header.step;
-      resumed = true;
-      if (header.world_size != n || header.threads != ctx.threads.intra_op) {
-        HPCML_LOG_WARN("resuming a checkpoint written by {} rank(s) x {} thread(s) on {} x {}: the data is re-sharded "
-                       "and the result will not be bit-identical to an uninterrupted run",
-                       header.world_size, header.threads, n, ctx.threads.intra_op);
-      }
-      HPCML_LOG_INFO("resumed from {} at step {}", chosen, start_step);
-    } else {
-      HPCML_LOG_INFO("no checkpoint in {}: starting fresh", (run_dir / "checkpoints").string());
-    }
-  }
-  // Start-up has succeeded (config, data, model, checkpoint): only now is run.dir written.
-  if (rank == 0) {
-    if (!occupant.empty()) {
-      const fs::path aside = moved_aside_name(run_dir);
-      fs::rename(run_dir, aside);
-      HPCML_LOG_WARN("run.dir {} held another run ({}): moved it to {}", run_dir.string(), occupant, aside.string());
-    }
-    fs::create_directories(checkpoint_dir(c.run.dir));
-    write_atomically(run_dir / "config.yaml", config_yaml);
-    if (resumed) {
-      truncate_metrics(run_dir / "metrics.jsonl", start_step);
-    } else {
-      write_atomically(run_dir / "metrics.jsonl", "");
-    }
-  }
+  const ResumePoint start =
+      c.run.resume == "auto" ? resume_from_newest_checkpoint(ctx, c.run.dir, *model, *optimizer) : ResumePoint();
+  if (rank == 0) prepare_run_dir(c, occupant, config_yaml, start);
   world.barrier();
 
-  std::ofstream metrics;
-  if (rank == 0) metrics.open(run_dir / "metrics.jsonl", std::ios::app);
-  HPCML_LOG_INFO("training {} ({} parameters) on {} rank(s) x {} thread(s): {} steps of {} x {} samples, {} "
-                 "step(s) per epoch, gradients via {} (overlap {}), optimizer step {}",
-                 model->name(), models::parameter_count(*model), n, ctx.threads.intra_op, total_steps,
-                 c.train.batch_size, n, steps_per_epoch, collectives::to_string(reducer.transport()),
-                 reducer.overlap_mode(), reducer.update_placement());
-  if (!reducer.transport_note().empty() && n > 1) HPCML_LOG_INFO("{}", reducer.transport_note());
-
-  Progress progress(c.run.progress, total_steps, ctx.env.launcher != Launcher::kNone);
-  // Per log interval: loss sum, correct, samples, data, forward, backward, wait, optimizer (ms).
-  std::vector<double> acc(8, 0.0);
-  auto interval_start = Clock::now();
-  int exit_code = 0;
-  const int micro = c.train.gradient_accumulation;
-  const int64_t micro_size = c.train.batch_size / micro;
-
-  // A step whose loss (or validation metric) is NaN or Inf on any rank: every rank
-  // learns it in the step's stop agreement. Filled on the lowest such rank.
-  int64_t nonfinite_step = -1;
-  std::string nonfinite_what;
-  bool nonfinite_warned = false;
-  auto checkpoint = [&](int64_t step_done) {
-    // Only finite parameters are kept: a checkpoint is where a diverged run restarts.
-    bool finite = true;
-    for (const auto& [name, t] : model->named_parameters()) finite = finite && at::isfinite(t).all().item<bool>();
-    at::Tensor flag = at::tensor({finite ? 0 : 1}, at::kInt);
-    world.allreduce(flag, {collectives::ReduceOp::kMax});
-    if (flag.item<int>() != 0) {
-      HPCML_LOG_WARN("step {}: non-finite parameters; no checkpoint written", step_done);
-      return;
-    }
-    const auto rng_states = world.allgather_varying(at::detail::getDefaultCPUGenerator().get_state());
-    if (rank == 0) {
-      save_checkpoint(checkpoint_path(c.run.dir, step_done), step_done, ctx, *model, *optimizer, config_yaml,
-                      rng_states);
-      prune_checkpoints(c.run.dir, c.checkpoint.keep);
-    }
-    world.barrier();
-  };
-
-  nlohmann::json last_validation;
-  auto validate = [&](int64_t step_done, int64_t epoch) {
-    if (feed->validation_size() == 0) return;
-    reducer.sync_buffers();  // every rank validates with rank 0's statistics, as a checkpoint stores them
-    Scores scores = validation_scores(*model, *feed, c);
-    world.allreduce(scores.sums());
-    if (rank == 0) {
-      last_validation = {{"step", step_done}, {"epoch", epoch}};
-      last_validation.update(metrics_json(scores, "val_"));
-      metrics << last_validation.dump() << "\n" << std::flush;
-      HPCML_LOG_INFO("epoch {} validation: {}", epoch, metrics_text(scores));
-    }
-  };
-
-  model->set_training(true);
-  for (int64_t step = start_step; step < total_steps; ++step) {
-    const int64_t epoch = step / steps_per_epoch;
-    const double lr = learning_rate(c, step, total_steps, n);
-    for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
-
-    auto t0 = Clock::now();
-    Example batch;
-    {
-      trace::Span span("data", "data");
-      batch = feed->batch(epoch, step % steps_per_epoch);
-    }
-    auto t1 = Clock::now();
-    double forward_ms = 0, backward_ms = 0, wait_ms = 0, update_ms = 0, loss_sum = 0, correct = 0;
-    reducer.zero_grad();
-    reducer.sync_buffers();
-    for (int m = 0; m < micro; ++m) {
-      auto tf = Clock::now();
-      at::Tensor logits, loss;
-      const Example part = micro > 1 ? batch.narrow(m * micro_size, micro_size) : batch;
-      {
-        trace::Span span("forward", "compute");
-        logits = model->forward(part.inputs);
-        loss = task_loss(c.train.loss, regression, logits, part.target);
-      }
-      auto tb = Clock::now();
-      forward_ms += ms_between(tf, tb);
-      // Each micro-batch's mean loss, divided by their count: the step's mean.
-      const at::Tensor scaled = micro > 1 ? loss / micro : loss;
-      if (m + 1 < micro) {
-        auto no_sync = reducer.no_sync();
-        reducer.backward(scaled);
-      } else {
-        reducer.backward(scaled);
-        wait_ms = reducer.last_step().exposed_wait_ms;
-        update_ms = reducer.last_step().update_ms;  // the optimizer step, when in the reduction
-      }
-      backward_ms += ms_between(tb, Clock::now());
-      const double loss_value = loss.item<double>();
-      if (!std::isfinite(loss_value) && nonfinite_what.empty()) {
-        nonfinite_step = step + 1;
-        nonfinite_what = nonfinite_cause(loss_value, part.inputs, c.data);
-      }
-      loss_sum += loss_value * static_cast<double>(micro_size);
-      correct += density ? logits.detach().to(at::kDouble).sum().item<double>()
-                         : metric_sum(regression, logits, part.target);
-    }
-    backward_ms -= wait_ms + update_ms;
-    auto t3 = Clock::now();
-    if (!in_reduction) {
-      trace::Span span("optimizer", "compute");
-      if (c.train.clip_grad_norm > 0) {
-        // Gradients are averages already: the norm is the same on every rank.
-        torch::nn::utils::clip_grad_norm_(params, c.train.clip_grad_norm);
-      }
-      optimizer->step();
-    }
-    const double optimizer_ms = ms_between(t3, Clock::now()) + update_ms;
-    const double step_values[8] = {loss_sum, correct, static_cast<double>(c.train.batch_size), ms_between(t0, t1),
-                                   forward_ms, backward_ms, wait_ms, optimizer_ms};
-    for (int k = 0; k < 8; ++k) acc[k] += step_values[k];
-    const int64_t done = step + 1;
-
-    if (done % c.train.log_every == 0 || done == total_steps) {
-      at::Tensor t = at::tensor(acc, at::kDouble);
-      world.allreduce(t);  // sums over ranks
-      const double seconds = ms_between(interval_start, Clock::now()) / 1000.0;
-      const auto v = t.accessor<double, 1>();
-      const double steps_in = std::max(1.0, v[2] / (c.train.batch_size * static_cast<double>(n)));
-      if (rank == 0) {
-        const double per = 1.0 / (steps_in * n);  // per step, averaged over ranks
-        nlohmann::json row = {
-            {"step", done},
-            {"epoch", epoch},
-            {"loss", v[0] / v[2]},
-            {metric, metric_of(v[1], v[2])},
-            {"lr", lr},
-            {"samples_per_s", v[2] / seconds},
-            {"time_ms",
-             {{"data", v[3] * per}, {"forward", v[4] * per}, {"backward", v[5] * per}, {"comm_wait", v[6] * per},
-              {"optimizer", v[7] * per}}}};
-        metrics << row.dump() << "\n" << std::flush;
-        if (progress.bar()) {
-          progress.update(done, v[0] / v[2], v[2] / seconds);
-        } else {
-          HPCML_LOG_INFO("step {}/{} epoch {} loss {:.4g} {} {:.4f} lr {:.4g} {:.0f} samples/s", done, total_steps,
-                         epoch, v[0] / v[2], metric, metric_of(v[1], v[2]), lr,
-                         v[2] / seconds);
-        }
-      }
-      std::fill(acc.begin(), acc.end(), 0.0);
-      interval_start = Clock::now();
-    }
-
-    // A stop request on any rank stops every rank at this same step; so does a
-    // non-finite loss (its lowest rank, as n - rank, so that the maximum names it).
-    at::Tensor agreed = at::tensor({stop_signal(), nonfinite_step == done ? n - rank : 0}, at::kInt);
-    world.allreduce(agreed, {collectives::ReduceOp::kMax});
-    const int stop_requested = agreed[0].item<int>();
-    int nonfinite_rank = agreed[1].item<int>() > 0 ? n - agreed[1].item<int>() : -1;
-    const bool epoch_end = done % steps_per_epoch == 0;
-    if (epoch_end && nonfinite_rank < 0) {
-      validate(done, epoch);
-      if (feed->validation_size() > 0) {
-        // Rank 0 holds the reduced validation metrics; it tells the others.
-        const double val_loss = rank == 0 ? last_validation.value("val_loss", 0.0) : 0.0;
-        at::Tensor bad = at::tensor({std::isfinite(val_loss) ? 0 : 1}, at::kInt);
-        world.allreduce(bad, {collectives::ReduceOp::kMax});
-        if (bad.item<int>() != 0) {
-          nonfinite_rank = 0;
-          if (rank == 0) nonfinite_what = fmt::format("the validation loss is {}", val_loss);
-        }
-      }
-    }
-    if (nonfinite_rank >= 0) {
-      if (c.train.on_nonfinite == "warn") {
-        if (rank == nonfinite_rank && !nonfinite_warned) {
-          HPCML_LOG_WARN("step {}: {} (train.on_nonfinite: warn, going on)", done, nonfinite_what);
-        }
-        nonfinite_warned = true;
-        nonfinite_what.clear();
-        nonfinite_step = -1;
-      } else {
-        if (rank == nonfinite_rank) {
-          const std::string kept = newest_checkpoint(c.run.dir);
-          std::fprintf(stderr, "%s\n",
-                       fmt::format("hpcml: {}training stopped at step {}: {}; {} (train.on_nonfinite: warn goes on)",
-                                   n > 1 ? rank_tag() + " " : std::string(), done, nonfinite_what,
-                                   kept.empty() ? std::string("no checkpoint was written before it")
-                                                : "the last checkpoint, with finite parameters, is " + kept)
-                           .c_str());
-          std::fflush(stderr);
-        }
-        progress.finish();
-        exit_code = kExitError;
-        break;
-      }
-    }
-    const bool periodic = c.checkpoint.every_steps > 0 ? done % c.checkpoint.every_steps == 0 : epoch_end;
-    if (stop_requested != 0) {
-      checkpoint(done);
-      progress.finish();
-      HPCML_LOG_WARN("signal {} received: stopped at step {} after writing a checkpoint; exit code {} (requeue)",
-                     stop_requested, done, kExitPreempted);
-      exit_code = kExitPreempted;
-      break;
-    }
-    if (periodic || done == total_steps) checkpoint(done);
-  }
-  progress.finish();
+  TrainLoop loop(ctx, c, *model, *feed, reducer, *optimizer, params, in_reduction, config_yaml);
+  const int exit_code = loop.run(start.step);
 
   const std::string digest = parameters_digest(model->named_parameters());
-  if (c.run.trace) {
-    const auto mine = trace::to_json_events(rank);
-    at::Tensor bytes = at::empty({static_cast<int64_t>(mine.size())}, at::kByte);
-    std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
-    const auto all = world.allgather_varying(bytes);
-    if (rank == 0) {
-      std::string json = "[\n";
-      for (size_t r = 0; r < all.size(); ++r) {
-        json += (r ? ",\n" : "") + std::string(static_cast<const char*>(all[r].data_ptr()), all[r].numel());
-      }
-      write_atomically(run_dir / "trace.json", json + "\n]\n");
-    }
-  }
+  if (c.run.trace) write_trace(world, c.run.dir);
   if (rank == 0 && exit_code == 0) {
-    nlohmann::json summary = {{"steps", total_steps},
-                              {"ranks", n},
-                              {"threads", ctx.threads.intra_op},
-                              {"model", model->name()},
-                              {"parameters", models::parameter_count(*model)},
-                              {"parameters_sha256", digest},
-                              {"hpcml_version", HPCML_VERSION},
-                              {"git_revision", HPCML_GIT_REVISION}};
-    if (!last_validation.is_null()) summary["validation"] = last_validation;
-    write_atomically(run_dir / "summary.json", summary.dump(2) + "\n");
-    HPCML_LOG_INFO("done: {} steps; parameters sha256 {}", total_steps, digest);
+    write_summary(ctx, c.run.dir, loop.total_steps(), *model, digest, loop.last_validation());
   }
   return exit_code;
 }

@@ -188,10 +188,14 @@ CcInputs check_cc_inputs(const char* op, int64_t num_nodes, const at::Tensor& ed
 
 // --- radius graph ---------------------------------------------------------------------
 
-at::Tensor radius_graph(const at::Tensor& points_in, const RadiusGraphOptions& options) {
-  constexpr const char* kOp = "radius_graph";
-  check_tensor(kOp, "points", points_in, at::kFloat, 2);
-  HPCML_CHECK_AS(ConfigError, points_in.size(1) >= 1, kOp, ": tensor 'points' has shape ", points_in.sizes(),
+namespace {
+
+constexpr const char* kRadiusGraph = "radius_graph";
+
+void check_radius_graph_arguments(const at::Tensor& points, const RadiusGraphOptions& options) {
+  constexpr const char* kOp = kRadiusGraph;
+  check_tensor(kOp, "points", points, at::kFloat, 2);
+  HPCML_CHECK_AS(ConfigError, points.size(1) >= 1, kOp, ": tensor 'points' has shape ", points.sizes(),
                  "; expected (N, d) with d >= 1");
   HPCML_CHECK_AS(ConfigError, std::isfinite(options.radius) && options.radius > 0, kOp, ": radius is ",
                  options.radius, "; expected a finite value > 0");
@@ -199,14 +203,10 @@ at::Tensor radius_graph(const at::Tensor& points_in, const RadiusGraphOptions& o
                  "; expected >= 0 (0 = no limit)");
   HPCML_CHECK_AS(ConfigError, options.cell_factor > 0, kOp, ": cell_factor is ", options.cell_factor,
                  "; expected > 0");
-  const at::Tensor points = points_in.contiguous();
-  const int64_t n = points.size(0), d = points.size(1);
-  if (n == 0) return at::empty({2, 0}, at::kLong);
-  ensure_kokkos();
+}
 
-  View2<const float> x(points.data_ptr<float>(), n, d);
-
-  // x - x is 0 for finite x and NaN for NaN or inf: a device-portable finiteness test.
+// x - x is 0 for finite x and NaN for NaN or inf: a device-portable finiteness test.
+void check_points_finite(const View2<const float>& x, int64_t n, int64_t d) {
   int64_t non_finite = 0;
   Kokkos::parallel_reduce(
       "hpcml::tracking::radius_graph::finite", Policy(0, n * d),
@@ -215,13 +215,30 @@ at::Tensor radius_graph(const at::Tensor& points_in, const RadiusGraphOptions& o
         if (!(v - v == 0.0f)) ++bad;
       },
       non_finite);
-  HPCML_CHECK_AS(ConfigError, non_finite == 0, kOp, ": tensor 'points' has ", non_finite,
+  HPCML_CHECK_AS(ConfigError, non_finite == 0, kRadiusGraph, ": tensor 'points' has ", non_finite,
                  " non-finite values; expected all finite");
+}
 
-  // The cell list: cells of side >= radius over the first dims coordinates.
-  const int dims = static_cast<int>(std::min<int64_t>(d, 3));
-  double lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
-  for (int k = 0; k < dims; ++k) {
+// The cell list of a radius search: cells of side >= radius over the first `dims`
+// coordinates, and the points sorted by cell. Its tensors own the memory its Views see.
+struct CellList {
+  int dims = 0;
+  double lo[3] = {0, 0, 0};
+  double inv_side = 1;
+  int64_t ncell[3] = {1, 1, 1};
+  int64_t cells = 1;
+  at::Tensor cell_t;   // (n,) the cell of each point
+  at::Tensor start_t;  // (cells + 1,) where each cell's points start in order_t
+  at::Tensor order_t;  // (n,) the points, by cell
+};
+
+// The grid: the points' bounding box over the first dims coordinates, cut into cells of
+// side radius, coarsened until there are at most max(cell_factor * n, 1) cells.
+void choose_cells(const View2<const float>& x, int64_t n, int64_t d, const RadiusGraphOptions& options,
+                  CellList& list) {
+  list.dims = static_cast<int>(std::min<int64_t>(d, 3));
+  double hi[3] = {0, 0, 0};
+  for (int k = 0; k < list.dims; ++k) {
     float mn = 0, mx = 0;
     Kokkos::parallel_reduce(
         "hpcml::tracking::radius_graph::min", Policy(0, n),
@@ -235,33 +252,39 @@ at::Tensor radius_graph(const at::Tensor& points_in, const RadiusGraphOptions& o
           if (x(i, k) > m) m = x(i, k);
         },
         Kokkos::Max<float>(mx));
-    lo[k] = mn;
+    list.lo[k] = mn;
     hi[k] = mx;
   }
   const double max_cells = std::max(1.0, options.cell_factor * static_cast<double>(n));
   double side = options.radius;
-  int64_t ncell[3] = {1, 1, 1};
   for (int attempt = 0;; ++attempt) {
     double total = 1;
-    for (int k = 0; k < dims; ++k) total *= std::floor((hi[k] - lo[k]) / side) + 1;
+    for (int k = 0; k < list.dims; ++k) total *= std::floor((hi[k] - list.lo[k]) / side) + 1;
     if (total <= max_cells) {
-      for (int k = 0; k < dims; ++k) ncell[k] = static_cast<int64_t>(std::floor((hi[k] - lo[k]) / side)) + 1;
+      for (int k = 0; k < list.dims; ++k) {
+        list.ncell[k] = static_cast<int64_t>(std::floor((hi[k] - list.lo[k]) / side)) + 1;
+      }
       break;
     }
     // Coarsen: grow the side by the factor that would meet the cap for a dense grid.
-    side *= std::max(1.05, std::pow(total / max_cells, 1.0 / dims));
-    HPCML_CHECK(attempt < 200, kOp, ": cell list did not converge (radius ", options.radius, ")");
+    side *= std::max(1.05, std::pow(total / max_cells, 1.0 / list.dims));
+    HPCML_CHECK(attempt < 200, kRadiusGraph, ": cell list did not converge (radius ", options.radius, ")");
   }
-  const int64_t cells = ncell[0] * ncell[1] * ncell[2];
-  const double inv_side = 1.0 / side;
-  const double lo0 = lo[0], lo1 = lo[1], lo2 = lo[2];
-  const int64_t n0 = ncell[0], n1 = ncell[1], n2 = ncell[2];
+  list.cells = list.ncell[0] * list.ncell[1] * list.ncell[2];
+  list.inv_side = 1.0 / side;
+}
 
-  // Bin the points (counting sort by cell).
-  at::Tensor cell_t = at::empty({n}, at::kLong);
-  at::Tensor start_t = at::zeros({cells + 1}, at::kLong);
-  View1<int64_t> cell(cell_t.data_ptr<int64_t>(), n);
-  View1<int64_t> start(start_t.data_ptr<int64_t>(), cells + 1);
+// Bins the points (counting sort by cell): cell_t, start_t and order_t.
+void bin_points(const View2<const float>& x, int64_t n, CellList& list) {
+  const int64_t cells = list.cells;
+  const int dims = list.dims;
+  const double inv_side = list.inv_side;
+  const double lo0 = list.lo[0], lo1 = list.lo[1], lo2 = list.lo[2];
+  const int64_t n0 = list.ncell[0], n1 = list.ncell[1], n2 = list.ncell[2];
+  list.cell_t = at::empty({n}, at::kLong);
+  list.start_t = at::zeros({cells + 1}, at::kLong);
+  View1<int64_t> cell(list.cell_t.data_ptr<int64_t>(), n);
+  View1<int64_t> start(list.start_t.data_ptr<int64_t>(), cells + 1);
   Kokkos::parallel_for(
       "hpcml::tracking::radius_graph::bin", Policy(0, n), KOKKOS_LAMBDA(int64_t i) {
         int64_t c[3] = {0, 0, 0};
@@ -276,21 +299,34 @@ at::Tensor radius_graph(const at::Tensor& points_in, const RadiusGraphOptions& o
         Kokkos::atomic_fetch_add(&start(id), int64_t{1});
       });
   exclusive_scan(start, cells + 1);
-  at::Tensor cursor_t = start_t.clone();
-  at::Tensor order_t = at::empty({n}, at::kLong);
+  at::Tensor cursor_t = list.start_t.clone();
+  list.order_t = at::empty({n}, at::kLong);
   View1<int64_t> cursor(cursor_t.data_ptr<int64_t>(), cells + 1);
-  View1<int64_t> order(order_t.data_ptr<int64_t>(), n);
+  View1<int64_t> order(list.order_t.data_ptr<int64_t>(), n);
   Kokkos::parallel_for(
       "hpcml::tracking::radius_graph::scatter", Policy(0, n),
       KOKKOS_LAMBDA(int64_t i) { order(Kokkos::atomic_fetch_add(&cursor(cell(i)), int64_t{1})) = i; });
+}
 
-  const double r2 = options.radius * options.radius;
-  const bool once = options.direction == EdgeDirection::kOnce;
-  const int64_t k_max = options.max_neighbours;
+// Visits every j != i within the radius (j > i for kOnce) over the 3^dims cells around
+// i's cell; calls f(j, squared distance). Copied into the kernels by value.
+struct NeighbourSearch {
+  View2<const float> x;
+  View1<int64_t> cell, start, order;
+  int64_t d = 0, n0 = 1, n1 = 1, n2 = 1;
+  double r2 = 0;
+  bool once = false;
 
-  // Visits every j != i within the radius (j > i for kOnce) over the 3^dims cells
-  // around i's cell; calls f(j, squared distance).
-  auto for_each_neighbour = [=] KOKKOS_FUNCTION(int64_t i, auto&& f) {
+  NeighbourSearch(const View2<const float>& points, const CellList& list, const RadiusGraphOptions& options)
+      : x(points),
+        cell(list.cell_t.data_ptr<int64_t>(), list.cell_t.size(0)),
+        start(list.start_t.data_ptr<int64_t>(), list.cells + 1),
+        order(list.order_t.data_ptr<int64_t>(), list.order_t.size(0)),
+        d(static_cast<int64_t>(points.extent(1))), n0(list.ncell[0]), n1(list.ncell[1]), n2(list.ncell[2]),
+        r2(options.radius * options.radius), once(options.direction == EdgeDirection::kOnce) {}
+
+  template <typename F>
+  KOKKOS_INLINE_FUNCTION void operator()(int64_t i, F&& f) const {
     const int64_t id = cell(i);
     const int64_t c0 = id / (n1 * n2), c1 = (id / n2) % n1, c2 = id % n2;
     for (int64_t a = (c0 > 0 ? c0 - 1 : 0); a <= (c0 + 1 < n0 ? c0 + 1 : c0); ++a) {
@@ -310,11 +346,12 @@ at::Tensor radius_graph(const at::Tensor& points_in, const RadiusGraphOptions& o
         }
       }
     }
-  };
+  }
+};
 
-  // Pass 1: edges per source; then offsets by an exclusive scan.
-  at::Tensor offsets_t = at::empty({n + 1}, at::kLong);
-  View1<int64_t> offsets(offsets_t.data_ptr<int64_t>(), n + 1);
+// Pass 1: the edges of each source (at most k_max when k_max > 0) into offsets (n + 1),
+// then offsets by an exclusive scan. Returns the number of edges.
+int64_t count_edges(const NeighbourSearch& for_each_neighbour, int64_t n, int64_t k_max, View1<int64_t> offsets) {
   Kokkos::parallel_for(
       "hpcml::tracking::radius_graph::count", Policy(0, n), KOKKOS_LAMBDA(int64_t i) {
         int64_t count = 0;
@@ -323,10 +360,13 @@ at::Tensor radius_graph(const at::Tensor& points_in, const RadiusGraphOptions& o
       });
   Kokkos::parallel_for(
       "hpcml::tracking::radius_graph::pad", Policy(n, n + 1), KOKKOS_LAMBDA(int64_t i) { offsets(i) = 0; });
-  const int64_t num_edges = exclusive_scan(offsets, n + 1);
+  return exclusive_scan(offsets, n + 1);
+}
 
-  // Pass 2: fill. Each source owns [offsets(i), offsets(i+1)) of the output; with a
-  // neighbour cap its slice is a max-heap on (distance, index) that keeps the nearest.
+// Pass 2: fill. Each source owns [offsets(i), offsets(i+1)) of the output; with a
+// neighbour cap its slice is a max-heap on (distance, index) that keeps the nearest.
+at::Tensor fill_edges(const NeighbourSearch& for_each_neighbour, int64_t n, int64_t k_max,
+                      View1<int64_t> offsets, int64_t num_edges) {
   at::Tensor out = at::empty({2, num_edges}, at::kLong);
   at::Tensor dist_t = k_max > 0 ? at::empty({num_edges}, at::kDouble) : at::Tensor();
   View2<int64_t> out_v(out.data_ptr<int64_t>(), 2, num_edges);
@@ -359,6 +399,27 @@ at::Tensor radius_graph(const at::Tensor& points_in, const RadiusGraphOptions& o
       });
   Kokkos::fence();
   return out;
+}
+
+}  // namespace
+
+at::Tensor radius_graph(const at::Tensor& points_in, const RadiusGraphOptions& options) {
+  check_radius_graph_arguments(points_in, options);
+  const at::Tensor points = points_in.contiguous();
+  const int64_t n = points.size(0), d = points.size(1);
+  if (n == 0) return at::empty({2, 0}, at::kLong);
+  ensure_kokkos();
+
+  View2<const float> x(points.data_ptr<float>(), n, d);
+  check_points_finite(x, n, d);
+  CellList list;
+  choose_cells(x, n, d, options, list);
+  bin_points(x, n, list);
+  const NeighbourSearch search(x, list, options);
+  at::Tensor offsets_t = at::empty({n + 1}, at::kLong);
+  View1<int64_t> offsets(offsets_t.data_ptr<int64_t>(), n + 1);
+  const int64_t num_edges = count_edges(search, n, options.max_neighbours, offsets);
+  return fill_edges(search, n, options.max_neighbours, offsets, num_edges);
 }
 
 // --- connected components ---------------------------------------------------------------

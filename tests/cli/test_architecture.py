@@ -1,6 +1,7 @@
 """The map matches the tree: every path in docs/architecture.md's "To change X, look in Y"
 table exists, the layers include only downwards, models/ includes nothing from io/datagen/,
-and no source file in launch/ is over 600 lines."""
+no source file in launch/ is over 600 lines, and no function in a .cpp of the layers is
+over 150 lines."""
 import glob
 import os
 import re
@@ -12,6 +13,102 @@ LAYERS = ["core", "collectives", "io", "hpo", "models", "launch"]
 # What each layer may include from (itself and the layers below it).
 ALLOWED = {"core": {"core"}, "collectives": {"core", "collectives"}, "io": {"core", "io"}, "hpo": {"core", "hpo"},
            "models": {"core", "collectives", "io", "hpo", "models"}, "launch": set(LAYERS)}
+
+# Functions longer than this are split into named pieces (issue 23).
+MAX_FUNCTION_LINES = 150
+FUNCTION_LAYERS = ["core", "collectives", "io", "models", "launch"]
+
+
+def blank_comments_and_literals(text):
+    """`text` with comments, string and character literals and preprocessor lines blanked
+    to spaces, newlines kept, so that only the code's own braces and parentheses remain."""
+    out, i, n, line_start = [], 0, len(text), True
+    while i < n:
+        c = text[i]
+        if line_start and c in " \t":
+            out.append(c)
+            i += 1
+            continue
+        if line_start and c == "#":  # a preprocessor line, with its continuations
+            j = i
+            while j < n and (text[j] != "\n" or text[j - 1] == "\\"):
+                j += 1
+            out.append(re.sub(r"[^\n]", " ", text[i:j]))
+            i = j
+            continue
+        line_start = c == "\n"
+        j = i + 1
+        if text.startswith("//", i):
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+        elif text.startswith('R"', i) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
+            m = re.match(r'R"([^()\\ ]{0,16})\(', text[i:])
+            if m:
+                end = text.find(")" + m.group(1) + '"', i)
+                j = n if end < 0 else end + len(m.group(1)) + 2
+        elif c == '"' or (c == "'" and not text[i - 1].isalnum()):  # not a digit separator (1'000)
+            while j < n and text[j] not in (c, "\n"):
+                j += 2 if text[j] == "\\" else 1
+            j += 1
+        if j > i + 1 or (j == i + 1 and c in "\"'"):
+            out.append(re.sub(r"[^\n]", " ", text[i:j]))
+        else:
+            out.append(c)
+        i = j
+    return "".join(out)
+
+
+# Braces that open a scope whose members are scanned in turn (rather than a body).
+SCOPE_HEADER = re.compile(r"^(?:inline\s+)?namespace\b|^extern\b|^(?:template\s*<.*>\s*)?(?:class|struct|union)\b[^(]*$",
+                          re.S)
+# "Type::Type(...) : a_(x), b_" before a '{': b_'s braced initializer, not the body.
+MEMBER_INITIALIZER = re.compile(r"\)\s*(?:noexcept\s*)?:(?!:).*[\w>]\s*$", re.S)
+
+
+def function_lengths(text):
+    """(first line, lines, declaration) of every function defined at namespace or class
+    scope in C++ source `text`, counted from the first line of its declaration to its
+    closing brace. Lambdas and local classes count towards the function around them;
+    braced initializers of variables are not functions."""
+    code = blank_comments_and_literals(text)
+    found, scopes, start, parens, i = [], 0, 0, 0, 0
+    while i < len(code):
+        c = code[i]
+        if c == ";":
+            start = i + 1
+        elif c == "(":
+            parens += 1
+        elif c == ")":
+            parens -= 1
+        elif c == "}":
+            scopes -= 1
+            start = i + 1
+        elif c == ":" and re.search(r"\b(?:public|private|protected)\s*$", code[start:i]):
+            start = i + 1
+        elif c == "{":
+            header = code[start:i].strip()
+            if parens == 0 and SCOPE_HEADER.match(header):
+                scopes += 1
+                start = i + 1
+            else:
+                depth, j = 1, i + 1
+                while j < len(code) and depth:
+                    depth += {"{": 1, "}": -1}.get(code[j], 0)
+                    j += 1
+                is_body = parens == 0 and "(" in header and not MEMBER_INITIALIZER.search(code[start:i]) \
+                    and not re.match(r"^(?:\w+\s+)*enum\b", header)
+                if is_body:
+                    first = code.count("\n", 0, start + len(code[start:i]) - len(code[start:i].lstrip())) + 1
+                    last = code.count("\n", 0, j - 1) + 1
+                    found.append((first, last - first + 1, " ".join(header.split())))
+                    start = j
+                i = j
+                continue
+        i += 1
+    return found
 
 
 def sources(folder):
@@ -61,6 +158,47 @@ class ArchitectureTest(unittest.TestCase):
             if n > 600:
                 long.append(f"{os.path.relpath(path, SOURCE_DIR)}: {n} lines")
         self.assertEqual(long, [])
+
+
+    def test_no_function_over_150_lines(self):
+        long = []
+        for layer in FUNCTION_LAYERS:
+            for path in sources(layer):
+                if not path.endswith(".cpp"):
+                    continue
+                with open(path) as f:
+                    for line, lines, declaration in function_lengths(f.read()):
+                        if lines > MAX_FUNCTION_LINES:
+                            long.append(f"{os.path.relpath(path, SOURCE_DIR)}:{line}: {lines} lines: {declaration[:80]}")
+        self.assertEqual(long, [], f"functions over {MAX_FUNCTION_LINES} lines: split them into named pieces")
+
+    def test_the_function_scan_measures_what_it_should(self):
+        # The scan itself: a long function in a namespace, a member function, a
+        # constructor with braced member initializers, a lambda, braces in strings and
+        # comments, a braced table, a class and an enum.
+        body = "\n".join(f"  x += {k};  // {{ not a brace" for k in range(200))
+        text = (
+            '#include "a.hpp"\n'                                  # 1
+            "namespace hpcml::launch {\n"                         # 2
+            "namespace {\n"                                       # 3
+            "const int kTable[] = {1, 2,\n 3};\n"                 # 4-5
+            "enum class E { kA, kB };\n"                          # 6
+            "struct S {\n"                                        # 7
+            "  S(int a) : a_{a}, b_(a) {}\n"                      # 8
+            "  int get() const {\n    return a_;\n  }\n"          # 9-11
+            " private:\n  int a_, b_;\n"                          # 12-13
+            "};\n"                                                # 14
+            "}  // namespace\n"                                   # 15
+            "int train(Context& ctx,\n"                           # 16
+            "          const TrainConfig& config) {\n"            # 17
+            '  const char* s = "}}{";\n'                          # 18
+            "  auto f = [&](int y) { return y; };\n"              # 19
+            + body + "\n"                                         # 20-219
+            "  return 0;\n"                                       # 220
+            "}\n"                                                 # 221
+            "}  // namespace hpcml::launch\n")
+        got = [(line, lines, declaration.split("(")[0]) for line, lines, declaration in function_lengths(text)]
+        self.assertEqual(got, [(8, 1, "S"), (9, 3, "int get"), (16, 206, "int train")])
 
 
 if __name__ == "__main__":

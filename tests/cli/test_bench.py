@@ -147,7 +147,9 @@ class BenchDdpTest(unittest.TestCase):
         rc, _, err, _ = run(["bench", "ddp", "--transport", "carrier-pigeon"])
         self.assertEqual(rc, 2)
         self.assertEqual(len(err.strip().splitlines()), 1, err)
-        self.assertIn("--transport: expected one of [auto, shm, mpi], found 'carrier-pigeon'", err)
+        # The flag maps onto the train config's key, and its check is the key's.
+        self.assertIn("config error in bench ddp --transport: key 'reducer.transport': expected one of "
+                      "[auto, shm, mpi], found 'carrier-pigeon'", err)
 
 
 class BenchIoAndModelTest(unittest.TestCase):

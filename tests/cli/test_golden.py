@@ -38,6 +38,7 @@ ERRORS = [
     ["train", "--set", "train.gradient_accumulation=3", "--set", "train.batch_size=64", "--set", "run.dir=@TMP@/r"],
     ["bench", "allreduce", "--max-bytes", "lots"],
     ["bench", "ddp", "--transport", "carrier-pigeon"],
+    ["bench", "ddp", "--bucket-cap-mb", "0"],
     ["datagen", "jets", "-o", "@TMP@/j", "--events-per-file", "0"],
     ["trian"],
 ]

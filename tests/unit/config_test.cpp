@@ -146,6 +146,33 @@ TEST(Config, ResolvedYamlRoundTrips) {
   EXPECT_EQ(again.inner.sizes, c.inner.sizes);
 }
 
+// Values set in code from flags that mirror keys get the keys' checks and name the flag.
+TEST(Config, CheckSectionAppliesTheRulesAndNamesTheFlag) {
+  Outer c;
+  EXPECT_NO_THROW(hpcml::config::check_section(c, "outer", {{"rate", "bench --rate"}}));
+  c.rate = 2;
+  c.inner.count = 0;
+  try {
+    hpcml::config::check_section(c, "outer", {{"rate", "bench --rate"}, {"inner.count", "bench --count"}});
+    FAIL() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.message(), "config error in bench --rate: key 'outer.rate': expected a number in [0, 1], found '2'");
+  }
+  c.rate = 0.5;
+  try {
+    hpcml::config::check_section(c, "outer", {{"inner.count", "bench --count"}});
+    FAIL() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.message(), "config error in bench --count: key 'outer.inner.count': expected an integer >= 1, found '0'");
+  }
+}
+
+TEST(Config, MebibytesConvertToBytesAndBack) {
+  EXPECT_EQ(hpcml::config::mib_to_bytes(25.0), int64_t{25} << 20);
+  EXPECT_EQ(hpcml::config::mib_to_bytes(0.001), 1048);  // truncated
+  EXPECT_DOUBLE_EQ(hpcml::config::bytes_to_mib(int64_t{1} << 20), 1.0);
+}
+
 TEST(Config, ReferenceListsEveryKeyWithDefaults) {
   const auto rows = hpcml::config::reference<Outer>();
   ASSERT_EQ(rows.size(), 6u);  // 3 fields + 1 section + 2 nested fields
