@@ -27,6 +27,19 @@ def run(args, ranks=None, timeout=120, env=None, extra_mpi=()):
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start
 
 
+def without_mpirun_notes(text):
+    """The non-empty lines of `text` outside the notes mpirun adds between dashed rules when
+    a rank exits non-zero (MPI_ABORT, "Primary job terminated ...")."""
+    import re
+    kept, inside = [], False
+    for line in text.splitlines():
+        if re.fullmatch(r"-{20,}", line.strip()):
+            inside = not inside
+        elif not inside and line.strip():
+            kept.append(line)
+    return kept
+
+
 def padded_jets(path):
     """A `hpcml datagen jets` file as the jet taggers see it, read with h5py only:
     particles (N, P, 4) float32 zero-padded to the longest jet, mask (N, P) bool,

@@ -5,7 +5,7 @@ import re
 import tempfile
 import unittest
 
-from support import SOURCE_DIR, run
+from support import SOURCE_DIR, run, without_mpirun_notes
 
 TRACE_MARKERS = ("terminate called", "Aborted", "core dumped", "Segmentation", "MPI_ABORT", "Traceback", "what():")
 
@@ -18,21 +18,10 @@ class ConfigErrorTest(unittest.TestCase):
         self.addCleanup(os.unlink, f.name)
         return f.name
 
-    @staticmethod
-    def without_mpirun_notes(text):
-        """Drops the notes mpirun itself adds between dashed rules when a rank exits non-zero."""
-        kept, inside = [], False
-        for line in text.splitlines():
-            if re.fullmatch(r"-{20,}", line.strip()):
-                inside = not inside
-            elif not inside and line.strip():
-                kept.append(line)
-        return kept
-
     def assert_one_line_error(self, args, pattern, ranks=None):
         rc, out, err, _ = run(args, ranks=ranks)
         self.assertEqual(rc, 2, f"exit code for {args}: stdout={out!r} stderr={err!r}")
-        lines = self.without_mpirun_notes(err)
+        lines = without_mpirun_notes(err)
         self.assertEqual(len(lines), 1, f"expected one line on stderr, got: {err!r}")
         self.assertRegex(lines[0], pattern)
         for marker in TRACE_MARKERS:

@@ -5,11 +5,10 @@ ranks, so no rank waits for ever), `info` reporting each rank's device, and `ben
 LibTorch 2.x only)."""
 import json
 import os
-import re
 import tempfile
 import unittest
 
-from support import run
+from support import run, without_mpirun_notes
 
 
 def info():
@@ -23,12 +22,7 @@ def info():
 def one_error_line(test, rc, err, *needles):
     """Exit 2 and one line on stderr (Open MPI's MPI_ABORT note, between dashed lines, aside)."""
     test.assertEqual(rc, 2, err)
-    lines, inside = [], False
-    for line in err.splitlines():
-        if re.fullmatch(r"-{20,}", line.strip()):
-            inside = not inside
-        elif not inside and line.strip():
-            lines.append(line)
+    lines = without_mpirun_notes(err)
     test.assertEqual(len(lines), 1, err)
     for n in needles:
         test.assertIn(n, lines[0])
