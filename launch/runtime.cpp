@@ -12,6 +12,7 @@
 #include "collectives/factory.hpp"
 #include "core/env.hpp"
 #include "core/env_vars.hpp"
+#include "core/error.hpp"
 #include "core/log.hpp"
 
 namespace hpcml::launch {
@@ -96,6 +97,13 @@ Context make_context(const RunConfig& config) {
   context.device = collectives::select_device(config.runtime.device, context.env.local_rank);
   context.world = collectives::make_backend(config.runtime.backend, options, context.device.device);
   return context;
+}
+
+void require_cpu(const Context& context, const std::string& command) {
+  const auto& device = context.device.device;
+  HPCML_CHECK_AS(ConfigError, device.is_cpu(), "key 'runtime.device': ", command,
+                 " runs on the CPU today, found ", device.str(),
+                 " (bench ddp and serve's server ranks use GPUs: docs/gpu.md); set runtime.device: cpu");
 }
 
 std::string describe_run(const std::string& dir, const std::vector<std::string>& files,

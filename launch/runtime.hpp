@@ -39,6 +39,10 @@ struct Context {
 /// Collective over MPI_COMM_WORLD.
 Context make_context(const RunConfig& config);
 
+/// Throws ConfigError naming runtime.device when this rank's device is not the CPU:
+/// `command` (train, eval, infer, tracking) runs on the CPU today (docs/gpu.md).
+void require_cpu(const Context& context, const std::string& command);
+
 /// What in `dir` belongs to a run: which of `files` exist, and how many files the
 /// subdirectory `checkpoints` holds ("config.yaml, metrics.jsonl, 2 checkpoint(s)");
 /// "" when none (missing, empty, or only other files).

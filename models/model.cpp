@@ -89,10 +89,12 @@ class TorchScriptModel final : public Model {
   explicit TorchScriptModel(const std::string& path) : path_(path) {
     try {
       module_ = torch::jit::load(path);
-    } catch (const c10::Error& e) {
-      // TorchScript's messages run over many lines (suggestions, source excerpts):
-      // keep the first, and say when the file likely comes from a newer PyTorch.
-      std::string first = e.what_without_backtrace();
+    } catch (const std::exception& e) {
+      // c10::Error, or torch::jit::ErrorReport for an unknown operator (1.13). Their
+      // messages run over many lines (suggestions, source excerpts): keep the first, and
+      // say when the file likely comes from a newer PyTorch.
+      const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+      std::string first = c10_error != nullptr ? c10_error->what_without_backtrace() : e.what();
       first.erase(0, first.find_first_not_of(" \n"));
       first = first.substr(0, first.find('\n'));
       const bool newer = first.find("Unknown builtin op") != std::string::npos ||

@@ -25,7 +25,10 @@ void add_tracking_command(CLI::App& app, CommonOptions& common, Runner& selected
   add_common_options(train, common);
   train->callback([&selected, &common, config, parser] {
     common.parser = parser;
-    selected = [config](Context& c) { return tracking_train(c, *config); };
+    selected = [config](Context& c) {
+      require_cpu(c, "hpcml tracking train");
+      return tracking_train(c, *config);
+    };
   });
 
   auto* eval = sub->add_subcommand(
@@ -41,7 +44,10 @@ void add_tracking_command(CLI::App& app, CommonOptions& common, Runner& selected
                    "file (rank 0; for the Python twin models/twins/tracking.py)");
   eval->callback([&selected, &common, config, parser, weights, dump] {
     common.parser = parser;
-    selected = [config, weights, dump](Context& c) { return tracking_evaluate(c, *config, *weights, *dump); };
+    selected = [config, weights, dump](Context& c) {
+      require_cpu(c, "hpcml tracking eval");
+      return tracking_evaluate(c, *config, *weights, *dump);
+    };
   });
 
   auto* reference = sub->add_subcommand("reference", "Print the config keys of `hpcml tracking` (Markdown)");

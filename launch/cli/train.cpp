@@ -32,7 +32,10 @@ void add_train_command(CLI::App& app, CommonOptions& common, Runner& selected) {
       if (*overwrite) config->run.overwrite = true;
       return run;
     };
-    selected = [config](Context& c) { return train(c, *config); };
+    selected = [config](Context& c) {
+      require_cpu(c, "hpcml train");
+      return train(c, *config);
+    };
   });
 }
 
@@ -50,7 +53,10 @@ void add_eval_command(CLI::App& app, CommonOptions& common, Runner& selected) {
     common.parser = [config](const config::Document& environment, const config::Document& file) {
       return read_layers(environment, file, *config);
     };
-    selected = [config, checkpoint](Context& c) { return evaluate(c, *config, *checkpoint); };
+    selected = [config, checkpoint](Context& c) {
+      require_cpu(c, "hpcml eval");
+      return evaluate(c, *config, *checkpoint);
+    };
   });
 }
 
@@ -103,7 +109,10 @@ void add_infer_command(CLI::App& app, CommonOptions& common, Runner& selected) {
     common.parser = [config](const config::Document& environment, const config::Document& file) {
       return read_layers(environment, file, *config);
     };
-    selected = [config, options](Context& c) { return infer(c, *config, *options); };
+    selected = [config, options](Context& c) {
+      require_cpu(c, "hpcml infer");
+      return infer(c, *config, *options);
+    };
   });
 }
 

@@ -11,6 +11,7 @@
 #include "collectives/torch_compat.hpp"
 #include "core/error.hpp"
 #include "hpcml/build_config.hpp"
+#include "launch/runtime.hpp"
 
 namespace hpcml {
 namespace {
@@ -110,6 +111,16 @@ TEST(GradReadyHook, TwoOnOneParameterFireAfterAccumulationAndOneOutlivesTheOther
   seen.clear();
   (w * 2).sum().backward();  // accumulates: 4 per element
   EXPECT_EQ(seen, (std::vector<std::string>{"first 12.000000"}));
+}
+
+// The drivers that still run on the CPU refuse a GPU device in one line instead of
+// silently training on the CPU (a Context is plain data: no GPU needed to test it).
+TEST(RequireCpu, ADriverOnTheCpuRefusesAGpuDevice) {
+  launch::Context c;
+  EXPECT_NO_THROW(launch::require_cpu(c, "hpcml train"));
+  c.device.device = c10::Device(c10::kCUDA, 0);
+  const std::string e = error_of([&] { launch::require_cpu(c, "hpcml train"); });
+  EXPECT_NE(e.find("key 'runtime.device': hpcml train runs on the CPU today, found cuda:0"), std::string::npos) << e;
 }
 
 TEST(Version, MatchesTheBuildsLibTorch) {
