@@ -29,13 +29,15 @@ def run(args, ranks=None, timeout=120, env=None, extra_mpi=()):
 
 def without_mpirun_notes(text):
     """The non-empty lines of `text` outside the notes mpirun adds between dashed rules when
-    a rank exits non-zero (MPI_ABORT, "Primary job terminated ...")."""
+    a rank exits non-zero (MPI_ABORT, "Primary job terminated ..."), and without Open MPI's
+    own process-tagged log lines ("[host:pid] [[job,0],0] ORTE_ERROR_LOG: ...", seen once when
+    two ranks aborted together)."""
     import re
     kept, inside = [], False
     for line in text.splitlines():
         if re.fullmatch(r"-{20,}", line.strip()):
             inside = not inside
-        elif not inside and line.strip():
+        elif not inside and line.strip() and not re.match(r"\[[^\]\s]+:\d+\] ", line):
             kept.append(line)
     return kept
 
