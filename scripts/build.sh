@@ -26,6 +26,20 @@ elif [[ "${1:-}" == --libtorch=* ]]; then
   shift
 fi
 
+# The root of a PyTorch installation (the folder holding lib/ and share/cmake/Torch) from
+# either that root or what `torch.utils.cmake_prefix_path` prints (<root>/share/cmake).
+# CMake gets the root: TorchConfig's find_library calls search the prefix path before their
+# own hints, so with only <root>/share/cmake a system libtorch (Debian's) would be linked.
+torch_root() {
+  if [[ -f "$1/Torch/TorchConfig.cmake" ]]; then
+    (cd "$1/../.." && pwd)
+  elif [[ -f "$1/share/cmake/Torch/TorchConfig.cmake" ]]; then
+    (cd "$1" && pwd)
+  else
+    return 1
+  fi
+}
+
 torch_args=()
 case "$libtorch" in
   debian)
@@ -34,21 +48,23 @@ case "$libtorch" in
     ;;
   upstream)
     scripts/install-deps.sh --libtorch upstream
-    prefix=${HPCML_CACHE:-$HOME/.cache/hpcml}/libtorch-${HPCML_TORCH_VERSION:-2.11.0}/torch
+    # The unpacked wheel is a PyTorch installation like a user's: go through the same
+    # torch_root as --libtorch PREFIX, from what torch.utils.cmake_prefix_path gives for it.
+    prefix=$(torch_root "${HPCML_CACHE:-$HOME/.cache/hpcml}/libtorch-${HPCML_TORCH_VERSION:-2.11.0}/torch/share/cmake")
     [[ -d /usr/local/cuda/bin ]] && export PATH=/usr/local/cuda/bin:$PATH
     torch_args=(-DCMAKE_PREFIX_PATH="$prefix" -DTORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
                 -DHPCML_ENABLE_CUDA=ON)
     build_dir=${BUILD_DIR:-build-upstream}
     ;;
   *)
-    if [[ ! -f "$libtorch/Torch/TorchConfig.cmake" && ! -f "$libtorch/share/cmake/Torch/TorchConfig.cmake" ]]; then
+    if ! prefix=$(torch_root "$libtorch"); then
       echo "build.sh: --libtorch: expected debian, upstream or a folder holding Torch/TorchConfig.cmake" \
            "(torch.utils.cmake_prefix_path), found '$libtorch'" >&2
       exit 2
     fi
     scripts/install-deps.sh
     [[ -d /usr/local/cuda/bin ]] && export PATH=/usr/local/cuda/bin:$PATH
-    torch_args=(-DCMAKE_PREFIX_PATH="$libtorch")
+    torch_args=(-DCMAKE_PREFIX_PATH="$prefix")
     build_dir=${BUILD_DIR:-build-torch}
     ;;
 esac
