@@ -22,7 +22,6 @@
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
-#include "core/log.hpp"
 #include "core/mpi.hpp"
 #include "core/watchdog.hpp"
 #include "launch/cli/command.hpp"
@@ -166,7 +165,6 @@ void run_server_rank(Context& ctx, MPI_Comm comm, const std::vector<int>& client
   section.client_timeout_s = std::max(section.client_timeout_s, ctx.config.runtime.collective_timeout_s);
   serve::ServerOptions options = section.server_options();
   options.device = collectives::select_device(server_device, ctx.env.local_rank, "bench serve: --server-device").device;
-  HPCML_LOG_INFO("bench serve: server rank {} on {}", ctx.env.rank, collectives::describe_device(options.device));
   const auto report = serve::run_server(comm, clients, options);
   const std::string text = report.to_json();
   HPCML_MPI_CHECK(MPI_Send(text.data(), static_cast<int>(text.size()), MPI_CHAR, 0, kTagBenchReport, comm));

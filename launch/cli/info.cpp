@@ -11,6 +11,7 @@
 
 #include "collectives/device.hpp"
 #include "collectives/factory.hpp"
+#include "collectives/nccl_backend.hpp"
 #include "collectives/torch_compat.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -83,11 +84,7 @@ int run_info(Context& c, const std::string& json_path) {
 #else
   const bool h5_parallel = false;
 #endif
-#ifdef HPCML_HAS_NCCL
-  const bool nccl = true;
-#else
-  const bool nccl = false;
-#endif
+  const bool nccl = collectives::nccl_compiled();
   const std::string torch_version = compat::libtorch_version();
   nlohmann::json info = {
       {"version", HPCML_VERSION},

@@ -27,6 +27,18 @@ def run(args, ranks=None, timeout=120, env=None, extra_mpi=()):
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start
 
 
+def hpcml_info(ranks=None, *args):
+    """`hpcml info --json` as a dict (rank 0's file), with extra arguments."""
+    import json
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "info.json")
+        rc, out, err, _ = run(["info", *args, "--json", path], ranks=ranks, timeout=60)
+        assert rc == 0, err
+        with open(path) as f:
+            return json.load(f)
+
+
 def without_mpirun_notes(text):
     """The non-empty lines of `text` outside the notes mpirun adds between dashed rules when
     a rank exits non-zero (MPI_ABORT, "Primary job terminated ..."), and without Open MPI's

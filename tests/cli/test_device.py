@@ -8,15 +8,7 @@ import os
 import tempfile
 import unittest
 
-from support import run, without_mpirun_notes
-
-
-def info():
-    with tempfile.TemporaryDirectory() as tmp:
-        rc, out, err, _ = run(["info", "--json", os.path.join(tmp, "info.json")], timeout=60)
-        assert rc == 0, err
-        with open(os.path.join(tmp, "info.json")) as f:
-            return json.load(f)
+from support import hpcml_info, run, without_mpirun_notes
 
 
 def one_error_line(test, rc, err, *needles):
@@ -33,18 +25,13 @@ def one_error_line(test, rc, err, *needles):
 class DeviceTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.info = info()
+        cls.info = hpcml_info()
         cls.cuda_built = cls.info["cuda_built"]
         cls.major = int(cls.info["libtorch"].split(".")[0])
         assert not cls.info["cuda"], "these tests are for machines without a GPU; the gpu tier covers the rest"
 
     def test_info_reports_each_ranks_device(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "info.json")
-            rc, out, err, _ = run(["info", "--set", "runtime.device=auto", "--json", path], ranks=2, timeout=60)
-            self.assertEqual(rc, 0, err)
-            with open(path) as f:
-                got = json.load(f)
+        got = hpcml_info(2, "--set", "runtime.device=auto")
         self.assertEqual(len(got["ranks"]), 2)
         for r in got["ranks"]:
             self.assertEqual(r["device"], "cpu")

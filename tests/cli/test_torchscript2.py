@@ -15,18 +15,9 @@ import tempfile
 import unittest
 
 import test_torchscript
-from support import SOURCE_DIR, run
+from support import SOURCE_DIR, hpcml_info, run
 
 FIXTURES = os.path.join(SOURCE_DIR, "tests", "fixtures")
-
-
-def libtorch_major():
-    with tempfile.TemporaryDirectory() as tmp:
-        rc, out, err, _ = run(["info", "--json", os.path.join(tmp, "info.json")], timeout=60)
-        assert rc == 0, err
-        with open(os.path.join(tmp, "info.json")) as f:
-            info = json.load(f)
-    return int(info["libtorch"].split(".")[0]), info["libtorch"]
 
 
 class DeepSetFromPyTorch2(test_torchscript.TorchScriptTest):
@@ -43,7 +34,8 @@ class AttentionFromPyTorch2(unittest.TestCase):
         rc, _, err, _ = run(["datagen", "calo", "-o", cls.tmp, "--events-per-file", "400", "--files", "1"],
                             timeout=120)
         assert rc == 0, err
-        cls.major, cls.version = libtorch_major()
+        cls.version = hpcml_info()["libtorch"]
+        cls.major = int(cls.version.split(".")[0])
         cls.model = os.path.join(FIXTURES, "attention-torch2.pt")
 
     @classmethod
