@@ -73,6 +73,12 @@ install_upstream_libtorch() {
   local wheels=(torch==$version nvidia-cusparselt-cu13==0.8.0 nvidia-nvshmem-cu13==3.4.5
                 nvidia-cufile==1.15.1.6)
   local dest=$cache/libtorch-$version
+  # CUDA 13.0, cuDNN and NCCL come from the toolkit, which no Debian package provides.
+  if [[ ! -x /usr/local/cuda/bin/nvcc || ! -f /usr/local/cuda/include/nccl.h ]]; then
+    echo "install-deps: --libtorch upstream needs the CUDA 13.0 toolkit with NCCL and cuDNN under" \
+         "/usr/local/cuda (found no nvcc or nccl.h there); docs/building.md" >&2
+    exit 1
+  fi
   if [[ -f $dest/.complete ]]; then
     echo "install-deps: upstream LibTorch $version already unpacked in $dest"
     return
