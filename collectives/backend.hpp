@@ -4,8 +4,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,7 +17,19 @@
 
 namespace hpcml::collectives {
 
-/// A communicator plus the collectives on it.
+/// A message found by probe() or improbe() and not yet received (MPI's matched
+/// probe, MPI_Improbe/MPI_Mrecv): no other probe or receive sees it, and exactly one
+/// recv() consumes it, so several threads can probe one communicator without racing.
+/// A Message dropped without a receive is received and discarded by its destructor.
+struct Message {
+  int source = -1;   ///< sender's rank in the communicator
+  int tag = -1;
+  size_t bytes = 0;  ///< payload size (for a tensor message: header + data)
+  std::shared_ptr<void> handle;  ///< the backend's matched message; null once received
+  explicit operator bool() const { return handle != nullptr; }
+};
+
+/// A communicator plus the collectives and point-to-point messages on it.
 ///
 /// Contract for every collective below:
 /// - All ranks of the communicator call it, in the same order, with tensors of the
@@ -81,6 +95,56 @@ class Backend : public std::enable_shared_from_this<Backend> {
   /// @param name appended to comm_name() in messages.
   std::shared_ptr<Backend> split(int color, int key, const std::string& name);
 
+  /// Returns split(0, rank(), name): the same ranks on a communicator of their own, so
+  /// messages and collectives on it never mix with this one's.
+  std::shared_ptr<Backend> dup(const std::string& name) { return split(0, rank(), name); }
+
+  // ---- Point-to-point -------------------------------------------------------
+  // Tags are 0..kMaxTag; peers are ranks of this communicator. Any thread may call
+  // these (MPI runs with MPI_THREAD_MULTIPLE); they do not queue behind collectives.
+  // Blocking forms wait under the deadline (options.timeout or the backend's); a
+  // started MPI send or receive cannot be cancelled (Open MPI 4.1), so a missed
+  // deadline ends the job with one line naming the operation, peer, tag and rank.
+  // Messages over max_message_bytes() are refused with one line, not split.
+
+  /// Sends `bytes` bytes at `data` to `dest`. With options.async the caller keeps
+  /// the buffer alive until the Work completes; a Work dropped before then is
+  /// detached (the send still completes, from a buffer that must outlive it).
+  WorkPtr send(const void* data, size_t bytes, int dest, int tag, const P2POptions& options = {});
+  /// Sends a contiguous CPU tensor with a header (dtype, shape), copied into the
+  /// message: the caller may reuse `tensor` at once, even with options.async.
+  WorkPtr send(const at::Tensor& tensor, int dest, int tag, const P2POptions& options = {});
+  /// Receives one message from `source` (or kAnySource) with `tag` (or kAnyTag) into
+  /// `data`. A message longer than `capacity` is an error naming peer, tag and sizes
+  /// (it is consumed and dropped). `status`, when given, gets source, tag and bytes
+  /// (its handle empty); with options.async it is filled when the Work completes.
+  WorkPtr recv(void* data, size_t capacity, int source, int tag, Message* status = nullptr,
+               const P2POptions& options = {});
+  /// Receives a tensor message into `out`, whose dtype and shape must equal the
+  /// header's (else an error naming peer, tag, and both).
+  WorkPtr recv(at::Tensor& out, int source, int tag, const P2POptions& options = {});
+
+  /// Returns the next matching message without receiving it, or nothing. Never blocks.
+  std::optional<Message> improbe(int source = kAnySource, int tag = kAnyTag);
+  /// Waits for the next matching message (under the deadline) and returns it unreceived.
+  Message probe(int source = kAnySource, int tag = kAnyTag,
+                std::chrono::milliseconds timeout = kDefaultTimeout);
+  /// Receives a probed message into `data` (capacity >= message.bytes, else an error
+  /// naming peer, tag and sizes; the message is then discarded). Returns message.bytes.
+  size_t recv(Message& message, void* data, size_t capacity);
+  /// Receives a probed message and returns its bytes.
+  std::vector<char> recv_bytes(Message& message);
+  /// Receives a probed message keeping only its first min(prefix, bytes) bytes in
+  /// `data`; the rest is read through a small scratch buffer and dropped, so an
+  /// oversized message costs no memory. Returns how many bytes were kept.
+  size_t recv_prefix(Message& message, void* data, size_t prefix);
+  /// Receives a probed tensor message as a new tensor of the header's dtype and shape.
+  at::Tensor recv_tensor(Message& message);
+
+  /// The largest message this backend sends (BackendOptions::max_message_bytes or
+  /// the transport's limit).
+  size_t max_message_bytes() const;
+
   /// `bytes` of zeroed memory mapped by every rank of this communicator, for
   /// node-local schemes that read other ranks' data directly (the gradient
   /// reducer's shared-memory transport). Collective. Returns nullptr on every rank
@@ -110,10 +174,30 @@ class Backend : public std::enable_shared_from_this<Backend> {
   virtual std::shared_ptr<Backend> do_split(int color, int key, BackendOptions options);
   virtual std::shared_ptr<NodeSharedMemory> do_map_node_shared(size_t bytes, std::string* why);
 
+  // Point-to-point, called after validation. do_send's `keep` owns the buffer
+  // when the message was copied (tensor sends). do_recv receives a matched
+  // message, writing its first `keep` bytes to `data` (null when keep is 0) and
+  // dropping the rest with bounded memory; keep == message.bytes is a plain receive.
+  virtual WorkPtr do_send(const void* data, size_t bytes, std::shared_ptr<const void> keep, int dest, int tag,
+                          const P2POptions& options);
+  virtual std::optional<Message> do_improbe(int source, int tag);
+  virtual void do_recv(Message& message, void* data, size_t keep);
+  /// context(op) + " to|from rank <peer> tag <tag>": names the peer and tag in errors.
+  std::string p2p_context(const char* op, int peer, int tag) const;
+  /// "<comm>, to|from rank <peer>, tag <tag>": the object of a deadline line.
+  std::string p2p_object(const char* op, int peer, int tag) const;
+  /// What the transport carries in one message.
+  virtual size_t transport_max_bytes() const { return SIZE_MAX; }
+
   BackendOptions options_;
 
  private:
   [[noreturn]] void unsupported(const char* op) const;
+  void check_peer(const char* op, int peer, bool any_allowed) const;
+  /// probe() whose deadline line names `op` (probe or recv).
+  Message wait_for_message(const char* op, int source, int tag, std::chrono::milliseconds timeout);
+  void check_tag(const char* op, int tag, bool any_allowed) const;
+
   void check_tensor(const char* op, const char* what, const at::Tensor& tensor) const;
 };
 

@@ -5,8 +5,11 @@
 #include <sys/mman.h>
 
 #include <climits>
+#include <cstring>
+#include <mutex>
 
 #include "collectives/detail/comm_thread.hpp"
+#include "collectives/detail/poll_work.hpp"
 #include "collectives/detail/mpi_types.hpp"
 #include "core/mpi.hpp"
 #include "core/watchdog.hpp"
@@ -20,8 +23,33 @@ int MpiBackend::checked_count(const char* op, int64_t numel) const {
   return static_cast<int>(numel);
 }
 
+// Sends whose Work was dropped before completing: tested (and their buffers freed)
+// at each later send, freed unfinished with the backend.
+struct MpiBackend::Detached {
+  std::mutex mutex;
+  std::vector<std::pair<MPI_Request, std::shared_ptr<const void>>> sends;
+
+  void sweep() {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (auto it = sends.begin(); it != sends.end();) {
+      int done = 0;
+      MPI_Test(&it->first, &done, MPI_STATUS_IGNORE);
+      it = done ? sends.erase(it) : it + 1;
+    }
+  }
+  ~Detached() {
+    // Still unmatched at teardown: let MPI finish them; their buffers stay allocated.
+    for (auto& [request, keep] : sends) {
+      if (request != MPI_REQUEST_NULL && mpi_initialized()) MPI_Request_free(&request);
+      new std::shared_ptr<const void>(std::move(keep));  // deliberately leaked: MPI may still read it
+    }
+  }
+};
+
 MpiBackend::MpiBackend(MPI_Comm comm, BackendOptions options)
-    : Backend(std::move(options)), thread_(std::make_unique<detail::CommThread>()) {
+    : Backend(std::move(options)),
+      thread_(std::make_unique<detail::CommThread>()),
+      detached_(std::make_unique<Detached>()) {
   HPCML_CHECK_AS(CommError, mpi_initialized(), "backend mpi for '", comm_name(),
                  "': MPI is not initialised (construct an hpcml::MpiSession first)");
   {
@@ -35,6 +63,7 @@ MpiBackend::MpiBackend(MPI_Comm comm, BackendOptions options)
 
 MpiBackend::~MpiBackend() {
   thread_.reset();  // finishes queued collectives first
+  detached_.reset();
   if (comm_ != MPI_COMM_NULL && mpi_initialized()) MPI_Comm_free(&comm_);
 }
 
@@ -190,6 +219,110 @@ std::shared_ptr<NodeSharedMemory> MpiBackend::do_map_node_shared(size_t bytes, s
     return nullptr;
   }
   return memory;
+}
+
+// ---- Point-to-point ----------------------------------------------------------
+
+namespace {
+
+constexpr int kSinkChunk = 4096;
+
+// A matched message (MPI_Improbe) until MPI_Mrecv consumes it; one dropped unreceived
+// is received into a sink, so it never blocks its sender.
+struct Matched {
+  MPI_Message message = MPI_MESSAGE_NULL;
+  int count = 0;
+  bool received = false;
+  ~Matched();
+};
+
+// MPI_Mrecv keeping the first `keep` bytes in `data` and reading every later 4 KiB
+// chunk onto the same scratch bytes (a zero-extent datatype), so memory stays bounded
+// whatever the sender sent. (A short receive buffer is no option: Open MPI 4.1's
+// single-copy shared-memory path writes past the buffer of a truncated receive.)
+void mrecv_keep(MPI_Message& message, int count, char* data, size_t keep) {
+  if (static_cast<size_t>(count) <= keep) {
+    HPCML_MPI_CHECK(MPI_Mrecv(data, count, MPI_BYTE, &message, MPI_STATUS_IGNORE));
+    return;
+  }
+  std::vector<char> scratch(keep + kSinkChunk);
+  MPI_Datatype chunk, sink, whole;
+  HPCML_MPI_CHECK(MPI_Type_contiguous(kSinkChunk, MPI_BYTE, &chunk));
+  HPCML_MPI_CHECK(MPI_Type_create_resized(chunk, 0, 0, &sink));
+  const int chunks = static_cast<int>((static_cast<size_t>(count) - keep + kSinkChunk - 1) / kSinkChunk);
+  int lengths[2] = {static_cast<int>(keep), chunks};
+  MPI_Aint displacements[2] = {0, static_cast<MPI_Aint>(keep)};
+  MPI_Datatype types[2] = {MPI_BYTE, sink};
+  HPCML_MPI_CHECK(MPI_Type_create_struct(2, lengths, displacements, types, &whole));
+  HPCML_MPI_CHECK(MPI_Type_commit(&whole));
+  const int rc = MPI_Mrecv(scratch.data(), 1, whole, &message, MPI_STATUS_IGNORE);
+  MPI_Type_free(&whole);
+  MPI_Type_free(&sink);
+  MPI_Type_free(&chunk);
+  HPCML_MPI_CHECK(rc);
+  if (keep > 0) std::memcpy(data, scratch.data(), keep);
+}
+
+Matched::~Matched() {
+  if (received || message == MPI_MESSAGE_NULL || !mpi_initialized()) return;
+  try {
+    mrecv_keep(message, count, nullptr, 0);
+  } catch (...) {  // a destructor: nothing to report to
+  }
+}
+
+}  // namespace
+
+size_t MpiBackend::transport_max_bytes() const { return static_cast<size_t>(INT_MAX); }
+
+WorkPtr MpiBackend::do_send(const void* data, size_t bytes, std::shared_ptr<const void> keep, int dest, int tag,
+                            const P2POptions& options) {
+  const auto timeout = resolve(options.timeout);
+  const int count = static_cast<int>(bytes);
+  if (!options.async) {
+    auto guard = Watchdog::instance().arm("send", p2p_object("send", dest, tag), timeout);
+    HPCML_MPI_CHECK(MPI_Send(data, count, MPI_BYTE, dest, tag, comm_));
+    return detail::completed_work();
+  }
+  detached_->sweep();
+  auto request = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
+  HPCML_MPI_CHECK(MPI_Isend(data, count, MPI_BYTE, dest, tag, comm_, request.get()));
+  auto self = std::static_pointer_cast<MpiBackend>(shared_from_this());
+  return std::make_shared<detail::PollWork>(
+      "send", p2p_object("send", dest, tag), timeout,
+      [request] {
+        int done = 0;
+        HPCML_MPI_CHECK(MPI_Test(request.get(), &done, MPI_STATUS_IGNORE));
+        return done != 0;
+      },
+      [self, request, keep] {
+        std::lock_guard<std::mutex> lock(self->detached_->mutex);
+        self->detached_->sends.emplace_back(*request, keep);
+      });
+}
+
+std::optional<Message> MpiBackend::do_improbe(int source, int tag) {
+  int flag = 0;
+  MPI_Message message = MPI_MESSAGE_NULL;
+  MPI_Status status;
+  HPCML_MPI_CHECK(MPI_Improbe(source == kAnySource ? MPI_ANY_SOURCE : source, tag == kAnyTag ? MPI_ANY_TAG : tag,
+                              comm_, &flag, &message, &status));
+  if (!flag) return std::nullopt;
+  auto matched = std::make_shared<Matched>();
+  matched->message = message;
+  HPCML_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &matched->count));
+  return Message{status.MPI_SOURCE, status.MPI_TAG, static_cast<size_t>(matched->count), matched};
+}
+
+void MpiBackend::do_recv(Message& message, void* data, size_t keep) {
+  auto* matched = static_cast<Matched*>(message.handle.get());
+  matched->received = true;  // even on failure: a failed Mrecv has consumed or poisoned it
+  mrecv_keep(matched->message, matched->count, static_cast<char*>(data), keep);
+}
+
+MPI_Comm mpi_comm_of(const Backend& backend) {
+  const auto* mpi = dynamic_cast<const MpiBackend*>(&backend);
+  return mpi == nullptr ? MPI_COMM_NULL : mpi->comm();
 }
 
 }  // namespace hpcml::collectives

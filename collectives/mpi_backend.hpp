@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <memory>
+#include <optional>
 
 #include "collectives/backend.hpp"
 
@@ -46,8 +47,14 @@ class MpiBackend final : public Backend {
   WorkPtr do_alltoall(at::Tensor& output, const at::Tensor& input, const AlltoallOptions& options) override;
   std::shared_ptr<Backend> do_split(int color, int key, BackendOptions options) override;
   std::shared_ptr<NodeSharedMemory> do_map_node_shared(size_t bytes, std::string* why) override;
+  WorkPtr do_send(const void* data, size_t bytes, std::shared_ptr<const void> keep, int dest, int tag,
+                  const P2POptions& options) override;
+  std::optional<Message> do_improbe(int source, int tag) override;
+  void do_recv(Message& message, void* data, size_t keep) override;
+  size_t transport_max_bytes() const override;
 
  private:
+  struct Detached;
   /// Runs `body` now (after the queue drains) or on the communication thread, under a deadline.
   int checked_count(const char* op, int64_t numel) const;
   template <typename Body>
@@ -57,6 +64,11 @@ class MpiBackend final : public Backend {
   int rank_ = 0;
   int size_ = 1;
   std::unique_ptr<detail::CommThread> thread_;
+  std::unique_ptr<Detached> detached_;  // sends whose Work was dropped before completing
 };
+
+/// The MPI communicator under `backend` (its private duplicate), or MPI_COMM_NULL when
+/// it is not an MPI backend: for libraries that take one (HDF5's MPI-IO driver).
+MPI_Comm mpi_comm_of(const Backend& backend);
 
 }  // namespace hpcml::collectives

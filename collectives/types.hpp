@@ -59,6 +59,19 @@ struct BarrierOptions {
   std::chrono::milliseconds timeout = kDefaultTimeout;
 };
 
+/// Point-to-point: any source rank or any tag in probe() and recv().
+inline constexpr int kAnySource = -1;
+inline constexpr int kAnyTag = -1;
+/// The largest tag every backend accepts (the MPI standard guarantees MPI_TAG_UB >= 32767).
+inline constexpr int kMaxTag = 32767;
+
+struct P2POptions {
+  /// false: returns when the send or receive has completed (under the deadline).
+  /// true: returns at once; wait() on the Work.
+  bool async = false;
+  std::chrono::milliseconds timeout = kDefaultTimeout;
+};
+
 /// Construction options shared by all backends.
 struct BackendOptions {
   /// Deadline of every collective and wait that does not give its own.
@@ -66,6 +79,9 @@ struct BackendOptions {
   std::chrono::milliseconds timeout = std::chrono::minutes(5);
   /// Name used in messages ("world", "world/trial3").
   std::string name = "world";
+  /// Point-to-point messages larger than this are refused with one line (0: what the
+  /// transport carries in one piece, INT_MAX bytes for MPI). Lower it to test the refusal.
+  size_t max_message_bytes = 0;
 };
 
 }  // namespace hpcml::collectives

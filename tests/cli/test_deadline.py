@@ -13,12 +13,12 @@ MARGIN_S = 8.0
 
 
 class DeadlineTest(unittest.TestCase):
-    def check(self, mode, ranks, op):
+    def check(self, mode, ranks, op, on="'world'"):
         rc, out, err, seconds = run([PROBE, str(DEADLINE_S), mode], ranks=ranks, timeout=60)
         self.assertEqual(rc, 86, f"exit code; stderr: {err}")
         lines = [l for l in err.splitlines() if l.startswith("hpcml: deadline exceeded")]
         self.assertGreaterEqual(len(lines), 1, err)
-        self.assertRegex(lines[0], rf"on \[rank \d/{ranks}\] \(.+\): {op} on 'world' still waiting after "
+        self.assertRegex(lines[0], rf"on \[rank \d/{ranks}\] \(.+\): {op} on {on} still waiting after "
                                    rf"2\.\d\d s \(deadline 2\.00 s\).*exit code 86")
         self.assertNotIn("completed, which it must not", err)
         self.assertGreaterEqual(seconds, DEADLINE_S)
@@ -36,6 +36,17 @@ class DeadlineTest(unittest.TestCase):
     def test_shared_memory_gradient_reduction_two_ranks(self):
         # The reducer's shared-memory wait (no MPI call) is bounded by the same deadline.
         self.check("reducer", 2, r"gradient reduction \(shared memory\)")
+
+    # Point-to-point: a started MPI send or receive cannot be cancelled either; the line
+    # names the operation, the peer and the tag, and the job ends the same way.
+    def test_blocking_receive_three_ranks(self):
+        self.check("recv", 3, "recv", on=r"'world, from rank 2, tag 9'")
+
+    def test_async_receive_wait_two_ranks(self):
+        self.check("recv-async", 2, "recv", on=r"'world, from rank 1, tag 9'")
+
+    def test_blocking_send_two_ranks(self):
+        self.check("send", 2, "send", on=r"'world, to rank 1, tag 9'")
 
 
 if __name__ == "__main__":
