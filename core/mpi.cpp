@@ -64,4 +64,37 @@ MpiSession::~MpiSession() {
   MPI_Finalize();
 }
 
+std::string mpi_library_description() {
+  char text[MPI_MAX_LIBRARY_VERSION_STRING];
+  int length = 0;
+  MPI_Get_library_version(text, &length);
+  std::string library(text, static_cast<size_t>(length));
+  library = library.substr(0, library.find_first_of(",\n"));
+  int major = 0, minor = 0;
+  MPI_Get_version(&major, &minor);
+  return library + " (MPI " + std::to_string(major) + "." + std::to_string(minor) + ")";
+}
+
+bool mpi_thread_multiple() {
+  if (!mpi_initialized()) return false;
+  int level = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&level);
+  return level >= MPI_THREAD_MULTIPLE;
+}
+
+int mpi_appnum() {
+  if (!mpi_initialized()) return -1;
+  int* appnum = nullptr;
+  int flag = 0;
+  HPCML_MPI_CHECK(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_APPNUM, &appnum, &flag));
+  return flag && appnum != nullptr ? *appnum : -1;
+}
+
+int world_min(int value, const char* what, std::chrono::milliseconds timeout) {
+  if (!mpi_initialized() || world_size() == 1) return value;
+  auto guard = Watchdog::instance().arm(what, "world", timeout);
+  HPCML_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+  return value;
+}
+
 }  // namespace hpcml

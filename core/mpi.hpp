@@ -27,6 +27,19 @@ int world_size();
 /// "[rank r/N]" for messages; "" in a single process.
 std::string rank_tag();
 
+/// The facts about MPI that code above core/ and collectives/ needs, without calling
+/// MPI itself (only these two layers may):
+/// "Open MPI v4.1.4 (MPI 3.1)": the library's first line and the standard version.
+std::string mpi_library_description();
+/// Whether MPI runs with MPI_THREAD_MULTIPLE (false before MPI_Init).
+bool mpi_thread_multiple();
+/// This process's app context in an mpirun MPMD line (MPI_APPNUM), or -1 when MPI
+/// does not say (not initialised, or no MPMD launch).
+int mpi_appnum();
+/// The lowest `value` over MPI_COMM_WORLD, under a deadline of `timeout` (a missed
+/// one ends the job): start-up agreement before any backend exists.
+int world_min(int value, const char* what, std::chrono::milliseconds timeout);
+
 /// RAII owner of MPI_Init_thread / MPI_Finalize for one process.
 ///
 /// Not thread-safe; construct once on the main thread. The destructor finalises

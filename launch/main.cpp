@@ -131,11 +131,8 @@ bool all_ranks_ok(const std::string& error) {
     return error.empty();
   }
   const int rank = hpcml::world_rank();
-  int first_failed = error.empty() ? hpcml::world_size() : rank;
-  {
-    auto guard = hpcml::Watchdog::instance().arm("startup agreement", "world", std::chrono::seconds(120));
-    MPI_Allreduce(MPI_IN_PLACE, &first_failed, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  }
+  const int first_failed =
+      hpcml::world_min(error.empty() ? hpcml::world_size() : rank, "startup agreement", std::chrono::seconds(120));
   if (first_failed == rank) std::cerr << error << std::endl;
   return first_failed == hpcml::world_size();
 }

@@ -1,6 +1,5 @@
 // `hpcml info`: versions, features, launcher and one line per rank.
 #include <ATen/ATen.h>
-#include <mpi.h>
 #include <torch/cuda.h>
 
 #include <cstring>
@@ -16,6 +15,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "core/h5.hpp"
+#include "core/mpi.hpp"
 #include "hpcml/build_config.hpp"
 #include "launch/cli/command.hpp"
 
@@ -27,16 +27,6 @@ std::string version_line() {
 
 namespace {
 
-std::string mpi_library() {
-  char text[MPI_MAX_LIBRARY_VERSION_STRING];
-  int length = 0;
-  MPI_Get_library_version(text, &length);
-  std::string library(text, static_cast<size_t>(length));
-  library = library.substr(0, library.find_first_of(",\n"));
-  int major = 0, minor = 0;
-  MPI_Get_version(&major, &minor);
-  return library + " (MPI " + std::to_string(major) + "." + std::to_string(minor) + ")";
-}
 
 nlohmann::json rank_record(const Context& c) {
   const auto& e = c.env;
@@ -69,8 +59,7 @@ int run_info(Context& c, const std::string& json_path) {
   for (const auto& t : gathered) {
     ranks.push_back(nlohmann::json::parse(std::string(static_cast<const char*>(t.data_ptr()), t.numel())));
   }
-  int thread_level = 0;
-  MPI_Query_thread(&thread_level);
+  const bool thread_multiple = mpi_thread_multiple();
   const bool cuda = torch::cuda::is_available();
 #ifdef HPCML_HAS_CUDA
   const bool cuda_built = true;
@@ -91,8 +80,8 @@ int run_info(Context& c, const std::string& json_path) {
       {"git_revision", HPCML_GIT_REVISION},
       {"build_type", HPCML_BUILD_TYPE},
       {"libtorch", torch_version},
-      {"mpi", mpi_library()},
-      {"mpi_thread_multiple", thread_level >= MPI_THREAD_MULTIPLE},
+      {"mpi", mpi_library_description()},
+      {"mpi_thread_multiple", thread_multiple},
       {"hdf5", h5_version()},
       {"backends", collectives::compiled_backends()},
       {"backend_in_use", c.world->name()},
@@ -109,8 +98,8 @@ int run_info(Context& c, const std::string& json_path) {
 
   std::cout << version_line() << "\n"
             << "  LibTorch       " << torch_version << (cuda ? " (CUDA available)" : " (CPU)") << "\n"
-            << "  MPI            " << mpi_library() << ", MPI_THREAD_MULTIPLE "
-            << (thread_level >= MPI_THREAD_MULTIPLE ? "yes" : "no") << "\n"
+            << "  MPI            " << mpi_library_description() << ", MPI_THREAD_MULTIPLE "
+            << (thread_multiple ? "yes" : "no") << "\n"
             << "  HDF5           " << h5_version() << "\n"
             << "  backends       " << backends << " (in use: " << c.world->name() << ")\n"
             << "  parallel HDF5  " << (h5_parallel ? "yes" : "no") << "\n"
