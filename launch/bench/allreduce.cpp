@@ -1,6 +1,5 @@
 // `hpcml bench allreduce`: hpcml's allreduce paths against raw MPI_Allreduce, in one run.
 #include <ATen/ATen.h>
-#include <mpi.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -8,11 +7,10 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "collectives/mpi_backend.hpp"
+#include "collectives/mpi_reference.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "core/limits.hpp"
-#include "core/mpi.hpp"
 #include "core/watchdog.hpp"
 #include "launch/bench/stats.hpp"
 #include "launch/cli/command.hpp"
@@ -64,10 +62,12 @@ struct Row {
 };
 
 using bench::median;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 int run_bench_allreduce(Context& c, const AllreduceBenchOptions& o) {
-  auto* mpi = dynamic_cast<collectives::MpiBackend*>(c.world.get());
-  HPCML_CHECK_AS(ConfigError, mpi != nullptr, "bench allreduce: needs runtime.backend=mpi, found '",
+  HPCML_CHECK_AS(ConfigError, c.world->name() == "mpi", "bench allreduce: needs runtime.backend=mpi, found '",
                  c.world->name(), "'");
   HPCML_CHECK_AS(ConfigError, o.reps >= 1, "bench allreduce: --reps: expected >= 1, found ", o.reps);
   const int64_t min_bytes = parse_size(o.min_size, "--min-bytes");
@@ -85,20 +85,9 @@ int run_bench_allreduce(Context& c, const AllreduceBenchOptions& o) {
                                "bench allreduce's largest message on every rank of this node", "--max-bytes");
 
   // Raw MPI runs on its own duplicate so it never interleaves with the backend's.
-  MPI_Comm raw = MPI_COMM_NULL;
-  HPCML_MPI_CHECK(MPI_Comm_dup(mpi->comm(), &raw));
-  const auto deadline = c.world->default_timeout();
-  auto raw_call = [&](const char* op, auto&& body) {
-    auto guard = Watchdog::instance().arm(op, "bench", deadline);
-    HPCML_MPI_CHECK(body());
-  };
+  collectives::RawMpiAllreduce raw(*c.world);
   const std::vector<Impl> impls = {
-      {"mpi", "blocking",
-       [&](at::Tensor& t) {
-         raw_call("MPI_Allreduce", [&] {
-           return MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()), MPI_FLOAT, MPI_SUM, raw);
-         });
-       }},
+      {"mpi", "blocking", [&](at::Tensor& t) { raw.blocking(t); }},
       {"hpcml", "blocking", [&](at::Tensor& t) { c.world->allreduce(t); }},
       {"hpcml", "nonblocking",
        [&](at::Tensor& t) {
@@ -106,15 +95,7 @@ int run_bench_allreduce(Context& c, const AllreduceBenchOptions& o) {
          async.async = true;
          c.world->allreduce(t, async)->wait();
        }},
-      {"mpi", "nonblocking",
-       [&](at::Tensor& t) {
-         raw_call("MPI_Iallreduce", [&] {
-           MPI_Request request;
-           const int rc =
-               MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()), MPI_FLOAT, MPI_SUM, raw, &request);
-           return rc != MPI_SUCCESS ? rc : MPI_Wait(&request, MPI_STATUS_IGNORE);
-         });
-       }},
+      {"mpi", "nonblocking", [&](at::Tensor& t) { raw.nonblocking(t); }},
   };
 
   std::vector<Row> rows;
@@ -124,9 +105,9 @@ int run_bench_allreduce(Context& c, const AllreduceBenchOptions& o) {
     // Calibrate the iteration count on raw MPI (rank 0 decides, all agree).
     double probe = 0;
     for (int i = 0; i < 3; ++i) {
-      const double t0 = MPI_Wtime();
+      const auto t0 = Clock::now();
       impls[0].run(t);
-      probe = MPI_Wtime() - t0;
+      probe = seconds_since(t0);
     }
     int iters = std::clamp(static_cast<int>(o.target_ms * 1e-3 / std::max(probe, 1e-7)), 3, 2000);
     at::Tensor agreed = at::tensor({iters}, at::kInt);
@@ -144,9 +125,9 @@ int run_bench_allreduce(Context& c, const AllreduceBenchOptions& o) {
         // Each op is timed on its own: the median over all of them shrugs off the
         // stalls a shared 2-core machine throws in, which a block mean does not.
         for (int it = 0; it < iters; ++it) {
-          const double t0 = MPI_Wtime();
+          const auto t0 = Clock::now();
           impls[i].run(t);
-          size_rows[i].seconds.push_back(MPI_Wtime() - t0);
+          size_rows[i].seconds.push_back(seconds_since(t0));
         }
       }
     }
@@ -160,7 +141,6 @@ int run_bench_allreduce(Context& c, const AllreduceBenchOptions& o) {
     }
     rows.insert(rows.end(), size_rows.begin(), size_rows.end());
   }
-  MPI_Comm_free(&raw);
   if (c.env.rank != 0) return 0;
 
   const int n = c.world->size();

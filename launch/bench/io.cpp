@@ -12,7 +12,6 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <mpi.h>
 #include <pthread.h>
 #include <sched.h>
 
@@ -21,6 +20,7 @@
 #include <unistd.h>
 #include <cstring>
 
+#include "collectives/mpi_backend.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "io/h5_dataset.hpp"
@@ -173,15 +173,11 @@ nlohmann::json bench_dataset(Context& c, const IoBenchOptions& o, const std::str
                            : o.mpi_io == "independent" ? io::MpiIo::kIndependent
                                                        : io::MpiIo::kOff;
   // MPI-IO reads get a communicator of their own: they run on the prefetch thread.
-  MPI_Comm comm = MPI_COMM_NULL;
-  if (dataset_options.mpi_io != io::MpiIo::kOff) MPI_Comm_dup(MPI_COMM_WORLD, &comm);
-  dataset_options.comm = comm;
-  struct CommFree {
-    MPI_Comm& comm;
-    ~CommFree() {
-      if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
-    }
-  } comm_free{comm};
+  collectives::BackendPtr io_comm;
+  if (dataset_options.mpi_io != io::MpiIo::kOff) {
+    io_comm = c.world->dup("mpi-io");
+    dataset_options.comm = collectives::mpi_comm_of(*io_comm);
+  }
   auto dataset_holder = std::make_unique<io::H5Dataset>(dataset_options);
   io::H5Dataset& dataset = *dataset_holder;
   io::SamplerOptions so;
