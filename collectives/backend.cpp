@@ -24,6 +24,11 @@ std::string Backend::context(const char* op) const {
   return out.str();
 }
 
+std::string Backend::rank_label() const {
+  return "[rank " + std::to_string(rank()) + "/" + std::to_string(size()) +
+         (comm_name() == "world" ? std::string() : " of " + comm_name()) + "]";
+}
+
 void Backend::unsupported(const char* op) const {
   HPCML_THROW(CommError, "backend ", name(), " does not support ", op);
 }

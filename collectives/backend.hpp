@@ -59,6 +59,9 @@ class Backend : public std::enable_shared_from_this<Backend> {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   std::chrono::milliseconds default_timeout() const { return options_.timeout; }
+  /// "[rank r/N]" on the whole job ("world"), "[rank r/N of <comm_name>]" on a group:
+  /// how messages name this rank.
+  std::string rank_label() const;
 
   /// Reduces `tensor` across ranks in place with options.op.
   /// @param[in,out] tensor input on entry, the reduction on completion.

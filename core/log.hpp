@@ -15,9 +15,14 @@ namespace hpcml::log {
 struct LogOptions {
   std::string level = "info";  ///< trace, debug, info, warn, error, off
   bool all_ranks = false;      ///< log info/debug from every rank, not only rank 0
+  /// The communicator the ranks are counted in when it is not the whole job (a rank
+  /// group of a farm: "world/farm/worker1"); lines then read "[rank 0/2 of <group>]".
+  std::string group;
 };
 
-/// (Re)configures the logger for this rank. Call after MPI_Init; cheap to repeat.
+/// (Re)configures the logger for this rank (`rank` of `size` in options.group, or in
+/// the job). Call after MPI_Init, and again when a rank starts work on a group,
+/// before that work starts threads that log; cheap to repeat.
 /// Throws hpcml::ConfigError naming `log.level` when the level is unknown.
 void init(int rank, int size, const LogOptions& options);
 

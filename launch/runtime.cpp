@@ -99,6 +99,16 @@ Context make_context(const RunConfig& config) {
   return context;
 }
 
+Context group_context(const Context& parent, collectives::BackendPtr group, const RunConfig& config) {
+  Context context = parent;
+  context.config = config;
+  context.world = std::move(group);
+  const bool whole_job = context.world->size() == parent.world->size();
+  log::init(context.world->rank(), context.world->size(),
+            {config.log.level, config.log.all_ranks, whole_job ? std::string() : context.world->comm_name()});
+  return context;
+}
+
 void require_cpu(const Context& context, const std::string& command) {
   const auto& device = context.device.device;
   HPCML_CHECK_AS(ConfigError, device.is_cpu(), "key 'runtime.device': ", command,

@@ -39,6 +39,12 @@ struct Context {
 /// Collective over MPI_COMM_WORLD.
 Context make_context(const RunConfig& config);
 
+/// The context of a rank group (a farm's worker, an HPO trial, an ensemble member):
+/// `parent` with `group` as its world and `config`'s runtime and log settings, and
+/// this process's log lines counted in the group and naming it. Drivers below the
+/// CLI take their ranks from context.world only, so they run unchanged on a group.
+Context group_context(const Context& parent, collectives::BackendPtr group, const RunConfig& config);
+
 /// Throws ConfigError naming runtime.device when this rank's device is not the CPU:
 /// `command` (train, eval, infer, tracking) runs on the CPU today (docs/gpu.md).
 void require_cpu(const Context& context, const std::string& command);

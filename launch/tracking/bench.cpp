@@ -11,7 +11,7 @@ using namespace tracking_detail;  // NOLINT(google-build-using-namespace): this 
 int run_tracking_bench(Context& ctx, const TrackingBenchOptions& o) {
   HPCML_CHECK_AS(ConfigError, o.events >= 1 && o.reps >= 1 && o.threads >= 1,
                  "bench model tracking: --reps and --threads must be >= 1");
-  if (ctx.env.rank != 0) return 0;
+  if (ctx.world->rank() != 0) return 0;
   HPCML_CHECK_AS(IoError, fs::exists(o.weights), "bench model tracking: weights file '", o.weights,
                  "' not found; run `hpcml tracking train -c configs/tracking.yaml` first");
   at::set_num_threads(o.threads);

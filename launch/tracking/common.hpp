@@ -219,7 +219,7 @@ inline void train_stage(Context& ctx, trk::LearnedPipeline& pipeline, trk::Stage
     ++counted;
     if ((step + 1) % run.log_every == 0 || step + 1 == s.steps) {
       const double mean = sum_over_ranks(*ctx.world, {running / counted})[0] / size;
-      if (ctx.env.rank == 0) {
+      if (ctx.world->rank() == 0) {
         HPCML_LOG_INFO("tracking {}: step {}/{} loss {:.5f} lr {:.2e} ({:.1f} s)", trk::stage_name(stage), step + 1,
                        s.steps, mean, lr, seconds_since(start));
       }

@@ -424,7 +424,7 @@ bool TrainLoop::stop_on_nonfinite(int nonfinite_rank, int64_t done) {
     const std::string kept = newest_checkpoint(c_.run.dir);
     std::fprintf(stderr, "%s\n",
                  fmt::format("hpcml: {}training stopped at step {}: {}; {} (train.on_nonfinite: warn goes on)",
-                             n_ > 1 ? rank_tag() + " " : std::string(), done, nonfinite_what_,
+                             n_ > 1 ? world_.rank_label() + " " : std::string(), done, nonfinite_what_,
                              kept.empty() ? std::string("no checkpoint was written before it")
                                           : "the last checkpoint, with finite parameters, is " + kept)
                      .c_str());
