@@ -15,6 +15,7 @@
 
 #include "core/error.hpp"
 #include "core/mpi.hpp"
+#include "core/signals.hpp"
 #include "core/watchdog.hpp"
 #include "io/journal.hpp"
 #include "launch/farm/progress.hpp"
@@ -145,6 +146,8 @@ class Coordinator {
   std::map<int, std::pair<Task, Clock::time_point>> running_;  // worker -> task
   std::deque<int> idle_;                     // workers waiting for a task
   std::set<int> stopped_;
+  bool stopping_ = false;                    // a stop signal: no more tasks handed out
+  int interrupted_ = 0;
   std::vector<TaskResult> results_;
   int done_ = 0, failed_ = 0;
 };
@@ -210,6 +213,17 @@ void Coordinator::handle(int worker, const json& result) {
     r.seconds = seconds_since(it->second.second);
     r.ok = result.at("ok").get<bool>();
     json record = {{"id", r.id}, {"worker", worker}, {"seconds", r.seconds}};
+    if (result.value("interrupted", false)) {
+      // Not final: the task runs again when the farm is re-run.
+      running_.erase(it);
+      record["event"] = "interrupted";
+      journal(record);
+      ++interrupted_;
+      stopping_ = true;
+      idle_.push_back(worker);
+      finish_if_drained();
+      return;
+    }
     if (r.ok) {
       r.result = result.at("result");
       record["event"] = "done";
@@ -237,7 +251,7 @@ void Coordinator::handle(int worker, const json& result) {
 }
 
 void Coordinator::assign_idle() {
-  while (!idle_.empty() && !queue_.empty()) {
+  while (!stopping_ && !idle_.empty() && !queue_.empty()) {
     const int worker = idle_.front();
     idle_.pop_front();
     Task task = queue_.front();
@@ -249,7 +263,7 @@ void Coordinator::assign_idle() {
 }
 
 void Coordinator::finish_if_drained() {
-  if (!queue_.empty() || !running_.empty()) return;
+  if ((!queue_.empty() && !stopping_) || !running_.empty()) return;
   while (!idle_.empty()) {
     const int worker = idle_.front();
     idle_.pop_front();
@@ -288,6 +302,12 @@ void Coordinator::run() {
       quiet = 0;
       continue;
     }
+    if (!stopping_ && stop_signal() != 0) {
+      stopping_ = true;
+      std::fprintf(stderr, "hpcml: %s: signal %d: no more tasks are handed out; waiting for %zu running task(s)\n",
+                   o_.name.c_str(), stop_signal(), running_.size());
+      finish_if_drained();
+    }
     if (seconds_since(last_heartbeat) > heartbeat_s) {
       for (int worker : idle_) send_json(comm_, {{"wait", true}}, layout_.leader(worker), kTagReply);
       for (int r : layout_.spectators) send_json(comm_, {{"wait", true}}, r, kTagReply);
@@ -300,7 +320,8 @@ void Coordinator::run() {
     else std::this_thread::sleep_for(std::chrono::microseconds(quiet < 200 ? 20 : 200));
   }
   progress_.finish(done_ + failed_, failed_, static_cast<int>(known_.size()));
-  journal({{"event", "end"}, {"done", done_}, {"failed", failed_}});
+  journal({{"event", stopping_ ? "stopped" : "end"}, {"done", done_}, {"failed", failed_},
+           {"left", static_cast<int>(known_.size()) - done_ - failed_}});
 }
 
 FarmReport Coordinator::report() const {
@@ -308,6 +329,7 @@ FarmReport Coordinator::report() const {
   r.results = results_;
   r.done = done_;
   r.failed = failed_;
+  r.interrupted = stopping_;
   return r;
 }
 
@@ -315,13 +337,20 @@ FarmReport Coordinator::report() const {
 
 // The outcome of one task on every rank of the group, agreed: ok only when every
 // rank succeeded; the error of the lowest failing rank.
-json agree(collectives::Backend& group, bool ok, const json& result, const std::string& error) {
-  if (group.size() == 1) return ok ? json{{"ok", true}, {"result", result}} : json{{"ok", false}, {"error", error}};
-  at::Tensor flag = at::tensor({ok ? group.size() : group.rank()}, at::kInt);
-  collectives::AllreduceOptions min_op;
+json agree(collectives::Backend& group, bool ok, bool interrupted, const json& result, const std::string& error) {
+  if (group.size() == 1) {
+    if (interrupted) return {{"ok", false}, {"interrupted", true}, {"error", error}};
+    return ok ? json{{"ok", true}, {"result", result}} : json{{"ok", false}, {"error", error}};
+  }
+  at::Tensor flag = at::tensor({ok ? group.size() : group.rank(), interrupted ? 1 : 0}, at::kInt);
+  at::Tensor first = flag.narrow(0, 0, 1), any_interrupted = flag.narrow(0, 1, 1);
+  collectives::AllreduceOptions min_op, max_op;
   min_op.op = collectives::ReduceOp::kMin;
-  group.allreduce(flag, min_op);
-  const int first_failed = flag.item<int>();
+  max_op.op = collectives::ReduceOp::kMax;
+  group.allreduce(first, min_op);
+  group.allreduce(any_interrupted, max_op);
+  const int first_failed = first.item<int>();
+  if (any_interrupted.item<int>() != 0) return {{"ok", false}, {"interrupted", true}, {"error", "interrupted"}};
   if (first_failed == group.size()) return {{"ok", true}, {"result", result}};
   // The failing rank's message to the leader.
   const json failure = group_broadcast(group, json(error), first_failed);
@@ -357,15 +386,19 @@ int work(collectives::Backend& farm_comm, collectives::Backend& group, int worke
     const Task task = task_of(reply.at("task"));
     json out;
     std::string error;
-    bool ok = true;
+    bool ok = true, interrupted = false;
     try {
       out = fn(task, group);
+    } catch (const TaskInterrupted& e) {
+      ok = false;
+      interrupted = true;
+      error = one_line(e);
     } catch (const std::exception& e) {
       ok = false;
       error = one_line(e);
     }
     ++ran;
-    result = agree(group, ok, out, error);
+    result = agree(group, ok, interrupted, out, error);
   }
 }
 
@@ -374,6 +407,7 @@ int work(collectives::Backend& farm_comm, collectives::Backend& group, int worke
 FarmReport run_farm(const collectives::BackendPtr& comm, const FarmPlan& plan, const TaskFunction& task,
                     const FarmOptions& options) {
   const auto start = Clock::now();
+  install_stop_handlers();
   const Layout layout = layout_for(comm->size(), options);
   auto farm_comm = comm->dup(options.name);
   const int rank = farm_comm->rank();
@@ -435,8 +469,12 @@ FarmReport run_farm(const collectives::BackendPtr& comm, const FarmPlan& plan, c
     report.tasks_run = ran;
   }
   report.workers = layout.workers;
+  // Every rank learns whether the farm was stopped by a signal (the coordinator knows).
+  at::Tensor stopped = at::tensor({report.interrupted ? 1 : 0}, at::kInt);
+  collectives::BroadcastOptions from_coordinator;
+  farm_comm->broadcast(stopped, from_coordinator);
+  report.interrupted = stopped.item<int>() != 0;
   report.seconds = seconds_since(start);
-  farm_comm->barrier()->wait();
   return report;
 }
 

@@ -30,6 +30,12 @@
 /// dead rank still ends the job (Open MPI cannot survive it), and a task that runs
 /// past task_timeout_s ends it with one line naming the task and the worker.
 ///
+/// Stop signals. After SIGUSR1 or SIGTERM (a batch system's notice) the coordinator
+/// hands out no more tasks; a running task that stops early for the signal throws
+/// TaskInterrupted (a training first writes its checkpoint), which the farm journals
+/// as "interrupted", not as failed; run_farm returns with `interrupted` set once every
+/// worker is idle, and the driver exits for a requeue. The re-run runs those tasks again.
+///
 /// Resume. With a journal, a re-run with the same journal continues: tasks done (or
 /// failed, unless retry_failed) are not run again; tasks that had started are run
 /// again from the beginning, so a task must be safe to re-run (write outputs to a
@@ -43,12 +49,18 @@
 #include <vector>
 
 #include "collectives/backend.hpp"
+#include "core/error.hpp"
 
 namespace hpcml::launch::farm {
 
 struct Task {
   std::string id;        ///< unique within a farm (and its journal)
   nlohmann::json spec;   ///< what to do; the same id must always carry the same spec
+};
+
+/// Thrown by a task function that stopped early for a stop signal (see above).
+class TaskInterrupted : public Error {
+  using Error::Error;
 };
 
 struct TaskResult {
@@ -92,6 +104,7 @@ struct FarmReport {
   int tasks_run = 0;                ///< by this rank's worker in this run
   int workers = 0;
   double seconds = 0;
+  bool interrupted = false;         ///< stopped by a signal before every task ran (on every rank)
 };
 
 /// Collective over `comm`: every rank calls it with the same options (the plan is

@@ -4,10 +4,13 @@ ranks by `hpcml train`. The same code runs in both (launch::train on the communi
 the digests must match bit for bit."""
 import json
 import os
+import signal
+import subprocess
 import tempfile
+import time
 import unittest
 
-from support import run
+from support import MPIEXEC, MPIEXEC_PREFLAGS, run
 
 GROUP_TRAIN = os.environ.get("GROUP_TRAIN", os.path.join(os.path.dirname(__file__), "..", "..", "build", "bin",
                                                           "group_train"))
@@ -61,6 +64,53 @@ class GroupTrainTest(unittest.TestCase):
             # Both groups trained at once, and their log lines name their group.
             self.assertRegex(err, r"\[rank 0/2 of world/group_train/worker0\] info: training")
             self.assertRegex(err, r"\[rank 0/2 of world/group_train/worker1\] info: training")
+
+    def test_a_signal_stops_every_group_at_a_checkpoint_and_the_rerun_finishes_both(self):
+        # Longer trainings, so the signal lands mid-run; resume: auto continues from the checkpoint.
+        slow = {"model": {"hidden": [256, 256]}, "data": {"samples": 8192, "features": 128},
+                "train": {"max_steps": 400, "batch_size": 64}, "checkpoint": {"every_steps": 25}}
+        with tempfile.TemporaryDirectory() as tmp:
+            configs = []
+            for name, seed in (("a", 5), ("b", 6)):
+                body = json.loads(json.dumps(slow))
+                body["train"]["seed"] = seed
+                path = os.path.join(tmp, f"{name}.yaml")
+                write_config(path, body, os.path.join(tmp, name))
+                with open(path) as f:
+                    config = json.load(f)
+                config["run"]["resume"] = "auto"
+                with open(path, "w") as f:
+                    json.dump(config, f)
+                configs.append(path)
+            journal = os.path.join(tmp, "farm.jsonl")
+            cmd = [MPIEXEC, "-n", "4"] + MPIEXEC_PREFLAGS + [GROUP_TRAIN, "2", "--journal", journal] + configs
+            job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and job.poll() is None:
+                if all(os.path.exists(os.path.join(tmp, n, "checkpoints")) and
+                       os.listdir(os.path.join(tmp, n, "checkpoints")) for n in "ab"):
+                    break
+                time.sleep(0.05)
+            self.assertIsNone(job.poll(), "the trainings ended before the signal")
+            job.send_signal(signal.SIGUSR1)  # mpirun forwards it to every rank
+            _, err = job.communicate(timeout=120)
+            self.assertEqual(job.returncode, 75, err)
+            for worker in ("worker0", "worker1"):
+                self.assertRegex(err, rf"\[rank 0/2 of world/group_train/{worker}\] warning: signal 10 received: "
+                                      r"stopped at step \d+ after writing a checkpoint")
+            with open(journal) as f:
+                events = [json.loads(l) for l in f]
+            self.assertEqual(sorted(e["id"] for e in events if e["event"] == "interrupted"), ["config0", "config1"])
+            self.assertEqual(events[-1]["event"], "stopped")
+            # The re-run continues both from their checkpoints and ends as uninterrupted runs do.
+            rc, out, err, _ = run([GROUP_TRAIN, "2", "--journal", journal] + configs, ranks=4, timeout=300)
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(err.count("resumed from"), 2, err)
+            for name, path in zip("ab", configs):
+                alone_dir = os.path.join(tmp, f"{name}-alone")
+                rc, _, err, _ = run(["train", "-c", path, "--set", f"run.dir={alone_dir}"], ranks=2, timeout=300)
+                self.assertEqual(rc, 0, err)
+                self.assertEqual(digest(os.path.join(tmp, name)), digest(alone_dir), f"config {name}")
 
 
 if __name__ == "__main__":
