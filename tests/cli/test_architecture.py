@@ -1,7 +1,7 @@
 """The map matches the tree: every path in docs/architecture.md's "To change X, look in Y"
 table exists, the layers include only downwards, models/ includes nothing from io/datagen/,
-no source file in launch/ is over 600 lines, and no function in a .cpp of the layers is
-over 150 lines."""
+no source file in launch/ is over 600 lines, no function in a .cpp of the layers is
+over 150 lines, and only core/ and collectives/ call MPI."""
 import glob
 import os
 import re
@@ -111,6 +111,18 @@ def function_lengths(text):
     return found
 
 
+# Only these folders call MPI (every wait elsewhere goes through the Backend's deadlines).
+# tests/ may: raw MPI is an independent check of what the Backend does.
+MPI_FOLDERS = {"core", "collectives", "tests"}
+MPI_CALL = re.compile(r"\b(MPI_[A-Z][A-Za-z_]*|PMPI_[A-Z][A-Za-z_]*|HPCML_MPI_CHECK)\s*\(")
+
+
+def mpi_calls(text):
+    """(line, name) of every MPI function call in C++ `text`, comments and strings ignored."""
+    code = blank_comments_and_literals(text)
+    return [(code.count("\n", 0, m.start()) + 1, m.group(1)) for m in MPI_CALL.finditer(code)]
+
+
 def sources(folder):
     out = []
     for ext in ("cpp", "hpp"):
@@ -159,6 +171,27 @@ class ArchitectureTest(unittest.TestCase):
                 long.append(f"{os.path.relpath(path, SOURCE_DIR)}: {n} lines")
         self.assertEqual(long, [])
 
+
+    def test_only_core_and_collectives_call_mpi(self):
+        calls = []
+        for folder in sorted(os.listdir(SOURCE_DIR)):
+            if folder in MPI_FOLDERS or folder.startswith(("build", ".")) or folder == "gpu-bundle":
+                continue
+            if not os.path.isdir(os.path.join(SOURCE_DIR, folder)):
+                continue
+            for path in sources(folder):
+                with open(path) as f:
+                    for line, name in mpi_calls(f.read()):
+                        calls.append(f"{os.path.relpath(path, SOURCE_DIR)}:{line}: {name}")
+        self.assertEqual(calls, [], "MPI is called outside core/ and collectives/: go through collectives::Backend")
+
+    def test_the_mpi_scan_finds_calls_and_skips_the_rest(self):
+        text = ('#include <mpi.h>\n'
+                'MPI_Comm comm = MPI_COMM_NULL;  // MPI_Send(x) in a comment\n'
+                'const char* s = "MPI_Recv(";\n'
+                'HPCML_MPI_CHECK(MPI_Allreduce (a, b));\n'
+                'int r = MPI_Comm_rank(comm, &x);\n')
+        self.assertEqual(mpi_calls(text), [(4, "HPCML_MPI_CHECK"), (4, "MPI_Allreduce"), (5, "MPI_Comm_rank")])
 
     def test_no_function_over_150_lines(self):
         long = []
