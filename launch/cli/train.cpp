@@ -6,6 +6,7 @@
 #include "core/files.hpp"
 #include "core/limits.hpp"
 #include "launch/cli/command.hpp"
+#include "launch/infer/campaign.hpp"
 #include "launch/infer/posterior.hpp"
 #include "launch/train/trainer.hpp"
 
@@ -87,30 +88,46 @@ void add_export_command(CLI::App& app, CommonOptions& common, Runner& selected) 
 
 void add_infer_command(CLI::App& app, CommonOptions& common, Runner& selected) {
   auto* sub = app.add_subcommand(
-      "infer", "Posterior samples of a density model (nsf-gw) for the events of a strain file: flow proposals "
-               "importance-weighted against the toy GW likelihood and prior; prints each event's sample efficiency "
-               "and log evidence and writes samples and weights to HDF5 (events spread over the ranks)");
+      "infer", "Run a trained model over data. With infer.inputs in the config: a batch-inference campaign over "
+               "many HDF5 files, units handed to the ranks on demand, one predictions file per input, journaled "
+               "and resumable (docs/campaigns.md). With -i/-o: posterior samples of a density model (nsf-gw) for "
+               "the events of a strain file, importance-weighted against the toy GW likelihood and prior");
   add_common_options(sub, common);
   auto options = std::make_shared<InferOptions>();
+  auto flags = std::make_shared<CampaignFlags>();
   sub->add_option("--checkpoint", options->checkpoint, "Checkpoint file (default: the newest in run.dir/checkpoints)")
       ->check(CLI::ExistingFile);
-  sub->add_option("-i,--input", options->input, "HDF5 file with the strain (hpcml datagen gw layout)")
-      ->required()
+  sub->add_option("-i,--input", options->input, "GW posteriors: HDF5 file with the strain (hpcml datagen gw layout)")
       ->check(CLI::ExistingFile);
-  sub->add_option("-o,--output", options->output, "HDF5 file to write")->required();
-  sub->add_option("--samples", options->samples, "Proposal draws per event (default 5000)")
+  sub->add_option("-o,--output", options->output, "GW posteriors: HDF5 file to write");
+  sub->add_option("--samples", options->samples, "GW posteriors: proposal draws per event (default 5000)")
       ->check(CLI::Range(int64_t{2}, limits::kMaxDraws));
-  sub->add_option("--first", options->first, "First event (row) of the input (default 0)");
-  sub->add_option("--events", options->events, "Events from --first (default 1; 0: to the end of the file)");
-  sub->add_option("--seed", options->seed, "Seed; event i draws from (seed, i) (default 1)");
+  sub->add_option("--first", options->first, "GW posteriors: first event (row) of the input (default 0)");
+  sub->add_option("--events", options->events,
+                  "GW posteriors: events from --first (default 1; 0: to the end of the file)");
+  sub->add_option("--seed", options->seed, "GW posteriors: seed; event i draws from (seed, i) (default 1)");
+  sub->add_flag("--new", flags->fresh,
+                "Campaign: start a new campaign in infer.output_dir, moving the one there aside to "
+                "<dir>.replaced-<UTC time>");
+  sub->add_flag("--retry-failed", flags->retry_failed,
+                "Campaign: run the units and files that failed before again (inputs repaired since are accepted)");
   auto config = std::make_shared<TrainConfig>();
-  sub->callback([&selected, &common, config, options] {
-    check_output_path(options->output, {options->input, options->checkpoint, common.config_path}, "-o/--output");
-    common.parser = [config](const config::Document& environment, const config::Document& file) {
-      return read_layers(environment, file, *config);
+  sub->callback([&selected, &common, config, options, flags] {
+    common.parser = [config, options](const config::Document& environment, const config::Document& file) {
+      auto run = read_layers(environment, file, *config);
+      const bool campaign = !config->infer.inputs.empty();
+      HPCML_CHECK_AS(ConfigError, !campaign || (options->input.empty() && options->output.empty()),
+                     "infer: give either infer.inputs (a campaign) or -i/-o (GW posterior samples), not both");
+      HPCML_CHECK_AS(ConfigError, campaign || (!options->input.empty() && !options->output.empty()),
+                     "infer: expected infer.inputs in the config (a campaign over files) or -i and -o (posterior "
+                     "samples of a density model)");
+      if (!campaign) check_output_path(options->output, {options->input, options->checkpoint}, "-o/--output");
+      if (campaign && !options->checkpoint.empty()) config->infer.checkpoint = options->checkpoint;
+      return run;
     };
-    selected = [config, options](Context& c) {
+    selected = [config, options, flags](Context& c) {
       require_cpu(c, "hpcml infer");
+      if (!config->infer.inputs.empty()) return run_campaign(c, *config, *flags);
       return infer(c, *config, *options);
     };
   });

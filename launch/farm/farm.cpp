@@ -191,11 +191,33 @@ void Coordinator::prepare() {
   journal({{"event", "farm"}, {"name", o_.name}, {"workers", layout_.workers}, {"ranks_per_worker", layout_.k},
            {"resumed", !records.empty()}});
   for (const auto& t : plan_.tasks) add(t, true);
-  for (const auto& r : replay) {
+  // Replay journaled results in order; tasks found done outside the journal join as
+  // soon as the farm knows them (a result's callback may be what adds them).
+  std::deque<TaskResult> todo(replay.begin(), replay.end());
+  std::vector<bool> taken(plan_.already_done.size(), false);
+  auto take_found = [&] {
+    for (size_t i = 0; i < plan_.already_done.size(); ++i) {
+      const auto& found = plan_.already_done[i];
+      if (taken[i] || final_.count(found.id) || !known_.count(found.id)) continue;
+      taken[i] = true;
+      TaskResult result = found;
+      result.ok = true;
+      result.replayed = true;
+      journal({{"event", "done"}, {"id", result.id}, {"worker", -1}, {"seconds", 0.0}, {"result", result.result},
+               {"recovered", true}});
+      final_.insert(result.id);
+      todo.push_back(result);
+    }
+  };
+  take_found();
+  while (!todo.empty()) {
+    const TaskResult r = todo.front();
+    todo.pop_front();
     results_.push_back(r);
     (r.ok ? done_ : failed_)++;
     if (plan_.on_result)
       for (const auto& t : plan_.on_result(r)) add(t, true);
+    take_found();
   }
   queue_.erase(std::remove_if(queue_.begin(), queue_.end(), [this](const Task& t) { return final_.count(t.id); }),
                queue_.end());

@@ -82,6 +82,10 @@ struct FarmPlan {
   /// deterministic callback can be replayed safely. The farm ends when no task is
   /// queued or running and the last callback added none.
   std::function<std::vector<Task>(const TaskResult&)> on_result;
+  /// Tasks found done outside the journal (a campaign's committed output parts whose
+  /// journal line was lost to a kill), with their results: journaled as done
+  /// ("recovered": true) and replayed through on_result like journaled results.
+  std::vector<TaskResult> already_done;
 };
 
 /// Runs `task` on every rank of a worker; `group` is the worker's communicator

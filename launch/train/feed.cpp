@@ -265,6 +265,61 @@ class H5Feed final : public Feed {
 
 }  // namespace
 
+struct RowReader::Impl {
+  TrainConfig c;
+  std::vector<std::string> extra;
+  std::unique_ptr<io::H5Dataset> dataset;
+};
+
+RowReader::RowReader(const TrainConfig& c, const std::string& file, std::vector<std::string> extra)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->c = c;
+  impl_->extra = std::move(extra);
+  io::H5DatasetOptions o;
+  o.files = {file};
+  for (const auto& [name, field] : c.data.inputs) {
+    if (mask_collection(field).empty()) o.expect.fields.push_back({field, io::layout::ElementKind::kFloat, -1});
+  }
+  for (const auto& field : impl_->extra) o.expect.fields.push_back({field, io::layout::ElementKind::kAny, -1});
+  impl_->dataset = std::make_unique<io::H5Dataset>(o);
+}
+
+RowReader::~RowReader() = default;
+
+int64_t RowReader::rows() const { return impl_->dataset->size(); }
+
+bool RowReader::has_field(const std::string& name) const {
+  return impl_->dataset->files().front().field(name) != nullptr;
+}
+
+int64_t RowReader::chunk_rows() const {
+  const auto& info = impl_->dataset->files().front();
+  for (const auto& [name, field] : impl_->c.data.inputs) {
+    if (!mask_collection(field).empty()) continue;  // a padding mask is made, not read
+    const auto* f = info.field(field);
+    if (f == nullptr) continue;
+    if (!f->collection.empty()) {
+      const auto* col = info.collection(f->collection);
+      return col != nullptr && !col->offsets.chunk.empty() ? col->offsets.chunk.front() : 0;
+    }
+    return f->shape.chunk.empty() ? 0 : f->shape.chunk.front();
+  }
+  return 0;
+}
+
+Example RowReader::read(int64_t first, int64_t count, std::map<std::string, at::Tensor>* extra_out) const {
+  std::vector<int64_t> rows(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) rows[static_cast<size_t>(i)] = first + i;
+  io::CollateOptions o;
+  o.pad_to = impl_->c.data.pad_to;
+  const io::Batch b = io::collate(impl_->dataset->read(rows), o);
+  Example e;
+  for (const auto& [name, field] : impl_->c.data.inputs) e.inputs.emplace(name, b.at(field));
+  if (extra_out != nullptr)
+    for (const auto& field : impl_->extra) (*extra_out)[field] = b.at(field);
+  return e;
+}
+
 std::unique_ptr<Feed> make_feed(const TrainConfig& c, const Context& ctx) {
   const int rank = ctx.world->rank(), world = ctx.world->size();
   if (c.data.name == "synthetic") return std::make_unique<SyntheticFeed>(c, rank, world);

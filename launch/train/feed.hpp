@@ -53,6 +53,27 @@ class Feed {
   }
 };
 
+/// Rows of one HDF5 file as a model's inputs, for inference over files the model was
+/// not trained on (`hpcml infer` campaigns): the fields of c.data.inputs (resolved,
+/// see with_input_fields), collated as in training, plus `extra` fields read as they are.
+/// Opening checks the file; errors are IoError naming the file and dataset.
+class RowReader {
+ public:
+  RowReader(const TrainConfig& c, const std::string& file, std::vector<std::string> extra);
+  ~RowReader();
+  int64_t rows() const;
+  /// Rows per HDF5 chunk of the first input (of its offsets for a ragged one); 0 when contiguous.
+  int64_t chunk_rows() const;
+  /// Inputs of rows [first, first + count); `extra` fields into `extra_out`.
+  Example read(int64_t first, int64_t count, std::map<std::string, at::Tensor>* extra_out) const;
+  /// Whether the file has the (fixed) field `name`.
+  bool has_field(const std::string& name) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 /// `c` with data.inputs mapping each of the model's `input_names` to a dataset field:
 /// data.inputs.<name> when given, else data.input for a one-input model, else the
 /// zoo model's default field. Throws ConfigError for an input without a field and

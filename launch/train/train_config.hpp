@@ -308,6 +308,34 @@ struct RunSection {
   }
 };
 
+/// `hpcml infer -c`: a batch-inference campaign (launch/infer/campaign.hpp, docs/campaigns.md).
+struct InferSection {
+  std::vector<std::string> inputs;
+  std::string output_dir;
+  std::string checkpoint;
+  int batch_size = 256;
+  int64_t unit_rows = 4096;
+  std::string task = "auto";
+  std::vector<std::string> copy_fields = {"auto"};
+  template <typename V>
+  void describe(V& v) {
+    v.field("inputs", inputs, "HDF5 files or glob patterns to run the model over (a campaign; empty: the GW "
+            "posterior mode of -i/-o)");
+    v.field("output_dir", output_dir, "where the campaign writes one predictions file per input, its journal, "
+            "campaign.json and summary.json; empty: <run.dir>/infer");
+    v.field("checkpoint", checkpoint, "checkpoint file; empty: the newest in run.dir at the campaign's first run, "
+            "then pinned (recorded in campaign.json)");
+    v.field("batch_size", batch_size, "rows per forward pass", config::in_range(1, 1 << 20));
+    v.field("unit_rows", unit_rows, "rows per unit of work, rounded up to whole HDF5 chunks of the first input",
+            config::in_range(int64_t{1}, int64_t{1} << 40));
+    v.field("task", task, "what the output is: auto (the model's task; classification for a TorchScript model "
+            "with an integer target), classification (scores: softmax probabilities), regression (prediction)",
+            config::one_of({"auto", "classification", "regression"}));
+    v.field("copy_fields", copy_fields, "input fields copied to the output next to each prediction; [auto]: "
+            "data.target when the input has it; []: none");
+  }
+};
+
 struct TrainConfig {
   RuntimeOptions runtime;
   LogSection log;
@@ -319,6 +347,7 @@ struct TrainConfig {
   ReducerSection reducer;
   CheckpointSection checkpoint;
   RunSection run;
+  InferSection infer;
   template <typename V>
   void describe(V& v) {
     v.section("runtime", runtime, "ranks, threads and deadlines");
@@ -331,6 +360,7 @@ struct TrainConfig {
     v.section("reducer", reducer, "gradient averaging across ranks");
     v.section("checkpoint", checkpoint, "checkpoints");
     v.section("run", run, "the run directory");
+    v.section("infer", infer, "hpcml infer: a batch-inference campaign over many files");
   }
 
   /// Sizes that multiply: what the synthetic data set and an MLP allocate must fit in

@@ -1,0 +1,429 @@
+#include "launch/infer/campaign.hpp"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "core/files.hpp"
+#include "core/watchdog.hpp"
+#include "io/h5_dataset.hpp"
+#include "io/predictions.hpp"
+#include "launch/farm/farm.hpp"
+#include "launch/train/checkpoint.hpp"
+#include "launch/train/feed.hpp"
+#include "launch/train/setup.hpp"
+
+namespace hpcml::launch {
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Rank 0's error (or "") reaches every rank, which throws it: rank-0 checks end the
+// job on every rank with the same one line.
+void agree(collectives::Backend& world, const std::string& error) {
+  std::string text = world.rank() == 0 ? error : std::string();
+  at::Tensor size = at::tensor({static_cast<int64_t>(text.size())}, at::kLong);
+  world.broadcast(size);
+  at::Tensor bytes = at::empty({size.item<int64_t>()}, at::kByte);
+  if (world.rank() == 0 && !text.empty()) std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  world.broadcast(bytes);
+  const std::string agreed(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
+  HPCML_CHECK_AS(ConfigError, agreed.empty(), agreed);
+}
+
+// One predictions file per input: <stem>.predictions.h5; inputs that share a file
+// name get -<k>, k their position in the input list (docs/campaigns.md).
+std::vector<std::string> output_names(const std::vector<std::string>& inputs) {
+  std::map<std::string, int> count;
+  for (const auto& in : inputs) ++count[fs::path(in).stem().string()];
+  std::vector<std::string> out;
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const std::string stem = fs::path(inputs[k]).stem().string();
+    out.push_back(stem + (count[stem] > 1 ? "-" + std::to_string(k) : std::string()) + ".predictions.h5");
+  }
+  return out;
+}
+
+// What makes two runs the same campaign.
+json fingerprint(const TrainConfig& c, const std::vector<std::string>& inputs, const std::string& checkpoint,
+                 const std::string& digest, const std::string& task, const std::vector<std::string>& copies) {
+  json files = json::array();
+  for (const auto& in : inputs) {
+    struct stat st{};
+    ::stat(in.c_str(), &st);
+    files.push_back({{"path", fs::absolute(in).string()}, {"bytes", static_cast<int64_t>(st.st_size)},
+                     {"mtime_ns", static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec}});
+  }
+  json inputs_map = json::object();
+  for (const auto& [name, field] : c.data.inputs) inputs_map[name] = field;
+  return {{"checkpoint", checkpoint}, {"checkpoint_sha256", digest},
+          {"model", config::to_yaml(c.model)}, {"data_inputs", inputs_map},
+          {"batch_size", c.infer.batch_size}, {"unit_rows", c.infer.unit_rows}, {"task", task},
+          {"copy_fields", copies}, {"inputs", files}};
+}
+
+// "" when `now` continues `before`, else what changed, for the refusal.
+std::string changes(const json& before, const json& now, bool ignore_input_changes) {
+  std::vector<std::string> what;
+  if (before.value("checkpoint_sha256", "") != now["checkpoint_sha256"])
+    what.push_back("the checkpoint's parameters (sha256 " + before.value("checkpoint_sha256", "").substr(0, 12) +
+                   " -> " + now["checkpoint_sha256"].get<std::string>().substr(0, 12) + ")");
+  for (const char* key : {"model", "data_inputs", "batch_size", "unit_rows", "task", "copy_fields"})
+    if (before.value(key, json()) != now[key]) what.push_back(std::string("the key(s) of ") + key);
+  const auto& a = before.value("inputs", json::array());
+  const auto& b = now["inputs"];
+  if (a.size() != b.size()) {
+    what.push_back("the input list (" + std::to_string(a.size()) + " -> " + std::to_string(b.size()) + " files)");
+  } else {
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (a[i] == b[i]) continue;
+      if (ignore_input_changes && a[i]["path"] == b[i]["path"]) continue;
+      what.push_back("input '" + b[i]["path"].get<std::string>() +
+                     (a[i]["path"] != b[i]["path"] ? "' (was '" + a[i]["path"].get<std::string>() + "')"
+                                                   : "' (size or modification time)"));
+      break;
+    }
+  }
+  std::string out;
+  for (const auto& w : what) out += (out.empty() ? "" : ", ") + w;
+  return out;
+}
+
+// The campaign, as every rank knows it.
+struct Campaign {
+  TrainConfig c;
+  std::vector<std::string> inputs, outputs, copies;
+  fs::path dir, parts;
+  std::string task;  // classification | regression
+  std::string digest, checkpoint;
+  std::unique_ptr<models::Model> model;
+};
+
+std::string unit_id(size_t file, int64_t first) { return std::to_string(file) + ":" + std::to_string(first); }
+std::string part_name(size_t file, int64_t first) {
+  return "f" + std::to_string(file) + "-r" + std::to_string(first) + ".h5";
+}
+
+// Runs the model over rows [first, first + rows) of one input and commits the part.
+json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::unique_ptr<RowReader>>& readers) {
+  const std::string file = task.spec.at("file");
+  const size_t index = task.spec.at("index");
+  const int64_t first = task.spec.at("first"), unit = task.spec.at("unit");
+  auto& reader = readers[file];
+  if (!reader) {
+    readers.clear();  // one open input at a time per rank
+    auto& slot = readers[file];
+    slot = std::make_unique<RowReader>(k.c, file, k.copies);
+  }
+  RowReader& r = *readers[file];
+  HPCML_CHECK_AS(IoError, first < r.rows() || first == 0, "input '", file, "' has ", r.rows(),
+                 " rows, expected more than ", first, " (it changed since the campaign started)");
+  const int64_t rows = std::min(unit, r.rows() - first);
+  double read_s = 0, compute_s = 0;
+  std::vector<at::Tensor> outputs;
+  std::map<std::string, std::vector<at::Tensor>> copied;
+  at::NoGradGuard no_grad;
+  k.model->set_training(false);
+  for (int64_t b = first; b < first + rows; b += k.c.infer.batch_size) {
+    const int64_t n = std::min<int64_t>(k.c.infer.batch_size, first + rows - b);
+    auto t0 = Clock::now();
+    std::map<std::string, at::Tensor> extra;
+    const Example e = r.read(b, n, &extra);
+    read_s += since(t0);
+    t0 = Clock::now();
+    at::Tensor out = k.model->forward(e.inputs).reshape({n, -1});
+    outputs.push_back(k.task == "classification" ? at::softmax(out, 1) : out.to(at::kFloat));
+    compute_s += since(t0);
+    for (auto& [name, t] : extra) copied[name].push_back(t);
+  }
+  const auto t_write = Clock::now();
+  std::vector<io::Column> columns;
+  columns.push_back(io::column_from_tensor("row", at::arange(first, first + rows, at::kLong)));
+  columns.push_back(io::column_from_tensor(k.task == "classification" ? "scores" : "prediction",
+                                           at::cat(outputs).contiguous()));
+  for (const auto& name : k.copies) columns.push_back(io::column_from_tensor(name, at::cat(copied[name]).contiguous()));
+  io::Provenance p{k.model->name(), k.digest, "", file, first, rows};
+  const fs::path final_path = k.parts / part_name(index, first);
+  const fs::path tmp = k.parts / (part_name(index, first) + ".tmp." + std::to_string(::getpid()));
+  io::write_predictions(tmp.string(), std::move(columns), p);
+  // The commit: link() succeeds once; a second finisher of the same unit loses.
+  const bool committed = ::link(tmp.c_str(), final_path.c_str()) == 0;
+  const int link_errno = errno;
+  ::unlink(tmp.c_str());
+  HPCML_CHECK_AS(IoError, committed || link_errno == EEXIST, "campaign: cannot commit part '", final_path.string(),
+                 "': ", std::strerror(link_errno));
+  fsync_file(k.parts.string());
+  return {{"rows", rows}, {"compute_s", compute_s}, {"write_s", since(t_write)},
+          {"read_s", read_s}, {"superseded", !committed}};
+}
+
+// Concatenates a file's committed parts into its predictions file, then removes them.
+json assemble(Campaign& k, const farm::Task& task) {
+  const size_t index = task.spec.at("index");
+  const fs::path out = k.dir / k.outputs[index];
+  std::vector<std::string> parts;
+  for (const auto& first : task.spec.at("firsts")) parts.push_back((k.parts / part_name(index, first.get<int64_t>())).string());
+  bool all_there = true;
+  for (const auto& p : parts) all_there = all_there && fs::exists(p);
+  if (!all_there && fs::exists(out)) return {{"output", out.string()}, {"already", true}};
+  const std::string value = k.task == "classification" ? "scores" : "prediction";
+  std::vector<std::string> names = {"row", value};
+  names.insert(names.end(), k.copies.begin(), k.copies.end());
+  std::map<std::string, std::vector<at::Tensor>> columns;
+  int64_t rows = 0;
+  for (const auto& p : parts) {
+    io::H5DatasetOptions o;
+    o.files = {p};
+    for (const auto& n : names) o.expect.fields.push_back({n, io::layout::ElementKind::kAny, -1});
+    io::H5Dataset part(o);
+    std::vector<int64_t> all(static_cast<size_t>(part.size()));
+    for (int64_t i = 0; i < part.size(); ++i) all[static_cast<size_t>(i)] = i;
+    const io::Block block = part.read(all);
+    for (const auto& n : names) columns[n].push_back(block.fixed.at(n));
+    rows += part.size();
+  }
+  std::vector<io::Column> cols;
+  for (const auto& n : names) cols.push_back(io::column_from_tensor(n, at::cat(columns[n]).contiguous()));
+  io::Provenance p{k.model->name(), k.digest, config::to_yaml(k.c), fs::absolute(k.inputs[index]).string(), 0, rows};
+  io::write_predictions(out.string(), std::move(cols), p);
+  fsync_file(k.dir.string());
+  for (const auto& part : parts) fs::remove(part);
+  return {{"output", out.string()}, {"rows", rows}};
+}
+
+}  // namespace
+
+namespace {
+
+// Rank 0: the campaign directory, its fingerprint (refusing another campaign's
+// directory), the pinned checkpoint. Returns the checkpoint to load.
+std::string prepare_directory(const Campaign& k, const TrainConfig& c, const CampaignFlags& flags,
+                              const std::string& task) {
+  const fs::path record = k.dir / "campaign.json";
+  if (flags.fresh && fs::exists(k.dir)) {
+    const std::string aside = moved_aside_name(k.dir.string());
+    fs::rename(k.dir, aside);
+    std::fprintf(stderr, "hpcml: infer --new: moved the campaign in %s to %s\n", k.dir.c_str(), aside.c_str());
+  }
+  json before;
+  if (fs::exists(record)) {
+    std::ifstream in(record);
+    before = json::parse(in, nullptr, false);
+    HPCML_CHECK_AS(IoError, before.is_object(), "campaign: '", record.string(), "' is not valid JSON");
+  }
+  // The checkpoint: infer.checkpoint, else the one pinned at the first run, else the newest.
+  std::string checkpoint = c.infer.checkpoint;
+  if (checkpoint.empty() && before.is_object()) checkpoint = before.value("checkpoint", "");
+  if (checkpoint.empty()) checkpoint = newest_checkpoint(c.run.dir);
+  HPCML_CHECK_AS(ConfigError, !checkpoint.empty(), "config error: key 'infer.checkpoint': no checkpoint given and "
+                 "none in '", c.run.dir, "/checkpoints' (run.dir)");
+  (void)task;
+  return checkpoint;
+}
+
+}  // namespace
+
+namespace {
+
+// Rank 0: one task per unit of every input (whole HDF5 chunks), plus what earlier runs
+// committed outside the journal; a file that does not open gets an "open" task that
+// fails with its reason (and succeeds on a retry once repaired).
+farm::FarmPlan plan_units(const Campaign& k, std::map<size_t, std::vector<int64_t>>& firsts) {
+  farm::FarmPlan plan;
+  for (size_t i = 0; i < k.inputs.size(); ++i) {
+    int64_t rows = -1, chunk = 0;
+    try {
+      RowReader r(k.c, k.inputs[i], k.copies);
+      rows = r.rows();
+      chunk = r.chunk_rows();
+    } catch (const Error&) {
+      plan.tasks.push_back({std::to_string(i) + ":open", {{"kind", "open"}, {"file", k.inputs[i]}, {"index", i}}});
+      continue;
+    }
+    const int64_t unit = chunk > 0 ? (k.c.infer.unit_rows + chunk - 1) / chunk * chunk : k.c.infer.unit_rows;
+    for (int64_t a = 0; a < std::max<int64_t>(rows, 1); a += unit) firsts[i].push_back(a);
+    const bool assembled = fs::exists(k.dir / k.outputs[i]);
+    for (int64_t a : firsts[i]) {
+      plan.tasks.push_back({unit_id(i, a),
+                            {{"kind", "unit"}, {"file", k.inputs[i]}, {"index", i}, {"first", a}, {"unit", unit}}});
+      if (assembled || fs::exists(k.parts / part_name(i, a)))
+        plan.already_done.push_back({unit_id(i, a), true, {{"recovered", true}}, "", -1, 0, true});
+    }
+    if (assembled)
+      plan.already_done.push_back({"assemble:" + std::to_string(i), true, {{"output", k.outputs[i]}}, "", -1, 0, true});
+  }
+  return plan;
+}
+
+int run_units(Context& ctx, Campaign& k, const CampaignFlags& flags) {
+  auto& world = *ctx.world;
+  const auto start = Clock::now();
+  std::map<size_t, std::vector<int64_t>> firsts;
+  farm::FarmPlan plan;
+  if (world.rank() == 0) plan = plan_units(k, firsts);
+  std::map<size_t, size_t> units_done;
+  plan.on_result = [&](const farm::TaskResult& r) -> std::vector<farm::Task> {
+    const auto colon = r.id.find(':');
+    if (!r.ok || r.id.rfind("assemble:", 0) == 0 || r.id.substr(colon + 1) == "open") return {};
+    const size_t i = std::stoul(r.id.substr(0, colon));
+    if (++units_done[i] != firsts[i].size()) return {};
+    return {{"assemble:" + std::to_string(i), {{"kind", "assemble"}, {"index", i}, {"firsts", firsts[i]}}}};
+  };
+  std::map<std::string, std::unique_ptr<RowReader>> readers;
+  auto work = [&](const farm::Task& task, collectives::Backend&) -> json {
+    const std::string kind = task.spec.at("kind");
+    if (kind == "unit") return run_unit(k, task, readers);
+    if (kind == "assemble") return assemble(k, task);
+    RowReader probe(k.c, task.spec.at("file"), k.copies);  // "open": throws the file's reason, or it opens now
+    return {{"opened", true}};
+  };
+  farm::FarmOptions options;
+  options.name = "infer";
+  options.journal = (k.dir / "journal.jsonl").string();
+  options.retry_failed = flags.retry_failed;
+  const farm::FarmReport report = farm::run_farm(ctx.world, plan, work, options);
+  if (report.interrupted) return kExitPreempted;
+  if (world.rank() != 0) return 0;
+
+  // The report: rows, files, failures, throughput and where the time went.
+  int64_t rows = 0;
+  double read_s = 0, compute_s = 0, write_s = 0;
+  json failures = json::array(), per_worker = json::object(), files = json::array();
+  for (const auto& r : report.results) {
+    if (!r.ok) {
+      failures.push_back({{"task", r.id}, {"error", r.error}});
+      continue;
+    }
+    if (r.id.rfind("assemble:", 0) == 0) files.push_back(r.result.value("output", ""));
+    if (r.result.contains("rows") && r.id.find(':') != std::string::npos && r.id.rfind("assemble:", 0) != 0) {
+      const int64_t n = r.result.value("rows", int64_t{0});
+      rows += n;
+      read_s += r.result.value("read_s", 0.0);
+      compute_s += r.result.value("compute_s", 0.0);
+      write_s += r.result.value("write_s", 0.0);
+      if (!r.replayed) per_worker[std::to_string(r.worker)] = per_worker.value(std::to_string(r.worker), int64_t{0}) + n;
+    }
+  }
+  const double seconds = since(start);
+  json summary = {{"inputs", k.inputs.size()}, {"files_written", files.size()}, {"rows_this_run", per_worker},
+                  {"rows", rows}, {"failures", failures}, {"seconds", seconds},
+                  {"task", k.task}, {"checkpoint", k.checkpoint}, {"checkpoint_sha256", k.digest},
+                  {"split_s", {{"read", read_s}, {"compute", compute_s}, {"write", write_s}}},
+                  {"journals", json::array({options.journal})}};
+  write_file_atomically((k.dir / "summary.json").string(), summary.dump(1) + "\n");
+  std::printf("infer: %zu of %zu files written, %lld rows, %zu failure(s), %.1f s; %s\n", files.size(),
+              k.inputs.size(), static_cast<long long>(rows), failures.size(), seconds,
+              (k.dir / "summary.json").c_str());
+  std::fflush(stdout);
+  return failures.empty() ? 0 : 1;
+}
+
+}  // namespace
+
+int run_campaign(Context& ctx, const TrainConfig& config, const CampaignFlags& flags) {
+  auto& world = *ctx.world;
+  Campaign k;
+  k.c = with_model_defaults(config);
+  TrainConfig& c = k.c;
+  HPCML_CHECK_AS(ConfigError, !density_task(c), "config error: key 'infer.inputs': campaigns write classifier and "
+                 "regressor outputs; for the posterior samples of model '", c.model.name, "' use -i/-o");
+  try {
+    k.inputs = io::expand_files(c.infer.inputs);
+  } catch (const IoError& e) {
+    HPCML_THROW(ConfigError, "config error: key 'infer.inputs': ", e.message());
+  }
+  HPCML_CHECK_AS(ConfigError, !k.inputs.empty(), "config error: key 'infer.inputs': expected files or glob patterns, "
+                 "found none");
+  k.outputs = output_names(k.inputs);
+  k.dir = c.infer.output_dir.empty() ? fs::path(c.run.dir) / "infer" : fs::path(c.infer.output_dir);
+  k.parts = k.dir / "parts";
+
+  // The model, from the first input's fields (it defines the input shapes).
+  c.data.name = "hdf5";
+  c.data.files = {k.inputs.front()};
+  c.data.validation_files.clear();
+  std::string checkpoint, error;
+  if (world.rank() == 0) {
+    try {
+      checkpoint = prepare_directory(k, c, flags, "");
+    } catch (const Error& e) {
+      error = e.message();
+    }
+  }
+  agree(world, error);
+  {
+    // Every rank loads the checkpoint rank 0 chose.
+    at::Tensor size = at::tensor({static_cast<int64_t>(checkpoint.size())}, at::kLong);
+    world.broadcast(size);
+    at::Tensor bytes = at::zeros({size.item<int64_t>()}, at::kByte);
+    if (world.rank() == 0) std::memcpy(bytes.data_ptr(), checkpoint.data(), checkpoint.size());
+    world.broadcast(bytes);
+    checkpoint.assign(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
+  }
+  Setup setup = set_up(c, ctx);
+  c = setup.config;
+  k.model = std::move(setup.model);
+  load_checkpoint_weights(checkpoint, *k.model);
+  k.checkpoint = checkpoint;
+  k.digest = parameters_digest(k.model->named_parameters());
+  k.task = c.infer.task != "auto" ? c.infer.task : (setup.feed->regression() ? "regression" : "classification");
+  // Copied fields: [auto] is the target when the first input has it.
+  {
+    RowReader first(c, k.inputs.front(), {});
+    for (const auto& f : c.infer.copy_fields) {
+      if (f == "auto") {
+        if (!c.data.target.empty() && first.has_field(c.data.target)) k.copies.push_back(c.data.target);
+      } else {
+        k.copies.push_back(f);
+      }
+    }
+  }
+
+  // Rank 0: the fingerprint, refusing a directory of another campaign.
+  const json now = fingerprint(c, k.inputs, k.checkpoint, k.digest, k.task, k.copies);
+  if (world.rank() == 0) {
+    error.clear();
+    const fs::path record = k.dir / "campaign.json";
+    try {
+      fs::create_directories(k.parts);
+      if (fs::exists(record)) {
+        std::ifstream in(record);
+        const std::string changed = changes(json::parse(in, nullptr, false), now, flags.retry_failed);
+        HPCML_CHECK_AS(ConfigError, changed.empty(), "infer: '", k.dir.string(), "' holds another campaign: ",
+                       changed, " changed; rerun with --new to start a new campaign there (the old one is moved "
+                       "aside), or choose another infer.output_dir");
+      } else {
+        write_file_atomically(record.string(), now.dump(1) + "\n");
+      }
+    } catch (const Error& e) {
+      error = e.message();
+    } catch (const fs::filesystem_error& e) {
+      error = std::string("infer: infer.output_dir '") + k.dir.string() + "': " + e.code().message();
+    }
+  }
+  agree(world, error);
+  return run_units(ctx, k, flags);
+}
+
+}  // namespace hpcml::launch

@@ -1,0 +1,24 @@
+/// @file
+/// `hpcml infer -c CONFIG` with infer.inputs: a batch-inference campaign. A trained
+/// model runs over many HDF5 files; units of work (file, row range) are handed to the
+/// ranks by the farm; each unit's output part is committed once (link()), a file's
+/// parts are assembled into its predictions file, and a journal plus the committed
+/// parts let a killed campaign continue exactly. docs/campaigns.md.
+#pragma once
+
+#include "launch/runtime.hpp"
+#include "launch/train/train_config.hpp"
+
+namespace hpcml::launch {
+
+struct CampaignFlags {
+  bool fresh = false;         ///< --new: move an existing campaign in output_dir aside and start over
+  bool retry_failed = false;  ///< --retry-failed: run the units and files that failed before again
+};
+
+/// Runs the campaign `config.infer` describes, on every rank (collective). Returns 0
+/// when every unit and file succeeded, 1 when some failed (listed in summary.json
+/// and on stderr), kExitPreempted when stopped by a signal.
+int run_campaign(Context& context, const TrainConfig& config, const CampaignFlags& flags);
+
+}  // namespace hpcml::launch
