@@ -54,7 +54,7 @@ packages=(
   # a real local Slurm cluster for the job-script tests (jobs/local-cluster.sh)
   slurm-wlm munge
   # Python-side references and fixtures (always run with /usr/bin/python3)
-  python3 python3-torch python3-h5py python3-numpy python3-yaml python3-matplotlib
+  python3 python3-torch python3-h5py python3-numpy python3-yaml python3-matplotlib python3-sklearn
 )
 # pip (download only) and unzip for the upstream LibTorch wheels
 [[ "$libtorch" == upstream ]] && packages+=(python3-pip unzip)

@@ -10,6 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <thread>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -125,6 +128,27 @@ std::string part_name(size_t file, int64_t first) {
   return "f" + std::to_string(file) + "-r" + std::to_string(first) + ".h5";
 }
 
+// Test hooks (tests/cli/test_campaign.py; never set them in production):
+// HPCML_TEST_CAMPAIGN_KILL_AFTER=k  SIGKILLs this rank right after its k-th commit,
+//   before the coordinator can journal it (a kill between commit and journal line);
+// HPCML_TEST_CAMPAIGN_SLOW=<unit id>:<ms>, or *:<ms> for every unit, sleeps in that unit.
+void test_hook_delay(const std::string& id) {
+  static const char* slow = std::getenv("HPCML_TEST_CAMPAIGN_SLOW");
+  if (slow == nullptr) return;
+  const std::string spec(slow);
+  const auto colon = spec.rfind(':');
+  if (colon == std::string::npos) return;
+  const std::string which = spec.substr(0, colon);
+  if (which == "*" || which == id)
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(spec.c_str() + colon + 1)));
+}
+
+void test_hook_after_commit() {
+  static const char* after = std::getenv("HPCML_TEST_CAMPAIGN_KILL_AFTER");
+  static int commits = 0;
+  if (after != nullptr && ++commits == std::atoi(after)) ::raise(SIGKILL);
+}
+
 // Runs the model over rows [first, first + rows) of one input and commits the part.
 json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::unique_ptr<RowReader>>& readers) {
   const std::string file = task.spec.at("file");
@@ -141,6 +165,7 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
                  " rows, expected more than ", first, " (it changed since the campaign started)");
   const int64_t rows = std::min(unit, r.rows() - first);
   double read_s = 0, compute_s = 0;
+  test_hook_delay(task.id);
   std::vector<at::Tensor> outputs;
   std::map<std::string, std::vector<at::Tensor>> copied;
   at::NoGradGuard no_grad;
@@ -174,6 +199,7 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
   HPCML_CHECK_AS(IoError, committed || link_errno == EEXIST, "campaign: cannot commit part '", final_path.string(),
                  "': ", std::strerror(link_errno));
   fsync_file(k.parts.string());
+  if (committed) test_hook_after_commit();
   return {{"rows", rows}, {"compute_s", compute_s}, {"write_s", since(t_write)},
           {"read_s", read_s}, {"superseded", !committed}};
 }

@@ -1,0 +1,223 @@
+"""`hpcml infer -c` campaigns (docs/campaigns.md), checked from the outside with h5py, NumPy and
+scikit-learn: scores equal to the model's forward computed independently from the exported
+weights, ROC AUC from the output file (sklearn) equal to `hpcml eval`'s; a job killed after its k-th
+commit (before the journal line) or at a random time, then re-run, writes the same bytes as an
+uninterrupted campaign; a corrupt input fails only its file, with its reason, and --retry-failed
+completes it once repaired; a changed checkpoint is refused by the fingerprint; a slow unit does not
+stall the other rank."""
+import json
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+import h5py
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, run
+from test_farm import kill_session
+
+FILES = 5
+ROWS = 2000
+CHUNK = 250
+
+
+def rechunk(path, chunk):
+    """Rewrites the fixed fields of a datagen file with `chunk` rows per HDF5 chunk (datagen writes one)."""
+    with h5py.File(path, "a") as f:
+        for name in ("jet", "label"):
+            data, attrs = f[name][...], dict(f[name].attrs)
+            del f[name]
+            d = f.create_dataset(name, data=data, chunks=(chunk,) + data.shape[1:])
+            for k, v in attrs.items():
+                d.attrs[k] = v
+
+
+def read_output(path):
+    with h5py.File(path, "r") as f:
+        return {name: f[name][...] for name in ("row", "scores", "label")}
+
+
+class CampaignTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="hpcml-campaign-")
+        cls.data = os.path.join(cls.tmp, "jets")
+        rc, out, err, _ = run(["datagen", "jets", "-o", cls.data, "--files", str(FILES), "--events-per-file",
+                               str(ROWS)], ranks=2, timeout=300)
+        assert rc == 0, err
+        cls.inputs = sorted(os.path.join(cls.data, f) for f in os.listdir(cls.data))
+        for path in cls.inputs:
+            rechunk(path, CHUNK)
+        cls.run_dir = os.path.join(cls.tmp, "run")
+        rc, out, err, _ = run(["train"] + cls.model_args() + ["--set", "train.epochs=2"], ranks=2, timeout=300)
+        assert rc == 0, err
+        cls.reference = os.path.join(cls.tmp, "reference")
+        rc, out, err, _ = run(["infer"] + cls.campaign_args(cls.reference), ranks=2, timeout=300)
+        assert rc == 0, err
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    @classmethod
+    def model_args(cls):
+        return ["--set", "model.name=mlp", "--set", "model.hidden=[32]", "--set", "data.name=hdf5",
+                "--set", f"data.files=[{cls.inputs[0]}, {cls.inputs[1]}, {cls.inputs[2]}]",
+                "--set", f"data.validation_files=[{cls.inputs[3]}]", "--set", "data.input=jet",
+                "--set", "data.target=label", "--set", "data.classes=2", "--set", "train.batch_size=64",
+                "--set", "optimizer.name=adam", "--set", "optimizer.lr=0.01", "--set", f"run.dir={cls.run_dir}"]
+
+    @classmethod
+    def campaign_args(cls, out, inputs=None, extra=()):
+        inputs = inputs or [os.path.join(cls.data, "jets-*.h5")]
+        return cls.model_args() + ["--set", f"infer.inputs=[{', '.join(inputs)}]", "--set", f"infer.output_dir={out}",
+                                   "--set", "infer.unit_rows=250", "--set", "infer.batch_size=100"] + list(extra)
+
+    def outputs_equal(self, a, b):
+        names = sorted(f for f in os.listdir(a) if f.endswith(".predictions.h5"))
+        self.assertEqual(names, sorted(f for f in os.listdir(b) if f.endswith(".predictions.h5")))
+        self.assertEqual(len(names), FILES)
+        for name in names:
+            x, y = read_output(os.path.join(a, name)), read_output(os.path.join(b, name))
+            for key in x:
+                self.assertEqual(x[key].dtype, y[key].dtype, f"{name}/{key}")
+                self.assertEqual(x[key].tobytes(), y[key].tobytes(), f"{name}/{key}")
+
+    def test_scores_are_the_models_forward_and_auc_matches_eval(self):
+        out = read_output(os.path.join(self.reference, "jets-00003.predictions.h5"))
+        with h5py.File(self.inputs[3], "r") as f:
+            jet, label = f["jet"][...].astype(np.float64), f["label"][...]
+        np.testing.assert_array_equal(out["row"], np.arange(ROWS))
+        np.testing.assert_array_equal(out["label"], label)
+        # The MLP's forward from the exported weights, in float64 NumPy.
+        with open(os.path.join(self.reference, "summary.json")) as f:
+            summary = json.load(f)
+        params = os.path.join(self.tmp, "params.h5")
+        rc, _, err, _ = run(["export", summary["checkpoint"], "-o", params])
+        self.assertEqual(rc, 0, err)
+        with h5py.File(params, "r") as p:
+            w0, b0, w1, b1 = (p[n][...].astype(np.float64) for n in ("0.weight", "0.bias", "2.weight", "2.bias"))
+        logits = np.maximum(jet @ w0.T + b0, 0) @ w1.T + b1
+        expected = np.exp(logits - logits.max(1, keepdims=True))
+        expected /= expected.sum(1, keepdims=True)
+        np.testing.assert_allclose(out["scores"], expected, rtol=1e-4, atol=1e-6)
+        # ROC AUC by scikit-learn from the output file against hpcml eval's on the same file.
+        rc, stdout, err, _ = run(["eval"] + self.model_args() + ["--checkpoint", summary["checkpoint"]], ranks=2,
+                                 timeout=300)
+        self.assertEqual(rc, 0, err)
+        with open(os.path.join(self.run_dir, "summary.json")) as f:
+            eval_auc = json.load(f)["eval"]["auc"]
+        self.assertAlmostEqual(roc_auc_score(out["label"], out["scores"][:, 1]), eval_auc, delta=2e-4)
+        # Provenance attributes.
+        with h5py.File(os.path.join(self.reference, "jets-00003.predictions.h5"), "r") as f:
+            self.assertEqual(f.attrs["schema"], "hpcml.predictions")
+            self.assertEqual(f.attrs["checkpoint_sha256"], summary["checkpoint_sha256"])
+            self.assertEqual(f.attrs["input_file"], os.path.abspath(self.inputs[3]))
+
+    def kill_and_resume(self, out, env, wait_for=None):
+        cmd = [MPIEXEC, "-n", "2"] + MPIEXEC_PREFLAGS + [BIN, "infer"] + self.campaign_args(out)
+        job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                               env=dict(os.environ, **env))
+        if wait_for is not None:
+            time.sleep(wait_for)
+            kill_session(job.pid)
+        _, err = job.communicate(timeout=120)
+        self.assertNotEqual(job.returncode, 0, "the campaign was not interrupted")
+        rc, stdout, err, _ = run(["infer"] + self.campaign_args(out), ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        self.outputs_equal(self.reference, out)
+        self.assertEqual(os.listdir(os.path.join(out, "parts")), [])
+        with open(os.path.join(out, "journal.jsonl")) as f:
+            events = [json.loads(line) for line in f if line.endswith("\n")]
+        done = [e["id"] for e in events if e["event"] == "done"]
+        self.assertEqual(len(done), len(set(done)), "a unit journaled done twice")
+        self.assertEqual(len(done), FILES * ROWS // CHUNK + FILES)
+        return events
+
+    def test_killed_after_a_commit_before_its_journal_line_resumes_exactly(self):
+        for k in (1, 7):
+            with self.subTest(after_commit=k):
+                out = os.path.join(self.tmp, f"killed-{k}")
+                events = self.kill_and_resume(out, {"HPCML_TEST_CAMPAIGN_KILL_AFTER": str(k)})
+                self.assertTrue(any(e.get("recovered") for e in events), "the unjournaled part was not recovered")
+
+    def test_killed_at_random_times_resumes_exactly(self):
+        rng = random.Random(25)
+        for i in range(2):
+            out = os.path.join(self.tmp, f"random-{i}")
+            # 40 units of 150 ms on 2 workers: about 3 s after start-up.
+            self.kill_and_resume(out, {"HPCML_TEST_CAMPAIGN_SLOW": "*:150"}, wait_for=rng.uniform(1.5, 3.0))
+
+    def test_a_corrupt_input_fails_its_file_only_and_retry_failed_completes_it(self):
+        data = os.path.join(self.tmp, "mixed")
+        os.makedirs(data, exist_ok=True)
+        for path in self.inputs:
+            shutil.copy(path, data)
+        bad = os.path.join(data, "jets-00002.h5")
+        with open(bad, "r+b") as f:
+            f.truncate(4096)
+        out = os.path.join(self.tmp, "mixed-out")
+        args = self.campaign_args(out, [os.path.join(data, "jets-*.h5")])
+        rc, stdout, err, _ = run(["infer"] + args, ranks=2, timeout=300)
+        self.assertEqual(rc, 1, err)
+        with open(os.path.join(out, "summary.json")) as f:
+            summary = json.load(f)
+        self.assertEqual(len(summary["failures"]), 1)
+        self.assertIn("jets-00002.h5", summary["failures"][0]["error"])
+        self.assertEqual(summary["files_written"], FILES - 1)
+        self.assertFalse(os.path.exists(os.path.join(out, "jets-00002.predictions.h5")))
+        shutil.copy(self.inputs[2], bad)  # repaired
+        rc, stdout, err, _ = run(["infer", "--retry-failed"] + args, ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        self.outputs_equal(self.reference, out)
+
+    def test_a_changed_checkpoint_is_refused_and_new_starts_over(self):
+        out = os.path.join(self.tmp, "fingerprint")
+        rc, _, err, _ = run(["infer"] + self.campaign_args(out), ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        other = os.path.join(self.tmp, "other-run")
+        rc, _, err, _ = run(["train"] + self.model_args() + ["--set", f"run.dir={other}", "--set", "train.seed=9"],
+                            ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        ckpt = os.path.join(other, "checkpoints", sorted(os.listdir(os.path.join(other, "checkpoints")))[-1])
+        args = self.campaign_args(out, extra=["--set", f"infer.checkpoint={ckpt}"])
+        rc, _, err, _ = run(["infer"] + args, ranks=2, timeout=300)
+        self.assertEqual(rc, 2, err)
+        lines = [l for l in err.splitlines() if "holds another campaign" in l]
+        self.assertEqual(len(lines), 1, err)
+        self.assertIn("the checkpoint's parameters", lines[0])
+        rc, _, err, _ = run(["infer", "--new"] + args, ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        self.assertTrue([d for d in os.listdir(self.tmp) if d.startswith("fingerprint.replaced-")])
+
+    def test_a_slow_unit_does_not_stall_the_other_rank(self):
+        out = os.path.join(self.tmp, "slow")
+        env = dict(os.environ, HPCML_TEST_CAMPAIGN_SLOW="0:0:2500")
+        rc, _, err, _ = run(["infer"] + self.campaign_args(out), ranks=2, timeout=300, env=env)
+        self.assertEqual(rc, 0, err)
+        with open(os.path.join(out, "journal.jsonl")) as f:
+            events = [json.loads(line) for line in f]
+        slow = [e for e in events if e["event"] == "start" and e["id"] == "0:0"][0]
+        slow_end = [e for e in events if e["event"] == "done" and e["id"] == "0:0"][0]["t"]
+        # While the slow unit ran, the other worker took every unit handed out.
+        during = [e for e in events if e["event"] == "start" and slow["t"] < e["t"] < slow_end]
+        self.assertGreater(len(during), FILES * ROWS // CHUNK // 2)
+        self.assertTrue(all(e["worker"] != slow["worker"] for e in during))
+        self.outputs_equal(self.reference, out)
+
+    def test_bad_configs_are_one_line(self):
+        for extra, want in ((["--set", "infer.inputs=[/nonexistent/*.h5]"], "key 'infer.inputs'"),
+                            (["--set", "model.name=nsf-gw"], "use -i/-o")):
+            rc, _, err, _ = run(["infer"] + self.campaign_args(os.path.join(self.tmp, "bad")) + extra, ranks=2,
+                                timeout=120)
+            self.assertNotEqual(rc, 0)
+            self.assertEqual(len([l for l in err.splitlines() if want in l]), 1, err)
+
+
+if __name__ == "__main__":
+    unittest.main()
