@@ -128,6 +128,8 @@ class Coordinator {
   void assign_idle();
   void finish_if_drained();
   void check_overdue() const;
+  void revisit_waiting();
+  void record_recovered(const TaskResult& found);
   // Every record carries its wall-clock time ("t", seconds since the epoch).
   void journal(json record) {
     record["t"] = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -143,6 +145,7 @@ class Coordinator {
   std::map<std::string, json> known_;        // id -> spec
   std::set<std::string> final_;              // done or failed (and not to be retried)
   std::deque<Task> queue_;
+  std::deque<Task> waiting_;                 // claimed by another job: offered again later
   std::map<int, std::pair<Task, Clock::time_point>> running_;  // worker -> task
   std::deque<int> idle_;                     // workers waiting for a task
   std::set<int> stopped_;
@@ -201,10 +204,12 @@ void Coordinator::prepare() {
       if (taken[i] || final_.count(found.id) || !known_.count(found.id)) continue;
       taken[i] = true;
       TaskResult result = found;
-      result.ok = true;
       result.replayed = true;
-      journal({{"event", "done"}, {"id", result.id}, {"worker", -1}, {"seconds", 0.0}, {"result", result.result},
-               {"recovered", true}});
+      json record = {{"event", result.ok ? "done" : "failed"}, {"id", result.id}, {"worker", -1}, {"seconds", 0.0},
+                     {"recovered", true}};
+      if (result.ok) record["result"] = result.result;
+      else record["error"] = result.error;
+      journal(record);
       final_.insert(result.id);
       todo.push_back(result);
     }
@@ -274,18 +279,48 @@ void Coordinator::handle(int worker, const json& result) {
 
 void Coordinator::assign_idle() {
   while (!stopping_ && !idle_.empty() && !queue_.empty()) {
-    const int worker = idle_.front();
-    idle_.pop_front();
     Task task = queue_.front();
     queue_.pop_front();
+    if (plan_.claim && !plan_.claim(task)) {
+      waiting_.push_back(task);
+      continue;
+    }
+    const int worker = idle_.front();
+    idle_.pop_front();
     journal({{"event", "start"}, {"id", task.id}, {"worker", worker}});
     running_[worker] = {task, Clock::now()};
     send_json(comm_, {{"task", json_of(task)}}, layout_.leader(worker), kTagReply);
   }
 }
 
+void Coordinator::record_recovered(const TaskResult& found) {
+  TaskResult r = found;
+  r.ok = true;
+  journal({{"event", "done"}, {"id", r.id}, {"worker", -1}, {"seconds", 0.0}, {"result", r.result},
+           {"recovered", true}});
+  final_.insert(r.id);
+  ++done_;
+  results_.push_back(r);
+  progress_.update(done_ + failed_, failed_, static_cast<int>(known_.size()));
+  if (plan_.on_result)
+    for (const auto& t : plan_.on_result(r)) add(t, true);
+}
+
+// Tasks another job held: done there by now (recovered), or offered for a claim again.
+void Coordinator::revisit_waiting() {
+  std::deque<Task> again;
+  again.swap(waiting_);
+  for (auto& task : again) {
+    std::optional<TaskResult> found = plan_.done_elsewhere ? plan_.done_elsewhere(task) : std::nullopt;
+    if (found) record_recovered(*found);
+    else queue_.push_back(std::move(task));
+  }
+  assign_idle();
+  finish_if_drained();
+}
+
 void Coordinator::finish_if_drained() {
-  if ((!queue_.empty() && !stopping_) || !running_.empty()) return;
+  if (((!queue_.empty() || !waiting_.empty()) && !stopping_) || !running_.empty()) return;
   while (!idle_.empty()) {
     const int worker = idle_.front();
     idle_.pop_front();
@@ -315,7 +350,7 @@ void Coordinator::run() {
   // Idle workers hear from the coordinator at least this often, so their waits keep
   // a deadline however long other workers' tasks run.
   const double heartbeat_s = std::max(0.05, std::min(10.0, comm_.default_timeout().count() / 1000.0 / 4));
-  auto last_heartbeat = Clock::now();
+  auto last_heartbeat = Clock::now(), last_tick = Clock::now();
   int quiet = 0;
   while (static_cast<int>(stopped_.size()) < layout_.workers) {
     if (auto m = comm_.improbe(collectives::kAnySource, kTagAsk)) {
@@ -329,6 +364,11 @@ void Coordinator::run() {
       std::fprintf(stderr, "hpcml: %s: signal %d: no more tasks are handed out; waiting for %zu running task(s)\n",
                    o_.name.c_str(), stop_signal(), running_.size());
       finish_if_drained();
+    }
+    if (seconds_since(last_tick) > 1.0) {
+      if (plan_.tick) plan_.tick();
+      if (!waiting_.empty()) revisit_waiting();
+      last_tick = Clock::now();
     }
     if (seconds_since(last_heartbeat) > heartbeat_s) {
       for (int worker : idle_) send_json(comm_, {{"wait", true}}, layout_.leader(worker), kTagReply);

@@ -45,6 +45,7 @@
 #include <nlohmann/json.hpp>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -82,10 +83,22 @@ struct FarmPlan {
   /// deterministic callback can be replayed safely. The farm ends when no task is
   /// queued or running and the last callback added none.
   std::function<std::vector<Task>(const TaskResult&)> on_result;
-  /// Tasks found done outside the journal (a campaign's committed output parts whose
-  /// journal line was lost to a kill), with their results: journaled as done
-  /// ("recovered": true) and replayed through on_result like journaled results.
+  /// Tasks found finished outside the journal (a campaign's committed output parts whose
+  /// journal line was lost to a kill; what other jobs' journals say), with their
+  /// results: journaled as done or failed ("recovered": true) and replayed through
+  /// on_result like journaled results.
   std::vector<TaskResult> already_done;
+
+  // Sharing tasks with other jobs (a campaign run by several jobs at once); all called
+  // on the coordinator, all optional.
+  /// True when this job may run `task` now (it holds the task's claim); false when
+  /// another live job holds it: the task waits and is offered again about every second.
+  std::function<bool(const Task&)> claim;
+  /// For a waiting task: its result when another job finished it meanwhile (journaled
+  /// as done, "recovered": true), else nothing.
+  std::function<std::optional<TaskResult>(const Task&)> done_elsewhere;
+  /// Called about every second while the farm runs (claims renew their heartbeat).
+  std::function<void()> tick;
 };
 
 /// Runs `task` on every rank of a worker; `group` is the worker's communicator

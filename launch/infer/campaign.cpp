@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "core/config.hpp"
@@ -26,8 +27,10 @@
 #include "core/files.hpp"
 #include "core/watchdog.hpp"
 #include "io/h5_dataset.hpp"
+#include "io/journal.hpp"
 #include "io/predictions.hpp"
 #include "launch/farm/farm.hpp"
+#include "launch/infer/claims.hpp"
 #include "launch/train/checkpoint.hpp"
 #include "launch/train/feed.hpp"
 #include "launch/train/setup.hpp"
@@ -193,11 +196,17 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
   const fs::path tmp = k.parts / (part_name(index, first) + ".tmp." + std::to_string(::getpid()));
   io::write_predictions(tmp.string(), std::move(columns), p);
   // The commit: link() succeeds once; a second finisher of the same unit loses.
-  const bool committed = ::link(tmp.c_str(), final_path.c_str()) == 0;
+  bool committed = ::link(tmp.c_str(), final_path.c_str()) == 0;
   const int link_errno = errno;
   ::unlink(tmp.c_str());
   HPCML_CHECK_AS(IoError, committed || link_errno == EEXIST, "campaign: cannot commit part '", final_path.string(),
                  "': ", std::strerror(link_errno));
+  if (committed && fs::exists(k.dir / k.outputs[index])) {
+    // A late finisher whose unit another job committed and assembled (its part was
+    // removed): this copy is stray.
+    ::unlink(final_path.c_str());
+    committed = false;
+  }
   fsync_file(k.parts.string());
   if (committed) test_hook_after_commit();
   return {{"rows", rows}, {"compute_s", compute_s}, {"write_s", since(t_write)},
@@ -302,14 +311,68 @@ farm::FarmPlan plan_units(const Campaign& k, std::map<size_t, std::vector<int64_
   return plan;
 }
 
+// This job's name in claims and its journal: the Slurm job (a requeued job finds its
+// own journal), else host and process of rank 0.
+std::string job_name() {
+  if (const char* id = std::getenv("SLURM_JOB_ID")) return std::string("slurm") + id;
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return std::string(host) + "-" + std::to_string(::getpid());
+}
+
+// What the journals of other jobs on this campaign say is finished (the campaign's
+// state is the union of every job's journal).
+void add_other_journals(const Campaign& k, const std::string& mine, bool retry_failed, farm::FarmPlan& plan) {
+  std::map<std::string, farm::TaskResult> finished;
+  for (const auto& entry : fs::directory_iterator(k.dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("journal.", 0) != 0 || entry.path().extension() != ".jsonl" || entry.path() == mine) continue;
+    for (const auto& r : io::read_journal(entry.path().string()).records) {
+      const std::string event = r.value("event", "");
+      if (event != "done" && !(event == "failed" && !retry_failed)) continue;
+      auto& slot = finished[r.at("id").get<std::string>()];
+      if (slot.ok) continue;  // done anywhere wins over failed
+      slot.id = r.at("id");
+      slot.ok = event == "done";
+      slot.result = r.value("result", json::object());
+      slot.error = r.value("error", "");
+    }
+  }
+  for (auto& [id, r] : finished) plan.already_done.push_back(r);
+}
+
+// Whether `task` is finished by some job: its part committed or its file assembled.
+std::optional<farm::TaskResult> finished_elsewhere(const Campaign& k, const farm::Task& task) {
+  const std::string kind = task.spec.value("kind", "");
+  if (kind == "open") return std::nullopt;
+  const size_t i = task.spec.at("index");
+  const bool assembled = fs::exists(k.dir / k.outputs[i]);
+  const bool committed = kind == "unit" && fs::exists(k.parts / part_name(i, task.spec.at("first").get<int64_t>()));
+  if (!assembled && !committed) return std::nullopt;
+  return farm::TaskResult{task.id, true, {{"recovered", true}}, "", -1, 0, true};
+}
+
 int run_units(Context& ctx, Campaign& k, const CampaignFlags& flags) {
   auto& world = *ctx.world;
   const auto start = Clock::now();
   std::map<size_t, std::vector<int64_t>> firsts;
   farm::FarmPlan plan;
-  if (world.rank() == 0) plan = plan_units(k, firsts);
+  std::unique_ptr<Claims> claims;
+  std::string journal;
+  if (world.rank() == 0) {
+    plan = plan_units(k, firsts);
+    claims = std::make_unique<Claims>(k.dir / "claims", job_name(), k.c.infer.lease_s);
+    journal = (k.dir / ("journal." + claims->job() + ".jsonl")).string();
+    add_other_journals(k, journal, flags.retry_failed, plan);
+    plan.claim = [&](const farm::Task& task) {
+      return !finished_elsewhere(k, task) && claims->claim(task.id);
+    };
+    plan.done_elsewhere = [&](const farm::Task& task) { return finished_elsewhere(k, task); };
+    plan.tick = [&] { claims->renew(); };
+  }
   std::map<size_t, size_t> units_done;
   plan.on_result = [&](const farm::TaskResult& r) -> std::vector<farm::Task> {
+    if (claims && !r.replayed) claims->release(r.id);
     const auto colon = r.id.find(':');
     if (!r.ok || r.id.rfind("assemble:", 0) == 0 || r.id.substr(colon + 1) == "open") return {};
     const size_t i = std::stoul(r.id.substr(0, colon));
@@ -326,7 +389,16 @@ int run_units(Context& ctx, Campaign& k, const CampaignFlags& flags) {
   };
   farm::FarmOptions options;
   options.name = "infer";
-  options.journal = (k.dir / "journal.jsonl").string();
+  {
+    // Every rank uses rank 0's journal name (the coordinator is the only writer).
+    at::Tensor size = at::tensor({static_cast<int64_t>(journal.size())}, at::kLong);
+    world.broadcast(size);
+    at::Tensor bytes = at::zeros({size.item<int64_t>()}, at::kByte);
+    if (world.rank() == 0) std::memcpy(bytes.data_ptr(), journal.data(), journal.size());
+    world.broadcast(bytes);
+    journal.assign(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
+  }
+  options.journal = journal;
   options.retry_failed = flags.retry_failed;
   const farm::FarmReport report = farm::run_farm(ctx.world, plan, work, options);
   if (report.interrupted) return kExitPreempted;

@@ -317,6 +317,7 @@ struct InferSection {
   int64_t unit_rows = 4096;
   std::string task = "auto";
   std::vector<std::string> copy_fields = {"auto"};
+  double lease_s = 60;
   template <typename V>
   void describe(V& v) {
     v.field("inputs", inputs, "HDF5 files or glob patterns to run the model over (a campaign; empty: the GW "
@@ -333,6 +334,8 @@ struct InferSection {
             config::one_of({"auto", "classification", "regression"}));
     v.field("copy_fields", copy_fields, "input fields copied to the output next to each prediction; [auto]: "
             "data.target when the input has it; []: none");
+    v.field("lease_s", lease_s, "several jobs on one campaign: a unit's claim whose heartbeat (renewed every second) "
+            "has not changed for this long is taken over by another job", config::in_range(10.0, 86400.0));
   }
 };
 

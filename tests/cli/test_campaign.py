@@ -9,6 +9,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -35,6 +36,22 @@ def rechunk(path, chunk):
             d = f.create_dataset(name, data=data, chunks=(chunk,) + data.shape[1:])
             for k, v in attrs.items():
                 d.attrs[k] = v
+
+
+def read_journals(out):
+    """Every job's journal of a campaign directory, as (file name, events)."""
+    found = []
+    for name in sorted(os.listdir(out)):
+        if name.startswith("journal.") and name.endswith(".jsonl"):
+            with open(os.path.join(out, name)) as f:
+                found.append((name, [json.loads(line) for line in f if line.endswith("\n")]))
+    return found
+
+
+def computed_done(journals):
+    """Unit and file ids journaled done by the job that computed them (not recovered, not superseded)."""
+    return [e["id"] for _, events in journals for e in events if e["event"] == "done" and not e.get("recovered")
+            and not e.get("result", {}).get("superseded")]
 
 
 def read_output(path):
@@ -132,12 +149,12 @@ class CampaignTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.outputs_equal(self.reference, out)
         self.assertEqual(os.listdir(os.path.join(out, "parts")), [])
-        with open(os.path.join(out, "journal.jsonl")) as f:
-            events = [json.loads(line) for line in f if line.endswith("\n")]
-        done = [e["id"] for e in events if e["event"] == "done"]
-        self.assertEqual(len(done), len(set(done)), "a unit journaled done twice")
-        self.assertEqual(len(done), FILES * ROWS // CHUNK + FILES)
-        return events
+        journals = read_journals(out)
+        computed = computed_done(journals)
+        self.assertEqual(len(computed), len(set(computed)), "a unit computed and journaled twice")
+        every = {e["id"] for _, events in journals for e in events if e["event"] == "done"}
+        self.assertEqual(len(every), FILES * ROWS // CHUNK + FILES)
+        return [e for _, events in journals for e in events]
 
     def test_killed_after_a_commit_before_its_journal_line_resumes_exactly(self):
         for k in (1, 7):
@@ -200,8 +217,7 @@ class CampaignTest(unittest.TestCase):
         env = dict(os.environ, HPCML_TEST_CAMPAIGN_SLOW="0:0:2500")
         rc, _, err, _ = run(["infer"] + self.campaign_args(out), ranks=2, timeout=300, env=env)
         self.assertEqual(rc, 0, err)
-        with open(os.path.join(out, "journal.jsonl")) as f:
-            events = [json.loads(line) for line in f]
+        [(_, events)] = read_journals(out)
         slow = [e for e in events if e["event"] == "start" and e["id"] == "0:0"][0]
         slow_end = [e for e in events if e["event"] == "done" and e["id"] == "0:0"][0]["t"]
         # While the slow unit ran, the other worker took every unit handed out.
@@ -209,6 +225,71 @@ class CampaignTest(unittest.TestCase):
         self.assertGreater(len(during), FILES * ROWS // CHUNK // 2)
         self.assertTrue(all(e["worker"] != slow["worker"] for e in during))
         self.outputs_equal(self.reference, out)
+
+    def start_job(self, out, env, extra=()):
+        cmd = [MPIEXEC, "-n", "2"] + MPIEXEC_PREFLAGS + [BIN, "infer"] + self.campaign_args(out, extra=extra)
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True, env=dict(os.environ, **env))
+
+    def wait_for(self, path, seconds=60):
+        deadline = time.time() + seconds
+        while time.time() < deadline and not os.path.exists(path):
+            time.sleep(0.02)
+        self.assertTrue(os.path.exists(path), f"{path} never appeared")
+
+    def test_two_jobs_share_one_campaign_and_compute_each_unit_once(self):
+        out = os.path.join(self.tmp, "two-jobs")
+        slow = {"HPCML_TEST_CAMPAIGN_SLOW": "*:200"}  # 40 units of 200 ms: about 4 s for one job
+        a = self.start_job(out, slow)
+        self.wait_for(os.path.join(out, "campaign.json"))
+        b = self.start_job(out, slow)
+        for job in (a, b):
+            _, err = job.communicate(timeout=120)
+            self.assertEqual(job.returncode, 0, err)
+        self.outputs_equal(self.reference, out)
+        journals = read_journals(out)
+        self.assertEqual(len(journals), 2)
+        computed = computed_done(journals)
+        self.assertEqual(sorted(computed), sorted(set(computed)), "a unit computed by both jobs")
+        units = [i for i in computed if not i.startswith("assemble:")]
+        self.assertEqual(len(units), FILES * ROWS // CHUNK)
+        for name, events in journals:
+            self.assertTrue([e for e in events if e["event"] == "done" and not e.get("recovered")],
+                            f"{name} computed nothing: the jobs did not share the work")
+
+    def test_a_killed_jobs_claim_is_taken_over_after_its_lease(self):
+        out = os.path.join(self.tmp, "killed-claim")
+        a = self.start_job(out, {"HPCML_TEST_CAMPAIGN_SLOW": "0:0:60000"})
+        self.wait_for(os.path.join(out, "claims", "0_0.claim"))
+        kill_session(a.pid)
+        a.communicate(timeout=30)
+        start = time.monotonic()
+        rc, _, err, _ = run(["infer"] + self.campaign_args(out, extra=["--set", "infer.lease_s=10"]), ranks=2,
+                            timeout=300)
+        self.assertEqual(rc, 0, err)
+        self.assertGreaterEqual(time.monotonic() - start, 10, "the claim was taken before its lease ran out")
+        self.assertIn("took over the claim of unit 0:0", err)
+        self.outputs_equal(self.reference, out)
+
+    def test_a_late_finisher_is_superseded(self):
+        out = os.path.join(self.tmp, "late")
+        a = self.start_job(out, {"HPCML_TEST_CAMPAIGN_SLOW": "0:0:3000"}, ["--set", "infer.lease_s=10"])
+        self.wait_for(os.path.join(out, "claims", "0_0.claim"))
+        kill_session(a.pid, signal.SIGSTOP)  # job A hangs while holding unit 0:0
+        try:
+            rc, _, err, _ = run(["infer"] + self.campaign_args(out, extra=["--set", "infer.lease_s=10"]), ranks=2,
+                                timeout=300)
+            self.assertEqual(rc, 0, err)
+        finally:
+            kill_session(a.pid, signal.SIGCONT)
+        _, err = a.communicate(timeout=120)
+        self.assertEqual(a.returncode, 0, err)
+        self.outputs_equal(self.reference, out)
+        journals = dict(read_journals(out))
+        late = [e for name, events in journals.items() for e in events
+                if e["event"] == "done" and e["id"] == "0:0" and e.get("result", {}).get("superseded")]
+        self.assertEqual(len(late), 1, "job A's late copy of unit 0:0 is recorded as superseded")
+        self.assertEqual(os.listdir(os.path.join(out, "parts")), [])
 
     def test_bad_configs_are_one_line(self):
         for extra, want in ((["--set", "infer.inputs=[/nonexistent/*.h5]"], "key 'infer.inputs'"),

@@ -27,15 +27,15 @@ def workers_of(ranks, k, coordinator_works):
     return [list(range(first + w * k, first + (w + 1) * k)) for w in range((ranks - first) // k)]
 
 
-def kill_session(sid):
-    """SIGKILL to mpiexec and every rank: Open MPI gives the ranks process groups of their own, so a
-    killpg of mpiexec's group would leave them running; they all keep mpiexec's session."""
+def kill_session(sid, sig=signal.SIGKILL):
+    """`sig` (SIGKILL) to mpiexec and every rank: Open MPI gives the ranks process groups of their own,
+    so a killpg of mpiexec's group would leave them running; they all keep mpiexec's session."""
     out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
     for line in out.splitlines():
         pid, session = (int(x) for x in line.split())
         if session == sid:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 pass
 
