@@ -116,6 +116,36 @@ std::string changes(const json& before, const json& now, bool ignore_input_chang
   return out;
 }
 
+// Writes `text` to a temporary name of this process, fsyncs it, then: `once`: link()s
+// it to `path`, returning false when `path` exists already (another job wrote it
+// first); else renames it over `path`. Several jobs may do this at once.
+bool publish(const fs::path& path, const std::string& text, bool once) {
+  const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    HPCML_CHECK_AS(IoError, out.good(), "campaign: cannot write '", tmp.string(), "': ", std::strerror(errno));
+  }
+  fsync_file(tmp.string());
+  if (once) {
+    const bool made = ::link(tmp.c_str(), path.c_str()) == 0;
+    const int error = errno;
+    ::unlink(tmp.c_str());
+    HPCML_CHECK_AS(IoError, made || error == EEXIST, "campaign: cannot create '", path.string(), "': ",
+                   std::strerror(error));
+    fsync_file(path.parent_path().string());
+    return made;
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    ::unlink(tmp.c_str());
+    HPCML_THROW(IoError, "campaign: cannot write '", path.string(), "': ", std::strerror(error));
+  }
+  fsync_file(path.parent_path().string());
+  return true;
+}
+
 // The campaign, as every rank knows it.
 struct Campaign {
   TrainConfig c;
@@ -429,7 +459,7 @@ int run_units(Context& ctx, Campaign& k, const CampaignFlags& flags) {
                   {"task", k.task}, {"checkpoint", k.checkpoint}, {"checkpoint_sha256", k.digest},
                   {"split_s", {{"read", read_s}, {"compute", compute_s}, {"write", write_s}}},
                   {"journals", json::array({options.journal})}};
-  write_file_atomically((k.dir / "summary.json").string(), summary.dump(1) + "\n");
+  publish(k.dir / "summary.json", summary.dump(1) + "\n", /*once=*/false);  // the last job's, whole
   std::printf("infer: %zu of %zu files written, %lld rows, %zu failure(s), %.1f s; %s\n", files.size(),
               k.inputs.size(), static_cast<long long>(rows), failures.size(), seconds,
               (k.dir / "summary.json").c_str());
@@ -505,14 +535,13 @@ int run_campaign(Context& ctx, const TrainConfig& config, const CampaignFlags& f
     const fs::path record = k.dir / "campaign.json";
     try {
       fs::create_directories(k.parts);
-      if (fs::exists(record)) {
+      // The first job to publish the fingerprint makes the campaign; every later one compares.
+      if (!publish(record, now.dump(1) + "\n", /*once=*/true)) {
         std::ifstream in(record);
         const std::string changed = changes(json::parse(in, nullptr, false), now, flags.retry_failed);
         HPCML_CHECK_AS(ConfigError, changed.empty(), "infer: '", k.dir.string(), "' holds another campaign: ",
                        changed, " changed; rerun with --new to start a new campaign there (the old one is moved "
                        "aside), or choose another infer.output_dir");
-      } else {
-        write_file_atomically(record.string(), now.dump(1) + "\n");
       }
     } catch (const Error& e) {
       error = e.message();
