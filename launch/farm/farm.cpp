@@ -455,6 +455,8 @@ int work(collectives::Backend& farm_comm, collectives::Backend& group, int worke
       ok = false;
       interrupted = true;
       error = one_line(e);
+    } catch (const FarmFatal&) {
+      throw;
     } catch (const std::exception& e) {
       ok = false;
       error = one_line(e);
@@ -512,7 +514,7 @@ FarmReport run_farm(const collectives::BackendPtr& comm, const FarmPlan& plan, c
       report.tasks_run = work(*farm_comm, *group, worker, task);
     } catch (const std::exception& e) {
       // Not a task's failure (those are reported): the farm itself broke here.
-      if (coordinator_thread.joinable()) abort_job("hpcml: " + rank_tag() + " " + options.name + ": " + one_line(e), kExitError);
+      if (coordinator_thread.joinable()) abort_job("hpcml: " + rank_tag() + " " + one_line(e), kExitError);
       throw;
     }
   } else if (rank == 0) {

@@ -64,6 +64,13 @@ class TaskInterrupted : public Error {
   using Error::Error;
 };
 
+/// Thrown by a task function for a failure that is not the task's own (the output
+/// disk is full, the output directory unwritable): not journaled as the task's
+/// failure; it ends the job with its one line, as any error outside a task does.
+class FarmFatal : public Error {
+  using Error::Error;
+};
+
 struct TaskResult {
   std::string id;
   bool ok = false;

@@ -182,6 +182,23 @@ void test_hook_after_commit() {
   if (after != nullptr && ++commits == std::atoi(after)) ::raise(SIGKILL);
 }
 
+// Runs `write`; a failure there is the output side's (a full disk, an unwritable
+// directory), not the input's: it ends the campaign with one line.
+template <typename F>
+void writing(const Campaign& k, F&& write) {
+  try {
+    write();
+  } catch (const Error& e) {
+    // HDF5's message is a page long; its errno says what happened.
+    std::string why = e.message();
+    const auto at = why.find("errno = ");
+    if (at != std::string::npos) why = std::strerror(std::atoi(why.c_str() + at + 8));
+    else if (why.size() > 160) why = why.substr(0, 160) + "...";
+    HPCML_THROW(farm::FarmFatal, "infer: cannot write the campaign's outputs in '", k.dir.string(), "': ", why,
+                "; stopping (not an input's fault: free space, or fix infer.output_dir), then rerun");
+  }
+}
+
 // Runs the model over rows [first, first + rows) of one input and commits the part.
 json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::unique_ptr<RowReader>>& readers) {
   const std::string file = task.spec.at("file");
@@ -224,13 +241,16 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
   io::Provenance p{k.model->name(), k.digest, "", file, first, rows};
   const fs::path final_path = k.parts / part_name(index, first);
   const fs::path tmp = k.parts / (part_name(index, first) + ".tmp." + std::to_string(::getpid()));
-  io::write_predictions(tmp.string(), std::move(columns), p);
-  // The commit: link() succeeds once; a second finisher of the same unit loses.
-  bool committed = ::link(tmp.c_str(), final_path.c_str()) == 0;
-  const int link_errno = errno;
-  ::unlink(tmp.c_str());
-  HPCML_CHECK_AS(IoError, committed || link_errno == EEXIST, "campaign: cannot commit part '", final_path.string(),
-                 "': ", std::strerror(link_errno));
+  bool committed = false;
+  writing(k, [&] {
+    io::write_predictions(tmp.string(), std::move(columns), p);
+    // The commit: link() succeeds once; a second finisher of the same unit loses.
+    committed = ::link(tmp.c_str(), final_path.c_str()) == 0;
+    const int link_errno = errno;
+    ::unlink(tmp.c_str());
+    HPCML_CHECK_AS(IoError, committed || link_errno == EEXIST, "cannot commit part '", final_path.string(), "': ",
+                   std::strerror(link_errno));
+  });
   if (committed && fs::exists(k.dir / k.outputs[index])) {
     // A late finisher whose unit another job committed and assembled (its part was
     // removed): this copy is stray.
@@ -271,7 +291,7 @@ json assemble(Campaign& k, const farm::Task& task) {
   std::vector<io::Column> cols;
   for (const auto& n : names) cols.push_back(io::column_from_tensor(n, at::cat(columns[n]).contiguous()));
   io::Provenance p{k.model->name(), k.digest, config::to_yaml(k.c), fs::absolute(k.inputs[index]).string(), 0, rows};
-  io::write_predictions(out.string(), std::move(cols), p);
+  writing(k, [&] { io::write_predictions(out.string(), std::move(cols), p); });
   fsync_file(k.dir.string());
   for (const auto& part : parts) fs::remove(part);
   return {{"output", out.string()}, {"rows", rows}};

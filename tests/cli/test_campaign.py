@@ -291,6 +291,27 @@ class CampaignTest(unittest.TestCase):
         self.assertEqual(len(late), 1, "job A's late copy of unit 0:0 is recorded as superseded")
         self.assertEqual(os.listdir(os.path.join(out, "parts")), [])
 
+    def test_a_full_disk_ends_the_campaign_with_one_line_and_nothing_half_written(self):
+        disk = os.path.join(self.tmp, "small-disk")
+        os.makedirs(disk)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", disk], capture_output=True,
+                                 text=True)
+        self.assertEqual(mounted.returncode, 0, f"this test mounts a 200 KiB tmpfs (needs root): {mounted.stderr}")
+        try:
+            out = os.path.join(disk, "out")
+            rc, _, err, _ = run(["infer"] + self.campaign_args(out), ranks=2, timeout=120)
+            self.assertNotEqual(rc, 0)
+            lines = [l for l in err.splitlines() if "cannot write the campaign's outputs" in l]
+            self.assertGreaterEqual(len(lines), 1, err)
+            for line in lines:
+                self.assertIn("No space left on device; stopping (not an input's fault", line)
+            self.assertNotIn("Traceback", err)
+            left = [os.path.join(d, f) for d, _, files in os.walk(out) for f in files]
+            self.assertEqual([f for f in left if ".tmp" in f or f.endswith(".predictions.h5")], [],
+                             "a temporary or an output file was left in place")
+        finally:
+            subprocess.run(["umount", disk], check=True)
+
     def test_bad_configs_are_one_line(self):
         for extra, want in ((["--set", "infer.inputs=[/nonexistent/*.h5]"], "key 'infer.inputs'"),
                             (["--set", "model.name=nsf-gw"], "use -i/-o")):
