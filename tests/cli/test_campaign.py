@@ -312,6 +312,26 @@ class CampaignTest(unittest.TestCase):
         finally:
             subprocess.run(["umount", disk], check=True)
 
+    def test_a_stop_signal_ends_with_75_and_the_rerun_completes(self):
+        out = os.path.join(self.tmp, "signalled")
+        job = self.start_job(out, {"HPCML_TEST_CAMPAIGN_SLOW": "*:150"})
+        deadline = time.time() + 60
+        while time.time() < deadline:  # a few units committed
+            parts = os.path.join(out, "parts")
+            if os.path.isdir(parts) and len(os.listdir(parts)) >= 3:
+                break
+            time.sleep(0.02)
+        job.send_signal(signal.SIGUSR1)  # mpirun forwards it to every rank
+        _, err = job.communicate(timeout=60)
+        self.assertEqual(job.returncode, 75, err)
+        self.assertIn("no more tasks are handed out", err)
+        [(_, events)] = read_journals(out)
+        self.assertEqual(events[-1]["event"], "stopped")
+        self.assertGreater(events[-1]["left"], 0)
+        rc, _, err, _ = run(["infer"] + self.campaign_args(out), ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        self.outputs_equal(self.reference, out)
+
     def test_bad_configs_are_one_line(self):
         for extra, want in ((["--set", "infer.inputs=[/nonexistent/*.h5]"], "key 'infer.inputs'"),
                             (["--set", "model.name=nsf-gw"], "use -i/-o")):
