@@ -4,6 +4,7 @@
 
 #include <sys/mman.h>
 
+#include <atomic>
 #include <climits>
 #include <cstring>
 #include <mutex>
@@ -28,14 +29,22 @@ int MpiBackend::checked_count(const char* op, int64_t numel) const {
 struct MpiBackend::Detached {
   std::mutex mutex;
   std::vector<std::pair<MPI_Request, std::shared_ptr<const void>>> sends;
+  std::atomic<size_t> count{0};  // sends.size(), read without the lock: most sweeps find nothing
 
+  void add(MPI_Request request, std::shared_ptr<const void> keep) {
+    std::lock_guard<std::mutex> lock(mutex);
+    sends.emplace_back(request, std::move(keep));
+    count.store(sends.size(), std::memory_order_relaxed);
+  }
   void sweep() {
+    if (count.load(std::memory_order_relaxed) == 0) return;
     std::lock_guard<std::mutex> lock(mutex);
     for (auto it = sends.begin(); it != sends.end();) {
       int done = 0;
       MPI_Test(&it->first, &done, MPI_STATUS_IGNORE);
       it = done ? sends.erase(it) : it + 1;
     }
+    count.store(sends.size(), std::memory_order_relaxed);
   }
   ~Detached() {
     // Still unmatched at teardown: let MPI finish them; their buffers stay allocated.
@@ -273,6 +282,61 @@ Matched::~Matched() {
 
 }  // namespace
 
+// An async send's Work: one allocation per send (serving sends one per request), an
+// MPI_Test per poll; the deadline line is built only when a wait() misses it. Dropped
+// unfinished, it hands its request (and the copied buffer, if any) to Detached.
+class MpiBackend::SendWork final : public Work {
+ public:
+  SendWork(std::shared_ptr<MpiBackend> backend, std::shared_ptr<const void> keep, int dest, int tag,
+           std::chrono::milliseconds timeout)
+      : backend_(std::move(backend)), keep_(std::move(keep)), dest_(dest), tag_(tag), timeout_(timeout) {}
+  ~SendWork() override {
+    if (!done_ && request_ != MPI_REQUEST_NULL) backend_->detached_->add(request_, std::move(keep_));
+  }
+  void wait(std::chrono::milliseconds timeout) override {
+    if (timeout.count() < 0) timeout = timeout_;
+    const auto start = std::chrono::steady_clock::now();
+    detail::Backoff backoff;
+    while (!step()) {
+      const auto waited = std::chrono::steady_clock::now() - start;
+      if (waited > timeout) deadline_expired("send", backend_->p2p_object("send", dest_, tag_), waited, timeout);
+      backoff.pause();
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (error_) std::rethrow_exception(error_);
+  }
+  bool is_completed() override { return step(); }
+  std::exception_ptr exception() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return error_;
+  }
+
+  MPI_Request request_ = MPI_REQUEST_NULL;
+
+ private:
+  bool step() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (done_) return true;
+    try {
+      int flag = 0;
+      HPCML_MPI_CHECK(MPI_Test(&request_, &flag, MPI_STATUS_IGNORE));
+      done_ = flag != 0;
+    } catch (...) {
+      error_ = std::current_exception();
+      done_ = true;
+    }
+    return done_;
+  }
+
+  std::shared_ptr<MpiBackend> backend_;
+  std::shared_ptr<const void> keep_;
+  int dest_, tag_;
+  std::chrono::milliseconds timeout_;
+  std::mutex mutex_;
+  bool done_ = false;
+  std::exception_ptr error_;
+};
+
 size_t MpiBackend::transport_max_bytes() const { return static_cast<size_t>(INT_MAX); }
 
 WorkPtr MpiBackend::do_send(const void* data, size_t bytes, std::shared_ptr<const void> keep, int dest, int tag,
@@ -285,20 +349,10 @@ WorkPtr MpiBackend::do_send(const void* data, size_t bytes, std::shared_ptr<cons
     return detail::completed_work();
   }
   detached_->sweep();
-  auto request = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
-  HPCML_MPI_CHECK(MPI_Isend(data, count, MPI_BYTE, dest, tag, comm_, request.get()));
-  auto self = std::static_pointer_cast<MpiBackend>(shared_from_this());
-  return std::make_shared<detail::PollWork>(
-      "send", p2p_object("send", dest, tag), timeout,
-      [request] {
-        int done = 0;
-        HPCML_MPI_CHECK(MPI_Test(request.get(), &done, MPI_STATUS_IGNORE));
-        return done != 0;
-      },
-      [self, request, keep] {
-        std::lock_guard<std::mutex> lock(self->detached_->mutex);
-        self->detached_->sends.emplace_back(*request, keep);
-      });
+  auto work = std::make_shared<SendWork>(std::static_pointer_cast<MpiBackend>(shared_from_this()), std::move(keep),
+                                         dest, tag, timeout);
+  HPCML_MPI_CHECK(MPI_Isend(data, count, MPI_BYTE, dest, tag, comm_, &work->request_));
+  return work;
 }
 
 std::optional<Message> MpiBackend::do_improbe(int source, int tag) {

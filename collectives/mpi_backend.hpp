@@ -55,6 +55,7 @@ class MpiBackend final : public Backend {
 
  private:
   struct Detached;
+  class SendWork;  // an async send's Work (mpi_backend.cpp)
   /// Runs `body` now (after the queue drains) or on the communication thread, under a deadline.
   int checked_count(const char* op, int64_t numel) const;
   template <typename Body>

@@ -6,7 +6,8 @@
 // below: per event, some CPU work of its own, then an asynchronous FACILE call,
 // keeping a few events in flight (SONIC's ExternalWork pattern). Results come back
 // as futures; a server that stops answering shows up as a ServeError naming it,
-// or, with --fallback, as a local computation.
+// or, with --fallback, as a local computation. The service talks over a
+// collectives::Backend (the world's MPI backend, duplicated): no MPI call here.
 #include <ATen/ATen.h>
 
 #include <cstdio>
@@ -16,7 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "core/mpi.hpp"
+#include "collectives/factory.hpp"  // make_backend
+#include "core/mpi.hpp"               // MpiSession, world_rank, world_size
 #include "launch/serve/client.hpp"
 #include "launch/serve/server.hpp"
 #include "models/registry.hpp"
@@ -40,10 +42,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "serve_client: run with at least 2 ranks (clients, then one server)\n");
     return 2;
   }
-  // One communicator for the service, the same on every rank.
-  MPI_Comm comm;
-  MPI_Comm_dup(MPI_COMM_WORLD, &comm);
-  MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
+  // One communicator for the service, the same on every rank: the world's MPI
+  // backend, duplicated so that no other traffic mixes with the service's.
+  const hpcml::collectives::BackendPtr world = hpcml::collectives::make_backend("mpi");
+  const hpcml::collectives::BackendPtr comm = world->dup("serve");
   const int server = size - 1;
   std::vector<int> clients;
   for (int r = 0; r < server; ++r) clients.push_back(r);
@@ -78,6 +80,5 @@ int main(int argc, char** argv) {
     std::printf("client rank %d: %lld replies, %lld local fallbacks, summed energy %.3f\n", rank,
                 static_cast<long long>(stats.replies), static_cast<long long>(stats.fallbacks), energy);
   }
-  MPI_Comm_free(&comm);
   return status;
 }

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -22,8 +23,6 @@
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
-#include "core/mpi.hpp"
-#include "core/watchdog.hpp"
 #include "launch/cli/command.hpp"
 #include "launch/serve/client.hpp"
 #include "launch/serve/driver.hpp"
@@ -156,8 +155,8 @@ nlohmann::json run_point(serve::Client& client, const std::string& model, const 
 
 // The server rank: serves the repository until every client is done, then sends its
 // report to rank 0.
-void run_server_rank(Context& ctx, MPI_Comm comm, const std::vector<int>& clients, const std::string& repo,
-                     const std::string& server_device) {
+void run_server_rank(Context& ctx, const collectives::BackendPtr& comm, const std::vector<int>& clients,
+                     const std::string& repo, const std::string& server_device) {
   // The serve section in memory, converted as `hpcml serve` converts it.
   serve::ServeSection section;
   section.repository = repo;
@@ -167,38 +166,35 @@ void run_server_rank(Context& ctx, MPI_Comm comm, const std::vector<int>& client
   options.device = collectives::select_device(server_device, ctx.env.local_rank, "bench serve: --server-device").device;
   const auto report = serve::run_server(comm, clients, options);
   const std::string text = report.to_json();
-  HPCML_MPI_CHECK(MPI_Send(text.data(), static_cast<int>(text.size()), MPI_CHAR, 0, kTagBenchReport, comm));
+  comm->send(text.data(), text.size(), 0, kTagBenchReport);
 }
 
 // What the client ranks share during the sweep, and the two collectives among them.
 struct ClientRanks {
   serve::Client& client;
-  MPI_Comm comm;  // the client ranks only
+  collectives::BackendPtr comm;  // the client ranks only
   int rank;
   int count;
-  std::chrono::duration<double> timeout;
 
   // Every client rank runs every point at once; their throughputs add up, and the
   // latency percentiles are the worst client's.
   nlohmann::json together(nlohmann::json p) const {
-    double v[3] = {p["events_per_s"].get<double>(), p["latency_us"]["p50"].get<double>(),
-                   p["latency_us"]["p99"].get<double>()};
-    double sum = 0, worst[2] = {0, 0};
-    auto guard = Watchdog::instance().arm("bench serve reduce", "client ranks", timeout);
-    HPCML_MPI_CHECK(MPI_Reduce(v, &sum, 1, MPI_DOUBLE, MPI_SUM, 0, comm));
-    HPCML_MPI_CHECK(MPI_Reduce(v + 1, worst, 2, MPI_DOUBLE, MPI_MAX, 0, comm));
+    at::Tensor sum = at::tensor({p["events_per_s"].get<double>()}, at::kDouble);
+    at::Tensor worst = at::tensor({p["latency_us"]["p50"].get<double>(), p["latency_us"]["p99"].get<double>()},
+                                  at::kDouble);
+    collectives::AllreduceOptions max_op;
+    max_op.op = collectives::ReduceOp::kMax;
+    comm->allreduce(sum);
+    comm->allreduce(worst, max_op);
     if (count > 1) {
       p["events_per_s_rank0"] = p["events_per_s"];
-      p["events_per_s"] = sum;
-      p["latency_us_worst_client"] = {{"p50", worst[0]}, {"p99", worst[1]}};
+      p["events_per_s"] = sum.item<double>();
+      p["latency_us_worst_client"] = {{"p50", worst[0].item<double>()}, {"p99", worst[1].item<double>()}};
     }
     return p;
   }
 
-  void barrier() const {
-    auto guard = Watchdog::instance().arm("bench serve barrier", "client ranks", timeout);
-    HPCML_MPI_CHECK(MPI_Barrier(comm));
-  }
+  void barrier() const { comm->barrier(); }
 };
 
 // Rank 0: the result's header fields, and the table's header on stdout.
@@ -278,18 +274,12 @@ void add_gains(nlohmann::json& result, const nlohmann::json& sweep) {
 
 // Rank 0: the server's own overhead per request over the whole run, reply send
 // included, as the server sends it at its end (under the collective deadline).
-nlohmann::json receive_server_report(MPI_Comm comm, int server, double timeout_s) {
+nlohmann::json receive_server_report(collectives::Backend& comm, int server, double timeout_s) {
   const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s);
   for (;;) {
-    int flag = 0;
-    MPI_Message m;
-    MPI_Status st;
-    HPCML_MPI_CHECK(MPI_Improbe(server, kTagBenchReport, comm, &flag, &m, &st));
-    if (flag) {
-      int count = 0;
-      HPCML_MPI_CHECK(MPI_Get_count(&st, MPI_CHAR, &count));
-      std::string text(static_cast<size_t>(count), '\0');
-      HPCML_MPI_CHECK(MPI_Mrecv(text.data(), count, MPI_CHAR, &m, MPI_STATUS_IGNORE));
+    if (std::optional<collectives::Message> m = comm.improbe(server, kTagBenchReport)) {
+      std::string text(m->bytes, '\0');
+      comm.recv(*m, text.data(), text.size());
       const nlohmann::json report = nlohmann::json::parse(text);
       std::printf("server overhead per request over the run (receive, unpack, assembly, scatter, reply): "
                   "p50 %.2f us, p90 %.2f us\n",
@@ -303,15 +293,14 @@ nlohmann::json receive_server_report(MPI_Comm comm, int server, double timeout_s
 
 // A client rank: the sweep over cases, batching and streams; rank 0 gathers the
 // result, the server's report, and writes --json.
-void run_client_rank(Context& ctx, const ServeBenchOptions& o, MPI_Comm comm, MPI_Comm clients_comm, int server,
-                     const std::string& repo) {
+void run_client_rank(Context& ctx, const ServeBenchOptions& o, const collectives::BackendPtr& comm,
+                     const collectives::BackendPtr& clients_comm, int server, const std::string& repo) {
   const int rank = ctx.env.rank;
   at::set_num_threads(1);
   serve::ClientOptions co;
   co.progress_thread = o.client_progress == "thread";
   serve::Client client(comm, {server}, co);
-  const ClientRanks ranks{client, clients_comm, rank, /*count=*/server,
-                          std::chrono::duration<double>(ctx.config.runtime.collective_timeout_s)};
+  const ClientRanks ranks{client, clients_comm, rank, /*count=*/server};
   nlohmann::json result;
   if (rank == 0) result = start_result(o, ctx.env.size, ranks.count);
   nlohmann::json sweep = nlohmann::json::array(), local = nlohmann::json::object();
@@ -324,7 +313,7 @@ void run_client_rank(Context& ctx, const ServeBenchOptions& o, MPI_Comm comm, MP
   }
   client.finish();
   if (rank != 0) return;
-  result["server_report"] = receive_server_report(comm, server, ctx.config.runtime.collective_timeout_s);
+  result["server_report"] = receive_server_report(*comm, server, ctx.config.runtime.collective_timeout_s);
   if (!o.json_path.empty()) {
     std::ofstream f(o.json_path);
     HPCML_CHECK_AS(IoError, static_cast<bool>(f), "bench serve: cannot write '", o.json_path, "'");
@@ -344,17 +333,16 @@ int run_bench(Context& ctx, const ServeBenchOptions& o) {
   const int server = size - 1;  // the server; comm's other ranks are clients
   std::vector<int> clients;
   for (int r = 0; r < server; ++r) clients.push_back(r);
-  MPI_Comm comm, clients_comm;
-  HPCML_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
-  HPCML_MPI_CHECK(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN));
-  HPCML_MPI_CHECK(MPI_Comm_split(comm, rank == server ? MPI_UNDEFINED : 0, rank, &clients_comm));
-  if (rank == server) {
-    run_server_rank(ctx, comm, clients, repo, o.server_device);
-  } else {
-    run_client_rank(ctx, o, comm, clients_comm, server, repo);
+  {
+    // The service's communicator (world ranks) and the client ranks' own (null on the server).
+    const collectives::BackendPtr comm = serve::mpi_world(ctx, ctx.config.runtime.collective_timeout_s)->dup("serve");
+    const collectives::BackendPtr clients_comm = comm->split(rank == server ? -1 : 0, rank, "clients");
+    if (rank == server) {
+      run_server_rank(ctx, comm, clients, repo, o.server_device);
+    } else {
+      run_client_rank(ctx, o, comm, clients_comm, server, repo);
+    }
   }
-  if (clients_comm != MPI_COMM_NULL) HPCML_MPI_CHECK(MPI_Comm_free(&clients_comm));
-  HPCML_MPI_CHECK(MPI_Comm_free(&comm));
   fs::remove_all(repo);
   return 0;
 }

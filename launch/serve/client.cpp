@@ -10,12 +10,13 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
 #include "core/error.hpp"
 #include "core/log.hpp"
-#include "core/mpi.hpp"
+#include "core/mpi.hpp"  // rank_tag
 #include "launch/serve/repository.hpp"
 
 namespace hpcml::launch::serve {
@@ -43,13 +44,15 @@ struct Pending {
   Clock::time_point called, sent;
   double pack_us = 0;
   std::promise<InferResult> promise;
-  MPI_Request send = MPI_REQUEST_NULL;
+  collectives::WorkPtr send;  // the request's send, once started
 };
+
+constexpr collectives::P2POptions kAsync{/*async=*/true};
 
 }  // namespace
 
 struct Client::State {
-  MPI_Comm comm = MPI_COMM_NULL;
+  collectives::BackendPtr comm;
   std::vector<int> servers;
   ClientOptions options;
 
@@ -123,8 +126,7 @@ void Client::State::send_new(std::unique_ptr<Pending> p) {
   }
   p->server = best;
   p->sent = Clock::now();
-  HPCML_MPI_CHECK(MPI_Isend(p->bytes->data(), static_cast<int>(p->bytes->size()), MPI_BYTE, servers[best],
-                            kTagRequest, comm, &p->send));
+  p->send = comm->send(p->bytes->data(), p->bytes->size(), servers[best], kTagRequest, kAsync);
   ++load[best];
   {
     std::lock_guard<std::mutex> lock(mutex);
@@ -153,7 +155,7 @@ void Client::State::complete(int source, const std::vector<char>& bytes) {
   std::unique_ptr<Pending> p = std::move(it->second);
   in_flight.erase(it);
   if (p->server >= 0) --load[p->server];
-  if (p->send != MPI_REQUEST_NULL) HPCML_MPI_CHECK(MPI_Wait(&p->send, MPI_STATUS_IGNORE));  // the reply proves it arrived
+  if (p->send) p->send->wait();  // the reply proves it arrived
   if (!reply.ok) {
     fail(*p, "server rank " + std::to_string(source) + " refused request " + std::to_string(p->id) + " for model '" +
                  p->model + "': " + reply.error);
@@ -187,8 +189,10 @@ void Client::State::declare_dead(int server, const std::string& why) {
   for (auto id : ids) {
     auto p = std::move(in_flight[id]);
     in_flight.erase(id);
-    // The send may never complete (the peer is gone): leave it to MPI.
-    if (p->send != MPI_REQUEST_NULL) HPCML_MPI_CHECK(MPI_Request_free(&p->send));
+    // The send may never complete (the peer is gone): the dropped Work detaches it,
+    // and its buffer, which MPI may still read, is deliberately kept.
+    if (p->send && !p->send->is_completed()) new std::shared_ptr<std::vector<char>>(p->bytes);
+    p->send.reset();
     const std::string line = why + " (request " + std::to_string(id) + " of model '" + p->model + "')";
     give_up(std::move(p), line);
   }
@@ -214,39 +218,30 @@ bool Client::State::pass() {
   const auto timeout = std::chrono::duration<double>(options.server_timeout_s);
   const auto heartbeat = std::chrono::duration<double>(options.heartbeat_s);
   bool did = send_queued();
-  // (Sends need no MPI_Test here: the probes below drive Open MPI's progress, and a
+  // (Sends need no polling here: the probes below drive Open MPI's progress, and a
   // request's send is completed when its reply arrives.)
   // Only the two tags a client is sent: other traffic on the communicator (an
   // application's own) is not this thread's to take.
   for (int k = 0; k < 128; ++k) {
-    int flag = 0;
-    MPI_Message message;
-    MPI_Status status;
-    HPCML_MPI_CHECK(MPI_Improbe(MPI_ANY_SOURCE, k % 2 == 0 ? kTagReply : kTagHeartbeat, comm, &flag, &message, &status));
-    if (!flag) {
+    std::optional<collectives::Message> message =
+        comm->improbe(collectives::kAnySource, k % 2 == 0 ? kTagReply : kTagHeartbeat);
+    if (!message) {
       if (k % 2 == 0) continue;
       break;
     }
     did = true;
-    int count = 0;
-    HPCML_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &count));
-    bytes.resize(static_cast<size_t>(std::max(count, 1)));
-    HPCML_MPI_CHECK(MPI_Mrecv(bytes.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE));
-    const auto s = std::find(servers.begin(), servers.end(), status.MPI_SOURCE);
+    bytes.resize(message->bytes);
+    comm->recv(*message, bytes.data(), bytes.size());
+    const auto s = std::find(servers.begin(), servers.end(), message->source);
     if (s != servers.end()) last_heard[s - servers.begin()] = Clock::now();
-    if (status.MPI_TAG == kTagReply) {
-      bytes.resize(static_cast<size_t>(count));
-      complete(status.MPI_SOURCE, bytes);
-    }
+    if (message->tag == kTagReply) complete(message->source, bytes);
   }
   const auto now = Clock::now();
   if (options.send_heartbeats && now - last_heartbeat >= heartbeat) {
     last_heartbeat = now;
     for (size_t s = 0; s < servers.size(); ++s) {
       if (dead[s]) continue;
-      MPI_Request r;
-      HPCML_MPI_CHECK(MPI_Isend(nullptr, 0, MPI_BYTE, servers[s], kTagHeartbeat, comm, &r));
-      HPCML_MPI_CHECK(MPI_Request_free(&r));
+      comm->send(nullptr, 0, servers[s], kTagHeartbeat, kAsync);  // 0 bytes: the Work is dropped, the send detached
     }
   }
   // A server holding our requests that has said nothing for server_timeout_s is dead
@@ -291,7 +286,7 @@ void Client::State::say_done() {
   // DONE to every live server; 0-byte sends complete locally.
   for (size_t s = 0; s < servers.size(); ++s) {
     if (dead[s]) continue;
-    HPCML_MPI_CHECK(MPI_Send(nullptr, 0, MPI_BYTE, servers[s], kTagDone, comm));
+    comm->send(nullptr, 0, servers[s], kTagDone);
   }
 }
 
@@ -366,10 +361,12 @@ void Client::State::fallback_loop() {
   }
 }
 
-Client::Client(MPI_Comm comm, std::vector<int> servers, ClientOptions options) : state_(std::make_unique<State>()) {
+Client::Client(collectives::BackendPtr comm, std::vector<int> servers, ClientOptions options)
+    : state_(std::make_unique<State>()) {
+  HPCML_CHECK_AS(ConfigError, comm != nullptr, "serve: a client needs a communicator");
   HPCML_CHECK_AS(ConfigError, !servers.empty(), "serve: a client needs at least one server rank");
   auto& s = *state_;
-  s.comm = comm;
+  s.comm = std::move(comm);
   s.servers = std::move(servers);
   s.options = std::move(options);
   s.load.assign(s.servers.size(), 0);

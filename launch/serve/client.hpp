@@ -3,6 +3,7 @@
 /// the server ranks of the same MPI job.
 ///
 /// @code
+/// auto serve_comm = world->dup("serve");  // a communicator of the service's own
 /// serve::Client client(serve_comm, plan.servers, options);
 /// auto future = client.infer_async("facile", {{"x", rows}});  // returns at once
 /// ... other work ...
@@ -10,8 +11,6 @@
 /// client.finish();                     // DONE to every server
 /// @endcode
 #pragma once
-
-#include <mpi.h>
 
 #include <ATen/core/Tensor.h>
 
@@ -22,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "collectives/backend.hpp"
 #include "core/error.hpp"
 #include "launch/serve/protocol.hpp"
 
@@ -42,8 +42,8 @@ struct ClientOptions {
   bool fallback = false;      ///< run the model locally when no server can answer
   std::string repository;     ///< model repository for the fallback (same layout as the servers')
   bool send_heartbeats = true;  ///< false only in tests (a client that looks vanished)
-  /// true: a progress thread owns the client's MPI calls, so requests move while the
-  /// caller computes. false (caller-driven): no thread; infer_async sends at once and
+  /// true: a progress thread makes every call on the client's communicator, so
+  /// requests move while the caller computes. false (caller-driven): no thread; infer_async sends at once and
   /// progress happens inside wait(), infer(), poll() and finish(), all called from
   /// one thread. No hand-off between threads, so a client on one core issues
   /// requests several times faster; replies wait while the caller computes.
@@ -69,13 +69,14 @@ struct ClientStats {
 };
 
 /// With a progress thread (the default): thread-safe, infer_async may be called from
-/// several threads; that thread owns every MPI call on `comm` (Open MPI has no
+/// several threads; that thread makes every call on `comm` (Open MPI has no
 /// progress thread of its own), so requests move and replies arrive while the caller
 /// computes. Caller-driven (ClientOptions::progress_thread = false): one thread only.
 class Client {
  public:
-  /// `comm`: the serving communicator (same on servers); `servers`: their ranks in it.
-  Client(MPI_Comm comm, std::vector<int> servers, ClientOptions options = {});
+  /// `comm`: the serving communicator (same on servers: a Backend::dup of the world,
+  /// for instance); `servers`: their ranks in it. The client shares `comm`.
+  Client(collectives::BackendPtr comm, std::vector<int> servers, ClientOptions options = {});
   /// finish() if not called; never throws.
   ~Client();
   Client(const Client&) = delete;

@@ -8,15 +8,16 @@
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "collectives/factory.hpp"
 #include "core/files.hpp"
 #include "core/h5.hpp"
 #include "core/log.hpp"
-#include "core/mpi.hpp"
-#include "core/watchdog.hpp"
+#include "core/mpi.hpp"  // world_rank, world_size, rank_tag
 #include "io/h5_dataset.hpp"
 #include "launch/serve/client.hpp"
 #include "launch/serve/repository.hpp"
@@ -138,7 +139,7 @@ void cpu_work(double us, Client& client) {
   }
 }
 
-nlohmann::json run_client(MPI_Comm comm, const RolePlan& plan, const ServeConfig& config, int world_rank, int& exit_code) {
+nlohmann::json run_client(const collectives::BackendPtr& comm, const RolePlan& plan, const ServeConfig& config, int world_rank, int& exit_code) {
   const auto& s = config.serve;
   const auto& c = s.client;
   const auto repository = read_repository(s.repository);
@@ -351,12 +352,21 @@ void print_summary(const nlohmann::json& s) {
 
 }  // namespace
 
+collectives::BackendPtr mpi_world(Context& context, double timeout_s) {
+  if (context.world && context.world->name() == "mpi") return context.world;
+  collectives::BackendOptions options;
+  options.timeout = std::chrono::milliseconds(static_cast<long>(timeout_s * 1000.0));
+  options.name = "world";
+  return collectives::make_backend("mpi", options);
+}
+
 int run_serve(Context& context, const ServeConfig& config) {
   const auto& s = config.serve;
   HPCML_CHECK_AS(ConfigError, !s.repository.empty(),
                  "config error: key 'serve.repository': expected the model repository directory, found nothing");
   const double timeout_s = config.runtime.collective_timeout_s;
-  const RolePlan plan = plan_world(MPI_COMM_WORLD, s.role_options(), timeout_s);
+  const collectives::BackendPtr world = mpi_world(context, timeout_s);
+  const RolePlan plan = plan_world(*world, s.role_options(), timeout_s);
   const int rank = world_rank();
   if (rank == 0) {
     auto list = [](const std::vector<int>& v) {
@@ -368,15 +378,12 @@ int run_serve(Context& context, const ServeConfig& config) {
                 list(plan.servers).c_str());
     std::fflush(stdout);
   }
-  (void)context;
-  MPI_Comm comm = MPI_COMM_NULL;
-  HPCML_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
-  // Truncated (oversized) requests are reported to the server, not fatal.
-  HPCML_MPI_CHECK(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN));
+  // The service's own communicator (ranks are world ranks). Oversized requests are
+  // reported to the client, not fatal: the backend's errors come back as exceptions.
+  const collectives::BackendPtr comm = world->dup("serve");
   // Metrics travel on a communicator of their own, so no serving thread takes them;
-  // made now, while every rank is surely alive (MPI_Comm_dup is collective).
-  MPI_Comm metrics_comm = MPI_COMM_NULL;
-  HPCML_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &metrics_comm));
+  // made now, while every rank is surely alive (dup is collective).
+  const collectives::BackendPtr metrics_comm = world->dup("serve-metrics");
   int exit_code = 0;
   nlohmann::json mine;
   if (plan.roles[rank] == Role::kServer) {
@@ -400,37 +407,33 @@ int run_serve(Context& context, const ServeConfig& config) {
   // must not hang the others), under the collective deadline.
   const int collector = plan.clients.front();
   if (rank != collector) {
-    const std::string text = mine.dump();
-    MPI_Request r;
-    HPCML_MPI_CHECK(MPI_Isend(text.data(), static_cast<int>(text.size()), MPI_CHAR, collector, kTagMetrics, metrics_comm, &r));
+    // Kept alive past a send left unfinished at the deadline (MPI may still read it).
+    auto text = std::make_shared<std::string>(mine.dump());
+    const collectives::WorkPtr send =
+        metrics_comm->send(text->data(), text->size(), collector, kTagMetrics, {/*async=*/true});
     const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s);
-    for (int done = 0; !done;) {
-      HPCML_MPI_CHECK(MPI_Test(&r, &done, MPI_STATUS_IGNORE));
-      if (!done && Clock::now() > deadline) {
+    while (!send->is_completed()) {
+      if (Clock::now() > deadline) {
         std::cerr << "hpcml: " << rank_tag() << " serve: rank " << collector
                   << " did not take this rank's metrics in time; leaving" << std::endl;
-        HPCML_MPI_CHECK(MPI_Request_free(&r));
+        new std::shared_ptr<std::string>(text);  // the dropped Work detaches the send
         break;
       }
-      if (!done) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
+    if (send->is_completed() && send->exception()) std::rethrow_exception(send->exception());
   } else {
     std::vector<nlohmann::json> all{mine};
     const size_t expected = static_cast<size_t>(world_size());
     const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s);
     while (all.size() < expected && Clock::now() < deadline) {
-      int flag = 0;
-      MPI_Message message;
-      MPI_Status status;
-      HPCML_MPI_CHECK(MPI_Improbe(MPI_ANY_SOURCE, kTagMetrics, metrics_comm, &flag, &message, &status));
-      if (!flag) {
+      std::optional<collectives::Message> message = metrics_comm->improbe(collectives::kAnySource, kTagMetrics);
+      if (!message) {
         std::this_thread::sleep_for(std::chrono::microseconds(200));
         continue;
       }
-      int count = 0;
-      HPCML_MPI_CHECK(MPI_Get_count(&status, MPI_CHAR, &count));
-      std::string text(static_cast<size_t>(count), '\0');
-      HPCML_MPI_CHECK(MPI_Mrecv(text.data(), count, MPI_CHAR, &message, MPI_STATUS_IGNORE));
+      std::string text(message->bytes, '\0');
+      metrics_comm->recv(*message, text.data(), text.size());
       all.push_back(nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false));
     }
     if (all.size() < expected)
@@ -444,8 +447,6 @@ int run_serve(Context& context, const ServeConfig& config) {
       std::printf("wrote %s\n", s.client.metrics.c_str());
     }
   }
-  HPCML_MPI_CHECK(MPI_Comm_free(&metrics_comm));
-  HPCML_MPI_CHECK(MPI_Comm_free(&comm));
   return exit_code;
 }
 

@@ -11,6 +11,11 @@
 
 namespace hpcml::launch::serve {
 
+/// The world as an MPI backend, for serving's point-to-point messages (which the
+/// nccl backend does not carry): `context.world` when it is one, else a new one
+/// (collective over the world) with the deadline `timeout_s`.
+collectives::BackendPtr mpi_world(Context& context, double timeout_s);
+
 /// Runs `hpcml serve` on this rank (every rank of the world calls it). Returns this
 /// rank's exit code: 0; 1 (kExitError) for a client whose requests failed or whose
 /// results differ from local inference, or a server that lost a client.

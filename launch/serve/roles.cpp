@@ -1,5 +1,7 @@
 #include "launch/serve/roles.hpp"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -7,7 +9,6 @@
 #include "core/error.hpp"
 #include "core/mpi.hpp"
 #include "core/runtime_env.hpp"
-#include "core/watchdog.hpp"
 
 namespace hpcml::launch::serve {
 
@@ -67,27 +68,23 @@ RankFacts local_facts() {
   RankFacts facts;
   const auto env = RuntimeEnv::from_environment();
   if (env.het_group && env.het_size && *env.het_size > 1) facts.het_group = *env.het_group;
-  if (mpi_initialized()) {
-    int* appnum = nullptr;
-    int flag = 0;
-    HPCML_MPI_CHECK(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_APPNUM, &appnum, &flag));
-    if (flag && appnum) facts.appnum = *appnum;
-  }
+  facts.appnum = mpi_appnum();
   return facts;
 }
 
-RolePlan plan_world(MPI_Comm world, const RoleOptions& options, double timeout_s) {
+RolePlan plan_world(collectives::Backend& world, const RoleOptions& options, double timeout_s) {
   const RankFacts mine = local_facts();
-  int size = 0;
-  HPCML_MPI_CHECK(MPI_Comm_size(world, &size));
-  std::vector<int> flat(2 * static_cast<size_t>(size));
-  const int local[2] = {mine.het_group, mine.appnum};
-  {
-    auto guard = Watchdog::instance().arm("serve role plan", "world", std::chrono::duration<double>(timeout_s));
-    HPCML_MPI_CHECK(MPI_Allgather(local, 2, MPI_INT, flat.data(), 2, MPI_INT, world));
-  }
+  const int size = world.size();
+  const at::Tensor local = at::tensor({mine.het_group, mine.appnum}, at::kInt);
+  at::Tensor flat = at::empty({size, 2}, at::kInt);
+  std::vector<at::Tensor> outputs;
+  for (int r = 0; r < size; ++r) outputs.push_back(flat[r]);  // consecutive pieces: gathered in place
+  collectives::AllgatherOptions gather;
+  gather.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::duration<double>(timeout_s));
+  world.allgather(outputs, local, gather);
+  const int* f = flat.data_ptr<int>();
   std::vector<RankFacts> facts(size);
-  for (int r = 0; r < size; ++r) facts[r] = RankFacts{flat[2 * r], flat[2 * r + 1]};
+  for (int r = 0; r < size; ++r) facts[r] = RankFacts{f[2 * r], f[2 * r + 1]};
   return plan_roles(facts, options);
 }
 

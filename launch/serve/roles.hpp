@@ -3,10 +3,10 @@
 /// and which are clients.
 #pragma once
 
-#include <mpi.h>
-
 #include <string>
 #include <vector>
+
+#include "collectives/backend.hpp"
 
 namespace hpcml::launch::serve {
 
@@ -48,8 +48,8 @@ RolePlan plan_roles(const std::vector<RankFacts>& facts, const RoleOptions& opti
 /// This rank's facts: its het group from Slurm (RuntimeEnv) and MPI_APPNUM.
 RankFacts local_facts();
 
-/// Gathers every rank's facts over `world` and plans (collective over `world`,
-/// under `timeout_s`). Every rank gets the same plan.
-RolePlan plan_world(MPI_Comm world, const RoleOptions& options, double timeout_s);
+/// Gathers every rank's facts over `world` (the world's ranks) and plans (collective
+/// over `world`, under `timeout_s`). Every rank gets the same plan.
+RolePlan plan_world(collectives::Backend& world, const RoleOptions& options, double timeout_s);
 
 }  // namespace hpcml::launch::serve

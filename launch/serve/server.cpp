@@ -15,6 +15,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <sched.h>
@@ -22,7 +23,7 @@
 #include "collectives/device.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
-#include "core/mpi.hpp"
+#include "core/mpi.hpp"  // rank_tag
 #include "core/watchdog.hpp"
 #include "launch/serve/batcher.hpp"
 #include "launch/serve/protocol.hpp"
@@ -38,36 +39,12 @@ double us_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::micro>(b - a).count();
 }
 
-constexpr int kSinkChunk = 4096;
-
-// Receives an oversized request without holding it: its first kRequestPrefixBytes
-// land in scratch[0..16), every later 4 KiB chunk on top of the same scratch bytes
-// (a zero-extent datatype), so memory stays bounded whatever the sender sent.
-// (A short receive buffer is no option: Open MPI 4.1's single-copy shared-memory
-// path writes past the buffer of a truncated receive.)
-void receive_prefix_only(MPI_Message& message, int count, std::vector<char>& scratch) {
-  MPI_Datatype chunk, sink, whole;
-  HPCML_MPI_CHECK(MPI_Type_contiguous(kSinkChunk, MPI_BYTE, &chunk));
-  HPCML_MPI_CHECK(MPI_Type_create_resized(chunk, 0, 0, &sink));
-  const int chunks = (count - static_cast<int>(kRequestPrefixBytes) + kSinkChunk - 1) / kSinkChunk;
-  int lengths[2] = {static_cast<int>(kRequestPrefixBytes), chunks};
-  MPI_Aint displacements[2] = {0, static_cast<MPI_Aint>(kRequestPrefixBytes)};
-  MPI_Datatype types[2] = {MPI_BYTE, sink};
-  HPCML_MPI_CHECK(MPI_Type_create_struct(2, lengths, displacements, types, &whole));
-  HPCML_MPI_CHECK(MPI_Type_commit(&whole));
-  const int rc = MPI_Mrecv(scratch.data(), 1, whole, &message, MPI_STATUS_IGNORE);
-  MPI_Type_free(&whole);
-  MPI_Type_free(&sink);
-  MPI_Type_free(&chunk);
-  HPCML_MPI_CHECK(rc);
-}
-
 struct Outgoing {
   int dest = -1;
   std::vector<char> bytes;
   double overhead_us = 0;  // so far: receive, assembly share, scatter (send added by the receiver)
   bool counted = true;     // an answer to a queued request (not a refusal at receive time)
-  MPI_Request request = MPI_REQUEST_NULL;
+  collectives::WorkPtr send;  // the reply's send, once started
 };
 
 // Replies from the instance threads to the receiver, and how many instances are
@@ -223,13 +200,30 @@ int usable_cores() {
 
 enum class ClientState { kActive, kDone, kGone };
 
+constexpr collectives::P2POptions kAsync{/*async=*/true};
+
+// Whether a reply's send has completed (a failed one rethrows its error).
+bool finished(Outgoing& o) {
+  if (!o.send->is_completed()) return false;
+  if (auto error = o.send->exception()) std::rethrow_exception(error);
+  return true;
+}
+
+// A reply to a client that is gone: nobody waits for its send. The dropped Work
+// detaches the send; its buffer, which MPI may still read, is deliberately kept.
+void detach(Outgoing& o) {
+  if (!o.send->is_completed()) new std::vector<char>(std::move(o.bytes));
+  o.send.reset();
+}
+
 // One server rank's loop: receive requests, batch them per model (on instance threads
 // or inline), send the replies, watch the clients' liveness; then drain the last
-// replies. Only the thread that calls run() touches MPI.
+// replies. Only the thread that calls run() uses the communicator.
 class Server {
  public:
-  Server(MPI_Comm comm, const std::vector<int>& clients, const ServerOptions& options, Clock::time_point start)
-      : comm_(comm), clients_(clients), options_(options), start_(start) {}
+  Server(collectives::BackendPtr comm, const std::vector<int>& clients, const ServerOptions& options,
+         Clock::time_point start)
+      : comm_(std::move(comm)), clients_(clients), options_(options), start_(start) {}
 
   ServerReport run();
 
@@ -237,7 +231,7 @@ class Server {
   void load_models();
   void start_instance_threads();
   bool receive_message();
-  void enqueue_request(int src, int count, MPI_Message& message, Clock::time_point t0);
+  void enqueue_request(collectives::Message& message, Clock::time_point t0);
   bool run_due_batches();
   bool send_replies();
   void reap_finished_sends();
@@ -247,7 +241,7 @@ class Server {
   void drain_replies();
   void refuse(int dest, uint64_t id, const std::string& line);
 
-  const MPI_Comm comm_;
+  const collectives::BackendPtr comm_;
   const std::vector<int>& clients_;
   const ServerOptions& options_;
   const Clock::time_point start_;
@@ -267,15 +261,13 @@ class Server {
   int64_t in_flight_ = 0;  // queued or computing, reply not yet sent
   std::list<Outgoing> sending_;
   Clock::time_point last_heartbeat_;
-  std::vector<char> scratch_ = std::vector<char>(kRequestPrefixBytes + kSinkChunk);
   int idle_ = 0;
 };
 
 ServerReport Server::run() {
   if (options_.intra_op_threads > 0) at::set_num_threads(options_.intra_op_threads);
-  int size = 0;
-  HPCML_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
-  HPCML_MPI_CHECK(MPI_Comm_size(comm_, &size));
+  rank_ = comm_->rank();
+  const int size = comm_->size();
   load_models();
   stats_.report.rank = rank_;
   stats_.report.device = collectives::describe_device(options_.device);
@@ -349,17 +341,13 @@ void Server::start_instance_threads() {
 // Receives one message if there is one (returns false when none): a request is queued
 // or refused; DONE retires its client; a message from a client thought gone revives it.
 bool Server::receive_message() {
-  int flag = 0;
-  MPI_Message message;
-  MPI_Status status;
-  HPCML_MPI_CHECK(MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_, &flag, &message, &status));
-  if (!flag) return false;
+  std::optional<collectives::Message> message = comm_->improbe();
+  if (!message) return false;
   const auto t0 = Clock::now();
-  const int src = status.MPI_SOURCE;
+  const int src = message->source;
+  const int tag = message->tag;
   last_heard_[src] = t0;
-  int count = 0;
-  HPCML_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &count));
-  if (state_[src] == ClientState::kGone && status.MPI_TAG != kTagDone) {
+  if (state_[src] == ClientState::kGone && tag != kTagDone) {
     // Slow, not dead (e.g. a long start-up): serve it again; what was dropped stays dropped.
     state_[src] = ClientState::kActive;
     ++active_;
@@ -367,31 +355,34 @@ bool Server::receive_message() {
     v.erase(std::remove(v.begin(), v.end(), src), v.end());
     HPCML_LOG_WARN("serve: server rank {}: client rank {} is back; serving it again", rank_, src);
   }
-  if (status.MPI_TAG != kTagRequest) {
-    std::vector<char> sink(static_cast<size_t>(std::max(count, 1)));
-    HPCML_MPI_CHECK(MPI_Mrecv(sink.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE));
-    if (status.MPI_TAG == kTagDone && state_[src] == ClientState::kActive) {
+  if (tag != kTagRequest) {
+    comm_->recv_prefix(*message, nullptr, 0);  // done, heartbeat (0 bytes) or anything else: dropped
+    if (tag == kTagDone && state_[src] == ClientState::kActive) {
       state_[src] = ClientState::kDone;
       --active_;
     }
     return true;
   }
-  if (static_cast<int64_t>(count) > options_.max_request_bytes) {
-    receive_prefix_only(message, count, scratch_);
-    refuse(src, peek_request_id(scratch_.data(), scratch_.size()),
-           "request of " + std::to_string(count) + " bytes exceeds serve.max_request_bytes=" +
+  const size_t bytes = message->bytes;
+  if (static_cast<int64_t>(bytes) > options_.max_request_bytes) {
+    // Not held in memory: the prefix (for the request id) is kept, the rest dropped.
+    char prefix[kRequestPrefixBytes] = {};
+    const size_t kept = comm_->recv_prefix(*message, prefix, sizeof prefix);
+    refuse(src, peek_request_id(prefix, kept),
+           "request of " + std::to_string(bytes) + " bytes exceeds serve.max_request_bytes=" +
                std::to_string(options_.max_request_bytes) + " of server rank " + std::to_string(rank_));
     return true;
   }
-  enqueue_request(src, count, message, t0);
+  enqueue_request(*message, t0);
   return true;
 }
 
-// A request of `count` bytes from `src`, received at `t0`: parsed, checked against its
-// model and queued, or refused with an error reply naming what is wrong.
-void Server::enqueue_request(int src, int count, MPI_Message& message, Clock::time_point t0) {
-  auto buffer = std::make_shared<std::vector<char>>(static_cast<size_t>(count));
-  HPCML_MPI_CHECK(MPI_Mrecv(buffer->data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE));
+// A request received at `t0`: parsed, checked against its model and queued, or refused
+// with an error reply naming what is wrong.
+void Server::enqueue_request(collectives::Message& message, Clock::time_point t0) {
+  const int src = message.source;
+  auto buffer = std::make_shared<std::vector<char>>(message.bytes);
+  comm_->recv(message, buffer->data(), buffer->size());
   uint64_t id = peek_request_id(buffer->data(), buffer->size());
   try {
     Request request = parse_request(buffer);
@@ -440,8 +431,7 @@ bool Server::send_replies() {
     const auto s0 = Clock::now();
     sending_.push_back(std::move(o));
     Outgoing& out = sending_.back();
-    HPCML_MPI_CHECK(MPI_Isend(out.bytes.data(), static_cast<int>(out.bytes.size()), MPI_BYTE, out.dest, kTagReply,
-                              comm_, &out.request));
+    out.send = comm_->send(out.bytes.data(), out.bytes.size(), out.dest, kTagReply, kAsync);
     if (out.counted) {
       report_.requests += 1;
       const float total = static_cast<float>(out.overhead_us + us_between(s0, Clock::now()));
@@ -453,11 +443,7 @@ bool Server::send_replies() {
 }
 
 void Server::reap_finished_sends() {
-  for (auto it = sending_.begin(); it != sending_.end();) {
-    int done = 0;
-    HPCML_MPI_CHECK(MPI_Test(&it->request, &done, MPI_STATUS_IGNORE));
-    it = done ? sending_.erase(it) : std::next(it);
-  }
+  for (auto it = sending_.begin(); it != sending_.end();) it = finished(*it) ? sending_.erase(it) : std::next(it);
 }
 
 // Liveness both ways, once per heartbeat: a heartbeat to each active client with work
@@ -468,9 +454,7 @@ void Server::watch_liveness() {
   last_heartbeat_ = now;
   for (int c : clients_) {
     if (state_[c] != ClientState::kActive || pending_[c] == 0) continue;
-    MPI_Request r;
-    HPCML_MPI_CHECK(MPI_Isend(nullptr, 0, MPI_BYTE, c, kTagHeartbeat, comm_, &r));
-    HPCML_MPI_CHECK(MPI_Request_free(&r));
+    comm_->send(nullptr, 0, c, kTagHeartbeat, kAsync);  // 0 bytes: the Work is dropped, the send detached
   }
   for (int c : clients_) {
     if (state_[c] != ClientState::kActive ||
@@ -518,14 +502,12 @@ void Server::drain_replies() {
   const auto drain_deadline = Clock::now() + drain_timeout;
   while (!sending_.empty()) {
     for (auto it = sending_.begin(); it != sending_.end();) {
-      int done = 0;
       if (state_[it->dest] == ClientState::kGone) {
-        HPCML_MPI_CHECK(MPI_Request_free(&it->request));
-        done = 1;
+        detach(*it);
+        it = sending_.erase(it);
       } else {
-        HPCML_MPI_CHECK(MPI_Test(&it->request, &done, MPI_STATUS_IGNORE));
+        it = finished(*it) ? sending_.erase(it) : std::next(it);
       }
-      it = done ? sending_.erase(it) : std::next(it);
     }
     if (Clock::now() > drain_deadline)
       deadline_expired("serve reply drain", "server rank " + std::to_string(rank_),
@@ -576,9 +558,9 @@ std::string ServerReport::to_json() const {
   return out.dump();
 }
 
-ServerReport run_server(MPI_Comm comm, const std::vector<int>& clients, const ServerOptions& options) {
+ServerReport run_server(collectives::BackendPtr comm, const std::vector<int>& clients, const ServerOptions& options) {
   const auto start = Clock::now();
-  Server server(comm, clients, options, start);
+  Server server(std::move(comm), clients, options, start);
   return server.run();
 }
 

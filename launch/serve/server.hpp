@@ -4,13 +4,13 @@
 #pragma once
 
 #include <c10/core/Device.h>
-#include <mpi.h>
 
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "collectives/backend.hpp"
 #include "launch/serve/protocol.hpp"
 
 namespace hpcml::launch::serve {
@@ -52,11 +52,11 @@ struct ServerReport {
 };
 
 /// Serves until every client in `clients` has sent DONE or vanished (silent past
-/// client_timeout_s). `comm` is the serving communicator (a duplicate of the world:
-/// ranks are world ranks); this rank must not be in `clients`. Blocks; starts and
-/// joins its instance threads; only the calling thread touches MPI.
+/// client_timeout_s). `comm` is the serving communicator (a duplicate of the world,
+/// Backend::dup: ranks are world ranks); this rank must not be in `clients`. Blocks;
+/// starts and joins its instance threads; only the calling thread uses `comm`.
 /// Throws ConfigError / IoError when the repository cannot be loaded (before
 /// serving anything). Bad requests never throw: they get error replies.
-ServerReport run_server(MPI_Comm comm, const std::vector<int>& clients, const ServerOptions& options);
+ServerReport run_server(collectives::BackendPtr comm, const std::vector<int>& clients, const ServerOptions& options);
 
 }  // namespace hpcml::launch::serve

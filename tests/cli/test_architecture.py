@@ -171,6 +171,22 @@ class ArchitectureTest(unittest.TestCase):
                 long.append(f"{os.path.relpath(path, SOURCE_DIR)}: {n} lines")
         self.assertEqual(long, [])
 
+    def test_the_inference_service_makes_no_mpi_call(self):
+        # Issue 24: the service talks through the Backend's point-to-point API; only
+        # core/ and collectives/ call MPI for it (core/mpi.hpp's hpcml helpers are fine).
+        paths = sources(os.path.join("launch", "serve")) + sources(os.path.join("examples", "serve_client"))
+        paths.append(os.path.join(SOURCE_DIR, "launch", "bench", "serve.cpp"))
+        self.assertGreater(len(paths), 10)
+        wrong = []
+        for path in paths:
+            with open(path) as f:
+                text = f.read()
+            name = os.path.relpath(path, SOURCE_DIR)
+            if re.search(r"^\s*#\s*include\s*<mpi\.h>", text, re.M):
+                wrong.append(f"{name} includes <mpi.h>")
+            for symbol in sorted(set(re.findall(r"\bMPI_\w+", blank_comments_and_literals(text)))):
+                wrong.append(f"{name} uses {symbol}")
+        self.assertEqual(wrong, [])
 
     def test_only_core_and_collectives_call_mpi(self):
         calls = []

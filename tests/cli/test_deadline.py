@@ -48,6 +48,9 @@ class DeadlineTest(unittest.TestCase):
     def test_blocking_send_two_ranks(self):
         self.check("send", 2, "send", on=r"'world, to rank 1, tag 9'")
 
+    def test_async_send_wait_two_ranks(self):
+        self.check("send-async", 2, "send", on=r"'world, to rank 1, tag 9'")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,13 +1,14 @@
 // A job in which the last rank never joins a collective.
 //
-//   deadline_probe <timeout_s> <sync|async|barrier|reducer|recv|recv-async|send>
+//   deadline_probe <timeout_s> <sync|async|barrier|reducer|recv|recv-async|send|send-async>
 //
 // Every rank but the last calls a collective with the given deadline; the last
 // rank sleeps far longer. `reducer`: every rank builds a GradientReducer (shared-
 // memory transport), and every rank but the last runs a step's backward, whose
 // reduction then waits for the last rank's gradients. recv, recv-async: every rank
-// but the last waits for a message from the last rank (tag 9); send: every rank but
-// the last sends it 64 MiB (tag 9, past any eager limit), which it never receives. Expected: the watchdog (sync, barrier) or Work::wait
+// but the last waits for a message from the last rank (tag 9); send, send-async: every
+// rank but the last sends it 64 MiB (tag 9, past any eager limit), which it never
+// receives (send-async: waiting on the send's Work). Expected: the watchdog (sync, barrier) or Work::wait
 // (async) prints the deadline line and the job ends with exit code 86 shortly
 // after the deadline. tests/cli/test_deadline.py checks exactly that.
 #include <ATen/ATen.h>
@@ -23,7 +24,7 @@
 int main(int argc, char** argv) {
   hpcml::MpiSession mpi(&argc, &argv);
   if (argc != 3) {
-    std::fprintf(stderr, "usage: deadline_probe <timeout_s> <sync|async|barrier|reducer|recv|recv-async|send>\n");
+    std::fprintf(stderr, "usage: deadline_probe <timeout_s> <sync|async|barrier|reducer|recv|recv-async|send|send-async>\n");
     return 2;
   }
   const double timeout_s = std::atof(argv[1]);
@@ -59,9 +60,11 @@ int main(int argc, char** argv) {
     p2p.async = mode == "recv-async";
     int value = 0;
     world->recv(&value, sizeof value, world->size() - 1, 9, nullptr, p2p)->wait();
-  } else if (mode == "send") {
+  } else if (mode == "send" || mode == "send-async") {
     std::vector<char> big(64u << 20);
-    world->send(big.data(), big.size(), world->size() - 1, 9);
+    hpcml::collectives::P2POptions p2p;
+    p2p.async = mode == "send-async";
+    world->send(big.data(), big.size(), world->size() - 1, 9, p2p)->wait();
   } else if (mode == "reducer") {
     reducer->backward((weight * t.narrow(0, 0, 256)).sum());
   } else {

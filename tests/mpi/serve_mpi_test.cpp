@@ -10,6 +10,7 @@
 #include <functional>
 #include <thread>
 
+#include "collectives/factory.hpp"
 #include "core/mpi.hpp"
 #include "launch/serve/batcher.hpp"
 #include "launch/serve/client.hpp"
@@ -137,34 +138,21 @@ std::string make_repository(const std::string& tag, const std::map<std::string, 
   return dir.string();
 }
 
+// The world's MPI backend and the service's communicator (a duplicate: world ranks).
 struct Session {
-  MPI_Comm comm = MPI_COMM_NULL;
-  int rank = 0;
-  Session() {
-    HPCML_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
-    HPCML_MPI_CHECK(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN));
-    rank = hpcml::world_rank();
-  }
-  ~Session() {
-    MPI_Barrier(MPI_COMM_WORLD);
-    MPI_Comm_free(&comm);
-  }
+  hpcml::collectives::BackendPtr world = hpcml::collectives::make_backend("mpi");
+  hpcml::collectives::BackendPtr comm = world->dup("serve");
+  int rank = hpcml::world_rank();
+  ~Session() { world->barrier(); }
   // Receives and drops whatever is still addressed to this rank (heartbeats).
   void drain(double seconds) {
     const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
     while (std::chrono::steady_clock::now() < until) {
-      int flag = 0;
-      MPI_Message m;
-      MPI_Status st;
-      MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &flag, &m, &st);
-      if (!flag) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      if (auto m = comm->improbe()) {
+        comm->recv_prefix(*m, nullptr, 0);
         continue;
       }
-      int count = 0;
-      MPI_Get_count(&st, MPI_BYTE, &count);
-      std::vector<char> sink(static_cast<size_t>(std::max(count, 1)));
-      MPI_Mrecv(sink.data(), count, MPI_BYTE, &m, MPI_STATUS_IGNORE);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
 };
@@ -337,7 +325,7 @@ TEST(ServeSession, ServerDropsTheWorkOfAVanishedClient) {
   if (s.rank == 1) {
     // A client that sends one request, then goes silent: no heartbeat, no DONE.
     const auto bytes = serve::pack_request(1, "held", serve::fixed_inputs(hpcml::models::example_inputs("facile", 4, 1)));
-    HPCML_MPI_CHECK(MPI_Send(bytes.data(), static_cast<int>(bytes.size()), MPI_BYTE, kServer, serve::kTagRequest, s.comm));
+    s.comm->send(bytes.data(), bytes.size(), kServer, serve::kTagRequest);
     s.drain(2.0);
     return;
   }
