@@ -1,7 +1,6 @@
 // `hpcml bench ddp`: data-parallel training throughput on synthetic data, with the
 // time breakdown per step; `--plain` runs the same loop in plain LibTorch (no
 // hpcml) for the 1-rank overhead comparison.
-#include <mpi.h>
 #include <torch/torch.h>
 
 #include <cstdio>
