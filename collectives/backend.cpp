@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cstring>
 #include <sstream>
 
 #include "collectives/detail/work_impl.hpp"
@@ -128,6 +129,17 @@ std::vector<at::Tensor> Backend::allgather_varying(const at::Tensor& input, cons
   }
   allgather(outputs, input, sync)->wait();
   return outputs;
+}
+
+std::string Backend::broadcast_string(const std::string& text, int root) {
+  BroadcastOptions from;
+  from.root = root;
+  at::Tensor size = at::tensor({static_cast<int64_t>(rank() == root ? text.size() : 0)}, at::kLong);
+  broadcast(size, from);
+  at::Tensor bytes = at::zeros({size.item<int64_t>()}, at::kByte);
+  if (rank() == root && !text.empty()) std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  broadcast(bytes, from);
+  return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
 }
 
 std::shared_ptr<Backend> Backend::split(int color, int key, const std::string& name) {

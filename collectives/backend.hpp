@@ -93,6 +93,9 @@ class Backend : public std::enable_shared_from_this<Backend> {
   /// sizes, then gathers. Synchronous. Returns one tensor per rank.
   std::vector<at::Tensor> allgather_varying(const at::Tensor& input, const AllgatherOptions& options = {});
 
+  /// `root`'s `text` on every rank (its size, then its bytes). Synchronous.
+  std::string broadcast_string(const std::string& text, int root = 0);
+
   /// Splits into groups by `color` (ranks ordered by `key`), like MPI_Comm_split.
   /// Collective over this communicator. A negative color returns null (no group).
   /// @param name appended to comm_name() in messages.
@@ -199,6 +202,8 @@ class Backend : public std::enable_shared_from_this<Backend> {
   void check_peer(const char* op, int peer, bool any_allowed) const;
   /// probe() whose deadline line names `op` (probe or recv).
   Message wait_for_message(const char* op, int source, int tag, std::chrono::milliseconds timeout);
+  /// The blocking or async receive of one matching message, handed to `take`.
+  WorkPtr receive_with(int source, int tag, const P2POptions& options, std::function<void(Message&)> take);
   void check_tag(const char* op, int tag, bool any_allowed) const;
 
   void check_tensor(const char* op, const char* what, const at::Tensor& tensor) const;

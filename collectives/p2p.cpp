@@ -204,13 +204,9 @@ void unpack_into(const std::vector<char>& bytes, at::Tensor& out, const std::str
 
 }  // namespace
 
-WorkPtr Backend::recv(void* data, size_t capacity, int source, int tag, Message* status, const P2POptions& options) {
+WorkPtr Backend::receive_with(int source, int tag, const P2POptions& options, std::function<void(Message&)> take) {
   check_peer("recv", source, true);
   check_tag("recv", tag, true);
-  auto take = [this, data, capacity, status](Message& m) {
-    if (status != nullptr) *status = Message{m.source, m.tag, m.bytes, nullptr};
-    recv(m, data, capacity);
-  };
   if (!options.async) {
     Message m = wait_for_message("recv", source, tag, options.timeout);
     take(m);
@@ -218,7 +214,7 @@ WorkPtr Backend::recv(void* data, size_t capacity, int source, int tag, Message*
   }
   auto self = shared_from_this();
   return std::make_shared<detail::PollWork>("recv", p2p_object("recv", source, tag), resolve(options.timeout),
-                                            [self, source, tag, take]() mutable {
+                                            [self, source, tag, take = std::move(take)]() {
                                               auto m = self->do_improbe(source, tag);
                                               if (!m) return false;
                                               take(*m);
@@ -226,27 +222,18 @@ WorkPtr Backend::recv(void* data, size_t capacity, int source, int tag, Message*
                                             });
 }
 
+WorkPtr Backend::recv(void* data, size_t capacity, int source, int tag, Message* status, const P2POptions& options) {
+  return receive_with(source, tag, options, [this, data, capacity, status](Message& m) {
+    if (status != nullptr) *status = Message{m.source, m.tag, m.bytes, nullptr};
+    recv(m, data, capacity);
+  });
+}
+
 WorkPtr Backend::recv(at::Tensor& out, int source, int tag, const P2POptions& options) {
   check_tensor("recv", "tensor", out);
-  check_peer("recv", source, true);
-  check_tag("recv", tag, true);
-  auto take = [this, out](Message& m) mutable {
-    const std::string where = p2p_context("recv", m.source, m.tag);
-    unpack_into(recv_bytes(m), out, where);
-  };
-  if (!options.async) {
-    Message m = wait_for_message("recv", source, tag, options.timeout);
-    take(m);
-    return detail::completed_work();
-  }
-  auto self = shared_from_this();
-  return std::make_shared<detail::PollWork>("recv", p2p_object("recv", source, tag), resolve(options.timeout),
-                                            [self, source, tag, take]() mutable {
-                                              auto m = self->do_improbe(source, tag);
-                                              if (!m) return false;
-                                              take(*m);
-                                              return true;
-                                            });
+  return receive_with(source, tag, options, [this, out](Message& m) mutable {
+    unpack_into(recv_bytes(m), out, p2p_context("recv", m.source, m.tag));
+  });
 }
 
 WorkPtr Backend::do_send(const void*, size_t, std::shared_ptr<const void>, int, int, const P2POptions&) {

@@ -52,16 +52,7 @@ json recv_json(collectives::Backend& comm, collectives::Message& m) {
 // Every rank of `group` gets `root`'s message (the leader's, group rank 0, by default).
 json group_broadcast(collectives::Backend& group, const json& message, int root = 0) {
   if (group.size() == 1) return message;
-  std::string text = group.rank() == root ? message.dump() : std::string();
-  at::Tensor size = at::tensor({static_cast<int64_t>(text.size())}, at::kLong);
-  collectives::BroadcastOptions from;
-  from.root = root;
-  group.broadcast(size, from);
-  at::Tensor bytes = at::empty({size.item<int64_t>()}, at::kByte);
-  if (group.rank() == root) std::memcpy(bytes.data_ptr(), text.data(), text.size());
-  group.broadcast(bytes, from);
-  return json::parse(static_cast<const char*>(bytes.data_ptr()),
-                     static_cast<const char*>(bytes.data_ptr()) + bytes.numel());
+  return json::parse(group.broadcast_string(group.rank() == root ? message.dump() : std::string(), root));
 }
 
 Task task_of(const json& j) { return Task{j.at("id").get<std::string>(), j.at("spec")}; }

@@ -48,13 +48,7 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 // Rank 0's error (or "") reaches every rank, which throws it: rank-0 checks end the
 // job on every rank with the same one line.
 void agree(collectives::Backend& world, const std::string& error) {
-  std::string text = world.rank() == 0 ? error : std::string();
-  at::Tensor size = at::tensor({static_cast<int64_t>(text.size())}, at::kLong);
-  world.broadcast(size);
-  at::Tensor bytes = at::empty({size.item<int64_t>()}, at::kByte);
-  if (world.rank() == 0 && !text.empty()) std::memcpy(bytes.data_ptr(), text.data(), text.size());
-  world.broadcast(bytes);
-  const std::string agreed(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
+  const std::string agreed = world.broadcast_string(error);
   HPCML_CHECK_AS(ConfigError, agreed.empty(), agreed);
 }
 
@@ -439,16 +433,7 @@ int run_units(Context& ctx, Campaign& k, const CampaignFlags& flags) {
   };
   farm::FarmOptions options;
   options.name = "infer";
-  {
-    // Every rank uses rank 0's journal name (the coordinator is the only writer).
-    at::Tensor size = at::tensor({static_cast<int64_t>(journal.size())}, at::kLong);
-    world.broadcast(size);
-    at::Tensor bytes = at::zeros({size.item<int64_t>()}, at::kByte);
-    if (world.rank() == 0) std::memcpy(bytes.data_ptr(), journal.data(), journal.size());
-    world.broadcast(bytes);
-    journal.assign(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
-  }
-  options.journal = journal;
+  options.journal = world.broadcast_string(journal);  // rank 0's name (the coordinator is the only writer)
   options.retry_failed = flags.retry_failed;
   const farm::FarmReport report = farm::run_farm(ctx.world, plan, work, options);
   if (report.interrupted) return kExitPreempted;
@@ -520,15 +505,7 @@ int run_campaign(Context& ctx, const TrainConfig& config, const CampaignFlags& f
     }
   }
   agree(world, error);
-  {
-    // Every rank loads the checkpoint rank 0 chose.
-    at::Tensor size = at::tensor({static_cast<int64_t>(checkpoint.size())}, at::kLong);
-    world.broadcast(size);
-    at::Tensor bytes = at::zeros({size.item<int64_t>()}, at::kByte);
-    if (world.rank() == 0) std::memcpy(bytes.data_ptr(), checkpoint.data(), checkpoint.size());
-    world.broadcast(bytes);
-    checkpoint.assign(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
-  }
+  checkpoint = world.broadcast_string(checkpoint);  // every rank loads the one rank 0 chose
   Setup setup = set_up(c, ctx);
   c = setup.config;
   k.model = std::move(setup.model);

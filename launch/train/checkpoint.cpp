@@ -248,13 +248,7 @@ void export_checkpoint(const std::string& path, const std::string& out) {
 // The newest valid checkpoint of `run_dir` as rank 0 finds it (it alone opens the
 // candidates), broadcast so that every rank loads the same file; "" when none.
 std::string agreed_newest_checkpoint(collectives::Backend& world, const std::string& run_dir) {
-  std::string chosen = world.rank() == 0 ? newest_checkpoint(run_dir) : std::string();
-  at::Tensor len = at::tensor({static_cast<int64_t>(chosen.size())}, at::kLong);
-  world.broadcast(len);
-  at::Tensor bytes = at::zeros({len.item<int64_t>()}, at::kByte);
-  if (world.rank() == 0 && !chosen.empty()) std::memcpy(bytes.data_ptr(), chosen.data(), chosen.size());
-  world.broadcast(bytes);
-  return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
+  return world.broadcast_string(world.rank() == 0 ? newest_checkpoint(run_dir) : std::string());
 }
 
 ResumePoint resume_from_newest_checkpoint(const Context& ctx, const std::string& run_dir, models::Model& model,
