@@ -332,6 +332,22 @@ class CampaignTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.outputs_equal(self.reference, out)
 
+    def test_inputs_sharing_a_file_name_get_distinct_outputs(self):
+        a, b = os.path.join(self.tmp, "site-a"), os.path.join(self.tmp, "site-b")
+        for d in (a, b):
+            os.makedirs(d, exist_ok=True)
+            shutil.copy(self.inputs[0], d)
+        out = os.path.join(self.tmp, "same-names")
+        rc, _, err, _ = run(["infer"] + self.campaign_args(out, [os.path.join(a, "*.h5"), os.path.join(b, "*.h5")]),
+                            ranks=2, timeout=120)
+        self.assertEqual(rc, 0, err)
+        # The documented rule: <stem>-<k>.predictions.h5, k the input's position in the list.
+        for k, d in enumerate((a, b)):
+            path = os.path.join(out, f"jets-00000-{k}.predictions.h5")
+            with h5py.File(path, "r") as f:
+                self.assertEqual(f.attrs["input_file"], os.path.join(d, "jets-00000.h5"))
+        self.assertFalse(os.path.exists(os.path.join(out, "jets-00000.predictions.h5")))
+
     def test_bad_configs_are_one_line(self):
         for extra, want in ((["--set", "infer.inputs=[/nonexistent/*.h5]"], "key 'infer.inputs'"),
                             (["--set", "model.name=nsf-gw"], "use -i/-o")):
