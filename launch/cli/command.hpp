@@ -48,6 +48,7 @@ void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selec
 void add_bench_io_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 /// `bench model`, under the `bench` subcommand.
 void add_bench_model_command(CLI::App& bench, CommonOptions& common, Runner& selected);
+void add_bench_infer_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 /// `bench serve`, under the `bench` subcommand (registered from main.cpp).
 void add_bench_serve_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 

@@ -368,9 +368,11 @@ void Coordinator::run() {
       check_overdue();
       progress_.tick(done_ + failed_, failed_, static_cast<int>(known_.size()));
     }
+    // Answer fast after activity; when quiet, wake at most ~500 times a second, so a
+    // coordinator sharing its core with a working rank takes little from it.
     ++quiet;
     if (quiet < 64) std::this_thread::yield();
-    else std::this_thread::sleep_for(std::chrono::microseconds(quiet < 200 ? 20 : 200));
+    else std::this_thread::sleep_for(std::chrono::microseconds(quiet < 200 ? 20 : quiet < 1000 ? 200 : 2000));
   }
   progress_.finish(done_ + failed_, failed_, static_cast<int>(known_.size()));
   journal({{"event", stopping_ ? "stopped" : "end"}, {"done", done_}, {"failed", failed_},

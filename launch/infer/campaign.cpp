@@ -30,6 +30,7 @@
 #include "io/journal.hpp"
 #include "io/predictions.hpp"
 #include "launch/farm/farm.hpp"
+#include "launch/infer/campaign_files.hpp"
 #include "launch/infer/claims.hpp"
 #include "launch/train/checkpoint.hpp"
 #include "launch/train/feed.hpp"
@@ -40,6 +41,10 @@ namespace hpcml::launch {
 namespace {
 
 namespace fs = std::filesystem;
+using campaign_files::changes;
+using campaign_files::fingerprint;
+using campaign_files::output_names;
+using campaign_files::publish;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
@@ -50,94 +55,6 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 void agree(collectives::Backend& world, const std::string& error) {
   const std::string agreed = world.broadcast_string(error);
   HPCML_CHECK_AS(ConfigError, agreed.empty(), agreed);
-}
-
-// One predictions file per input: <stem>.predictions.h5; inputs that share a file
-// name get -<k>, k their position in the input list (docs/campaigns.md).
-std::vector<std::string> output_names(const std::vector<std::string>& inputs) {
-  std::map<std::string, int> count;
-  for (const auto& in : inputs) ++count[fs::path(in).stem().string()];
-  std::vector<std::string> out;
-  for (size_t k = 0; k < inputs.size(); ++k) {
-    const std::string stem = fs::path(inputs[k]).stem().string();
-    out.push_back(stem + (count[stem] > 1 ? "-" + std::to_string(k) : std::string()) + ".predictions.h5");
-  }
-  return out;
-}
-
-// What makes two runs the same campaign.
-json fingerprint(const TrainConfig& c, const std::vector<std::string>& inputs, const std::string& checkpoint,
-                 const std::string& digest, const std::string& task, const std::vector<std::string>& copies) {
-  json files = json::array();
-  for (const auto& in : inputs) {
-    struct stat st{};
-    ::stat(in.c_str(), &st);
-    files.push_back({{"path", fs::absolute(in).string()}, {"bytes", static_cast<int64_t>(st.st_size)},
-                     {"mtime_ns", static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec}});
-  }
-  json inputs_map = json::object();
-  for (const auto& [name, field] : c.data.inputs) inputs_map[name] = field;
-  return {{"checkpoint", checkpoint}, {"checkpoint_sha256", digest},
-          {"model", config::to_yaml(c.model)}, {"data_inputs", inputs_map},
-          {"batch_size", c.infer.batch_size}, {"unit_rows", c.infer.unit_rows}, {"task", task},
-          {"copy_fields", copies}, {"inputs", files}};
-}
-
-// "" when `now` continues `before`, else what changed, for the refusal.
-std::string changes(const json& before, const json& now, bool ignore_input_changes) {
-  std::vector<std::string> what;
-  if (before.value("checkpoint_sha256", "") != now["checkpoint_sha256"])
-    what.push_back("the checkpoint's parameters (sha256 " + before.value("checkpoint_sha256", "").substr(0, 12) +
-                   " -> " + now["checkpoint_sha256"].get<std::string>().substr(0, 12) + ")");
-  for (const char* key : {"model", "data_inputs", "batch_size", "unit_rows", "task", "copy_fields"})
-    if (before.value(key, json()) != now[key]) what.push_back(std::string("the key(s) of ") + key);
-  const auto& a = before.value("inputs", json::array());
-  const auto& b = now["inputs"];
-  if (a.size() != b.size()) {
-    what.push_back("the input list (" + std::to_string(a.size()) + " -> " + std::to_string(b.size()) + " files)");
-  } else {
-    for (size_t i = 0; i < a.size(); ++i) {
-      if (a[i] == b[i]) continue;
-      if (ignore_input_changes && a[i]["path"] == b[i]["path"]) continue;
-      what.push_back("input '" + b[i]["path"].get<std::string>() +
-                     (a[i]["path"] != b[i]["path"] ? "' (was '" + a[i]["path"].get<std::string>() + "')"
-                                                   : "' (size or modification time)"));
-      break;
-    }
-  }
-  std::string out;
-  for (const auto& w : what) out += (out.empty() ? "" : ", ") + w;
-  return out;
-}
-
-// Writes `text` to a temporary name of this process, fsyncs it, then: `once`: link()s
-// it to `path`, returning false when `path` exists already (another job wrote it
-// first); else renames it over `path`. Several jobs may do this at once.
-bool publish(const fs::path& path, const std::string& text, bool once) {
-  const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    HPCML_CHECK_AS(IoError, out.good(), "campaign: cannot write '", tmp.string(), "': ", std::strerror(errno));
-  }
-  fsync_file(tmp.string());
-  if (once) {
-    const bool made = ::link(tmp.c_str(), path.c_str()) == 0;
-    const int error = errno;
-    ::unlink(tmp.c_str());
-    HPCML_CHECK_AS(IoError, made || error == EEXIST, "campaign: cannot create '", path.string(), "': ",
-                   std::strerror(error));
-    fsync_file(path.parent_path().string());
-    return made;
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int error = errno;
-    ::unlink(tmp.c_str());
-    HPCML_THROW(IoError, "campaign: cannot write '", path.string(), "': ", std::strerror(error));
-  }
-  fsync_file(path.parent_path().string());
-  return true;
 }
 
 // The campaign, as every rank knows it.
@@ -474,8 +391,10 @@ int run_units(Context& ctx, Campaign& k, const CampaignFlags& flags) {
 
 }  // namespace
 
-int run_campaign(Context& ctx, const TrainConfig& config, const CampaignFlags& flags) {
-  auto& world = *ctx.world;
+namespace {
+
+// The campaign's inputs and directories from its config (no file touched).
+Campaign describe_campaign(const TrainConfig& config) {
   Campaign k;
   k.c = with_model_defaults(config);
   TrainConfig& c = k.c;
@@ -491,11 +410,78 @@ int run_campaign(Context& ctx, const TrainConfig& config, const CampaignFlags& f
   k.outputs = output_names(k.inputs);
   k.dir = c.infer.output_dir.empty() ? fs::path(c.run.dir) / "infer" : fs::path(c.infer.output_dir);
   k.parts = k.dir / "parts";
-
-  // The model, from the first input's fields (it defines the input shapes).
+  // The model is built from the first input's fields (it defines the input shapes).
   c.data.name = "hdf5";
   c.data.files = {k.inputs.front()};
   c.data.validation_files.clear();
+  return k;
+}
+
+// The model with `checkpoint`'s weights, the task and the copied fields (collective).
+void load_model(Context& ctx, Campaign& k, const std::string& checkpoint) {
+  TrainConfig& c = k.c;
+  Setup setup = set_up(c, ctx);
+  c = setup.config;
+  k.model = std::move(setup.model);
+  load_checkpoint_weights(checkpoint, *k.model);
+  k.checkpoint = checkpoint;
+  k.digest = parameters_digest(k.model->named_parameters());
+  k.task = c.infer.task != "auto" ? c.infer.task : (setup.feed->regression() ? "regression" : "classification");
+  // Copied fields: [auto] is the target when the first input has it.
+  RowReader first(c, k.inputs.front(), {});
+  for (const auto& f : c.infer.copy_fields) {
+    if (f == "auto") {
+      if (!c.data.target.empty() && first.has_field(c.data.target)) k.copies.push_back(c.data.target);
+    } else {
+      k.copies.push_back(f);
+    }
+  }
+}
+
+}  // namespace
+
+ForwardTiming time_in_memory_forward(Context& ctx, const TrainConfig& config) {
+  auto& world = *ctx.world;
+  Campaign k = describe_campaign(config);
+  const std::string checkpoint = k.c.infer.checkpoint.empty() ? agreed_newest_checkpoint(world, k.c.run.dir)
+                                                              : k.c.infer.checkpoint;
+  HPCML_CHECK_AS(ConfigError, !checkpoint.empty(), "config error: key 'infer.checkpoint': no checkpoint given and "
+                 "none in '", k.c.run.dir, "/checkpoints' (run.dir)");
+  load_model(ctx, k, checkpoint);
+  // The campaign's units, dealt round-robin; every batch read first.
+  std::vector<Example> batches;
+  ForwardTiming t;
+  int64_t next = 0;
+  for (const auto& input : k.inputs) {
+    RowReader r(k.c, input, {});
+    const int64_t chunk = r.chunk_rows();
+    const int64_t unit = chunk > 0 ? (k.c.infer.unit_rows + chunk - 1) / chunk * chunk : k.c.infer.unit_rows;
+    for (int64_t a = 0; a < r.rows(); a += unit, ++next) {
+      if (next % world.size() != world.rank()) continue;
+      for (int64_t b = a; b < std::min(r.rows(), a + unit); b += k.c.infer.batch_size) {
+        const int64_t n = std::min<int64_t>(k.c.infer.batch_size, std::min(r.rows(), a + unit) - b);
+        batches.push_back(r.read(b, n, nullptr));
+        t.rows += n;
+      }
+    }
+  }
+  at::NoGradGuard no_grad;
+  k.model->set_training(false);
+  world.barrier();
+  const auto start = Clock::now();
+  for (const auto& e : batches) {
+    at::Tensor out = k.model->forward(e.inputs);
+    out = out.reshape({out.size(0), -1});
+    if (k.task == "classification") out = at::softmax(out, 1);
+  }
+  t.seconds = since(start);
+  return t;
+}
+
+int run_campaign(Context& ctx, const TrainConfig& config, const CampaignFlags& flags) {
+  auto& world = *ctx.world;
+  Campaign k = describe_campaign(config);
+  TrainConfig& c = k.c;
   std::string checkpoint, error;
   if (world.rank() == 0) {
     try {
@@ -506,24 +492,7 @@ int run_campaign(Context& ctx, const TrainConfig& config, const CampaignFlags& f
   }
   agree(world, error);
   checkpoint = world.broadcast_string(checkpoint);  // every rank loads the one rank 0 chose
-  Setup setup = set_up(c, ctx);
-  c = setup.config;
-  k.model = std::move(setup.model);
-  load_checkpoint_weights(checkpoint, *k.model);
-  k.checkpoint = checkpoint;
-  k.digest = parameters_digest(k.model->named_parameters());
-  k.task = c.infer.task != "auto" ? c.infer.task : (setup.feed->regression() ? "regression" : "classification");
-  // Copied fields: [auto] is the target when the first input has it.
-  {
-    RowReader first(c, k.inputs.front(), {});
-    for (const auto& f : c.infer.copy_fields) {
-      if (f == "auto") {
-        if (!c.data.target.empty() && first.has_field(c.data.target)) k.copies.push_back(c.data.target);
-      } else {
-        k.copies.push_back(f);
-      }
-    }
-  }
+  load_model(ctx, k, checkpoint);
 
   // Rank 0: the fingerprint, refusing a directory of another campaign.
   const json now = fingerprint(c, k.inputs, k.checkpoint, k.digest, k.task, k.copies);

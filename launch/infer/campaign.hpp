@@ -21,4 +21,14 @@ struct CampaignFlags {
 /// and on stderr), kExitPreempted when stopped by a signal.
 int run_campaign(Context& context, const TrainConfig& config, const CampaignFlags& flags);
 
+/// For `hpcml bench infer`: the model's own forward as the campaign runs it (eval
+/// mode, no autograd, softmax for classification) over this rank's share of the
+/// campaign's units (dealt round-robin), every batch read into memory first; only
+/// the forward passes are timed. Collective (set-up, one barrier before timing).
+struct ForwardTiming {
+  int64_t rows = 0;    ///< this rank's rows
+  double seconds = 0;  ///< this rank's forward time
+};
+ForwardTiming time_in_memory_forward(Context& context, const TrainConfig& config);
+
 }  // namespace hpcml::launch

@@ -1,0 +1,152 @@
+// `hpcml bench infer`: a campaign's throughput against the model's own forward on the
+// same batches already in memory, alternated in one run (docs/benchmarks.md).
+#include <sys/resource.h>
+
+#include <ATen/ATen.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "core/files.hpp"
+#include "launch/bench/stats.hpp"
+#include "launch/cli/command.hpp"
+#include "launch/infer/campaign.hpp"
+#include "launch/train/trainer.hpp"
+
+namespace hpcml::launch::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using bench::median;
+
+struct InferBenchOptions {
+  int reps = 5;
+  std::string scratch = "runs/bench-infer";
+  std::string json_path;
+};
+
+// Max over ranks of this process's peak resident set, MiB.
+double peak_rss_mib(collectives::Backend& world) {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  at::Tensor rss = at::tensor({static_cast<double>(usage.ru_maxrss) / 1024.0}, at::kDouble);
+  collectives::AllreduceOptions max_op;
+  max_op.op = collectives::ReduceOp::kMax;
+  world.allreduce(rss, max_op);
+  return rss.item<double>();
+}
+
+int run_bench_infer(Context& c, const TrainConfig& config, const InferBenchOptions& o) {
+  auto& world = *c.world;
+  HPCML_CHECK_AS(ConfigError, !config.infer.inputs.empty(), "bench infer: key 'infer.inputs': expected the files "
+                 "to run the campaign over, found none");
+  std::vector<double> campaign, forward, ratio, read_s, compute_s, write_s, wall_s;
+  int64_t rows = 0;
+  for (int rep = 0; rep < o.reps; ++rep) {
+    // Alternate which one runs first.
+    double campaign_rate = 0, forward_rate = 0;
+    for (int k = 0; k < 2; ++k) {
+      if ((k + rep) % 2 == 0) {
+        const ForwardTiming t = time_in_memory_forward(c, config);
+        at::Tensor sums = at::tensor({static_cast<double>(t.rows), t.seconds}, at::kDouble);
+        at::Tensor total = sums.narrow(0, 0, 1), slowest = sums.narrow(0, 1, 1);
+        world.allreduce(total);
+        collectives::AllreduceOptions max_op;
+        max_op.op = collectives::ReduceOp::kMax;
+        world.allreduce(slowest, max_op);
+        rows = static_cast<int64_t>(total.item<double>());
+        forward_rate = total.item<double>() / std::max(slowest.item<double>(), 1e-9);
+      } else {
+        TrainConfig run = config;
+        run.infer.output_dir = (fs::path(o.scratch) / ("rep-" + std::to_string(rep))).string();
+        world.barrier();
+        const auto start = Clock::now();
+        const int rc = run_campaign(c, run, CampaignFlags{true, false});
+        world.barrier();
+        const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+        HPCML_CHECK_AS(IoError, rc == 0, "bench infer: the campaign failed (exit ", rc, "); see ",
+                       run.infer.output_dir, "/summary.json");
+        campaign_rate = static_cast<double>(rows > 0 ? rows : 1) / seconds;
+        if (world.rank() == 0) {
+          // Where the campaign's time went (summed over units and ranks), from its summary.
+          std::ifstream in(fs::path(run.infer.output_dir) / "summary.json");
+          const auto summary = nlohmann::json::parse(in, nullptr, false);
+          if (summary.is_object()) {
+            read_s.push_back(summary["split_s"].value("read", 0.0));
+            compute_s.push_back(summary["split_s"].value("compute", 0.0));
+            write_s.push_back(summary["split_s"].value("write", 0.0));
+          }
+          wall_s.push_back(seconds);
+          fs::remove_all(run.infer.output_dir);
+        }
+      }
+    }
+    campaign.push_back(campaign_rate);
+    forward.push_back(forward_rate);
+    ratio.push_back(campaign_rate / forward_rate);
+  }
+  const double rss = peak_rss_mib(world);
+  if (world.rank() != 0) return 0;
+  const nlohmann::json out = {{"model", config.model.name},
+                              {"ranks", world.size()},
+                              {"rows", rows},
+                              {"inputs", config.infer.inputs},
+                              {"batch_size", config.infer.batch_size},
+                              {"unit_rows", config.infer.unit_rows},
+                              {"reps", o.reps},
+                              {"coordinator_works", true},
+                              {"campaign_rows_per_s", median(campaign)},
+                              {"forward_rows_per_s", median(forward)},
+                              {"campaign_over_forward", median(ratio)},
+                              {"peak_rss_mib", rss},
+                              {"campaign_split_s", {{"wall", median(wall_s)}, {"read", median(read_s)},
+                                                    {"compute", median(compute_s)}, {"write", median(write_s)}}},
+                              {"per_rep", {{"campaign", campaign}, {"forward", forward}, {"ratio", ratio}}}};
+  std::printf("bench infer %s on %d rank(s), %lld rows, %d alternating reps:\n", config.model.name.c_str(),
+              world.size(), static_cast<long long>(rows), o.reps);
+  std::printf("  campaign %.0f rows/s (set-up, reads, writes, commits, assembly included), in-memory forward %.0f "
+              "rows/s: %.2fx (median of per-rep ratios); peak RSS %.0f MiB\n",
+              median(campaign), median(forward), median(ratio), rss);
+  std::printf("  campaign wall %.3f s; summed over units and ranks: read %.3f s, compute %.3f s, write+commit %.3f s\n",
+              median(wall_s), median(read_s), median(compute_s), median(write_s));
+  std::printf("%s\n", out.dump().c_str());
+  std::fflush(stdout);
+  if (!o.json_path.empty()) write_file_atomically(o.json_path, out.dump(2) + "\n");
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_infer_command(CLI::App& bench, CommonOptions& common, Runner& selected) {
+  auto* sub = bench.add_subcommand(
+      "infer", "A batch-inference campaign (the config's infer section, its model and run.dir's checkpoint) against "
+               "the model's own forward on the same batches already in memory, alternated; all ranks");
+  add_common_options(sub, common);
+  auto o = std::make_shared<InferBenchOptions>();
+  sub->add_option("--reps", o->reps, "Alternating repetitions (median of ratios)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  sub->add_option("--scratch", o->scratch, "Directory for the campaigns' outputs (removed after each)")
+      ->capture_default_str();
+  sub->add_option("--json", o->json_path, "Also write the result as JSON to this file");
+  auto config = std::make_shared<TrainConfig>();
+  sub->callback([&selected, &common, config, o] {
+    common.parser = [config](const config::Document& environment, const config::Document& file) {
+      return read_layers(environment, file, *config);
+    };
+    selected = [config, o](Context& c) {
+      require_cpu(c, "hpcml bench infer");
+      return run_bench_infer(c, *config, *o);
+    };
+  });
+}
+
+}  // namespace hpcml::launch::cli

@@ -1,0 +1,109 @@
+#include "launch/infer/campaign_files.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "core/files.hpp"
+
+namespace hpcml::launch::campaign_files {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// One predictions file per input: <stem>.predictions.h5; inputs that share a file
+// name get -<k>, k their position in the input list (docs/campaigns.md).
+std::vector<std::string> output_names(const std::vector<std::string>& inputs) {
+  std::map<std::string, int> count;
+  for (const auto& in : inputs) ++count[fs::path(in).stem().string()];
+  std::vector<std::string> out;
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const std::string stem = fs::path(inputs[k]).stem().string();
+    out.push_back(stem + (count[stem] > 1 ? "-" + std::to_string(k) : std::string()) + ".predictions.h5");
+  }
+  return out;
+}
+
+// What makes two runs the same campaign.
+json fingerprint(const TrainConfig& c, const std::vector<std::string>& inputs, const std::string& checkpoint,
+                 const std::string& digest, const std::string& task, const std::vector<std::string>& copies) {
+  json files = json::array();
+  for (const auto& in : inputs) {
+    struct stat st{};
+    ::stat(in.c_str(), &st);
+    files.push_back({{"path", fs::absolute(in).string()}, {"bytes", static_cast<int64_t>(st.st_size)},
+                     {"mtime_ns", static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec}});
+  }
+  json inputs_map = json::object();
+  for (const auto& [name, field] : c.data.inputs) inputs_map[name] = field;
+  return {{"checkpoint", checkpoint}, {"checkpoint_sha256", digest},
+          {"model", config::to_yaml(c.model)}, {"data_inputs", inputs_map},
+          {"batch_size", c.infer.batch_size}, {"unit_rows", c.infer.unit_rows}, {"task", task},
+          {"copy_fields", copies}, {"inputs", files}};
+}
+
+// "" when `now` continues `before`, else what changed, for the refusal.
+std::string changes(const json& before, const json& now, bool ignore_input_changes) {
+  std::vector<std::string> what;
+  if (before.value("checkpoint_sha256", "") != now["checkpoint_sha256"])
+    what.push_back("the checkpoint's parameters (sha256 " + before.value("checkpoint_sha256", "").substr(0, 12) +
+                   " -> " + now["checkpoint_sha256"].get<std::string>().substr(0, 12) + ")");
+  for (const char* key : {"model", "data_inputs", "batch_size", "unit_rows", "task", "copy_fields"})
+    if (before.value(key, json()) != now[key]) what.push_back(std::string("the key(s) of ") + key);
+  const auto& a = before.value("inputs", json::array());
+  const auto& b = now["inputs"];
+  if (a.size() != b.size()) {
+    what.push_back("the input list (" + std::to_string(a.size()) + " -> " + std::to_string(b.size()) + " files)");
+  } else {
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (a[i] == b[i]) continue;
+      if (ignore_input_changes && a[i]["path"] == b[i]["path"]) continue;
+      what.push_back("input '" + b[i]["path"].get<std::string>() +
+                     (a[i]["path"] != b[i]["path"] ? "' (was '" + a[i]["path"].get<std::string>() + "')"
+                                                   : "' (size or modification time)"));
+      break;
+    }
+  }
+  std::string out;
+  for (const auto& w : what) out += (out.empty() ? "" : ", ") + w;
+  return out;
+}
+
+// Writes `text` to a temporary name of this process, fsyncs it, then: `once`: link()s
+// it to `path`, returning false when `path` exists already (another job wrote it
+// first); else renames it over `path`. Several jobs may do this at once.
+bool publish(const fs::path& path, const std::string& text, bool once) {
+  const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    HPCML_CHECK_AS(IoError, out.good(), "campaign: cannot write '", tmp.string(), "': ", std::strerror(errno));
+  }
+  fsync_file(tmp.string());
+  if (once) {
+    const bool made = ::link(tmp.c_str(), path.c_str()) == 0;
+    const int error = errno;
+    ::unlink(tmp.c_str());
+    HPCML_CHECK_AS(IoError, made || error == EEXIST, "campaign: cannot create '", path.string(), "': ",
+                   std::strerror(error));
+    fsync_file(path.parent_path().string());
+    return made;
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    ::unlink(tmp.c_str());
+    HPCML_THROW(IoError, "campaign: cannot write '", path.string(), "': ", std::strerror(error));
+  }
+  fsync_file(path.parent_path().string());
+  return true;
+}
+
+
+}  // namespace hpcml::launch::campaign_files

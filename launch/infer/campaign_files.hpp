@@ -1,0 +1,32 @@
+/// @file
+/// A campaign's files (internal to launch/infer): output names, the fingerprint in
+/// campaign.json and how it is compared, and files several jobs may write at once.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "launch/train/train_config.hpp"
+
+namespace hpcml::launch::campaign_files {
+
+/// One predictions file per input: <stem>.predictions.h5; inputs that share a file
+/// name get -<k>, k their position in the input list (docs/campaigns.md).
+std::vector<std::string> output_names(const std::vector<std::string>& inputs);
+
+/// What makes two runs the same campaign.
+nlohmann::json fingerprint(const TrainConfig& c, const std::vector<std::string>& inputs, const std::string& checkpoint,
+                           const std::string& digest, const std::string& task, const std::vector<std::string>& copies);
+
+/// "" when `now` continues `before`, else what changed, for the refusal.
+std::string changes(const nlohmann::json& before, const nlohmann::json& now, bool ignore_input_changes);
+
+/// Writes `text` to a temporary name of this process, fsyncs it, then: `once`: link()s
+/// it to `path`, returning false when `path` exists already (another job wrote it
+/// first); else renames it over `path`. Several jobs may do this at once.
+bool publish(const std::filesystem::path& path, const std::string& text, bool once);
+
+}  // namespace hpcml::launch::campaign_files
