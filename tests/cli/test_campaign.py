@@ -136,6 +136,40 @@ class CampaignTest(unittest.TestCase):
             self.assertEqual(f.attrs["checkpoint_sha256"], summary["checkpoint_sha256"])
             self.assertEqual(f.attrs["input_file"], os.path.abspath(self.inputs[3]))
 
+    def test_regression_predictions_are_the_models_forward(self):
+        calo = os.path.join(self.tmp, "calo")
+        rc, _, err, _ = run(["datagen", "calo", "-o", calo, "--files", "2", "--events-per-file", "600"], ranks=2,
+                            timeout=300)
+        self.assertEqual(rc, 0, err)
+        files = sorted(os.path.join(calo, f) for f in os.listdir(calo) if f.startswith("calo-channels"))
+        run_dir, out = os.path.join(self.tmp, "run-calo"), os.path.join(self.tmp, "calo-out")
+        args = ["--set", "model.name=mlp", "--set", "model.hidden=[8]", "--set", "data.name=hdf5",
+                "--set", f"data.files=[{files[0]}]", "--set", "data.input=inputs", "--set", "data.target=energy",
+                "--set", "train.max_steps=20", "--set", "train.batch_size=50", "--set", "train.loss=relative_mse",
+                "--set", "optimizer.name=adam", "--set", "optimizer.lr=0.003", "--set", f"run.dir={run_dir}"]
+        rc, _, err, _ = run(["train"] + args, ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        rc, _, err, _ = run(["infer"] + args + ["--set", f"infer.inputs=[{', '.join(files)}]",
+                                                 "--set", f"infer.output_dir={out}"], ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        with open(os.path.join(out, "summary.json")) as f:
+            summary = json.load(f)
+        self.assertEqual(summary["task"], "regression")
+        params = os.path.join(self.tmp, "calo-params.h5")
+        rc, _, err, _ = run(["export", summary["checkpoint"], "-o", params])
+        self.assertEqual(rc, 0, err)
+        with h5py.File(params, "r") as p:
+            w0, b0, w1, b1 = (p[n][...].astype(np.float64) for n in ("0.weight", "0.bias", "2.weight", "2.bias"))
+        for path in files:
+            name = os.path.basename(path).replace(".h5", ".predictions.h5")
+            with h5py.File(path, "r") as f, h5py.File(os.path.join(out, name), "r") as o:
+                x, energy = f["inputs"][...].astype(np.float64), f["energy"][...]
+                expected = np.maximum(x @ w0.T + b0, 0) @ w1.T + b1
+                self.assertEqual(o["prediction"].shape, expected.shape)
+                np.testing.assert_allclose(o["prediction"][...], expected, rtol=1e-4, atol=1e-5)
+                np.testing.assert_array_equal(o["energy"][...], energy)
+                np.testing.assert_array_equal(o["row"][...], np.arange(len(energy)))
+
     def kill_and_resume(self, out, env, wait_for=None):
         cmd = [MPIEXEC, "-n", "2"] + MPIEXEC_PREFLAGS + [BIN, "infer"] + self.campaign_args(out)
         job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
