@@ -141,7 +141,6 @@ class Coordinator {
   std::deque<int> idle_;                     // workers waiting for a task
   std::set<int> stopped_;
   bool stopping_ = false;                    // a stop signal: no more tasks handed out
-  int interrupted_ = 0;
   std::vector<TaskResult> results_;
   int done_ = 0, failed_ = 0;
 };
@@ -236,7 +235,6 @@ void Coordinator::handle(int worker, const json& result) {
       running_.erase(it);
       record["event"] = "interrupted";
       journal(record);
-      ++interrupted_;
       stopping_ = true;
       idle_.push_back(worker);
       finish_if_drained();

@@ -214,8 +214,7 @@ namespace {
 
 // Rank 0: the campaign directory, its fingerprint (refusing another campaign's
 // directory), the pinned checkpoint. Returns the checkpoint to load.
-std::string prepare_directory(const Campaign& k, const TrainConfig& c, const CampaignFlags& flags,
-                              const std::string& task) {
+std::string prepare_directory(const Campaign& k, const TrainConfig& c, const CampaignFlags& flags) {
   const fs::path record = k.dir / "campaign.json";
   if (flags.fresh && fs::exists(k.dir)) {
     const std::string aside = moved_aside_name(k.dir.string());
@@ -234,7 +233,6 @@ std::string prepare_directory(const Campaign& k, const TrainConfig& c, const Cam
   if (checkpoint.empty()) checkpoint = newest_checkpoint(c.run.dir);
   HPCML_CHECK_AS(ConfigError, !checkpoint.empty(), "config error: key 'infer.checkpoint': no checkpoint given and "
                  "none in '", c.run.dir, "/checkpoints' (run.dir)");
-  (void)task;
   return checkpoint;
 }
 
@@ -485,7 +483,7 @@ int run_campaign(Context& ctx, const TrainConfig& config, const CampaignFlags& f
   std::string checkpoint, error;
   if (world.rank() == 0) {
     try {
-      checkpoint = prepare_directory(k, c, flags, "");
+      checkpoint = prepare_directory(k, c, flags);
     } catch (const Error& e) {
       error = e.message();
     }
