@@ -121,4 +121,50 @@ void write_table(const std::string& path, const Table& table) {
   pending.commit();
 }
 
+std::vector<Column> read_columns(const std::string& path, const std::vector<std::string>& names) {
+  const h5::File file = h5::File::open(path);
+  std::vector<Column> out;
+  for (const auto& name : names) {
+    const std::string what = "file '" + path + "': dataset '" + name + "'";
+    const h5::Id dataset = h5::open_dataset(file, name);
+    const h5::Shape shape = h5::shape_of(dataset.get(), what);
+    HPCML_CHECK_AS(IoError, !shape.dims.empty() && (shape.kind == h5::Kind::kFloat || shape.kind == h5::Kind::kInteger)
+                   && (shape.element_size == 4 || shape.element_size == 8), what,
+                   ": expected float32/float64/int32/int64 rows, found ", shape.describe());
+    Column c;
+    c.name = name;
+    c.shape = shape.dims;
+    const auto elements = static_cast<size_t>(std::accumulate(shape.dims.begin(), shape.dims.end(), int64_t{1},
+                                                              std::multiplies<>()));
+    const bool wide = shape.element_size == 8;
+    if (shape.kind == h5::Kind::kFloat) {
+      if (wide) c.data = std::vector<double>(elements);
+      else c.data = std::vector<float>(elements);
+    } else {
+      if (wide) c.data = std::vector<int64_t>(elements);
+      else c.data = std::vector<int32_t>(elements);
+    }
+    void* into = std::visit([](auto& v) { return static_cast<void*>(v.data()); }, c.data);
+    h5::read_rows(dataset.get(), shape, 0, shape.dims[0], memory_type(c.dtype()), into, what);
+    c.units = h5::read_string_list_attribute(dataset.get(), std::string(layout::kUnitsAttribute), what);
+    c.features = h5::read_string_list_attribute(dataset.get(), std::string(layout::kFeaturesAttribute), what);
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+void append_rows(Column& into, const Column& more) {
+  const bool same_rows = into.shape.size() == more.shape.size() &&
+                         std::equal(into.shape.begin() + 1, into.shape.end(), more.shape.begin() + 1);
+  HPCML_CHECK_AS(IoError, into.name == more.name && into.dtype() == more.dtype() && same_rows, "column '", into.name,
+                 "' (", dtype_name(into.dtype()), ") cannot take the rows of '", more.name, "' (",
+                 dtype_name(more.dtype()), "): expected the same name, dtype and row shape");
+  std::visit([&](auto& v) {
+    using V = std::decay_t<decltype(v)>;
+    const auto& w = std::get<V>(more.data);
+    v.insert(v.end(), w.begin(), w.end());
+  }, into.data);
+  into.shape[0] += more.shape[0];
+}
+
 }  // namespace hpcml::io

@@ -60,6 +60,15 @@ struct Table {
 /// file and dataset, with HDF5's own message.
 void write_table(const std::string& path, const Table& table);
 
+/// Reads the root datasets `names` of a file write_table wrote, each in its stored
+/// dtype with its units and feature names (for concatenating parts of one table).
+/// Throws hpcml::IoError naming the file and dataset.
+std::vector<Column> read_columns(const std::string& path, const std::vector<std::string>& names);
+
+/// Appends the rows of `more` to `into`; both must have the same name, dtype and
+/// row shape (IoError otherwise).
+void append_rows(Column& into, const Column& more);
+
 /// Throws hpcml::IoError when `table` is inconsistent (a column's row count, an
 /// offsets array, a data size that does not match its shape).
 void check_table(const Table& table);

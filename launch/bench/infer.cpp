@@ -1,5 +1,6 @@
 // `hpcml bench infer`: a campaign's throughput against the model's own forward on the
 // same batches already in memory, alternated in one run (docs/benchmarks.md).
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <ATen/ATen.h>
@@ -7,9 +8,12 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "core/config.hpp"
 #include "core/error.hpp"
@@ -31,17 +35,72 @@ struct InferBenchOptions {
   int reps = 5;
   std::string scratch = "runs/bench-infer";
   std::string json_path;
+  std::vector<std::string> rss_inputs;  // a second file set of the same rows: peak RSS of both
 };
+
+// Returns the heap's free memory to the system (glibc keeps it otherwise, and a
+// campaign would reuse it unseen), then resets this process's peak resident set
+// (VmHWM) to its current size (Linux >= 4.0).
+void reset_peak_rss() {
+  malloc_trim(0);
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+}
+
+// A field of /proc/self/status in MiB ("VmHWM": the peak since the last reset; "VmRSS").
+double status_mib(const char* field) {
+  std::ifstream status("/proc/self/status");
+  const std::string key = std::string(field) + ":";
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind(key, 0) == 0) return std::atof(line.c_str() + key.size()) / 1024.0;
+  return 0;
+}
+
+// Max over ranks, of each entry.
+at::Tensor max_over_ranks(collectives::Backend& world, std::vector<double> values) {
+  at::Tensor t = at::tensor(values, at::kDouble);
+  collectives::AllreduceOptions max_op;
+  max_op.op = collectives::ReduceOp::kMax;
+  world.allreduce(t, max_op);
+  return t;
+}
 
 // Max over ranks of this process's peak resident set, MiB.
 double peak_rss_mib(collectives::Backend& world) {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  at::Tensor rss = at::tensor({static_cast<double>(usage.ru_maxrss) / 1024.0}, at::kDouble);
-  collectives::AllreduceOptions max_op;
-  max_op.op = collectives::ReduceOp::kMax;
-  world.allreduce(rss, max_op);
-  return rss.item<double>();
+  return max_over_ranks(world, {static_cast<double>(usage.ru_maxrss) / 1024.0})[0].item<double>();
+}
+
+// Peak RSS of a campaign over infer.inputs against one over `other` (the same rows in
+// more or fewer files), alternated; the peak reset before each campaign.
+nlohmann::json compare_peak_rss(Context& c, const TrainConfig& config, const InferBenchOptions& o) {
+  auto& world = *c.world;
+  std::vector<double> a, b, growth_a, growth_b;
+  for (int rep = 0; rep < o.reps; ++rep) {
+    for (int k = 0; k < 2; ++k) {
+      const bool first = (k + rep) % 2 == 0;
+      TrainConfig run = config;
+      if (!first) run.infer.inputs = o.rss_inputs;
+      run.infer.output_dir = (fs::path(o.scratch) / ("rss-" + std::to_string(rep) + "-" + std::to_string(k))).string();
+      world.barrier();
+      reset_peak_rss();
+      const double before = status_mib("VmRSS");
+      const int rc = run_campaign(c, run, CampaignFlags{true, false});
+      const double peak = status_mib("VmHWM");
+      const at::Tensor m = max_over_ranks(world, {peak, peak - before});
+      HPCML_CHECK_AS(IoError, rc == 0, "bench infer: the campaign over ", first ? "infer.inputs" : "--rss-inputs",
+                     " failed (exit ", rc, "); see ", run.infer.output_dir, "/summary.json");
+      (first ? a : b).push_back(m[0].item<double>());
+      (first ? growth_a : growth_b).push_back(m[1].item<double>());
+      world.barrier();
+      if (world.rank() == 0) fs::remove_all(run.infer.output_dir);
+    }
+  }
+  return {{"inputs", config.infer.inputs}, {"rss_inputs", o.rss_inputs}, {"peak_rss_mib", median(a)},
+          {"rss_inputs_peak_rss_mib", median(b)}, {"ratio", median(b) / std::max(median(a), 1e-9)},
+          {"growth_mib", median(growth_a)}, {"rss_inputs_growth_mib", median(growth_b)},
+          {"per_rep", {{"inputs", a}, {"rss_inputs", b}, {"growth", growth_a}, {"rss_inputs_growth", growth_b}}}};
 }
 
 int run_bench_infer(Context& c, const TrainConfig& config, const InferBenchOptions& o) {
@@ -94,8 +153,9 @@ int run_bench_infer(Context& c, const TrainConfig& config, const InferBenchOptio
     ratio.push_back(campaign_rate / forward_rate);
   }
   const double rss = peak_rss_mib(world);
+  const nlohmann::json rss_compare = o.rss_inputs.empty() ? nlohmann::json() : compare_peak_rss(c, config, o);
   if (world.rank() != 0) return 0;
-  const nlohmann::json out = {{"model", config.model.name},
+  nlohmann::json out = {{"model", config.model.name},
                               {"ranks", world.size()},
                               {"rows", rows},
                               {"inputs", config.infer.inputs},
@@ -117,6 +177,14 @@ int run_bench_infer(Context& c, const TrainConfig& config, const InferBenchOptio
               median(campaign), median(forward), median(ratio), rss);
   std::printf("  campaign wall %.3f s; summed over units and ranks: read %.3f s, compute %.3f s, write+commit %.3f s\n",
               median(wall_s), median(read_s), median(compute_s), median(write_s));
+  if (!rss_compare.is_null()) {
+    out["peak_rss_compare"] = rss_compare;
+    std::printf("  peak RSS of one campaign (reset before each, max over ranks, median of %d): infer.inputs %.0f MiB "
+                "(%.1f above the RSS before it), --rss-inputs %.0f MiB (%.1f above): %.3fx\n",
+                o.reps, rss_compare["peak_rss_mib"].get<double>(), rss_compare["growth_mib"].get<double>(),
+                rss_compare["rss_inputs_peak_rss_mib"].get<double>(), rss_compare["rss_inputs_growth_mib"].get<double>(),
+                rss_compare["ratio"].get<double>());
+  }
   std::printf("%s\n", out.dump().c_str());
   std::fflush(stdout);
   if (!o.json_path.empty()) write_file_atomically(o.json_path, out.dump(2) + "\n");
@@ -137,6 +205,9 @@ void add_bench_infer_command(CLI::App& bench, CommonOptions& common, Runner& sel
   sub->add_option("--scratch", o->scratch, "Directory for the campaigns' outputs (removed after each)")
       ->capture_default_str();
   sub->add_option("--json", o->json_path, "Also write the result as JSON to this file");
+  sub->add_option("--rss-inputs", o->rss_inputs, "Files or globs of the same rows in more (or fewer) files: also "
+                  "compare one campaign's peak RSS over infer.inputs and over these, alternated, the peak reset "
+                  "before each (Linux clear_refs)");
   auto config = std::make_shared<TrainConfig>();
   sub->callback([&selected, &common, config, o] {
     common.parser = [config](const config::Document& environment, const config::Document& file) {

@@ -89,8 +89,8 @@ void add_export_command(CLI::App& app, CommonOptions& common, Runner& selected) 
 void add_infer_command(CLI::App& app, CommonOptions& common, Runner& selected) {
   auto* sub = app.add_subcommand(
       "infer", "Run a trained model over data. With infer.inputs in the config: a batch-inference campaign over "
-               "many HDF5 files, units handed to the ranks on demand, one predictions file per input, journaled "
-               "and resumable (docs/campaigns.md). With -i/-o: posterior samples of a density model (nsf-gw) for "
+               "many HDF5 files, units handed to the ranks on demand, one predictions file per input (a density "
+               "model's: posterior samples of every event), journaled and resumable (docs/campaigns.md). With -i/-o: posterior samples of a density model (nsf-gw) for "
                "the events of a strain file, importance-weighted against the toy GW likelihood and prior");
   add_common_options(sub, common);
   auto options = std::make_shared<InferOptions>();
@@ -105,7 +105,8 @@ void add_infer_command(CLI::App& app, CommonOptions& common, Runner& selected) {
   sub->add_option("--first", options->first, "GW posteriors: first event (row) of the input (default 0)");
   sub->add_option("--events", options->events,
                   "GW posteriors: events from --first (default 1; 0: to the end of the file)");
-  sub->add_option("--seed", options->seed, "GW posteriors: seed; event i draws from (seed, i) (default 1)");
+  sub->add_option("--seed", options->seed,
+                  "GW posteriors: seed; event i draws from (seed, 0, i), as file 0 of a campaign (default 1)");
   sub->add_flag("--new", flags->fresh,
                 "Campaign: start a new campaign in infer.output_dir, moving the one there aside to "
                 "<dir>.replaced-<UTC time>");

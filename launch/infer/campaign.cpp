@@ -25,6 +25,7 @@
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "core/limits.hpp"
 #include "core/watchdog.hpp"
 #include "io/h5_dataset.hpp"
 #include "io/journal.hpp"
@@ -32,9 +33,11 @@
 #include "launch/farm/farm.hpp"
 #include "launch/infer/campaign_files.hpp"
 #include "launch/infer/claims.hpp"
+#include "launch/infer/posterior.hpp"
 #include "launch/train/checkpoint.hpp"
 #include "launch/train/feed.hpp"
 #include "launch/train/setup.hpp"
+#include "models/flows/nsf_model.hpp"
 
 namespace hpcml::launch {
 
@@ -62,9 +65,12 @@ struct Campaign {
   TrainConfig c;
   std::vector<std::string> inputs, outputs, copies;
   fs::path dir, parts;
-  std::string task;  // classification | regression
+  std::string task;                 // classification | regression | density
+  std::vector<std::string> values;  // the output's value columns (besides row and the copies)
+  std::string schema = "hpcml.predictions";
   std::string digest, checkpoint;
   std::unique_ptr<models::Model> model;
+  models::flows::NsfModel* flow = nullptr;  // model, when the task is density
 };
 
 std::string unit_id(size_t file, int64_t first) { return std::to_string(file) + ":" + std::to_string(first); }
@@ -128,9 +134,11 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
   double read_s = 0, compute_s = 0;
   test_hook_delay(task.id);
   std::vector<at::Tensor> outputs;
+  std::vector<Posteriors> drawn;
   std::map<std::string, std::vector<at::Tensor>> copied;
   at::NoGradGuard no_grad;
   k.model->set_training(false);
+  const auto gw = k.flow ? models::flows::gw_options_from_file(file) : io::gw::GwOptions{};
   for (int64_t b = first; b < first + rows; b += k.c.infer.batch_size) {
     const int64_t n = std::min<int64_t>(k.c.infer.batch_size, first + rows - b);
     auto t0 = Clock::now();
@@ -138,23 +146,47 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
     const Example e = r.read(b, n, &extra);
     read_s += since(t0);
     t0 = Clock::now();
-    at::Tensor out = k.model->forward(e.inputs).reshape({n, -1});
-    outputs.push_back(k.task == "classification" ? at::softmax(out, 1) : out.to(at::kFloat));
+    if (k.flow) {
+      const at::Tensor& strain = e.inputs.at("strain");
+      HPCML_CHECK_AS(IoError, gw.length == strain.size(1), "input '", file, "': attribute gw.length ", gw.length,
+                     " differs from the strain width ", strain.size(1));
+      std::vector<int64_t> at_rows(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) at_rows[static_cast<size_t>(i)] = b + i;
+      drawn.push_back(draw_posteriors(*k.flow, strain, at_rows, index, static_cast<uint64_t>(k.c.infer.seed),
+                                      k.c.infer.samples, gw));
+    } else {
+      at::Tensor out = k.model->forward(e.inputs).reshape({n, -1});
+      outputs.push_back(k.task == "classification" ? at::softmax(out, 1) : out.to(at::kFloat));
+    }
     compute_s += since(t0);
     for (auto& [name, t] : extra) copied[name].push_back(t);
   }
   const auto t_write = Clock::now();
   std::vector<io::Column> columns;
-  columns.push_back(io::column_from_tensor("row", at::arange(first, first + rows, at::kLong)));
-  columns.push_back(io::column_from_tensor(k.task == "classification" ? "scores" : "prediction",
-                                           at::cat(outputs).contiguous()));
+  if (k.flow) {
+    Posteriors all;
+    auto cat = [&](at::Tensor Posteriors::*member) {
+      std::vector<at::Tensor> parts;
+      for (const auto& d : drawn) parts.push_back(d.*member);
+      return at::cat(parts);
+    };
+    all.rows = cat(&Posteriors::rows);
+    all.samples = cat(&Posteriors::samples);
+    all.log_q = cat(&Posteriors::log_q);
+    all.log_weights = cat(&Posteriors::log_weights);
+    all.stats = cat(&Posteriors::stats);
+    columns = posterior_columns(all);
+  } else {
+    columns.push_back(io::column_from_tensor("row", at::arange(first, first + rows, at::kLong)));
+    columns.push_back(io::column_from_tensor(k.values.front(), at::cat(outputs).contiguous()));
+  }
   for (const auto& name : k.copies) columns.push_back(io::column_from_tensor(name, at::cat(copied[name]).contiguous()));
   io::Provenance p{k.model->name(), k.digest, "", file, first, rows};
   const fs::path final_path = k.parts / part_name(index, first);
   const fs::path tmp = k.parts / (part_name(index, first) + ".tmp." + std::to_string(::getpid()));
   bool committed = false;
   writing(k, [&] {
-    io::write_predictions(tmp.string(), std::move(columns), p);
+    io::write_predictions(tmp.string(), std::move(columns), p, k.schema);
     // The commit: link() succeeds once; a second finisher of the same unit loses.
     committed = ::link(tmp.c_str(), final_path.c_str()) == 0;
     const int link_errno = errno;
@@ -183,26 +215,22 @@ json assemble(Campaign& k, const farm::Task& task) {
   bool all_there = true;
   for (const auto& p : parts) all_there = all_there && fs::exists(p);
   if (!all_there && fs::exists(out)) return {{"output", out.string()}, {"already", true}};
-  const std::string value = k.task == "classification" ? "scores" : "prediction";
-  std::vector<std::string> names = {"row", value};
+  std::vector<std::string> names = {"row"};
+  names.insert(names.end(), k.values.begin(), k.values.end());
   names.insert(names.end(), k.copies.begin(), k.copies.end());
-  std::map<std::string, std::vector<at::Tensor>> columns;
-  int64_t rows = 0;
-  for (const auto& p : parts) {
-    io::H5DatasetOptions o;
-    o.files = {p};
-    for (const auto& n : names) o.expect.fields.push_back({n, io::layout::ElementKind::kAny, -1});
-    io::H5Dataset part(o);
-    std::vector<int64_t> all(static_cast<size_t>(part.size()));
-    for (int64_t i = 0; i < part.size(); ++i) all[static_cast<size_t>(i)] = i;
-    const io::Block block = part.read(all);
-    for (const auto& n : names) columns[n].push_back(block.fixed.at(n));
-    rows += part.size();
-  }
+  // Each column in its stored dtype (float64 log weights stay float64), units kept.
   std::vector<io::Column> cols;
-  for (const auto& n : names) cols.push_back(io::column_from_tensor(n, at::cat(columns[n]).contiguous()));
+  for (const auto& part : parts) {
+    std::vector<io::Column> more = io::read_columns(part, names);
+    if (cols.empty()) {
+      cols = std::move(more);
+      continue;
+    }
+    for (size_t c = 0; c < cols.size(); ++c) io::append_rows(cols[c], more[c]);
+  }
+  const int64_t rows = cols.front().rows();
   io::Provenance p{k.model->name(), k.digest, config::to_yaml(k.c), fs::absolute(k.inputs[index]).string(), 0, rows};
-  writing(k, [&] { io::write_predictions(out.string(), std::move(cols), p); });
+  writing(k, [&] { io::write_predictions(out.string(), std::move(cols), p, k.schema); });
   fsync_file(k.dir.string());
   for (const auto& part : parts) fs::remove(part);
   return {{"output", out.string()}, {"rows", rows}};
@@ -396,8 +424,6 @@ Campaign describe_campaign(const TrainConfig& config) {
   Campaign k;
   k.c = with_model_defaults(config);
   TrainConfig& c = k.c;
-  HPCML_CHECK_AS(ConfigError, !density_task(c), "config error: key 'infer.inputs': campaigns write classifier and "
-                 "regressor outputs; for the posterior samples of model '", c.model.name, "' use -i/-o");
   try {
     k.inputs = io::expand_files(c.infer.inputs);
   } catch (const IoError& e) {
@@ -415,16 +441,57 @@ Campaign describe_campaign(const TrainConfig& config) {
   return k;
 }
 
+// A density model (nsf-gw): the flow, sized by the first input's strain; the reader
+// takes only the strain; the true parameters are copied when present ([auto]).
+void load_flow(Campaign& k, const std::string& checkpoint) {
+  TrainConfig& c = k.c;
+  HPCML_CHECK_AS(ConfigError, c.infer.task == "auto", "config error: key 'infer.task': model ", c.model.name,
+                 " is a density model (its campaign writes posterior samples): expected auto, found ", c.infer.task);
+  const std::string strain_field = flow_field(c, "strain"), theta_field = flow_field(c, "theta");
+  c.data.inputs = {{"strain", strain_field}};
+  std::unique_ptr<RowReader> reader;
+  try {
+    reader = std::make_unique<RowReader>(c, k.inputs.front(), std::vector<std::string>{});
+  } catch (const IoError& e) {
+    HPCML_THROW(ConfigError, "config error: key 'data.inputs.strain': model ", c.model.name, " reads the strain of "
+                "the first input: ", e.message());
+  }
+  const RowReader& first = *reader;
+  const auto strain = first.field_dims(strain_field);
+  HPCML_CHECK_AS(ConfigError, strain.size() == 2, "config error: key 'data.inputs.strain': expected a (rows, T) "
+                 "field '", strain_field, "' in ", k.inputs.front(), ", found ", strain.size(), " axes");
+  auto flow = std::make_unique<models::flows::NsfModel>(flow_options(c, 5, strain[1]));
+  load_checkpoint_weights(checkpoint, *flow);
+  k.flow = flow.get();
+  k.model = std::move(flow);
+  k.task = "density";
+  k.schema = "hpcml.gw.posterior";
+  k.values = {"samples", "log_q", "log_weights", "weights", "ess", "efficiency", "log_evidence"};
+  for (const auto& f : c.infer.copy_fields) {
+    if (f != "auto") k.copies.push_back(f);
+    else if (first.has_field(theta_field)) k.copies.push_back(theta_field);
+  }
+  // A unit's draws are held until its part is written: samples, log q, log weights and weights.
+  limits::check_fits_in_memory(2.0 * static_cast<double>(c.infer.unit_rows) * c.infer.samples * (5 * 4 + 4 + 8 + 8),
+                               "a campaign unit's posterior draws", "infer.unit_rows x infer.samples");
+}
+
 // The model with `checkpoint`'s weights, the task and the copied fields (collective).
 void load_model(Context& ctx, Campaign& k, const std::string& checkpoint) {
   TrainConfig& c = k.c;
+  k.checkpoint = checkpoint;
+  if (density_task(c)) {
+    load_flow(k, checkpoint);
+    k.digest = parameters_digest(k.model->named_parameters());
+    return;
+  }
   Setup setup = set_up(c, ctx);
   c = setup.config;
   k.model = std::move(setup.model);
   load_checkpoint_weights(checkpoint, *k.model);
-  k.checkpoint = checkpoint;
   k.digest = parameters_digest(k.model->named_parameters());
   k.task = c.infer.task != "auto" ? c.infer.task : (setup.feed->regression() ? "regression" : "classification");
+  k.values = {k.task == "classification" ? "scores" : "prediction"};
   // Copied fields: [auto] is the target when the first input has it.
   RowReader first(c, k.inputs.front(), {});
   for (const auto& f : c.infer.copy_fields) {
@@ -446,6 +513,8 @@ ForwardTiming time_in_memory_forward(Context& ctx, const TrainConfig& config) {
   HPCML_CHECK_AS(ConfigError, !checkpoint.empty(), "config error: key 'infer.checkpoint': no checkpoint given and "
                  "none in '", k.c.run.dir, "/checkpoints' (run.dir)");
   load_model(ctx, k, checkpoint);
+  HPCML_CHECK_AS(ConfigError, k.flow == nullptr, "bench infer: key 'model.name': expected a classifier or regressor, "
+                 "found the density model ", k.c.model.name, " (its forward is not what a campaign runs)");
   // The campaign's units, dealt round-robin; every batch read first.
   std::vector<Example> batches;
   ForwardTiming t;

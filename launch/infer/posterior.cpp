@@ -46,6 +46,50 @@ namespace hpcml::launch {
 
 namespace fs = std::filesystem;
 
+uint64_t event_seed(uint64_t seed, uint64_t file, int64_t row) {
+  return io::datagen::derive_seed(io::datagen::derive_seed(seed, file), static_cast<uint64_t>(row));
+}
+
+Posteriors draw_posteriors(models::flows::NsfModel& model, const at::Tensor& strain, const std::vector<int64_t>& rows,
+                           uint64_t file, uint64_t seed, int64_t draws, const io::gw::GwOptions& gw) {
+  const auto n = static_cast<int64_t>(rows.size());
+  HPCML_CHECK(strain.dim() == 2 && strain.size(0) == n, "draw_posteriors: expected strain (", n, ", T), found ",
+              strain.sizes());
+  Posteriors p;
+  p.rows = at::tensor(rows, at::kLong);
+  p.samples = at::zeros({n, draws, 5}, at::kFloat);
+  p.log_q = at::zeros({n, draws}, at::kFloat);
+  p.log_weights = at::zeros({n, draws}, at::kDouble);
+  p.stats = at::zeros({n, 3}, at::kDouble);
+  torch::NoGradGuard no_grad;
+  model.set_training(false);
+  for (int64_t k = 0; k < n; ++k) {
+    at::Generator generator = at::detail::createCPUGenerator(event_seed(seed, file, rows[static_cast<size_t>(k)]));
+    const auto r = models::flows::gw_importance_sample(model.flow(), strain[k], draws, gw, generator);
+    p.samples[k].copy_(r.samples);
+    p.log_q[k].copy_(r.log_prob);
+    p.log_weights[k].copy_(r.log_weights);
+    p.stats[k].copy_(at::tensor({r.ess, r.efficiency, r.log_evidence}, at::kDouble));
+  }
+  return p;
+}
+
+std::vector<io::Column> posterior_columns(const Posteriors& p) {
+  const auto lse = at::logsumexp(p.log_weights, 1, /*keepdim=*/true);
+  const auto weights = at::where(at::isfinite(lse), at::exp(p.log_weights - lse), at::zeros_like(p.log_weights));
+  std::vector<io::Column> columns;
+  columns.push_back(io::column_from_tensor("row", p.rows));
+  columns.push_back(io::column_from_tensor("samples", p.samples, {"M_sun", "", "Mpc", "s", "rad"},
+                                           models::flows::kGwParameterNames));
+  columns.push_back(io::column_from_tensor("log_q", p.log_q.contiguous()));
+  columns.push_back(io::column_from_tensor("log_weights", p.log_weights.contiguous()));
+  columns.push_back(io::column_from_tensor("weights", weights.contiguous()));
+  columns.push_back(io::column_from_tensor("ess", p.stats.select(1, 0).contiguous()));
+  columns.push_back(io::column_from_tensor("efficiency", p.stats.select(1, 1).contiguous()));
+  columns.push_back(io::column_from_tensor("log_evidence", p.stats.select(1, 2).contiguous()));
+  return columns;
+}
+
 int infer(Context& ctx, const TrainConfig& config, const InferOptions& options) {
   const TrainConfig c = with_model_defaults(config);
   Activity activity("drawing posterior samples of model '" + c.model.name + "' for '" + options.input + "'");
@@ -90,52 +134,38 @@ int infer(Context& ctx, const TrainConfig& config, const InferOptions& options) 
   std::vector<int64_t> mine;
   for (int64_t i = rank; i < count; i += n) mine.push_back(options.first + i);
   const int64_t draws = options.samples;
-  at::Tensor samples = at::zeros({static_cast<int64_t>(mine.size()), draws, 5}, at::kFloat);
-  at::Tensor log_weights = at::zeros({static_cast<int64_t>(mine.size()), draws}, at::kDouble);
-  at::Tensor stats = at::zeros({static_cast<int64_t>(mine.size()), 4}, at::kDouble);  // row, ess, efficiency, log Z
   const auto start = Clock::now();
-  for (size_t k = 0; k < mine.size(); ++k) {
-    const auto block = data.read({mine[k]});
-    at::Generator generator =
-        at::detail::createCPUGenerator(io::datagen::derive_seed(options.seed, static_cast<uint64_t>(mine[k])));
-    torch::NoGradGuard no_grad;
-    const auto r = models::flows::gw_importance_sample(model.flow(), block.fixed.at(strain_field), draws, gw, generator);
-    samples[static_cast<int64_t>(k)].copy_(r.samples);
-    log_weights[static_cast<int64_t>(k)].copy_(r.log_weights);
-    stats[static_cast<int64_t>(k)].copy_(
-        at::tensor({static_cast<double>(mine[k]), r.ess, r.efficiency, r.log_evidence}, at::kDouble));
-  }
+  const at::Tensor strain = mine.empty() ? at::zeros({0, strain_length}, at::kFloat)
+                                         : data.read(mine).fixed.at(strain_field);
+  const Posteriors p = draw_posteriors(model, strain, mine, 0, options.seed, draws, gw);
   const double seconds = ms_between(start, Clock::now()) / 1000.0;
   // Gathered on rank 0 in row order: rank r's k-th event is row first + r + k N.
-  const auto all_samples = world.allgather_varying(samples.reshape({-1}));
-  const auto all_weights = world.allgather_varying(log_weights.reshape({-1}));
-  const auto all_stats = world.allgather_varying(stats.reshape({-1}));
+  std::vector<at::Tensor> parts = {p.rows.to(at::kDouble), p.samples.reshape({-1}).to(at::kDouble),
+                                   p.log_q.reshape({-1}).to(at::kDouble), p.log_weights.reshape({-1}),
+                                   p.stats.reshape({-1})};
+  std::vector<std::vector<at::Tensor>> gathered;
+  for (const auto& t : parts) gathered.push_back(world.allgather_varying(t));
   if (rank != 0) return 0;
-  at::Tensor out_samples = at::empty({count, draws, 5}, at::kFloat);
-  at::Tensor out_log_weights = at::empty({count, draws}, at::kDouble);
-  at::Tensor out_stats = at::empty({count, 4}, at::kDouble);
+  Posteriors all;
+  all.rows = at::empty({count}, at::kLong);
+  all.samples = at::empty({count, draws, 5}, p.samples.scalar_type());
+  all.log_q = at::empty({count, draws}, p.log_q.scalar_type());
+  all.log_weights = at::empty({count, draws}, at::kDouble);
+  all.stats = at::empty({count, 3}, at::kDouble);
   for (int r = 0; r < n; ++r) {
-    const auto s = all_samples[static_cast<size_t>(r)].reshape({-1, draws, 5});
-    const auto w = all_weights[static_cast<size_t>(r)].reshape({-1, draws});
-    const auto t = all_stats[static_cast<size_t>(r)].reshape({-1, 4});
-    for (int64_t k = 0; k < t.size(0); ++k) {
+    const auto& g = [&](size_t part) { return gathered[part][static_cast<size_t>(r)]; };
+    const auto rows = g(0), s = g(1).reshape({-1, draws, 5}), q = g(2).reshape({-1, draws});
+    const auto w = g(3).reshape({-1, draws}), t = g(4).reshape({-1, 3});
+    for (int64_t k = 0; k < rows.size(0); ++k) {
       const int64_t i = r + k * n;
-      out_samples[i].copy_(s[k]);
-      out_log_weights[i].copy_(w[k]);
-      out_stats[i].copy_(t[k]);
+      all.rows[i] = static_cast<int64_t>(rows[k].item<double>());
+      all.samples[i].copy_(s[k]);
+      all.log_q[i].copy_(q[k]);
+      all.log_weights[i].copy_(w[k]);
+      all.stats[i].copy_(t[k]);
     }
   }
-  const auto lse = at::logsumexp(out_log_weights, 1, /*keepdim=*/true);
-  const auto out_weights = at::where(at::isfinite(lse), at::exp(out_log_weights - lse), at::zeros_like(out_log_weights));
-  std::vector<io::Column> columns;
-  columns.push_back(io::column_from_tensor("row", out_stats.select(1, 0).to(at::kLong)));
-  columns.push_back(io::column_from_tensor("samples", out_samples, {"M_sun", "", "Mpc", "s", "rad"},
-                                           models::flows::kGwParameterNames));
-  columns.push_back(io::column_from_tensor("log_weights", out_log_weights));
-  columns.push_back(io::column_from_tensor("weights", out_weights));
-  columns.push_back(io::column_from_tensor("ess", out_stats.select(1, 1).contiguous()));
-  columns.push_back(io::column_from_tensor("efficiency", out_stats.select(1, 2).contiguous()));
-  columns.push_back(io::column_from_tensor("log_evidence", out_stats.select(1, 3).contiguous()));
+  std::vector<io::Column> columns = posterior_columns(all);
   if (has_theta) {
     std::vector<int64_t> wanted(static_cast<size_t>(count));
     std::iota(wanted.begin(), wanted.end(), options.first);
@@ -150,11 +180,11 @@ int infer(Context& ctx, const TrainConfig& config, const InferOptions& options) 
   provenance.first_row = options.first;
   provenance.rows = count;
   io::write_predictions(options.output, std::move(columns), provenance, "hpcml.gw.posterior");
-  const auto efficiency = out_stats.select(1, 2);
+  const auto efficiency = all.stats.select(1, 1);
   for (int64_t i = 0; i < count; ++i) {
     std::printf("event %lld: sample efficiency %.4f (ESS %.1f of %lld), log evidence %.3f\n",
-                static_cast<long long>(out_stats[i][0].item<double>()), out_stats[i][2].item<double>(),
-                out_stats[i][1].item<double>(), static_cast<long long>(draws), out_stats[i][3].item<double>());
+                static_cast<long long>(all.rows[i].item<int64_t>()), all.stats[i][1].item<double>(),
+                all.stats[i][0].item<double>(), static_cast<long long>(draws), all.stats[i][2].item<double>());
   }
   std::printf("infer: %lld event(s) x %lld draws on %d rank(s) in %.1f s: median sample efficiency %.4f, mean %.4f; "
               "wrote %s\n",

@@ -292,6 +292,13 @@ bool RowReader::has_field(const std::string& name) const {
   return impl_->dataset->files().front().field(name) != nullptr;
 }
 
+std::vector<int64_t> RowReader::field_dims(const std::string& name) const {
+  const auto& info = impl_->dataset->files().front();
+  const auto* f = info.field(name);
+  HPCML_CHECK_AS(IoError, f != nullptr, "file '", info.path, "': dataset '", name, "' not found");
+  return f->shape.dims;
+}
+
 int64_t RowReader::chunk_rows() const {
   const auto& info = impl_->dataset->files().front();
   for (const auto& [name, field] : impl_->c.data.inputs) {

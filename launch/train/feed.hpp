@@ -68,6 +68,8 @@ class RowReader {
   Example read(int64_t first, int64_t count, std::map<std::string, at::Tensor>* extra_out) const;
   /// Whether the file has the (fixed) field `name`.
   bool has_field(const std::string& name) const;
+  /// The dims of the (fixed) field `name`, rows first; IoError naming the file when absent.
+  std::vector<int64_t> field_dims(const std::string& name) const;
 
  private:
   struct Impl;

@@ -318,6 +318,8 @@ struct InferSection {
   std::string task = "auto";
   std::vector<std::string> copy_fields = {"auto"};
   double lease_s = 60;
+  int64_t samples = 5000;
+  int64_t seed = 1;
   template <typename V>
   void describe(V& v) {
     v.field("inputs", inputs, "HDF5 files or glob patterns to run the model over (a campaign; empty: the GW "
@@ -330,12 +332,18 @@ struct InferSection {
     v.field("unit_rows", unit_rows, "rows per unit of work, rounded up to whole HDF5 chunks of the first input",
             config::in_range(int64_t{1}, int64_t{1} << 40));
     v.field("task", task, "what the output is: auto (the model's task; classification for a TorchScript model "
-            "with an integer target), classification (scores: softmax probabilities), regression (prediction)",
+            "with an integer target), classification (scores: softmax probabilities), regression (prediction); a "
+            "density model (nsf-gw) writes importance-weighted posterior samples whatever this says",
             config::one_of({"auto", "classification", "regression"}));
     v.field("copy_fields", copy_fields, "input fields copied to the output next to each prediction; [auto]: "
             "data.target when the input has it; []: none");
     v.field("lease_s", lease_s, "several jobs on one campaign: a unit's claim whose heartbeat (renewed every second) "
             "has not changed for this long is taken over by another job", config::in_range(10.0, 86400.0));
+    v.field("samples", samples, "density models (nsf-gw): proposal draws per event, importance-weighted",
+            config::in_range(int64_t{2}, int64_t{1} << 24));
+    v.field("seed", seed, "density models: event (file k of the input list, row i) draws from a generator seeded "
+            "by (seed, k, i), so the draws depend on neither ranks nor units", config::in_range(int64_t{0},
+            int64_t{1} << 62));
   }
 };
 

@@ -466,7 +466,9 @@ ImportanceResult importance_sample(NeuralSplineFlow& flow, const at::Tensor& str
   const auto target = log_target(samples).to(at::kDouble);
   HPCML_CHECK_AS(ConfigError, target.dim() == 1 && target.size(0) == n,
                  "importance_sample: log_target: expected shape (", n, "), found ", shape_of(target));
-  return summarize_weights(samples, target - drawn.log_prob[0].to(at::kDouble));
+  ImportanceResult r = summarize_weights(samples, target - drawn.log_prob[0].to(at::kDouble));
+  r.log_prob = drawn.log_prob[0];
+  return r;
 }
 
 // --- the toy GW model ------------------------------------------------------------------

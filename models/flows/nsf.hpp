@@ -160,6 +160,7 @@ struct ImportanceResult {
   at::Tensor samples;       ///< (n, D)
   at::Tensor log_weights;   ///< (n,) float64: log L + log π - log q; -inf outside the prior
   at::Tensor weights;       ///< (n,) float64, normalised to sum 1
+  at::Tensor log_prob;      ///< (n,) log q(θ | d) of each draw, the flow's dtype (importance_sample only)
   double ess = 0;           ///< (Σw)² / Σw²
   double efficiency = 0;    ///< ess / n
   double log_evidence = 0;  ///< logsumexp(log w) - log n

@@ -384,7 +384,7 @@ class CampaignTest(unittest.TestCase):
 
     def test_bad_configs_are_one_line(self):
         for extra, want in ((["--set", "infer.inputs=[/nonexistent/*.h5]"], "key 'infer.inputs'"),
-                            (["--set", "model.name=nsf-gw"], "use -i/-o")):
+                            (["--set", "model.name=nsf-gw"], "key 'data.inputs.strain'")):
             rc, _, err, _ = run(["infer"] + self.campaign_args(os.path.join(self.tmp, "bad")) + extra, ranks=2,
                                 timeout=120)
             self.assertNotEqual(rc, 0)
