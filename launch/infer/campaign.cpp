@@ -32,6 +32,7 @@
 #include "io/predictions.hpp"
 #include "launch/farm/farm.hpp"
 #include "launch/infer/campaign_files.hpp"
+#include "launch/infer/campaign_service.hpp"
 #include "launch/infer/claims.hpp"
 #include "launch/infer/posterior.hpp"
 #include "launch/train/checkpoint.hpp"
@@ -71,6 +72,7 @@ struct Campaign {
   std::string digest, checkpoint;
   std::unique_ptr<models::Model> model;
   models::flows::NsfModel* flow = nullptr;  // model, when the task is density
+  std::unique_ptr<CampaignService> service;  // infer.via: service: the workers' client
 };
 
 std::string unit_id(size_t file, int64_t first) { return std::to_string(file) + ":" + std::to_string(first); }
@@ -134,6 +136,7 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
   double read_s = 0, compute_s = 0;
   test_hook_delay(task.id);
   std::vector<at::Tensor> outputs;
+  std::vector<std::future<serve::InferResult>> sent;
   std::vector<Posteriors> drawn;
   std::map<std::string, std::vector<at::Tensor>> copied;
   at::NoGradGuard no_grad;
@@ -154,13 +157,21 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
       for (int64_t i = 0; i < n; ++i) at_rows[static_cast<size_t>(i)] = b + i;
       drawn.push_back(draw_posteriors(*k.flow, strain, at_rows, index, static_cast<uint64_t>(k.c.infer.seed),
                                       k.c.infer.samples, gw));
+    } else if (k.service) {
+      sent.push_back(k.service->submit(e));  // every batch of the unit in flight at once
     } else {
-      at::Tensor out = k.model->forward(e.inputs).reshape({n, -1});
-      outputs.push_back(k.task == "classification" ? at::softmax(out, 1) : out.to(at::kFloat));
+      outputs.push_back(k.model->forward(e.inputs));
     }
     compute_s += since(t0);
     for (auto& [name, t] : extra) copied[name].push_back(t);
   }
+  const auto t_wait = Clock::now();
+  for (auto& f : sent) outputs.push_back(k.service->wait(f));
+  for (auto& out : outputs) {
+    out = out.reshape({out.size(0), -1});
+    out = k.task == "classification" ? at::softmax(out, 1) : out.to(at::kFloat);
+  }
+  compute_s += since(t_wait);
   const auto t_write = Clock::now();
   std::vector<io::Column> columns;
   if (k.flow) {
@@ -379,40 +390,19 @@ int run_units(Context& ctx, Campaign& k, const CampaignFlags& flags) {
   options.journal = world.broadcast_string(journal);  // rank 0's name (the coordinator is the only writer)
   options.retry_failed = flags.retry_failed;
   const farm::FarmReport report = farm::run_farm(ctx.world, plan, work, options);
+  json service;
+  if (k.service) {
+    k.service->finish();  // every worker's DONE lets the servers end
+    service = k.service->report(world, *k.model, k.c.runtime.collective_timeout_s);
+  }
   if (report.interrupted) return kExitPreempted;
   if (world.rank() != 0) return 0;
 
-  // The report: rows, files, failures, throughput and where the time went.
-  int64_t rows = 0;
-  double read_s = 0, compute_s = 0, write_s = 0;
-  json failures = json::array(), per_worker = json::object(), files = json::array();
-  for (const auto& r : report.results) {
-    if (!r.ok) {
-      failures.push_back({{"task", r.id}, {"error", r.error}});
-      continue;
-    }
-    if (r.id.rfind("assemble:", 0) == 0) files.push_back(r.result.value("output", ""));
-    if (r.result.contains("rows") && r.id.find(':') != std::string::npos && r.id.rfind("assemble:", 0) != 0) {
-      const int64_t n = r.result.value("rows", int64_t{0});
-      rows += n;
-      read_s += r.result.value("read_s", 0.0);
-      compute_s += r.result.value("compute_s", 0.0);
-      write_s += r.result.value("write_s", 0.0);
-      if (!r.replayed) per_worker[std::to_string(r.worker)] = per_worker.value(std::to_string(r.worker), int64_t{0}) + n;
-    }
-  }
-  const double seconds = since(start);
-  json summary = {{"inputs", k.inputs.size()}, {"files_written", files.size()}, {"rows_this_run", per_worker},
-                  {"rows", rows}, {"failures", failures}, {"seconds", seconds},
-                  {"task", k.task}, {"checkpoint", k.checkpoint}, {"checkpoint_sha256", k.digest},
-                  {"split_s", {{"read", read_s}, {"compute", compute_s}, {"write", write_s}}},
-                  {"journals", json::array({options.journal})}};
-  publish(k.dir / "summary.json", summary.dump(1) + "\n", /*once=*/false);  // the last job's, whole
-  std::printf("infer: %zu of %zu files written, %lld rows, %zu failure(s), %.1f s; %s\n", files.size(),
-              k.inputs.size(), static_cast<long long>(rows), failures.size(), seconds,
-              (k.dir / "summary.json").c_str());
-  std::fflush(stdout);
-  return failures.empty() ? 0 : 1;
+  json summary = {{"inputs", k.inputs.size()}, {"seconds", since(start)}, {"task", k.task},
+                  {"checkpoint", k.checkpoint}, {"checkpoint_sha256", k.digest},
+                  {"journals", json::array({options.journal})}, {"via", k.c.infer.via}};
+  if (!service.is_null()) summary["service"] = service;
+  return campaign_files::write_summary(k.dir, report, std::move(summary));
 }
 
 }  // namespace
@@ -546,36 +536,17 @@ ForwardTiming time_in_memory_forward(Context& ctx, const TrainConfig& config) {
 }
 
 int run_campaign(Context& ctx, const TrainConfig& config, const CampaignFlags& flags) {
-  auto& world = *ctx.world;
   Campaign k = describe_campaign(config);
   TrainConfig& c = k.c;
+  // infer.via: service: the last ranks serve, the others are the campaign's workers.
+  std::optional<ServiceRoles> roles;
+  if (c.infer.via == "service") roles = plan_service(ctx, c);
+  auto& world = roles ? *roles->world : *ctx.world;
   std::string checkpoint, error;
   if (world.rank() == 0) {
     try {
       checkpoint = prepare_directory(k, c, flags);
-    } catch (const Error& e) {
-      error = e.message();
-    }
-  }
-  agree(world, error);
-  checkpoint = world.broadcast_string(checkpoint);  // every rank loads the one rank 0 chose
-  load_model(ctx, k, checkpoint);
-
-  // Rank 0: the fingerprint, refusing a directory of another campaign.
-  const json now = fingerprint(c, k.inputs, k.checkpoint, k.digest, k.task, k.copies);
-  if (world.rank() == 0) {
-    error.clear();
-    const fs::path record = k.dir / "campaign.json";
-    try {
-      fs::create_directories(k.parts);
-      // The first job to publish the fingerprint makes the campaign; every later one compares.
-      if (!publish(record, now.dump(1) + "\n", /*once=*/true)) {
-        std::ifstream in(record);
-        const std::string changed = changes(json::parse(in, nullptr, false), now, flags.retry_failed);
-        HPCML_CHECK_AS(ConfigError, changed.empty(), "infer: '", k.dir.string(), "' holds another campaign: ",
-                       changed, " changed; rerun with --new to start a new campaign there (the old one is moved "
-                       "aside), or choose another infer.output_dir");
-      }
+      if (roles) write_service_repository(k.dir.string(), c, checkpoint, static_cast<int>(roles->workers.size()));
     } catch (const Error& e) {
       error = e.message();
     } catch (const fs::filesystem_error& e) {
@@ -583,7 +554,17 @@ int run_campaign(Context& ctx, const TrainConfig& config, const CampaignFlags& f
     }
   }
   agree(world, error);
-  return run_units(ctx, k, flags);
+  checkpoint = world.broadcast_string(checkpoint);  // every rank loads the one rank 0 chose
+  if (roles && roles->server) return serve_campaign(*roles, ctx, c, k.dir.string());
+  Context workers = roles ? group_context(ctx, roles->group, ctx.config) : ctx;
+  load_model(workers, k, checkpoint);
+  if (roles) k.service = std::make_unique<CampaignService>(*roles, c, k.dir.string());
+
+  // Rank 0: the fingerprint, refusing a directory of another campaign.
+  const json now = fingerprint(c, k.inputs, k.checkpoint, k.digest, k.task, k.copies);
+  agree(*workers.world, workers.world->rank() == 0 ? campaign_files::record_fingerprint(k.dir, now, flags.retry_failed)
+                                                   : "");
+  return run_units(workers, k, flags);
 }
 
 }  // namespace hpcml::launch

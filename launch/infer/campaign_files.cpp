@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -44,7 +45,7 @@ json fingerprint(const TrainConfig& c, const std::vector<std::string>& inputs, c
   for (const auto& [name, field] : c.data.inputs) inputs_map[name] = field;
   return {{"checkpoint", checkpoint}, {"checkpoint_sha256", digest},
           {"model", config::to_yaml(c.model)}, {"data_inputs", inputs_map},
-          {"batch_size", c.infer.batch_size}, {"unit_rows", c.infer.unit_rows}, {"task", task},
+          {"batch_size", c.infer.batch_size}, {"unit_rows", c.infer.unit_rows}, {"task", task}, {"via", c.infer.via},
           {"copy_fields", copies}, {"inputs", files}};
 }
 
@@ -54,7 +55,7 @@ std::string changes(const json& before, const json& now, bool ignore_input_chang
   if (before.value("checkpoint_sha256", "") != now["checkpoint_sha256"])
     what.push_back("the checkpoint's parameters (sha256 " + before.value("checkpoint_sha256", "").substr(0, 12) +
                    " -> " + now["checkpoint_sha256"].get<std::string>().substr(0, 12) + ")");
-  for (const char* key : {"model", "data_inputs", "batch_size", "unit_rows", "task", "copy_fields"})
+  for (const char* key : {"model", "data_inputs", "batch_size", "unit_rows", "task", "copy_fields", "via"})
     if (before.value(key, json()) != now[key]) what.push_back(std::string("the key(s) of ") + key);
   const auto& a = before.value("inputs", json::array());
   const auto& b = now["inputs"];
@@ -105,5 +106,55 @@ bool publish(const fs::path& path, const std::string& text, bool once) {
   return true;
 }
 
+
+std::string record_fingerprint(const fs::path& dir, const json& now, bool retry_failed) {
+  const fs::path record = dir / "campaign.json";
+  try {
+    fs::create_directories(dir / "parts");
+    if (publish(record, now.dump(1) + "\n", /*once=*/true)) return "";
+    std::ifstream in(record);
+    const std::string changed = changes(json::parse(in, nullptr, false), now, retry_failed);
+    if (changed.empty()) return "";
+    return "infer: '" + dir.string() + "' holds another campaign: " + changed + " changed; rerun with --new to start "
+           "a new campaign there (the old one is moved aside), or choose another infer.output_dir";
+  } catch (const Error& e) {
+    return e.message();
+  } catch (const fs::filesystem_error& e) {
+    return "infer: infer.output_dir '" + dir.string() + "': " + e.code().message();
+  }
+}
+
+int write_summary(const fs::path& dir, const farm::FarmReport& report, json summary) {
+  int64_t rows = 0;
+  double read_s = 0, compute_s = 0, write_s = 0;
+  json failures = json::array(), per_worker = json::object(), files = json::array();
+  for (const auto& r : report.results) {
+    if (!r.ok) {
+      failures.push_back({{"task", r.id}, {"error", r.error}});
+      continue;
+    }
+    const bool assembly = r.id.rfind("assemble:", 0) == 0;
+    if (assembly) files.push_back(r.result.value("output", ""));
+    if (r.result.contains("rows") && r.id.find(':') != std::string::npos && !assembly) {
+      const int64_t n = r.result.value("rows", int64_t{0});
+      rows += n;
+      read_s += r.result.value("read_s", 0.0);
+      compute_s += r.result.value("compute_s", 0.0);
+      write_s += r.result.value("write_s", 0.0);
+      if (!r.replayed) per_worker[std::to_string(r.worker)] = per_worker.value(std::to_string(r.worker), int64_t{0}) + n;
+    }
+  }
+  summary["files_written"] = files.size();
+  summary["rows_this_run"] = per_worker;
+  summary["rows"] = rows;
+  summary["failures"] = failures;
+  summary["split_s"] = {{"read", read_s}, {"compute", compute_s}, {"write", write_s}};
+  publish(dir / "summary.json", summary.dump(1) + "\n", /*once=*/false);  // the last job's, whole
+  std::printf("infer: %zu of %zu files written, %lld rows, %zu failure(s), %.1f s; %s\n", files.size(),
+              summary.value("inputs", size_t{0}), static_cast<long long>(rows), failures.size(),
+              summary.value("seconds", 0.0), (dir / "summary.json").c_str());
+  std::fflush(stdout);
+  return failures.empty() ? 0 : 1;
+}
 
 }  // namespace hpcml::launch::campaign_files

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "launch/farm/farm.hpp"
 #include "launch/train/train_config.hpp"
 
 namespace hpcml::launch::campaign_files {
@@ -28,5 +29,15 @@ std::string changes(const nlohmann::json& before, const nlohmann::json& now, boo
 /// it to `path`, returning false when `path` exists already (another job wrote it
 /// first); else renames it over `path`. Several jobs may do this at once.
 bool publish(const std::filesystem::path& path, const std::string& text, bool once);
+
+/// Makes `dir` (and its parts/) the campaign `now` describes: the first job publishes
+/// the fingerprint in campaign.json, every later one compares. Returns "" or the one
+/// line refusing another campaign's directory (naming what changed) or an unusable one.
+std::string record_fingerprint(const std::filesystem::path& dir, const nlohmann::json& now, bool retry_failed);
+
+/// Completes `summary` from the farm's results (rows, files written, failures, rows
+/// per worker, the read / compute / write split), publishes <dir>/summary.json and
+/// prints the campaign's line. Returns the exit code: 0, or 1 when a task failed.
+int write_summary(const std::filesystem::path& dir, const farm::FarmReport& report, nlohmann::json summary);
 
 }  // namespace hpcml::launch::campaign_files

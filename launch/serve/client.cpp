@@ -69,7 +69,8 @@ struct Client::State {
   // Progress thread only.
   std::unordered_map<std::uint64_t, std::unique_ptr<Pending>> in_flight;
   std::vector<std::int64_t> load;
-  std::vector<bool> dead;
+  std::vector<bool> dead;  // suspect: silent past server_timeout_s; asked again after retry_s or once heard
+  std::vector<Clock::time_point> suspected_at;
   std::vector<Clock::time_point> last_heard;
   Clock::time_point last_heartbeat = Clock::now();
   Clock::time_point last_liveness_check = Clock::now();
@@ -113,6 +114,13 @@ struct Client::State {
 };
 
 void Client::State::send_new(std::unique_ptr<Pending> p) {
+  const auto now = Clock::now();
+  for (size_t s = 0; s < servers.size(); ++s) {
+    if (dead[s] && now - suspected_at[s] >= std::chrono::duration<double>(options.retry_s)) {
+      dead[s] = false;  // retried: asked again, and suspected again if still silent
+      last_heard[s] = now;
+    }
+  }
   int best = -1;
   for (size_t s = 0; s < servers.size(); ++s)
     if (!dead[s] && (best < 0 || load[s] < load[best])) best = static_cast<int>(s);
@@ -151,7 +159,12 @@ void Client::State::complete(int source, const std::vector<char>& bytes) {
   const auto t0 = Clock::now();
   Reply reply = parse_reply(bytes.data(), bytes.size());
   auto it = in_flight.find(reply.id);
-  if (it == in_flight.end()) return;  // a late answer to a request already given up on
+  if (it == in_flight.end()) {
+    // A late answer: to a request re-sent elsewhere and answered there, or given up on.
+    std::lock_guard<std::mutex> lock(mutex);
+    stats.duplicates += 1;
+    return;
+  }
   std::unique_ptr<Pending> p = std::move(it->second);
   in_flight.erase(it);
   if (p->server >= 0) --load[p->server];
@@ -177,26 +190,40 @@ void Client::State::complete(int source, const std::vector<char>& bytes) {
 
 void Client::State::declare_dead(int server, const std::string& why) {
   dead[server] = true;
+  suspected_at[server] = Clock::now();
+  load[server] = 0;
   {
     std::lock_guard<std::mutex> lock(mutex);
     stats.dead_servers.push_back(servers[server]);
   }
-  HPCML_LOG_WARN("serve: {}", why);
   std::vector<std::uint64_t> ids;
   for (const auto& [id, p] : in_flight)
     if (p->server == server) ids.push_back(id);
   std::sort(ids.begin(), ids.end());
+  bool live = false;
+  for (size_t s = 0; s < servers.size(); ++s) live |= !dead[s];
+  HPCML_LOG_WARN("serve: {}{}", why,
+                 ids.empty() ? "" : live ? "; re-sending its " + std::to_string(ids.size()) + " request(s) to another server"
+                                         : std::string(options.fallback ? "; running them locally" : ""));
   for (auto id : ids) {
     auto p = std::move(in_flight[id]);
     in_flight.erase(id);
-    // The send may never complete (the peer is gone): the dropped Work detaches it,
-    // and its buffer, which MPI may still read, is deliberately kept.
+    // The send may never complete (the peer may be gone): the dropped Work detaches
+    // it, and its buffer, which MPI may still read, is deliberately kept.
     if (p->send && !p->send->is_completed()) new std::shared_ptr<std::vector<char>>(p->bytes);
     p->send.reset();
+    if (live) {
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        stats.rerouted += 1;
+        stats.sent -= 1;  // send_new counts it again
+      }
+      send_new(std::move(p));  // the same id: whichever reply comes first wins
+      continue;
+    }
     const std::string line = why + " (request " + std::to_string(id) + " of model '" + p->model + "')";
     give_up(std::move(p), line);
   }
-  load[server] = 0;
 }
 
 bool Client::State::drained() {
@@ -233,19 +260,21 @@ bool Client::State::pass() {
     bytes.resize(message->bytes);
     comm->recv(*message, bytes.data(), bytes.size());
     const auto s = std::find(servers.begin(), servers.end(), message->source);
-    if (s != servers.end()) last_heard[s - servers.begin()] = Clock::now();
+    if (s != servers.end()) {
+      last_heard[s - servers.begin()] = Clock::now();
+      dead[s - servers.begin()] = false;  // heard from: live again
+    }
     if (message->tag == kTagReply) complete(message->source, bytes);
   }
   const auto now = Clock::now();
   if (options.send_heartbeats && now - last_heartbeat >= heartbeat) {
     last_heartbeat = now;
-    for (size_t s = 0; s < servers.size(); ++s) {
-      if (dead[s]) continue;
+    // To suspect servers too: one that wakes up finds this client alive.
+    for (size_t s = 0; s < servers.size(); ++s)
       comm->send(nullptr, 0, servers[s], kTagHeartbeat, kAsync);  // 0 bytes: the Work is dropped, the send detached
-    }
   }
-  // A server holding our requests that has said nothing for server_timeout_s is dead
-  // (checked every few milliseconds: the timeout is seconds).
+  // A server holding our requests that has said nothing for server_timeout_s is
+  // suspect (checked every few milliseconds: the timeout is seconds).
   if (now - last_liveness_check < std::chrono::milliseconds(2)) return did;
   last_liveness_check = now;
   for (size_t s = 0; s < servers.size(); ++s) {
@@ -258,8 +287,7 @@ bool Client::State::pass() {
       declare_dead(static_cast<int>(s),
                    "server rank " + std::to_string(servers[s]) + " sent nothing for " + seconds_text(now - since) +
                        " s while holding requests of this client (serve.server_timeout_s = " +
-                       seconds_text(timeout) + ")" +
-                       (options.fallback ? "; running them locally" : ""));
+                       seconds_text(timeout) + ")");
       did = true;
     }
   }
@@ -283,11 +311,9 @@ void Client::State::loop() {
 }
 
 void Client::State::say_done() {
-  // DONE to every live server; 0-byte sends complete locally.
-  for (size_t s = 0; s < servers.size(); ++s) {
-    if (dead[s]) continue;
-    comm->send(nullptr, 0, servers[s], kTagDone);
-  }
+  // DONE to every server, suspect ones too (a stalled server that wakes up must learn
+  // that this client is done); 0-byte sends complete locally.
+  for (size_t s = 0; s < servers.size(); ++s) comm->send(nullptr, 0, servers[s], kTagDone);
 }
 
 void Client::State::break_down(const std::exception& e) {
@@ -371,6 +397,7 @@ Client::Client(collectives::BackendPtr comm, std::vector<int> servers, ClientOpt
   s.options = std::move(options);
   s.load.assign(s.servers.size(), 0);
   s.dead.assign(s.servers.size(), false);
+  s.suspected_at.assign(s.servers.size(), Clock::now());
   s.last_heard.assign(s.servers.size(), Clock::now());
   if (s.options.fallback) {
     HPCML_CHECK_AS(ConfigError, !s.options.repository.empty(),

@@ -36,8 +36,13 @@ class ServeError : public Error {
 
 struct ClientOptions {
   /// A server that has this client's requests and sends nothing (no reply, no
-  /// heartbeat) for this long is declared dead: its requests fall back or fail.
+  /// heartbeat) for this long is suspect: its requests are re-sent to another live
+  /// server (the first reply to a request wins; a late duplicate is dropped by its
+  /// request id). With no live server left they fall back or fail.
   double server_timeout_s = 30.0;
+  /// A suspect server gets requests again this long after it was suspected, or as
+  /// soon as it is heard from (a reply or a heartbeat).
+  double retry_s = 10.0;
   double heartbeat_s = kDefaultHeartbeatS;  ///< heartbeat to every live server (so servers can tell a vanished client)
   bool fallback = false;      ///< run the model locally when no server can answer
   std::string repository;     ///< model repository for the fallback (same layout as the servers')
@@ -65,7 +70,9 @@ struct ClientStats {
   std::int64_t replies = 0;
   std::int64_t errors = 0;     ///< error replies and timeouts delivered as ServeError
   std::int64_t fallbacks = 0;  ///< requests computed locally
-  std::vector<int> dead_servers;
+  std::int64_t rerouted = 0;   ///< requests re-sent to another server after theirs was suspected
+  std::int64_t duplicates = 0;  ///< late replies to requests already answered, dropped
+  std::vector<int> dead_servers;  ///< servers suspected (silent past server_timeout_s), once per suspicion
 };
 
 /// With a progress thread (the default): thread-safe, infer_async may be called from

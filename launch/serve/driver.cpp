@@ -259,6 +259,8 @@ nlohmann::json run_client(const collectives::BackendPtr& comm, const RolePlan& p
           {"failed", failed},
           {"fallbacks", fallbacks},
           {"dead_servers", stats.dead_servers},
+          {"rerouted", stats.rerouted},
+          {"duplicates", stats.duplicates},
           {"latency_us", latency},
           {"S_us", mean(pack)},
           {"L_us", events > 0 ? wait_us / events : 0.0},

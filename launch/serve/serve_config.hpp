@@ -69,6 +69,7 @@ struct ServeSection {
   double heartbeat_s = kDefaultHeartbeatS;
   double client_timeout_s = ServerOptions{}.client_timeout_s;
   double server_timeout_s = ClientOptions{}.server_timeout_s;
+  double retry_s = ClientOptions{}.retry_s;
   bool fallback = ClientOptions{}.fallback;
   int server_threads = ServerOptions{}.intra_op_threads;
   std::string server_compute = ServerOptions{}.compute;
@@ -91,8 +92,10 @@ struct ServeSection {
             "a server drops the queued work of a client silent this long and serves the others",
             config::in_range(0.01, 86400.0));
     v.field("server_timeout_s", server_timeout_s,
-            "a client declares dead a server silent this long while holding its requests",
-            config::in_range(0.01, 86400.0));
+            "a client suspects a server silent this long while holding its requests and re-sends them to "
+            "another live server", config::in_range(0.01, 86400.0));
+    v.field("retry_s", retry_s, "a suspect server gets requests again after this long (or as soon as it is heard)",
+            config::in_range(0.0, 86400.0));
     v.field("fallback", fallback, "clients run the model locally when no server answers (else the request fails)");
     v.field("server_threads", server_threads, "LibTorch intra-op threads per server rank (shared by its instances)",
             config::in_range(1, 1024));
@@ -129,6 +132,7 @@ struct ServeSection {
   ClientOptions client_options() const {
     ClientOptions o;
     o.server_timeout_s = server_timeout_s;
+    o.retry_s = retry_s;
     o.heartbeat_s = heartbeat_s;
     o.fallback = fallback;
     o.repository = repository;

@@ -10,6 +10,9 @@
 #include "core/config.hpp"
 #include "core/limits.hpp"
 #include "launch/run_config.hpp"
+#include "launch/serve/client.hpp"
+#include "launch/serve/roles.hpp"
+#include "launch/serve/server.hpp"
 #include "models/registry.hpp"
 
 namespace hpcml::launch {
@@ -309,6 +312,44 @@ struct RunSection {
 };
 
 /// `hpcml infer -c`: a batch-inference campaign (launch/infer/campaign.hpp, docs/campaigns.md).
+/// infer.service: the server ranks of a campaign run through the in-job inference
+/// service (infer.via: service; docs/campaigns.md). Defaults as `hpcml serve`'s.
+struct InferServiceSection {
+  std::string roles = serve::RoleOptions{}.mode;
+  int servers = serve::RoleOptions{}.servers;
+  double server_ratio = serve::RoleOptions{}.server_ratio;
+  int server_threads = serve::ServerOptions{}.intra_op_threads;
+  std::string server_compute = serve::ServerOptions{}.compute;
+  int instances = 1;
+  int max_queue_delay_us = 0;
+  double server_timeout_s = serve::ClientOptions{}.server_timeout_s;
+  double retry_s = 10;
+  double client_timeout_s = serve::ServerOptions{}.client_timeout_s;
+  bool fallback = false;
+  template <typename V>
+  void describe(V& v) {
+    v.field("roles", roles, "auto: a Slurm het job's last group or an mpirun MPMD line's last app context serves, "
+            "else the count; count: always the last infer.service.servers ranks", config::one_of({"auto", "count"}));
+    v.field("servers", servers, "server ranks (the last ranks) when the launch does not decide", config::at_least(1));
+    v.field("server_ratio", server_ratio, "> 0: round(ratio * ranks) servers instead of infer.service.servers",
+            config::in_range(0.0, 1.0));
+    v.field("server_threads", server_threads, "LibTorch intra-op threads per server rank", config::in_range(1, 1024));
+    v.field("server_compute", server_compute, "where a server runs batches: threads, inline or auto (as "
+            "serve.server_compute)", config::one_of({"auto", "threads", "inline"}));
+    v.field("instances", instances, "model copies per server, each on its own thread", config::in_range(1, 64));
+    v.field("max_queue_delay_us", max_queue_delay_us, "how long a server's oldest queued request may wait for a "
+            "fuller batch (dynamic batching of every worker's batches)", config::in_range(0, 10000000));
+    v.field("server_timeout_s", server_timeout_s, "a server silent this long while holding a worker's requests is "
+            "suspect: its requests are re-sent to another live server", config::in_range(0.01, 86400.0));
+    v.field("retry_s", retry_s, "a suspect server gets requests again after this long (or as soon as it is heard)",
+            config::in_range(0.0, 86400.0));
+    v.field("client_timeout_s", client_timeout_s, "a server drops the queued work of a worker silent this long",
+            config::in_range(0.01, 86400.0));
+    v.field("fallback", fallback, "when no server is live, workers run the model themselves (else the unit fails "
+            "with one line naming the server ranks)");
+  }
+};
+
 struct InferSection {
   std::vector<std::string> inputs;
   std::string output_dir;
@@ -320,6 +361,8 @@ struct InferSection {
   double lease_s = 60;
   int64_t samples = 5000;
   int64_t seed = 1;
+  std::string via = "local";
+  InferServiceSection service;
   template <typename V>
   void describe(V& v) {
     v.field("inputs", inputs, "HDF5 files or glob patterns to run the model over (a campaign; empty: the GW "
@@ -344,6 +387,10 @@ struct InferSection {
     v.field("seed", seed, "density models: event (file k of the input list, row i) draws from a generator seeded "
             "by (seed, k, i), so the draws depend on neither ranks nor units", config::in_range(int64_t{0},
             int64_t{1} << 62));
+    v.field("via", via, "local: each worker rank runs the model; service: the last ranks serve the model and the "
+            "workers send them every batch (zoo classifiers and regressors; docs/campaigns.md)",
+            config::one_of({"local", "service"}));
+    v.section("service", service, "infer.via: service: the server ranks");
   }
 };
 

@@ -372,6 +372,77 @@ TEST(ServeSession, ClientFallsBackOrNamesTheSilentServer) {
   client.finish();
 }
 
+TEST(ServeSession, AStalledServersRequestsAreReroutedAndItsLateRepliesDropped) {
+  if (skip_unless_three()) GTEST_SKIP() << "needs 3 ranks";
+  const std::string repo = make_repository("stall", {{"facile", kFacile}});
+  Session s;
+  constexpr int kStalled = 1;
+  if (s.rank == kServer) {
+    serve::ServerOptions o;
+    o.repository = repo;
+    const auto report = serve::run_server(s.comm, {0}, o);
+    EXPECT_GT(report.requests, 0);
+    return;
+  }
+  if (s.rank == kStalled) {
+    // Takes requests and says nothing for 1.5 s, then answers each with zeros (a
+    // wrong answer the client must never deliver: it re-sent them and took the
+    // other server's), then waits for DONE.
+    std::vector<std::uint64_t> held;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+    bool done = false;
+    while (std::chrono::steady_clock::now() < until || !done) {
+      if (auto m = s.comm->improbe()) {
+        auto bytes = std::make_shared<std::vector<char>>(m->bytes);
+        s.comm->recv(*m, bytes->data(), bytes->size());
+        if (m->tag == serve::kTagRequest) held.push_back(serve::parse_request(bytes).id);
+        done |= m->tag == serve::kTagDone;
+        continue;
+      }
+      if (std::chrono::steady_clock::now() >= until) {
+        for (auto id : held) {
+          const auto reply = serve::pack_reply(id, {}, at::zeros({16, 1}));
+          s.comm->send(reply.data(), reply.size(), 0, serve::kTagReply);
+        }
+        held.clear();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return;
+  }
+  serve::ClientOptions o;
+  o.server_timeout_s = 0.5;
+  o.heartbeat_s = 0.1;
+  o.retry_s = 60;
+  serve::Client client(s.comm, {kStalled, kServer}, o);
+  const auto entries = serve::read_repository(repo);
+  auto model = serve::load_model(entries.front());
+  std::vector<serve::NamedInputs> inputs;
+  std::vector<std::future<serve::InferResult>> futures;
+  for (int i = 0; i < 8; ++i) {
+    inputs.push_back(serve::fixed_inputs(hpcml::models::example_inputs("facile", 16, 10 + i)));
+    futures.push_back(client.infer_async("facile", inputs.back()));
+  }
+  for (int i = 0; i < 8; ++i) {
+    const auto r = client.wait(futures[static_cast<size_t>(i)]);
+    EXPECT_EQ(r.server, kServer);
+    EXPECT_TRUE(hpcml::testing::tensor_near(r.output, serve::run_local(*model, entries.front(), inputs[i]), 1e-5, 1e-6));
+  }
+  auto stats = client.stats();
+  EXPECT_EQ(stats.dead_servers, std::vector<int>{kStalled});
+  EXPECT_GE(stats.rerouted, 1);
+  EXPECT_EQ(stats.replies, 8);
+  // The stalled server's late answers arrive and are dropped by request id.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (client.stats().duplicates < stats.rerouted && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  stats = client.stats();
+  EXPECT_EQ(stats.duplicates, stats.rerouted);
+  EXPECT_EQ(stats.replies, 8);
+  EXPECT_EQ(stats.fallbacks, 0);
+  client.finish();
+}
+
 TEST(ServeSession, CleanShutdownWithoutRequests) {
   if (skip_unless_three()) GTEST_SKIP() << "needs 3 ranks";
   const std::string repo = make_repository("idle", {{"facile", kFacile}});
