@@ -14,6 +14,7 @@
 #include "core/files.hpp"
 #include "core/mpi.hpp"
 #include "core/watchdog.hpp"
+#include "launch/infer/campaign_files.hpp"
 #include "launch/serve/driver.hpp"
 #include "launch/serve/roles.hpp"
 #include "launch/serve/server.hpp"
@@ -86,11 +87,11 @@ void write_service_repository(const std::string& campaign_dir, const TrainConfig
   fs::create_directories(dir);
   const auto& s = c.infer.service;
   const int64_t max_batch = std::min<int64_t>(int64_t{1} << 20, int64_t{c.infer.batch_size} * std::max(workers, 1));
-  std::string text = "# written by hpcml infer (infer.via: service); rewritten by every run\n";
+  std::string text = "# written by hpcml infer (infer.via: service); rewritten by every job\n";
   text += "platform: zoo\nzoo_model: " + c.model.name + "\ncheckpoint: \"" + fs::absolute(checkpoint).string() +
           "\"\nmax_batch_size: " + std::to_string(max_batch) + "\ninstances: " + std::to_string(s.instances) +
           "\nmax_queue_delay_us: " + std::to_string(s.max_queue_delay_us) + "\n";
-  write_file_atomically((dir / "config.yaml").string(), text);
+  campaign_files::publish(dir / "config.yaml", text, /*once=*/false);  // several jobs may write it at once
 }
 
 int serve_campaign(const ServiceRoles& roles, Context& ctx, const TrainConfig& c, const std::string& campaign_dir) {

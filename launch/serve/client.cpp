@@ -71,6 +71,7 @@ struct Client::State {
   std::vector<std::int64_t> load;
   std::vector<bool> dead;  // suspect: silent past server_timeout_s; asked again after retry_s or once heard
   std::vector<Clock::time_point> suspected_at;
+  size_t next_server = 0;  // where the search for the least loaded server starts
   std::vector<Clock::time_point> last_heard;
   Clock::time_point last_heartbeat = Clock::now();
   Clock::time_point last_liveness_check = Clock::now();
@@ -121,9 +122,14 @@ void Client::State::send_new(std::unique_ptr<Pending> p) {
       last_heard[s] = now;
     }
   }
+  // The live server with the fewest requests in flight; ties taken in turn, so an
+  // idle service spreads requests over every server.
   int best = -1;
-  for (size_t s = 0; s < servers.size(); ++s)
+  for (size_t k = 0; k < servers.size(); ++k) {
+    const size_t s = (next_server + k) % servers.size();
     if (!dead[s] && (best < 0 || load[s] < load[best])) best = static_cast<int>(s);
+  }
+  if (best >= 0) next_server = static_cast<size_t>(best) + 1;
   if (best < 0) {
     std::string ranks;
     for (int s : servers) ranks += (ranks.empty() ? "" : ", ") + std::to_string(s);

@@ -28,9 +28,14 @@ CHUNK = 250
 
 
 def rechunk(path, chunk):
-    """Rewrites the fixed fields of a datagen file with `chunk` rows per HDF5 chunk (datagen writes one)."""
+    """Rewrites the fixed fields of a datagen jets file with `chunk` rows per HDF5 chunk (datagen writes one)."""
+    rechunk_fields(path, chunk, ("jet", "label"))
+
+
+def rechunk_fields(path, chunk, names):
+    """Rewrites datasets `names` of `path` with `chunk` rows per HDF5 chunk, attributes kept."""
     with h5py.File(path, "a") as f:
-        for name in ("jet", "label"):
+        for name in names:
             data, attrs = f[name][...], dict(f[name].attrs)
             del f[name]
             d = f.create_dataset(name, data=data, chunks=(chunk,) + data.shape[1:])
