@@ -131,6 +131,34 @@ class CampaignServiceTest(unittest.TestCase):
         # Only the workers computed units: ranks 0 and 1 of the workers' group.
         self.assertEqual(sorted(s["rows_this_run"]), ["0", "1"])
 
+    def test_particlenet_lite_through_the_service_equals_local(self):
+        # Ragged jets: workers send each batch's constituents unpadded; the server pads
+        # them to its own batch's longest jet, so equality is to float32 rounding.
+        jets = os.path.join(self.tmp, "jets")
+        rc, _, err, _ = run(["datagen", "jets", "-o", jets, "--files", "2", "--events-per-file", "300"], ranks=2,
+                            timeout=300)
+        self.assertEqual(rc, 0, err)
+        files = sorted(glob.glob(os.path.join(jets, "*.h5")))
+        run_dir = os.path.join(self.tmp, "run-pnl")
+        common = ["-c", os.path.join(SOURCE_DIR, "configs", "particlenet-lite.yaml"), "--set", f"data.files=[{files[0]}]",
+                  "--set", "data.validation_files=[]", "--set", f"run.dir={run_dir}"]
+        rc, _, err, _ = run(["train"] + common + ["--set", "train.max_steps=3"], timeout=300)
+        self.assertEqual(rc, 0, err)
+        outs = {}
+        for via, ranks in (("local", 2), ("service", 3)):
+            outs[via] = os.path.join(self.tmp, f"pnl-{via}")
+            rc, _, err, _ = run(["infer"] + common + ["--set", f"infer.inputs=[{', '.join(files)}]",
+                                                     "--set", f"infer.output_dir={outs[via]}", "--set", "infer.batch_size=64",
+                                                     "--set", f"infer.via={via}"], ranks=ranks, timeout=300)
+            self.assertEqual(rc, 0, err)
+        for path in files:
+            name = os.path.basename(path).replace(".h5", ".predictions.h5")
+            a, b = datasets(os.path.join(outs["local"], name)), datasets(os.path.join(outs["service"], name))
+            self.assertEqual(a["scores"].shape, (300, 2))
+            np.testing.assert_array_equal(a["row"], b["row"])
+            np.testing.assert_array_equal(a["label"], b["label"])
+            np.testing.assert_allclose(b["scores"], a["scores"], rtol=1e-5, atol=1e-6)
+
     def test_killed_after_a_commit_resumes_to_the_same_bytes(self):
         out = os.path.join(self.tmp, "killed")
         job = subprocess.run([MPIEXEC, "-n", "3"] + MPIEXEC_PREFLAGS + [BIN, "infer"] + self.args(out),

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# jobs/campaign-service.sbatch on a real local Slurm cluster: a het job of 2
+# worker ranks on partition cpu and 1 server rank on gpu in ONE MPI world runs a
+# FACILE campaign through the service: the het groups decide the roles (workers
+# 0,1; server 2), the job reaches COMPLETED, and the outputs equal a local
+# campaign run by mpirun (h5py, byte for byte: FACILE's rows are independent).
+#
+# Usage: tests/slurm/campaign_service_test.sh [HPCML_BINARY]
+# Needs root and slurm-wlm + munge (scripts/install-deps.sh). About 40 s.
+# Exit: 0 all passed, 1 a check failed, 77 skipped (not root / no Slurm; with CI=true: 1).
+# shellcheck source=tests/slurm/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+slurm_test_init campaign-service 16877 200 "$@"
+start_cluster
+export HPCML_SRUN_GUARD_S=8
+
+# Data, a trained FACILE and the reference outputs, by mpirun (not Slurm).
+MPI=(mpirun --allow-run-as-root --oversubscribe -n 2)
+"${MPI[@]}" "$HPCML_BIN" datagen calo -o "$T/calo" --files 2 --events-per-file 1000 >"$T/setup.log" 2>&1 ||
+  { fail "datagen"; show_log "$T/setup.log"; finish; }
+CFG=(-c "$ROOT/configs/facile.yaml" --set "data.files=[$T/calo/calo-channels-00000.h5]" --set 'data.validation_files=[]'
+     --set train.max_steps=10 --set "run.dir=$T/run" --set "infer.inputs=[$T/calo/calo-channels-*.h5]"
+     --set infer.unit_rows=250)
+"${MPI[@]}" "$HPCML_BIN" train "${CFG[@]}" >>"$T/setup.log" 2>&1 || { fail "train"; show_log "$T/setup.log"; finish; }
+"${MPI[@]}" "$HPCML_BIN" infer "${CFG[@]}" --set "infer.output_dir=$T/reference" >>"$T/setup.log" 2>&1 ||
+  { fail "reference campaign"; show_log "$T/setup.log"; finish; }
+
+t0=$SECONDS
+j=$(submit het campaign-service.sbatch -- "${CFG[@]}" --set "infer.output_dir=$T/served") ||
+  { fail "sbatch campaign-service.sbatch"; finish; }
+state=$(wait_job "$j" 150)
+log="$T/het.out"
+if [[ "$state" == COMPLETED ]]; then
+  pass "campaign-service.sbatch: het job $j COMPLETED in $(elapsed "$t0") s"
+elif grep -q 'srun .* still runs .* after its step ended' "$log" && [[ -s "$T/served/summary.json" ]]; then
+  # The Slurm < 24.11 pmix het-step hang (see the template): the guard ended srun.
+  pass "campaign-service.sbatch: het job $j finished the campaign, then srun hung and the guard ended it"
+else
+  fail "campaign-service.sbatch: het job $j ended in state '$state' (want COMPLETED), ExitCode=$(job_field "$j" ExitCode)"
+  show_log "$log"
+fi
+parts=$(timeout 10 scontrol show job "$j" | grep -o ' Partition=[a-z0-9]*' | tr -d ' ' | tr '\n' ' ')
+[[ "$parts" == "Partition=cpu Partition=gpu " ]] && pass "two components: $parts" ||
+  fail "components' partitions: '$parts' (want cpu, gpu)"
+grep -q '^infer: via service, roles (het job): workers 0,1; servers 2$' "$log" &&
+  pass "infer: the het groups decide the roles (workers 0,1; server 2)" ||
+  { fail "no 'infer: via service, roles (het job): workers 0,1; servers 2' line"; show_log "$log"; }
+grep -q "^campaign-service.sbatch: hpcml infer exited with code 0" "$log" && pass "log: infer exited 0" ||
+  fail "log: no 'hpcml infer exited with code 0'"
+
+/usr/bin/python3 - "$T" <<'PY' && pass "served outputs equal the local campaign's bytes; the server's report is in summary.json" || fail "served campaign checks"
+import glob, json, os, sys
+import h5py
+t = sys.argv[1]
+names = sorted(os.path.basename(p) for p in glob.glob(f"{t}/reference/*.predictions.h5"))
+assert len(names) == 2, names
+for n in names:
+    with h5py.File(f"{t}/reference/{n}") as x, h5py.File(f"{t}/served/{n}") as y:
+        for k in ("row", "prediction", "energy"):
+            assert x[k][...].tobytes() == y[k][...].tobytes(), (n, k)
+s = json.load(open(f"{t}/served/summary.json"))
+assert s["via"] == "service" and s["rows"] == 2000, s
+assert [r["rank"] for r in s["service"]["servers"]] == [2], s["service"]
+print("server utilisation", s["service"]["servers"][0]["utilisation"])
+PY
+finish
