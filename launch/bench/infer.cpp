@@ -36,6 +36,7 @@ struct InferBenchOptions {
   std::string scratch = "runs/bench-infer";
   std::string json_path;
   std::vector<std::string> rss_inputs;  // a second file set of the same rows: peak RSS of both
+  bool versus_service = false;           // the campaign through one server rank against local
 };
 
 // Returns the heap's free memory to the system (glibc keeps it otherwise, and a
@@ -101,6 +102,85 @@ nlohmann::json compare_peak_rss(Context& c, const TrainConfig& config, const Inf
           {"rss_inputs_peak_rss_mib", median(b)}, {"ratio", median(b) / std::max(median(a), 1e-9)},
           {"growth_mib", median(growth_a)}, {"rss_inputs_growth_mib", median(growth_b)},
           {"per_rep", {{"inputs", a}, {"rss_inputs", b}, {"growth", growth_a}, {"rss_inputs_growth", growth_b}}}};
+}
+
+// One campaign, timed from a barrier of `world` before it to one after it; its summary.
+std::pair<double, nlohmann::json> timed_campaign(Context& c, collectives::Backend& world, const TrainConfig& run,
+                                                 bool take_part) {
+  world.barrier();
+  const auto start = Clock::now();
+  const int rc = take_part ? run_campaign(c, run, CampaignFlags{true, false}) : 0;
+  world.barrier();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  HPCML_CHECK_AS(IoError, rc == 0, "bench infer: the campaign failed (exit ", rc, "); see ", run.infer.output_dir,
+                 "/summary.json");
+  nlohmann::json summary;
+  if (world.rank() == 0) {
+    std::ifstream in(fs::path(run.infer.output_dir) / "summary.json");
+    summary = nlohmann::json::parse(in, nullptr, false);
+    fs::remove_all(run.infer.output_dir);
+  }
+  return {seconds, summary};
+}
+
+// The campaign through the service (the last rank serving, the others working)
+// against the local campaign on the same workers (the last rank sits it out),
+// alternated. On a machine where the server shares the workers' cores this shows
+// the service's overhead, not a speed-up.
+int run_versus_service(Context& c, const TrainConfig& config, const InferBenchOptions& o) {
+  auto& world = *c.world;
+  const int n = world.size();
+  HPCML_CHECK_AS(ConfigError, n >= 2, "bench infer --versus-service: expected at least 2 ranks (workers and one "
+                 "server), found ", n);
+  const bool worker = world.rank() < n - 1;
+  const collectives::BackendPtr workers = world.split(worker ? 0 : 1, world.rank(), "bench-local");
+  Context local = group_context(c, workers, c.config);
+  std::vector<double> local_rate, service_rate, ratio, utilisation, f_eq;
+  double rows = 0;
+  for (int rep = 0; rep < o.reps; ++rep) {
+    double a = 0, b = 0;
+    for (int k = 0; k < 2; ++k) {
+      TrainConfig run = config;
+      run.infer.output_dir = (fs::path(o.scratch) / ("svc-" + std::to_string(rep) + "-" + std::to_string(k))).string();
+      if ((k + rep) % 2 == 0) {
+        run.infer.via = "local";
+        const auto [seconds, summary] = timed_campaign(worker ? local : c, world, run, worker);
+        if (world.rank() == 0) rows = summary.value("rows", 0.0);
+        a = rows / seconds;
+      } else {
+        run.infer.via = "service";
+        run.infer.service.roles = "count";
+        run.infer.service.servers = 1;
+        run.infer.service.server_ratio = 0;
+        const auto [seconds, summary] = timed_campaign(c, world, run, true);
+        b = rows / seconds;
+        if (world.rank() == 0) {
+          utilisation.push_back(summary["service"]["servers"][0].value("utilisation", 0.0));
+          f_eq.push_back(summary["service"].value("F_eq", 0.0));
+        }
+      }
+    }
+    local_rate.push_back(a);
+    service_rate.push_back(b);
+    ratio.push_back(b / std::max(a, 1e-9));
+  }
+  if (world.rank() != 0) return 0;
+  const nlohmann::json out = {{"model", config.model.name}, {"workers", n - 1}, {"servers", 1}, {"rows", rows},
+                              {"reps", o.reps}, {"batch_size", config.infer.batch_size},
+                              {"local_rows_per_s", median(local_rate)}, {"service_rows_per_s", median(service_rate)},
+                              {"service_over_local", median(ratio)}, {"server_utilisation", median(utilisation)},
+                              {"F_eq", median(f_eq)},
+                              {"per_rep", {{"local", local_rate}, {"service", service_rate}, {"ratio", ratio},
+                                           {"utilisation", utilisation}}}};
+  std::printf("bench infer --versus-service %s: %d worker(s) + 1 server rank, %.0f rows, %d alternating reps:\n",
+              config.model.name.c_str(), n - 1, rows, o.reps);
+  std::printf("  through the service %.0f rows/s, local on the same workers %.0f rows/s: %.2fx (median of per-rep "
+              "ratios); server utilisation %.2f; F_eq %.2f\n",
+              median(service_rate), median(local_rate), median(ratio), median(utilisation), median(f_eq));
+  std::printf("%s\n", out.dump().c_str());
+  std::fflush(stdout);
+  if (!o.json_path.empty()) write_file_atomically(o.json_path, out.dump(2) + "\n");
+  return 0;
 }
 
 int run_bench_infer(Context& c, const TrainConfig& config, const InferBenchOptions& o) {
@@ -208,6 +288,8 @@ void add_bench_infer_command(CLI::App& bench, CommonOptions& common, Runner& sel
   sub->add_option("--rss-inputs", o->rss_inputs, "Files or globs of the same rows in more (or fewer) files: also "
                   "compare one campaign's peak RSS over infer.inputs and over these, alternated, the peak reset "
                   "before each (Linux clear_refs)");
+  sub->add_flag("--versus-service", o->versus_service, "Instead: the campaign through one server rank (the last "
+                "rank; infer.via: service) against the local campaign on the other ranks, alternated");
   auto config = std::make_shared<TrainConfig>();
   sub->callback([&selected, &common, config, o] {
     common.parser = [config](const config::Document& environment, const config::Document& file) {
@@ -215,7 +297,7 @@ void add_bench_infer_command(CLI::App& bench, CommonOptions& common, Runner& sel
     };
     selected = [config, o](Context& c) {
       require_cpu(c, "hpcml bench infer");
-      return run_bench_infer(c, *config, *o);
+      return o->versus_service ? run_versus_service(c, *config, *o) : run_bench_infer(c, *config, *o);
     };
   });
 }
