@@ -18,8 +18,8 @@ UPDATE = os.environ.get("HPCML_UPDATE_GOLDENS") == "1"
 # Every subcommand, nested ones included.
 HELP = [[], ["info"], ["config"], ["train"], ["eval"], ["infer"], ["export"], ["models"], ["serve"],
         ["datagen"], ["datagen", "tracking"], ["datagen", "jets"], ["datagen", "gw"], ["datagen", "calo"],
-        ["bench"], ["bench", "allreduce"], ["bench", "ddp"], ["bench", "io"], ["bench", "model"], ["bench", "serve"],
-        ["tracking"], ["tracking", "train"], ["tracking", "eval"], ["tracking", "reference"]]
+        ["bench"], ["bench", "allreduce"], ["bench", "ddp"], ["bench", "io"], ["bench", "model"], ["bench", "pack"],
+        ["bench", "serve"], ["tracking"], ["tracking", "train"], ["tracking", "eval"], ["tracking", "reference"]]
 
 REFERENCES = {"config-reference": ["config", "--reference"], "serve-reference": ["serve", "--reference"],
               "tracking-reference": ["tracking", "reference"]}
