@@ -62,7 +62,8 @@ PackedModel::PackedModel(const std::vector<std::unique_ptr<Model>>& members)
   const Model& first = *members.front();
   name_ = first.name();
   HPCML_CHECK_AS(ConfigError, packable(name_), "config error: key 'train.pack': model ", name_,
-                 " cannot be packed; expected one of [", joined(packable_models()), "] (docs/models.md#packed-members)");
+                 " cannot be packed; expected one of [", joined(packable_models()),
+                 "] (docs/models.md#packed-members)");
   for (const auto& m : members) {
     HPCML_CHECK_AS(ConfigError, m->name() == name_, "pack: expected members of one model, found ", name_, " and ",
                    m->name());
@@ -139,7 +140,8 @@ at::Tensor PackedModel::forward(const Inputs& inputs) {
   for (const Layer& layer : layers_) {
     switch (layer.kind) {
       case Kind::kLinear:
-        h = at::baddbmm(layer.bias.unsqueeze(1), h, layer.weight.transpose(1, 2));
+        h = product_ == Product::kBaddbmm ? at::baddbmm(layer.bias.unsqueeze(1), h, layer.weight.transpose(1, 2))
+                                          : at::bmm(h, layer.weight.transpose(1, 2)) + layer.bias.unsqueeze(1);
         break;
       case Kind::kRelu:
         h = at::relu(h);

@@ -32,6 +32,10 @@ bool packable(const std::string& model_name);
 /// and an elementwise optimizer (SGD, Adam, AdamW) steps every member as if alone.
 class PackedModel final : public Model {
  public:
+  /// How a Linear layer's product runs: one at::baddbmm (the bias folded in), or at::bmm
+  /// then one broadcast add of the bias (LibTorch 1.13 without MKL runs baddbmm as one
+  /// dispatched addmm_ per member, bmm as direct GEMM calls: bench pack measures both).
+  enum class Product { kBaddbmm, kBmm };
   /// Throws ConfigError naming the model when it does not pack or the members differ.
   explicit PackedModel(const std::vector<std::unique_ptr<Model>>& members);
   std::string name() const override { return name_; }
@@ -41,6 +45,7 @@ class PackedModel final : public Model {
   std::vector<NamedTensor> named_buffers() const override { return buffers_; }
   void set_training(bool on) override { training_ = on; }
   int64_t members() const { return members_; }
+  void set_product(Product product) { product_ = product; }
   /// Member k's parameters and buffers (views into the pack), named and ordered as an
   /// ordinary model's: copy them into a fresh member model to unpack it.
   std::vector<NamedTensor> member_parameters(int64_t k) const;
@@ -57,6 +62,7 @@ class PackedModel final : public Model {
   std::string name_;
   int64_t members_ = 0;
   bool training_ = true;
+  Product product_ = Product::kBmm;
   std::vector<NamedTensor> params_, buffers_;
   std::vector<Layer> layers_;
 };

@@ -31,6 +31,7 @@ struct PackBenchOptions {
   int steps = 20;
   int reps = 5;
   int threads = 1;
+  std::string product = "bmm";
   std::string json_path;
 };
 
@@ -58,7 +59,8 @@ Point make_point(const std::string& model, int members, int batch) {
   const int64_t features = model == "mlp" ? kMlpInputs : models::zoo_entry(model).inputs.front().shape.front();
   torch::manual_seed(0);
   p.x = torch::randn({batch, members, features});
-  p.y = p.regression ? torch::rand({batch, members}) * 100 + 1 : torch::randint(0, kMlpClasses, {batch, members}, at::kLong);
+  p.y = p.regression ? torch::rand({batch, members}) * 100 + 1
+                     : torch::randint(0, kMlpClasses, {batch, members}, at::kLong);
   return p;
 }
 
@@ -82,10 +84,12 @@ double packed_rate(const PackBenchOptions& o, const Point& p) {
   std::vector<std::unique_ptr<models::Model>> members;
   for (int k = 0; k < p.members; ++k) members.push_back(make_member(o.model, static_cast<uint64_t>(k)));
   models::PackedModel pack(members);
+  pack.set_product(o.product == "baddbmm" ? models::PackedModel::Product::kBaddbmm
+                                          : models::PackedModel::Product::kBmm);
   auto params = parameters_of(pack);
   FusedAdam optimizer(params, torch::optim::AdamOptions(1e-3));
   const models::Inputs inputs{{"x", p.x}};
-  const double seconds = timed(3, o.steps, [&] {
+  const double seconds = timed(1, o.steps, [&] {
     for (auto& t : params) t.mutable_grad().reset();
     const at::Tensor out = pack.forward(inputs);
     pack_losses("auto", p.regression, out, p.y).sum().backward();
@@ -121,8 +125,8 @@ nlohmann::json measure(const PackBenchOptions& o, int members, int batch) {
     sequential.push_back(sequential_rate(o, p));
     ratio.push_back(packed.back() / sequential.back());
   }
-  std::printf("  %-6s K %3d batch %5d: packed %9.0f member-steps/s, one after another %9.0f: %.2fx\n",
-              o.model.c_str(), members, batch, median(packed), median(sequential), median(ratio));
+  std::printf("  %-6s K %3d batch %5d: packed %9.0f member-steps/s, one after another %9.0f: %.2fx\n", o.model.c_str(),
+              members, batch, median(packed), median(sequential), median(ratio));
   std::fflush(stdout);
   return {{"model", o.model},
           {"members", members},
@@ -138,9 +142,10 @@ int run_bench_pack(Context& c, const PackBenchOptions& o) {
                  o.model);
   if (c.env.rank != 0) return 0;
   at::set_num_threads(o.threads);
-  std::printf("bench pack %s: %d thread(s), %d steps per member x %d alternating reps; packed (one model, batched "
-              "products) vs one after another\n",
-              o.model.c_str(), o.threads, o.steps, o.reps);
+  std::printf(
+      "bench pack %s: %d thread(s), %d steps per member x %d alternating reps; packed (one model, %s per "
+      "layer) vs one after another\n",
+      o.model.c_str(), o.threads, o.steps, o.reps, o.product.c_str());
   nlohmann::json rows = nlohmann::json::array();
   // Two lines through (at_members, at_batch): over batch sizes, then over member counts.
   for (int b : o.batches) rows.push_back(measure(o, o.at_members, b));
@@ -149,8 +154,9 @@ int run_bench_pack(Context& c, const PackBenchOptions& o) {
       rows.push_back(measure(o, k, o.at_batch));
     }
   }
-  const nlohmann::json out = {{"model", o.model}, {"threads", o.threads}, {"steps", o.steps}, {"reps", o.reps},
-                              {"at_members", o.at_members}, {"at_batch", o.at_batch}, {"rows", rows}};
+  const nlohmann::json out = {{"model", o.model},       {"product", o.product}, {"threads", o.threads},
+                              {"steps", o.steps},       {"reps", o.reps},       {"at_members", o.at_members},
+                              {"at_batch", o.at_batch}, {"rows", rows}};
   std::printf("%s\n", out.dump().c_str());
   if (!o.json_path.empty()) write_file_atomically(o.json_path, out.dump(2) + "\n");
   return 0;
@@ -190,6 +196,9 @@ void add_bench_pack_command(CLI::App& bench, CommonOptions& common, Runner& sele
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   sub->add_option("--threads", o->threads, "Intra-op threads")->capture_default_str()->check(CLI::Range(1, 1024));
+  sub->add_option("--product", o->product, "The packed Linear's product: bmm then a bias add, or baddbmm")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"bmm", "baddbmm"}));
   sub->add_option("--json", o->json_path, "Also write the result as JSON to this file");
   sub->callback([&selected, o] { selected = [o](Context& c) { return run_bench_pack(c, *o); }; });
 }

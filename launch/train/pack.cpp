@@ -39,17 +39,21 @@ void check_pack(const TrainConfig& c, bool training) {
   if (c.train.pack <= 1) return;
   std::string names;
   for (const auto& n : models::packable_models()) names += (names.empty() ? "" : ", ") + n;
-  HPCML_CHECK_AS(ConfigError, models::packable(c.model.name), "config error: key 'train.pack': model ",
-                 c.model.name, " cannot be packed (its layers are not Linear, ReLU and batch norm in sequence); "
-                 "expected model.name one of [", names, "] with train.pack ", c.train.pack,
-                 ", found ", c.model.name, " (docs/models.md#packed-members)");
-  HPCML_CHECK_AS(ConfigError, c.train.clip_grad_norm == 0, "config error: key 'train.clip_grad_norm': a pack (train.pack ",
-                 c.train.pack, ") clips no gradients (one norm over all members would couple them); expected 0, found ",
+  HPCML_CHECK_AS(ConfigError, models::packable(c.model.name), "config error: key 'train.pack': model ", c.model.name,
+                 " cannot be packed (its layers are not Linear, ReLU and batch norm in sequence); "
+                 "expected model.name one of [",
+                 names, "] with train.pack ", c.train.pack, ", found ", c.model.name,
+                 " (docs/models.md#packed-members)");
+  HPCML_CHECK_AS(ConfigError, c.train.clip_grad_norm == 0,
+                 "config error: key 'train.clip_grad_norm': a pack (train.pack ", c.train.pack,
+                 ") clips no gradients (one norm over all members would couple them); expected 0, found ",
                  c.train.clip_grad_norm);
-  HPCML_CHECK_AS(ConfigError, !c.model.sync_batch_norm, "config error: key 'model.sync_batch_norm': a pack (train.pack ",
-                 c.train.pack, ") keeps each member's batch statistics on its rank; expected false, found true");
-  HPCML_CHECK_AS(ConfigError, training, "config error: key 'train.pack': this is the config of a pack of ", c.train.pack,
-                 " members; evaluate or run one member's unpacked run instead: -c ", member_dir(c.run.dir, 0),
+  HPCML_CHECK_AS(ConfigError, !c.model.sync_batch_norm,
+                 "config error: key 'model.sync_batch_norm': a pack (train.pack ", c.train.pack,
+                 ") keeps each member's batch statistics on its rank; expected false, found true");
+  HPCML_CHECK_AS(ConfigError, training, "config error: key 'train.pack': this is the config of a pack of ",
+                 c.train.pack, " members; evaluate or run one member's unpacked run instead: -c ",
+                 member_dir(c.run.dir, 0),
                  "/config.yaml (written when the pack's training completes), or set train.pack=1");
 }
 
@@ -124,13 +128,16 @@ std::unique_ptr<Feed> make_pack_feed(const TrainConfig& c, const Context& ctx) {
 at::Tensor pack_losses(const std::string& loss, bool regression, const at::Tensor& output, const at::Tensor& target) {
   const std::string name = loss == "auto" ? (regression ? "mse" : "cross_entropy") : loss;
   if (name == "cross_entropy") {
-    HPCML_CHECK_AS(ConfigError, !regression, "config error: key 'train.loss': cross_entropy needs an integer "
+    HPCML_CHECK_AS(ConfigError, !regression,
+                   "config error: key 'train.loss': cross_entropy needs an integer "
                    "(class) target, found a floating-point one");
     // (batch, K, classes) -> (batch, classes, K): one cross-entropy per (row, member).
     return at::cross_entropy_loss(output.permute({0, 2, 1}), target, {}, at::Reduction::None).mean(0);
   }
-  HPCML_CHECK_AS(ConfigError, regression && (name == "mse" || name == "relative_mse"), "config error: key "
-                 "'train.loss': a pack of regressors takes mse or relative_mse, found ", name);
+  HPCML_CHECK_AS(ConfigError, regression && (name == "mse" || name == "relative_mse"),
+                 "config error: key "
+                 "'train.loss': a pack of regressors takes mse or relative_mse, found ",
+                 name);
   HPCML_CHECK_AS(ConfigError, output.numel() == target.numel(), "regression: the pack gives ",
                  output.numel() / std::max<int64_t>(1, target.numel()), " outputs per sample and member, expected 1");
   const at::Tensor error = output.reshape(target.sizes()) - target;

@@ -1,7 +1,7 @@
 // Packed members (models/packed.hpp, launch/train/pack.hpp): member k of a pack, trained
 // with its own seed, data and optimizer state, against the same member trained alone by the
 // ordinary path (torch::nn layers, task_loss, the fused optimizers), for 2 and 8 members,
-// SGD with momentum and Adam, FACILE (with its batch norm) and the MLP; the unpacked
+// SGD with momentum, Adam and AdamW, FACILE (with its batch norm) and the MLP; the unpacked
 // optimizer state; a model that cannot pack.
 #include <gtest/gtest.h>
 
@@ -59,6 +59,9 @@ std::pair<at::Tensor, at::Tensor> member_batch(const Workload& w, int k, int ste
 
 std::unique_ptr<torch::optim::Optimizer> optimizer_for(const std::string& name, std::vector<at::Tensor> params) {
   if (name == "adam") return std::make_unique<FusedAdam>(params, torch::optim::AdamOptions(1e-3));
+  if (name == "adamw") {
+    return std::make_unique<FusedAdamW>(params, torch::optim::AdamWOptions(1e-3).weight_decay(0.05));
+  }
   return std::make_unique<FusedSgd>(params, torch::optim::SGDOptions(1e-3).momentum(0.9));
 }
 
@@ -118,9 +121,8 @@ void expect_members_as_alone(const Workload& w, const std::string& optimizer, in
       ASSERT_EQ(mine[i].first, theirs[i].first);
       EXPECT_TRUE(testing::tensor_near(mine[i].second, theirs[i].second.detach(), kRtol, kAtol))
           << w.model << " member " << k << " of " << members << ", " << optimizer << ", " << mine[i].first;
-      const at::Tensor moved = (theirs[i].second.detach() - w.make(static_cast<uint64_t>(k))->named_parameters()[i].second)
-                                   .abs()
-                                   .max();
+      const at::Tensor moved =
+          (theirs[i].second.detach() - w.make(static_cast<uint64_t>(k))->named_parameters()[i].second).abs().max();
       EXPECT_GT(moved.item<double>(), 0) << "member " << k << " " << mine[i].first << " did not train";
       worst = std::max(worst, (mine[i].second - theirs[i].second.detach()).abs().max().item<double>());
     }
@@ -139,7 +141,7 @@ void expect_members_as_alone(const Workload& w, const std::string& optimizer, in
 
 TEST(PackTest, FacileMembersEqualMembersTrainedAlone) {
   for (int members : {2, 8}) {
-    for (const char* optimizer : {"sgd", "adam"}) expect_members_as_alone(facile(), optimizer, members);
+    for (const char* optimizer : {"sgd", "adam", "adamw"}) expect_members_as_alone(facile(), optimizer, members);
   }
 }
 
@@ -153,14 +155,16 @@ TEST(PackTest, MembersDifferFromEachOther) {
   // Distinct seeds and data: a pack that trained one member K times would pass the tests above
   // only if the members were equal, which they must not be.
   const Pack pack = train_packed(facile(), "adam", 2);
-  EXPECT_GT((pack.model->member_parameters(0)[1].second - pack.model->member_parameters(1)[1].second).abs().max()
+  EXPECT_GT((pack.model->member_parameters(0)[1].second - pack.model->member_parameters(1)[1].second)
+                .abs()
+                .max()
                 .item<double>(),
             1e-3);
 }
 
 TEST(PackTest, UnpackedOptimizerStateIsTheMembersOwn) {
   const Workload w = facile();
-  for (const char* name : {"sgd", "adam"}) {
+  for (const char* name : {"sgd", "adam", "adamw"}) {
     const Pack pack = train_packed(w, name, 3);
     const auto alone = w.make(1);
     auto params = tensors(alone->named_parameters());
@@ -193,7 +197,8 @@ TEST(PackTest, UnpackedOptimizerStateIsTheMembersOwn) {
     task_loss("auto", true, replay->forward(x), y).backward();
     replay_opt->step();
     for (size_t i = 0; i < params.size(); ++i) {
-      EXPECT_TRUE(testing::tensor_near(params[i].detach(), replay_params[i].detach(), kRtol, kAtol)) << name << " " << i;
+      EXPECT_TRUE(testing::tensor_near(params[i].detach(), replay_params[i].detach(), kRtol, kAtol))
+          << name << " " << i;
     }
   }
 }
