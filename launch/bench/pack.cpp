@@ -31,7 +31,7 @@ struct PackBenchOptions {
   int steps = 20;
   int reps = 5;
   int threads = 1;
-  std::string product = "bmm";
+  std::string product = "baddbmm";
   std::string json_path;
 };
 
@@ -196,9 +196,9 @@ void add_bench_pack_command(CLI::App& bench, CommonOptions& common, Runner& sele
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   sub->add_option("--threads", o->threads, "Intra-op threads")->capture_default_str()->check(CLI::Range(1, 1024));
-  sub->add_option("--product", o->product, "The packed Linear's product: bmm then a bias add, or baddbmm")
+  sub->add_option("--product", o->product, "The packed Linear's product: baddbmm, or bmm then a bias add")
       ->capture_default_str()
-      ->check(CLI::IsMember({"bmm", "baddbmm"}));
+      ->check(CLI::IsMember({"baddbmm", "bmm"}));
   sub->add_option("--json", o->json_path, "Also write the result as JSON to this file");
   sub->callback([&selected, o] { selected = [o](Context& c) { return run_bench_pack(c, *o); }; });
 }

@@ -6,7 +6,6 @@ one-line config errors (a model that cannot pack, eval of a pack's own config)."
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -15,7 +14,7 @@ import unittest
 import h5py
 import numpy as np
 
-from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, run
+from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, run, sigkill_one_rank
 
 # A member of a pack is the same arithmetic as alone, but its matrix products run in another
 # kernel (baddbmm's per-member GEMMs vs addmm) and its loss is a column mean: float32 sums in
@@ -151,11 +150,7 @@ class PackTest(unittest.TestCase):
             if steps and steps[-1] >= 45:
                 break
             time.sleep(0.05)
-        ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        self.assertTrue(ranks, "no rank processes found")
-        os.kill(int(ranks[-1]), signal.SIGKILL)
-        proc.communicate(timeout=60)
-        self.assertNotEqual(proc.returncode, 0)
+        self.assertNotEqual(sigkill_one_rank(proc), 0)
         self.assertFalse(os.path.exists(os.path.join(killed, "summary.json")))
         rc, out, err, _ = run(["train", "--resume", "--set", f"run.dir={killed}"] + slow, ranks=2, timeout=300)
         self.assertEqual(rc, 0, err)
