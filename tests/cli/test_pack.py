@@ -1,7 +1,7 @@
 """`hpcml train` with train.pack (docs/training.md#packed-members): each member of a pack trained
 on 2 ranks against the same member trained alone by the ordinary path (weights read back with
-h5py from `hpcml export`), the unpacked members' `hpcml eval` against the pack's per-member
-validation metrics, kill-and-resume of a pack (bit-identical to the uninterrupted pack), and the
+h5py from `hpcml export`), the unpacked members' `hpcml eval` (and one member's `hpcml infer`
+predictions) against the pack's per-member validation metrics, kill-and-resume of a pack (bit-identical to the uninterrupted pack), and the
 one-line config errors (a model that cannot pack, eval of a pack's own config)."""
 import json
 import os
@@ -117,6 +117,15 @@ class PackTest(unittest.TestCase):
             self.assertEqual(got["samples"], 2000)
             np.testing.assert_allclose(got["loss"], expected["val_loss"], rtol=1e-5)
             np.testing.assert_allclose(got["resolution"], expected["val_resolution"], rtol=1e-5)
+        # hpcml infer reads an unpacked member too: its predictions give the member's resolution.
+        member = os.path.join(self.pack_dir, "member-1")
+        rc, out, err, _ = run(["infer", "-c", os.path.join(member, "config.yaml"), "--set",
+                               f"infer.inputs=[{self.data}/calo-channels-00002.h5]"], ranks=2, timeout=120)
+        self.assertEqual(rc, 0, err)
+        with h5py.File(os.path.join(member, "infer", "calo-channels-00002.predictions.h5")) as f:
+            prediction, energy = f["prediction"][:, 0].astype(np.float64), f["energy"][:].astype(np.float64)
+        np.testing.assert_allclose(np.sqrt(np.mean(((prediction - energy) / energy) ** 2)),
+                                   validation["members"][1]["val_resolution"], rtol=1e-5)
         # The pooled line is the members' pooled metric, not one member's.
         losses = [m["val_loss"] for m in validation["members"]]
         np.testing.assert_allclose(validation["val_loss"], np.mean(losses), rtol=1e-9)
