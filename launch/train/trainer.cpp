@@ -267,7 +267,8 @@ void TrainLoop::open_metrics_and_announce() {
   if (rank_ == 0) metrics_.open(run_dir_ / "metrics.jsonl", std::ios::app);
   HPCML_LOG_INFO("training {} ({} parameters) on {} rank(s) x {} thread(s): {} steps of {} x {} samples, {} "
                  "step(s) per epoch, gradients via {} (overlap {}), optimizer step {}",
-                 model_.name(), models::parameter_count(model_), n_, ctx_.threads.intra_op, total_steps_,
+                 members_ > 1 ? fmt::format("a pack of {} {} members", members_, model_.name()) : model_.name(),
+                 models::parameter_count(model_), n_, ctx_.threads.intra_op, total_steps_,
                  c_.train.batch_size, n_, steps_per_epoch_, collectives::to_string(reducer_.transport()),
                  reducer_.overlap_mode(), reducer_.update_placement());
   if (!reducer_.transport_note().empty() && n_ > 1) HPCML_LOG_INFO("{}", reducer_.transport_note());
