@@ -187,7 +187,8 @@ class TrainLoop {
         steps_per_epoch_(feed.steps_per_epoch()),
         total_steps_(c.train.max_steps > 0 ? c.train.max_steps : c.train.epochs * steps_per_epoch_),
         micro_(c.train.gradient_accumulation), micro_size_(c.train.batch_size / micro_), members_(c.train.pack),
-        member_acc_(members_ > 1 ? 2 * members_ : 0, 0.0), progress_(c.run.progress, total_steps_, ctx.env.launcher != Launcher::kNone) {}
+        member_acc_(members_ > 1 ? 2 * members_ : 0, 0.0),
+        progress_(c.run.progress, total_steps_, ctx.env.launcher != Launcher::kNone) {}
 
   int64_t total_steps() const { return total_steps_; }
   // Rank 0: the last validation's metrics line (null when none ran).
@@ -384,7 +385,9 @@ void TrainLoop::log_interval(int64_t done, int64_t epoch, double lr) {
         {"time_ms",
          {{"data", v[3] * per}, {"forward", v[4] * per}, {"backward", v[5] * per}, {"comm_wait", v[6] * per},
           {"optimizer", v[7] * per}}}};
-    if (members_ > 1) row["members"] = member_metrics_json(t.narrow(0, kIntervalSums, 2 * members_), v[2], regression_);
+    if (members_ > 1) {
+      row["members"] = member_metrics_json(t.narrow(0, kIntervalSums, 2 * members_), v[2], regression_);
+    }
     metrics_ << row.dump() << "\n" << std::flush;
     if (progress_.bar()) {
       progress_.update(done, v[0] / v[2], v[2] / seconds);
@@ -577,8 +580,9 @@ int train(Context& ctx, const TrainConfig& config) {
   const std::string digest = parameters_digest(model->named_parameters());
   if (c.run.trace) write_trace(world, c.run.dir);
   if (rank == 0 && exit_code == 0) {
-    write_summary(ctx, c.run.dir, loop.total_steps(), *model, digest, loop.last_validation());
+    // A pack's members first: summary.json says the run, members included, completed.
     if (c.train.pack > 1) write_member_runs(ctx, c, *model, *optimizer, loop.total_steps());
+    write_summary(ctx, c.run.dir, loop.total_steps(), *model, digest, loop.last_validation());
   }
   return exit_code;
 }
