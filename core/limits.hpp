@@ -23,6 +23,7 @@ inline constexpr int kMaxBins = 1024;                 ///< spline bins
 inline constexpr int kMaxClasses = 1 << 20;           ///< classes of a classifier
 inline constexpr int kMaxRows = 1 << 30;              ///< rows of a synthetic data set, a chunk or window
 inline constexpr int kMaxBatch = 1 << 20;             ///< samples per rank per step
+inline constexpr int kMaxMembers = 4096;              ///< members of a pack (train.pack)
 inline constexpr int64_t kMaxDraws = 1'000'000;       ///< posterior draws per event
 inline constexpr int64_t kMaxFiles = 100'000;         ///< files one datagen call writes
 inline constexpr uint64_t kMaxMessageBytes = 8ull << 30;  ///< one benchmark message (8 GiB)

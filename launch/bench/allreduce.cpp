@@ -202,6 +202,7 @@ void add_bench_command(CLI::App& app, CommonOptions& common, Runner& selected) {
   add_bench_io_command(*bench, common, selected);
   add_bench_model_command(*bench, common, selected);
   add_bench_infer_command(*bench, common, selected);
+  add_bench_pack_command(*bench, common, selected);
 }
 
 }  // namespace hpcml::launch::cli

@@ -335,4 +335,38 @@ at::Tensor FusedAdamW::step(LossClosure closure) {
   return loss;
 }
 
+namespace {
+
+// Member k's slice of an Adam or AdamW state (the same fields).
+template <typename State>
+std::unique_ptr<torch::optim::OptimizerParamState> adam_member_state(const State& s, int64_t k) {
+  auto out = std::make_unique<State>();
+  out->step(s.step());
+  out->exp_avg(s.exp_avg()[k].clone());
+  out->exp_avg_sq(s.exp_avg_sq()[k].clone());
+  if (s.max_exp_avg_sq().defined()) out->max_exp_avg_sq(s.max_exp_avg_sq()[k].clone());
+  return out;
+}
+
+}  // namespace
+
+void copy_member_state(torch::optim::Optimizer& from, const at::Tensor& from_param, torch::optim::Optimizer& to,
+                       const at::Tensor& to_param, int64_t k) {
+  const auto it = from.state().find(state_key(from_param));
+  if (it == from.state().end()) return;
+  std::unique_ptr<torch::optim::OptimizerParamState> out;
+  if (const auto* sgd = dynamic_cast<const torch::optim::SGDParamState*>(it->second.get())) {
+    auto state = std::make_unique<torch::optim::SGDParamState>();
+    if (sgd->momentum_buffer().defined()) state->momentum_buffer(sgd->momentum_buffer()[k].clone());
+    out = std::move(state);
+  } else if (const auto* adamw = dynamic_cast<const torch::optim::AdamWParamState*>(it->second.get())) {
+    out = adam_member_state(*adamw, k);
+  } else if (const auto* adam = dynamic_cast<const torch::optim::AdamParamState*>(it->second.get())) {
+    out = adam_member_state(*adam, k);
+  } else {
+    HPCML_THROW(Error, "copy_member_state: expected SGD, Adam or AdamW state, found another optimizer's");
+  }
+  to.state()[state_key(to_param)] = std::move(out);
+}
+
 }  // namespace hpcml::launch

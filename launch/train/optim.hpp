@@ -65,6 +65,14 @@ class ParameterStepper {
 /// steps `stepper` on every parameter of the bucket; `stepper` must outlive its use.
 std::function<void(const std::vector<collectives::AveragedGrad>&)> bucket_update(ParameterStepper& stepper);
 
+/// Packed members (launch/train/pack.hpp): copies member `k` of `from`'s state for the
+/// stacked parameter `from_param` (every state tensor holds the members along its leading
+/// axis) into `to`'s state for `to_param`, member k's own parameter: SGD's momentum buffer,
+/// Adam's and AdamW's step count and moments. Nothing when `from` holds no state for it yet.
+/// Throws for another optimizer's state.
+void copy_member_state(torch::optim::Optimizer& from, const at::Tensor& from_param, torch::optim::Optimizer& to,
+                       const at::Tensor& to_param, int64_t k);
+
 /// torch::optim::SGD (momentum, dampening, Nesterov, weight decay) with a fused
 /// per-parameter update: one loop reads the gradient, the momentum buffer and the
 /// parameter once. Same state, options and archive as torch's. With AVX2 and FMA

@@ -37,6 +37,7 @@
 #include "io/predictions.hpp"
 #include "launch/train/feed.hpp"
 #include "launch/train/optim.hpp"
+#include "launch/train/pack.hpp"
 #include "models/flows/nsf_model.hpp"
 #include "models/model.hpp"
 #include "models/registry.hpp"
@@ -61,6 +62,11 @@ std::unique_ptr<models::Model> make_mlp_for(const TrainConfig& c, const Feed& fe
   int64_t inputs = 1;
   for (int64_t d : feed.input_shape()) inputs *= d;
   return models::make_mlp(inputs, hidden, feed.regression() ? 1 : c.data.classes, static_cast<uint64_t>(c.model.seed));
+}
+
+std::unique_ptr<models::Model> build_model(const TrainConfig& c, const Feed& feed) {
+  if (auto named = build_named_model(c)) return named;
+  return make_mlp_for(c, feed);
 }
 
 // The flow's architecture from model.flow, with the parameter and strain widths of the data.
@@ -155,16 +161,18 @@ std::vector<std::string> density_inputs(TrainConfig& c) {
 // `prepare`: a fresh model for training (a density model's data-dependent initialisation).
 Setup set_up(TrainConfig c, const Context& ctx, bool prepare) {
   Setup s;
+  check_pack(c, /*training=*/prepare);
   const bool density = density_task(c);
   if (density) {
     HPCML_CHECK_AS(ConfigError, c.data.name == "hdf5", "config error: key 'data.name': model ", c.model.name,
                    " reads (theta, strain) pairs from HDF5 files (hpcml datagen gw): expected hdf5, found ",
                    c.data.name);
   }
-  s.model = density ? nullptr : build_named_model(c);
+  const bool pack = c.train.pack > 1;  // packable models are built once the feed exists
+  s.model = density || pack ? nullptr : build_named_model(c);
   auto inputs = s.model ? s.model->input_names() : density ? density_inputs(c) : std::vector<std::string>{"x"};
   s.config = with_input_fields(std::move(c), inputs);
-  s.feed = make_feed(s.config, ctx);
+  s.feed = pack ? make_pack_feed(s.config, ctx) : make_feed(s.config, ctx);
   // A zoo model's inputs have fixed per-event shapes (a density model's strain length
   // follows its files): checked here, before any batch reaches the model.
   if (const auto zoo = models::zoo(); std::any_of(zoo.begin(), zoo.end(), [&](const auto& e) {
@@ -174,6 +182,8 @@ Setup set_up(TrainConfig c, const Context& ctx, bool prepare) {
   }
   if (density) {
     s.model = make_flow_for(s.config, prepare);
+  } else if (pack) {
+    s.model = make_pack_model(s.config, *s.feed);
   } else if (!s.model) {
     s.model = make_mlp_for(s.config, *s.feed);
   }

@@ -40,8 +40,13 @@ struct Setup {
 
 /// Builds the feed and the model of `c` (collective: files are opened on every rank);
 /// a zoo model's inputs are checked against the files' shapes before any batch is read.
-/// `prepare`: initialise what training needs beyond weights (the flow's projection).
+/// `prepare`: initialise what training needs beyond weights (the flow's projection), and
+/// with train.pack > 1 build the pack (launch/train/pack.hpp); eval and infer refuse a pack.
 Setup set_up(TrainConfig c, const Context& ctx, bool prepare = false);
+
+/// The ordinary (unpacked) model of `c` other than a density model: a zoo model, a TorchScript
+/// file, or the MLP sized for `feed`'s inputs. Fresh weights from model.seed.
+std::unique_ptr<models::Model> build_model(const TrainConfig& c, const Feed& feed);
 
 /// The flow's options for `c` and the dataset field of the flow's input `name`.
 models::flows::NsfOptions flow_options(const TrainConfig& c, int64_t theta_dim, int64_t strain_length);

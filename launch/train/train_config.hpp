@@ -204,6 +204,7 @@ struct TrainSection {
   bool allow_unused_parameters = false;
   std::string loss = "auto";
   std::string on_nonfinite = "error";
+  int pack = 1;
   template <typename V>
   void describe(V& v) {
     v.field("epochs", epochs, "epochs (ignored when max_steps > 0)", config::at_least(1));
@@ -234,6 +235,12 @@ struct TrainSection {
             "a NaN or Inf training loss or validation metric: error (stop at that step, exit 1, keep the last "
             "checkpoint, which holds finite parameters) or warn (log it once and go on)",
             config::one_of({"error", "warn"}));
+    v.field("pack", pack,
+            "packed members: train this many members of one model (mlp, facile) as one model in one process, "
+            "member k being the run with model.seed + k and train.seed + k (its weights and data order); metrics "
+            "per member; at the end run.dir/member-<k>/ holds member k as an ordinary run for hpcml eval and infer "
+            "(docs/training.md#packed-members); 1: off",
+            config::in_range(1, limits::kMaxMembers));
   }
 };
 
@@ -439,8 +446,9 @@ struct TrainConfig {
           in = width;
         }
         parameters += (static_cast<double>(in) + 1.0) * data.classes;
-        limits::check_fits_in_memory(16.0 * parameters + 8.0 * activations, "the MLP's parameters and state",
-                                     "model.hidden, data.features and data.classes");
+        limits::check_fits_in_memory(train.pack * (16.0 * parameters + 8.0 * activations),
+                                     "the MLP's parameters and state",
+                                     "model.hidden, data.features, data.classes and train.pack");
       }
     }
   }

@@ -35,6 +35,7 @@
 #include "io/predictions.hpp"
 #include "launch/train/feed.hpp"
 #include "launch/train/optim.hpp"
+#include "launch/train/pack.hpp"
 #include "models/flows/nsf_model.hpp"
 #include "models/model.hpp"
 #include "models/registry.hpp"
@@ -185,7 +186,8 @@ class TrainLoop {
         density_(density_task(c)), metric_(density_ ? "log_prob" : metric_name(regression_)),
         steps_per_epoch_(feed.steps_per_epoch()),
         total_steps_(c.train.max_steps > 0 ? c.train.max_steps : c.train.epochs * steps_per_epoch_),
-        micro_(c.train.gradient_accumulation), micro_size_(c.train.batch_size / micro_),
+        micro_(c.train.gradient_accumulation), micro_size_(c.train.batch_size / micro_), members_(c.train.pack),
+        member_acc_(members_ > 1 ? 2 * members_ : 0, 0.0),
         progress_(c.run.progress, total_steps_, ctx.env.launcher != Launcher::kNone) {}
 
   int64_t total_steps() const { return total_steps_; }
@@ -237,6 +239,8 @@ class TrainLoop {
   const int64_t total_steps_;
   const int micro_;
   const int64_t micro_size_;
+  const int members_;  // train.pack: 1, or the members of a pack (launch/train/pack.hpp)
+  std::vector<double> member_acc_;  // a pack's per-member loss and metric sums over the interval
 
   std::ofstream metrics_;
   Progress progress_;
@@ -264,7 +268,8 @@ void TrainLoop::open_metrics_and_announce() {
   if (rank_ == 0) metrics_.open(run_dir_ / "metrics.jsonl", std::ios::app);
   HPCML_LOG_INFO("training {} ({} parameters) on {} rank(s) x {} thread(s): {} steps of {} x {} samples, {} "
                  "step(s) per epoch, gradients via {} (overlap {}), optimizer step {}",
-                 model_.name(), models::parameter_count(model_), n_, ctx_.threads.intra_op, total_steps_,
+                 members_ > 1 ? fmt::format("a pack of {} {} members", members_, model_.name()) : model_.name(),
+                 models::parameter_count(model_), n_, ctx_.threads.intra_op, total_steps_,
                  c_.train.batch_size, n_, steps_per_epoch_, collectives::to_string(reducer_.transport()),
                  reducer_.overlap_mode(), reducer_.update_placement());
   if (!reducer_.transport_note().empty() && n_ > 1) HPCML_LOG_INFO("{}", reducer_.transport_note());
@@ -320,11 +325,13 @@ IntervalSums TrainLoop::train_step(int64_t step, int64_t epoch) {
 // non-finite loss noted for the step's agreement.
 void TrainLoop::forward_backward(const Example& part, bool last, int64_t step, StepSums& sums) {
   auto tf = Clock::now();
-  at::Tensor logits, loss;
+  at::Tensor logits, loss, member_losses;
   {
     trace::Span span("forward", "compute");
     logits = model_.forward(part.inputs);
-    loss = task_loss(c_.train.loss, regression_, logits, part.target);
+    // A pack's loss is the sum of its members' own: each member's gradient as if alone.
+    member_losses = members_ > 1 ? pack_losses(c_.train.loss, regression_, logits, part.target) : at::Tensor();
+    loss = members_ > 1 ? member_losses.sum() : task_loss(c_.train.loss, regression_, logits, part.target);
   }
   auto tb = Clock::now();
   sums.forward_ms += ms_between(tf, tb);
@@ -344,6 +351,13 @@ void TrainLoop::forward_backward(const Example& part, bool last, int64_t step, S
     nonfinite_step_ = step + 1;
     nonfinite_what_ = nonfinite_cause(loss_value, part.inputs, c_.data);
   }
+  if (members_ > 1) {  // the pack's line: the mean over members; and each member's
+    const at::Tensor metric_sums = pack_metric_sums(regression_, logits, part.target);
+    add_member_sums(member_acc_, member_losses * static_cast<double>(micro_size_), metric_sums);
+    sums.loss += loss_value / members_ * static_cast<double>(micro_size_);
+    sums.correct += metric_sums.sum().item<double>() / members_;
+    return;
+  }
   sums.loss += loss_value * static_cast<double>(micro_size_);
   sums.correct += density_ ? logits.detach().to(at::kDouble).sum().item<double>()
                            : metric_sum(regression_, logits, part.target);
@@ -352,7 +366,9 @@ void TrainLoop::forward_backward(const Example& part, bool last, int64_t step, S
 // The interval's sums over ranks (collective); rank 0 writes the metrics line and
 // logs it or draws the progress bar.
 void TrainLoop::log_interval(int64_t done, int64_t epoch, double lr) {
-  at::Tensor t = at::tensor(std::vector<double>(acc_.begin(), acc_.end()), at::kDouble);
+  std::vector<double> values(acc_.begin(), acc_.end());
+  values.insert(values.end(), member_acc_.begin(), member_acc_.end());
+  at::Tensor t = at::tensor(values, at::kDouble);
   world_.allreduce(t);  // sums over ranks
   const double seconds = ms_between(interval_start_, Clock::now()) / 1000.0;
   const auto v = t.accessor<double, 1>();
@@ -369,6 +385,9 @@ void TrainLoop::log_interval(int64_t done, int64_t epoch, double lr) {
         {"time_ms",
          {{"data", v[3] * per}, {"forward", v[4] * per}, {"backward", v[5] * per}, {"comm_wait", v[6] * per},
           {"optimizer", v[7] * per}}}};
+    if (members_ > 1) {
+      row["members"] = member_metrics_json(t.narrow(0, kIntervalSums, 2 * members_), v[2], regression_);
+    }
     metrics_ << row.dump() << "\n" << std::flush;
     if (progress_.bar()) {
       progress_.update(done, v[0] / v[2], v[2] / seconds);
@@ -378,6 +397,7 @@ void TrainLoop::log_interval(int64_t done, int64_t epoch, double lr) {
     }
   }
   acc_.fill(0.0);
+  std::fill(member_acc_.begin(), member_acc_.end(), 0.0);
   interval_start_ = Clock::now();
 }
 
@@ -439,11 +459,16 @@ bool TrainLoop::stop_on_nonfinite(int nonfinite_rank, int64_t done) {
 bool TrainLoop::validate(int64_t step_done, int64_t epoch) {
   if (feed_.validation_size() == 0) return true;
   reducer_.sync_buffers();  // every rank validates with rank 0's statistics, as a checkpoint stores them
-  Scores scores = validation_scores(model_, feed_, c_);
-  world_.allreduce(scores.sums());
+  std::vector<Scores> members = members_ > 1 ? pack_validation_scores(model_, feed_, c_)
+                                             : std::vector<Scores>{validation_scores(model_, feed_, c_)};
+  for (auto& m : members) world_.allreduce(m.sums());
+  const Scores scores = members_ > 1 ? pooled_scores(members) : members.front();  // a pack's: pooled
   if (rank_ == 0) {
     last_validation_ = {{"step", step_done}, {"epoch", epoch}};
     last_validation_.update(metrics_json(scores, "val_"));
+    for (size_t k = 0; members_ > 1 && k < members.size(); ++k) {
+      last_validation_["members"].push_back(metrics_json(members[k], "val_"));
+    }
     metrics_ << last_validation_.dump() << "\n" << std::flush;
     HPCML_LOG_INFO("epoch {} validation: {}", epoch, metrics_text(scores));
   }
@@ -555,6 +580,8 @@ int train(Context& ctx, const TrainConfig& config) {
   const std::string digest = parameters_digest(model->named_parameters());
   if (c.run.trace) write_trace(world, c.run.dir);
   if (rank == 0 && exit_code == 0) {
+    // A pack's members first: summary.json says the run, members included, completed.
+    if (c.train.pack > 1) write_member_runs(ctx, c, *model, *optimizer, loop.total_steps());
     write_summary(ctx, c.run.dir, loop.total_steps(), *model, digest, loop.last_validation());
   }
   return exit_code;

@@ -27,6 +27,17 @@ def run(args, ranks=None, timeout=120, env=None, extra_mpi=()):
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start
 
 
+def sigkill_one_rank(proc, which=-1):
+    """SIGKILLs rank process `which` (in pgrep's order) of the `mpiexec` running as `proc`, as a
+    node failure would, waits for the launcher to end the job and returns its exit code."""
+    import signal
+    ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert ranks, "no rank processes found"
+    os.kill(int(ranks[which]), signal.SIGKILL)
+    proc.communicate(timeout=60)
+    return proc.returncode
+
+
 def hpcml_info(ranks=None, *args):
     """`hpcml info --json` as a dict (rank 0's file), with extra arguments."""
     import json

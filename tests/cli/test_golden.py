@@ -18,8 +18,8 @@ UPDATE = os.environ.get("HPCML_UPDATE_GOLDENS") == "1"
 # Every subcommand, nested ones included.
 HELP = [[], ["info"], ["config"], ["train"], ["eval"], ["infer"], ["export"], ["models"], ["serve"],
         ["datagen"], ["datagen", "tracking"], ["datagen", "jets"], ["datagen", "gw"], ["datagen", "calo"],
-        ["bench"], ["bench", "allreduce"], ["bench", "ddp"], ["bench", "io"], ["bench", "model"], ["bench", "serve"],
-        ["tracking"], ["tracking", "train"], ["tracking", "eval"], ["tracking", "reference"]]
+        ["bench"], ["bench", "allreduce"], ["bench", "ddp"], ["bench", "io"], ["bench", "model"], ["bench", "pack"],
+        ["bench", "serve"], ["tracking"], ["tracking", "train"], ["tracking", "eval"], ["tracking", "reference"]]
 
 REFERENCES = {"config-reference": ["config", "--reference"], "serve-reference": ["serve", "--reference"],
               "tracking-reference": ["tracking", "reference"]}
@@ -36,6 +36,8 @@ ERRORS = [
     ["config", "--for", "train", "--set", "data.features=0"],
     ["config", "--for", "train", "--set", "train.on_nonfinite=ignore"],
     ["train", "--set", "train.gradient_accumulation=3", "--set", "train.batch_size=64", "--set", "run.dir=@TMP@/r"],
+    ["train", "--set", "model.name=deepcalo", "--set", "train.pack=2", "--set", "run.dir=@TMP@/r"],
+    ["train", "--set", "train.pack=2", "--set", "train.clip_grad_norm=1", "--set", "run.dir=@TMP@/r"],
     ["bench", "allreduce", "--max-bytes", "lots"],
     ["bench", "ddp", "--transport", "carrier-pigeon"],
     ["bench", "ddp", "--bucket-cap-mb", "0"],

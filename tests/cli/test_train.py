@@ -12,7 +12,7 @@ import tempfile
 import time
 import unittest
 
-from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, run
+from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, run, sigkill_one_rank
 
 # Slow enough (tens of ms per step) that a run can be interrupted mid-way.
 SLOW = ["--set", "data.features=256", "--set", "model.hidden=[512,512]", "--set", "train.batch_size=128",
@@ -72,11 +72,7 @@ class TrainTest(unittest.TestCase):
         proc = self.start(run_dir)
         self.wait_for_step(proc, run_dir, 65)
         # SIGKILL one rank, as a node failure would; mpirun then ends the job.
-        ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        self.assertTrue(ranks, "no rank processes found")
-        os.kill(int(ranks[-1]), signal.SIGKILL)
-        proc.communicate(timeout=60)
-        self.assertNotEqual(proc.returncode, 0)
+        self.assertNotEqual(sigkill_one_rank(proc), 0)
         self.assertFalse(os.path.exists(os.path.join(run_dir, "summary.json")))
         self.assertFalse([f for f in os.listdir(os.path.join(run_dir, "checkpoints")) if f.endswith(".tmp")])
         self.assertEqual(self.resume(run_dir), self.reference_digest)
@@ -115,11 +111,7 @@ class TrainTest(unittest.TestCase):
         killed_dir = os.path.join(self.tmp.name, "sgd0-killed")
         proc = self.start(killed_dir, plain_sgd)
         self.wait_for_step(proc, killed_dir, 65)
-        ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        self.assertTrue(ranks, "no rank processes found")
-        os.kill(int(ranks[0]), signal.SIGKILL)
-        proc.communicate(timeout=60)
-        self.assertNotEqual(proc.returncode, 0)
+        self.assertNotEqual(sigkill_one_rank(proc, which=0), 0)
         self.assertEqual(self.resume(killed_dir, plain_sgd), expected)
 
     def test_adamw_with_bf16_steps_in_the_reduction_as_after_it(self):
