@@ -6,7 +6,7 @@
 namespace hpcml::io::datagen {
 
 const std::vector<std::string>& domains() {
-  static const std::vector<std::string> names{"tracking", "jets", "gw", "calo"};
+  static const std::vector<std::string> names{"tracking", "jets", "gw", "calo", "lr"};
   return names;
 }
 

@@ -91,6 +91,32 @@ struct CaloShowersOptions {
 Table generate_calo_channels(const CaloChannelsOptions& options, uint64_t seed, int64_t first_event, int64_t events);
 Table generate_calo_showers(const CaloShowersOptions& options, uint64_t seed, int64_t first_event, int64_t events);
 
+// --- likelihood ratios -------------------------------------------------------------
+
+/// Events from two densities whose ratio is analytic (docs/datasets.md#lr), shaped like
+/// an interference search (off-shell H -> ZZ): over x = (m, cos theta, phi) in the box
+/// [m_lo, m_hi] x [-1, 1] x [0, 2 pi),
+///   A_B = (m_lo / m)^2 (1 + a cos^2 theta)                        (real)
+///   A_S = kappa BW(m) sqrt(1 - cos^2 theta) e^{i phi},  BW(m) = (Gamma/2) / ((M - m) - i Gamma/2)
+///   p_0 ∝ |A_B|^2 (label 0),  p_1 ∝ |A_B + sqrt(mu) A_S|^2 (label 1),
+/// so the interference 2 sqrt(mu) A_B Re(A_S) is negative in places. The normalisations
+/// are analytic (the phi integral removes the interference): Z_mu = 2 pi (I_B + mu I_S).
+struct LrOptions {
+  double mu = 1.0;                 ///< signal strength of class 1
+  double signal_fraction = 0.5;    ///< probability that an event is drawn from p_1 (label 1)
+  double m_lo = 200, m_hi = 400;   ///< GeV
+  double a = 0.5;                  ///< background angular coefficient
+  double mass = 300, width = 30;   ///< M and Gamma of the resonance, GeV
+  double kappa = 0.6;              ///< signal amplitude
+};
+
+/// The true log p_1(x) / p_0(x) (both normalised on the box) for `options`.
+double lr_log_ratio(const LrOptions& options, double m, double cos_theta, double phi);
+
+/// Schema hpcml.lr: x (N, 3) float32 [m, cos_theta, phi], label int64, log_r float64
+/// (the true log ratio at the stored, float32-rounded x).
+Table generate_lr(const LrOptions& options, uint64_t seed, int64_t first_event, int64_t events);
+
 namespace detail {
 
 /// Uniform in [0, 1) from 53 random bits.

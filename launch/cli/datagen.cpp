@@ -28,6 +28,7 @@ struct DatagenOptions {
   dg::GwOptions gw;
   dg::CaloChannelsOptions channels;
   dg::CaloShowersOptions showers;
+  dg::LrOptions lr;
 };
 
 template <typename T>
@@ -48,6 +49,7 @@ double bytes_per_event(const std::string& domain, const DatagenOptions& o) {
   }
   if (domain == "jets") return 200 * 4 * 8 + 256;                          // up to ~100 constituents, padded
   if (domain == "gw") return static_cast<double>(o.gw.length) * 2 * 8 + 128;  // strain and template
+  if (domain == "lr") return 64;
   return 4 * 56 * 11 * 8 + 256;                                           // calo: the shower images
 }
 
@@ -79,6 +81,10 @@ void validate(const std::string& domain, const DatagenOptions& o) {
     require(seconds > g.tc_max, domain, "--length/--sample-rate",
             "a segment longer than t_c max = " + dg::detail::number(g.tc_max) + " s", seconds);
     require(g.f_low > 0 && g.f_low < g.sample_rate / 4, domain, "--f-low", "0 < f-low < sample-rate/4", g.f_low);
+  } else if (domain == "lr") {
+    require(o.lr.mu >= 0 && o.lr.mu <= 1e6, domain, "--mu", "0 to 1e6", o.lr.mu);
+    require(o.lr.signal_fraction >= 0 && o.lr.signal_fraction <= 1, domain, "--signal-fraction", "0 to 1",
+            o.lr.signal_fraction);
   } else if (domain == "calo") {
     require(o.channels.mean_pileup >= 0 && o.channels.mean_pileup <= 1000, domain, "--pileup", "0 to 1000",
             o.channels.mean_pileup);
@@ -103,6 +109,8 @@ std::vector<std::string> write_file(const std::string& domain, const DatagenOpti
     tables.emplace_back("jets-" + std::string(number), dg::generate_jets(o.jets, stream(2), first, n));
   } else if (domain == "gw") {
     tables.emplace_back("gw-" + std::string(number), dg::generate_gw(o.gw, stream(3), first, n));
+  } else if (domain == "lr") {
+    tables.emplace_back("lr-" + std::string(number), dg::generate_lr(o.lr, stream(6), first, n));
   } else {
     tables.emplace_back("calo-channels-" + std::string(number),
                         dg::generate_calo_channels(o.channels, stream(4), first, n));
@@ -161,7 +169,7 @@ void add_file_options(CLI::App* d, DatagenOptions& o) {
 }  // namespace
 
 void add_datagen_command(CLI::App& app, CommonOptions& common, Runner& selected) {
-  auto* sub = app.add_subcommand("datagen", "Generate synthetic physics data sets (tracking, jets, gw, calo) as "
+  auto* sub = app.add_subcommand("datagen", "Generate synthetic physics data sets (tracking, jets, gw, calo, lr) as "
                                             "HDF5 files in hpcml's layout, spread over the ranks");
   sub->require_subcommand(1);
   auto options = std::make_shared<DatagenOptions>();
@@ -208,6 +216,15 @@ void add_datagen_command(CLI::App& app, CommonOptions& common, Runner& selected)
   calo->add_option("--pileup", o.channels.mean_pileup, "Mean pile-up interactions for the channels (30)");
   calo->add_option("--cell-noise", o.showers.cell_noise, "Shower cell noise in GeV, visible (0.002)");
   calo->callback(select("calo"));
+
+  auto* lr = sub->add_subcommand("lr", "Events of two classes whose likelihood ratio is analytic (an interference "
+                                       "search in miniature: x = m, cos theta, phi), with the true log r of each "
+                                       "event (docs/datasets.md#lr)");
+  add_file_options(lr, o);
+  add_common_options(lr, common);
+  lr->add_option("--mu", o.lr.mu, "Signal strength of class 1: p1 ~ |A_B + sqrt(mu) A_S|^2 (1)");
+  lr->add_option("--signal-fraction", o.lr.signal_fraction, "Fraction of class-1 events (0.5)");
+  lr->callback(select("lr"));
 }
 
 }  // namespace hpcml::launch::cli

@@ -151,7 +151,7 @@ class BadInputTest(unittest.TestCase):
     def test_11_unknown_subcommands_list_the_known_ones(self):
         line, _ = self.assert_error(["datagen", "muons", "-o", self.path("x")], 2,
                                     r"unknown subcommand 'muons' of 'hpcml datagen'; expected one of "
-                                    r"\[calo, gw, jets, tracking\]")
+                                    r"\[calo, gw, jets, lr, tracking\]")
         self.assert_error(["bench"], 2, r"'hpcml bench' needs a subcommand: one of \[allreduce, ddp, infer, io, model, "
                                         r"pack, serve\]")
         line, _ = self.assert_error(["trian"], 2, r"unknown subcommand 'trian' of 'hpcml'; expected one of \[.*train.*\]"
