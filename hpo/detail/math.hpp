@@ -3,6 +3,9 @@
 /// log CDF and inverse, and truncated normals. Internal to hpo.
 #pragma once
 
+#include <cstddef>
+#include <vector>
+
 #include "hpo/space.hpp"
 
 namespace hpcml::hpo::detail {
