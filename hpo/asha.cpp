@@ -9,10 +9,11 @@
 namespace hpcml::hpo {
 
 Asha::Asha(Direction direction, AshaOptions options) : direction_(direction), options_(options) {
-  HPCML_CHECK_AS(ConfigError, options_.grace_period > 0, "config error: key 'hpo.scheduler.grace_period': expected > 0, found ",
-                 options_.grace_period);
+  HPCML_CHECK_AS(ConfigError, options_.grace_period > 0,
+                 "config error: key 'hpo.scheduler.grace_period': expected > 0, found ", options_.grace_period);
   HPCML_CHECK_AS(ConfigError, options_.reduction_factor >= 2,
-                 "config error: key 'hpo.scheduler.reduction_factor': expected >= 2, found ", options_.reduction_factor);
+                 "config error: key 'hpo.scheduler.reduction_factor': expected >= 2, found ",
+                 options_.reduction_factor);
   HPCML_CHECK_AS(ConfigError, options_.max_resource >= options_.grace_period,
                  "config error: key 'hpo.scheduler.max_resource': expected >= grace_period (", options_.grace_period,
                  "), found ", options_.max_resource);

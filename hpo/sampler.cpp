@@ -86,7 +86,8 @@ GridSampler::GridSampler(SearchSpace space, const std::string& prefix) : space_(
 
 std::optional<Params> GridSampler::ask(const std::vector<TrialRecord>& history, Rng& /*rng*/) const {
   for (const auto& point : points_) {
-    const bool taken = std::any_of(history.begin(), history.end(), [&](const TrialRecord& t) { return t.params == point; });
+    const bool taken =
+        std::any_of(history.begin(), history.end(), [&](const TrialRecord& t) { return t.params == point; });
     if (!taken) return point;
   }
   return std::nullopt;
@@ -98,7 +99,8 @@ Value sample_uniform(const ParamSpec& p, Rng& rng) {
   if (p.is_int()) {
     const auto low = static_cast<std::int64_t>(p.low);
     const auto high = static_cast<std::int64_t>(p.high);
-    if (!p.log) return low + static_cast<std::int64_t>(detail::uniform_index(rng, static_cast<std::size_t>(high - low + 1)));
+    if (!p.log)
+      return low + static_cast<std::int64_t>(detail::uniform_index(rng, static_cast<std::size_t>(high - low + 1)));
     const double lo = std::log(p.low - 0.5);
     const double hi = std::log(p.high + 0.5);
     return std::clamp<std::int64_t>(std::llround(std::exp(lo + u * (hi - lo))), low, high);

@@ -10,7 +10,7 @@
 namespace hpcml::hpo {
 namespace {
 
-const char* const kKeys[] = {"type", "low", "high", "log", "choices", "when", "grid_points"};
+constexpr const char* kKeys[] = {"type", "low", "high", "log", "choices", "when", "grid_points"};
 
 // Short text of a JSON value for messages: strings unquoted, numbers in shortest form.
 std::string describe(const nlohmann::json& v) {
@@ -84,8 +84,8 @@ void parse_bounds(const nlohmann::json& entry, const std::string& key, ParamSpec
 
 void parse_choices(const nlohmann::json& entry, const std::string& key, ParamSpec& p) {
   for (const char* name : {"low", "high", "log", "grid_points"}) {
-    if (entry.contains(name)) fail(key + "." + name, "no '" + std::string(name) + "' for a categorical parameter",
-                                   describe(entry.at(name)));
+    if (entry.contains(name))
+      fail(key + "." + name, "no '" + std::string(name) + "' for a categorical parameter", describe(entry.at(name)));
   }
   if (!entry.contains("choices")) fail(key + ".choices", "a non-empty list", "nothing");
   const auto& c = entry.at("choices");
@@ -186,7 +186,7 @@ nlohmann::json yaml_to_json(const YAML::Node& node) {
     return out;
   }
   if (!node.IsDefined() || node.IsNull()) return nullptr;
-  const std::string s = node.Scalar();
+  const std::string& s = node.Scalar();
   if (node.Tag() == "!") return s;  // quoted in the YAML: a string whatever it looks like
   std::int64_t i = 0;
   if (YAML::convert<std::int64_t>::decode(node, i)) return i;
@@ -206,10 +206,14 @@ std::string to_string(const Value& value) {
 
 const char* to_string(ParamType type) {
   switch (type) {
-    case ParamType::kUniform: return "uniform";
-    case ParamType::kLogUniform: return "loguniform";
-    case ParamType::kInt: return "int";
-    case ParamType::kCategorical: return "categorical";
+    case ParamType::kUniform:
+      return "uniform";
+    case ParamType::kLogUniform:
+      return "loguniform";
+    case ParamType::kInt:
+      return "int";
+    case ParamType::kCategorical:
+      return "categorical";
   }
   return "?";
 }
@@ -241,8 +245,8 @@ bool SearchSpace::is_active(const ParamSpec& spec, const Params& assigned) const
   const auto it = assigned.find(spec.condition->parent);
   if (it == assigned.end()) return false;  // the parent is itself inactive
   const auto* s = std::get_if<std::string>(&it->second);
-  return s && std::find(spec.condition->values.begin(), spec.condition->values.end(), *s) !=
-                  spec.condition->values.end();
+  return s &&
+         std::find(spec.condition->values.begin(), spec.condition->values.end(), *s) != spec.condition->values.end();
 }
 
 void SearchSpace::check(const Params& params) const {
@@ -259,8 +263,8 @@ void SearchSpace::check(const Params& params) const {
     const Value& v = it->second;
     if (p.is_categorical()) {
       const auto* s = std::get_if<std::string>(&v);
-      HPCML_CHECK(s && std::find(p.choices.begin(), p.choices.end(), *s) != p.choices.end(), "hpo: parameter '",
-                  p.key, "': expected one of its choices, found '", to_string(v), "'");
+      HPCML_CHECK(s && std::find(p.choices.begin(), p.choices.end(), *s) != p.choices.end(), "hpo: parameter '", p.key,
+                  "': expected one of its choices, found '", to_string(v), "'");
     } else if (p.is_int()) {
       const auto* i = std::get_if<std::int64_t>(&v);
       HPCML_CHECK(i && *i >= p.low && *i <= p.high, "hpo: parameter '", p.key, "': expected an integer in [",

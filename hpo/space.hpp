@@ -52,9 +52,9 @@ struct Condition {
 struct ParamSpec {
   std::string key;  ///< dotted key of the base config, e.g. "optimizer.lr"
   ParamType type = ParamType::kUniform;
-  double low = 0;    ///< inclusive; an integer for kInt
-  double high = 0;   ///< inclusive for kInt; the upper bound of [low, high) otherwise
-  bool log = false;  ///< log scale: always for kLogUniform, `log: true` for kInt
+  double low = 0;                    ///< inclusive; an integer for kInt
+  double high = 0;                   ///< inclusive for kInt; the upper bound of [low, high) otherwise
+  bool log = false;                  ///< log scale: always for kLogUniform, `log: true` for kInt
   std::vector<std::string> choices;  ///< kCategorical only, in the order written
   std::optional<Condition> condition;
   int grid_points = 0;  ///< for the grid sampler: points over [low, high] (0: not given)

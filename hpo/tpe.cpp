@@ -39,7 +39,8 @@ std::vector<double> bandwidths(const std::vector<double>& mus, double low, doubl
   with_prior.push_back(0.5 * (low + high));
   std::vector<std::size_t> order(with_prior.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return with_prior[a] < with_prior[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return with_prior[a] < with_prior[b]; });
   std::vector<double> ends{low};
   for (std::size_t i : order) ends.push_back(with_prior[i]);
   ends.push_back(high);
@@ -170,10 +171,10 @@ double ParzenEstimator::log_pdf(double x) const {
 
 TpeSampler::TpeSampler(SearchSpace space, Direction direction, TpeOptions options)
     : space_(std::move(space)), direction_(direction), options_(std::move(options)) {
-  HPCML_CHECK_AS(ConfigError, options_.n_startup_trials >= 0, "config error: key 'hpo.tpe.n_startup_trials': ",
-                 "expected >= 0, found ", options_.n_startup_trials);
-  HPCML_CHECK_AS(ConfigError, options_.n_ei_candidates >= 1, "config error: key 'hpo.tpe.n_ei_candidates': ",
-                 "expected >= 1, found ", options_.n_ei_candidates);
+  HPCML_CHECK_AS(ConfigError, options_.n_startup_trials >= 0,
+                 "config error: key 'hpo.tpe.n_startup_trials': ", "expected >= 0, found ", options_.n_startup_trials);
+  HPCML_CHECK_AS(ConfigError, options_.n_ei_candidates >= 1,
+                 "config error: key 'hpo.tpe.n_ei_candidates': ", "expected >= 1, found ", options_.n_ei_candidates);
 }
 
 TpeSampler::Split TpeSampler::split(const std::vector<TrialRecord>& history) const {

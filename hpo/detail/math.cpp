@@ -22,8 +22,7 @@ double uniform01(Rng& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53
 
 std::size_t uniform_index(Rng& rng, std::size_t n) {
   // Rejection keeps every index equally likely for any n.
-  const std::uint64_t limit = std::numeric_limits<std::uint64_t>::max() -
-                              std::numeric_limits<std::uint64_t>::max() % n;
+  const std::uint64_t limit = std::numeric_limits<std::uint64_t>::max() - std::numeric_limits<std::uint64_t>::max() % n;
   std::uint64_t r = rng();
   while (r >= limit) r = rng();
   return static_cast<std::size_t>(r % n);
@@ -42,10 +41,10 @@ double ndtri(double p) {
   if (p <= 0) return -kInf;
   if (p >= 1) return kInf;
   // Acklam's rational approximation (relative error 1.2e-9), then one Halley step.
-  static const double a[] = {-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
+  static const double a[] = {-3.969683028665376e+01, 2.209460984245205e+02,  -2.759285104469687e+02,
                              1.383577518672690e+02,  -3.066479806614716e+01, 2.506628277459239e+00};
   static const double b[] = {-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
-                             6.680131188771972e+01,  -1.328068155288572e+01};
+                             6.680131188771972e+01, -1.328068155288572e+01};
   static const double c[] = {-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
                              -2.549732539343734e+00, 4.374664141464968e+00,  2.938163982698783e+00};
   static const double d[] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
