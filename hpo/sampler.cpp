@@ -76,8 +76,9 @@ GridSampler::GridSampler(SearchSpace space, const std::string& prefix) : space_(
   std::vector<std::vector<Value>> values;
   for (const auto& p : space_.params()) {
     HPCML_CHECK_AS(ConfigError, p.is_categorical() || p.grid_points > 0 || (p.is_int() && p.high - p.low < 1e6),
-                   "config error: key '", prefix, ".", p.key, "': expected grid_points for a ", to_string(p.type),
-                   " parameter with the grid sampler, found none");
+                   "config error: key '", prefix, ".", p.key, "': expected grid_points for ",
+                   p.is_int() ? "an int range over 1000000 values" : "a float parameter",
+                   " with the grid sampler, found none");
     values.push_back(values_of(p));
   }
   Params current;

@@ -59,6 +59,21 @@ std::vector<double> bandwidths(const std::vector<double>& mus, double low, doubl
   return sigma;
 }
 
+// Whether a recorded value is one the parameter can take (a history written under an older
+// space may hold others; they are left out of the estimators rather than trusted).
+bool fits(const ParamSpec& spec, const Value& v) {
+  if (spec.is_categorical()) {
+    const auto* s = std::get_if<std::string>(&v);
+    return s && std::find(spec.choices.begin(), spec.choices.end(), *s) != spec.choices.end();
+  }
+  if (spec.is_int()) {
+    const auto* i = std::get_if<std::int64_t>(&v);
+    return i && *i >= spec.low && *i <= spec.high;
+  }
+  const auto* d = std::get_if<double>(&v);
+  return d && *d >= spec.low && *d <= spec.high;
+}
+
 double as_number(const ParamSpec& spec, const Value& v) {
   if (spec.is_categorical()) {
     const auto& s = std::get<std::string>(v);
@@ -208,7 +223,7 @@ Value TpeSampler::sample_param(const ParamSpec& spec, const Split& split, Rng& r
     std::vector<double> out;
     for (const TrialRecord* t : group) {
       const auto it = t->params.find(spec.key);
-      if (it != t->params.end()) out.push_back(as_number(spec, it->second));
+      if (it != t->params.end() && fits(spec, it->second)) out.push_back(as_number(spec, it->second));
     }
     return out;
   };

@@ -71,7 +71,8 @@ struct TpeOptions {
 
 /// TPE. Trials used: kComplete with a finite value, kPruned (ranked after every complete trial,
 /// deeper rungs first, then by the value at their last rung, as Optuna does), kRunning (into the
-/// bad group, with constant_liar). kFailed trials, and complete ones with a NaN value, are ignored.
+/// bad group, with constant_liar). kFailed trials, and complete ones with a NaN value, are ignored,
+/// as are recorded values a parameter cannot take (a history from an older space).
 class TpeSampler : public Sampler {
  public:
   TpeSampler(SearchSpace space, Direction direction, TpeOptions options = {});
