@@ -30,29 +30,28 @@ std::vector<double> normalised(std::vector<double> w) {
   return w;
 }
 
-// Optuna's univariate bandwidths: each observation's distance to its farther neighbour
-// among the sorted observations, the prior mean and the ends of the range, except that the
-// smallest and largest take the gap to their inner neighbour only; then clipped.
+// Optuna's univariate bandwidths (as of Optuna 5): each observation's distance to its farther
+// neighbour among the sorted observations and the two ends of the range, except that, from two
+// observations on, the smallest and largest take the gap to their inner neighbour only; then
+// clipped to [range / min(100, n + 2), range]. (Optuna 3 also counted the prior mean as a
+// neighbour; it no longer does.)
 std::vector<double> bandwidths(const std::vector<double>& mus, double low, double high, bool magic_clip) {
   const std::size_t n = mus.size();
-  std::vector<double> with_prior = mus;
-  with_prior.push_back(0.5 * (low + high));
-  std::vector<std::size_t> order(with_prior.size());
+  if (n == 0) return {};
+  std::vector<std::size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::size_t a, std::size_t b) { return with_prior[a] < with_prior[b]; });
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return mus[a] < mus[b]; });
   std::vector<double> ends{low};
-  for (std::size_t i : order) ends.push_back(with_prior[i]);
+  for (std::size_t i : order) ends.push_back(mus[i]);
   ends.push_back(high);
-  const std::size_t m = with_prior.size();
-  std::vector<double> sorted_sigma(m);
-  for (std::size_t j = 0; j < m; ++j) sorted_sigma[j] = std::max(ends[j + 1] - ends[j], ends[j + 2] - ends[j + 1]);
-  sorted_sigma[0] = ends[2] - ends[1];
-  sorted_sigma[m - 1] = ends[m] - ends[m - 1];
-  std::vector<double> sigma(n);
-  for (std::size_t j = 0; j < m; ++j) {
-    if (order[j] < n) sigma[order[j]] = sorted_sigma[j];
+  std::vector<double> sorted_sigma(n);
+  for (std::size_t j = 0; j < n; ++j) sorted_sigma[j] = std::max(ends[j + 1] - ends[j], ends[j + 2] - ends[j + 1]);
+  if (n >= 2) {
+    sorted_sigma[0] = ends[2] - ends[1];
+    sorted_sigma[n - 1] = ends[n] - ends[n - 1];
   }
+  std::vector<double> sigma(n);
+  for (std::size_t j = 0; j < n; ++j) sigma[order[j]] = sorted_sigma[j];
   const double range = high - low;
   const double min_sigma = magic_clip ? range / std::min(100.0, static_cast<double>(n) + 2.0) : 1e-12;
   for (double& s : sigma) s = std::clamp(s, min_sigma, range);

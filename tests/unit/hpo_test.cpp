@@ -307,14 +307,14 @@ ParamSpec numeric(ParamType type, double low, double high, bool log = false) {
 
 TEST(HpoParzen, MixtureMatchesAHandComputedValue) {
   // Observations 10, 20, 70 on [0, 100]; the prior kernel sits at 50 with sigma 100.
-  // Sorted with the prior and the ends: 0 | 10 20 50 70 | 100. Bandwidths: 10 (the smallest:
-  // gap to its inner neighbour), 20: max(10, 30) = 30, 70 (the largest: gap to 50) = 20; the
-  // magic clip raises them to at least 100 / min(100, 3 + 2) = 20. Weights 1/4 each.
+  // Sorted with the ends of the range: 0 | 10 20 70 | 100. Bandwidths: 10 (the smallest takes
+  // the gap to its inner neighbour), 20: max(10, 50) = 50, 70 (the largest: gap to 20) = 50;
+  // the magic clip raises them to at least 100 / min(100, 3 + 2) = 20. Weights 1/4 each.
   const ParamSpec spec = numeric(ParamType::kUniform, 0, 100);
   const hpcml::hpo::ParzenEstimator pe(spec, {10, 20, 70});
   EXPECT_EQ(pe.mus(), (std::vector<double>{10, 20, 70, 50}));
-  EXPECT_EQ(pe.sigmas(), (std::vector<double>{20, 30, 20, 100}));
-  const double mus[] = {10, 20, 70, 50}, sigmas[] = {20, 30, 20, 100};
+  EXPECT_EQ(pe.sigmas(), (std::vector<double>{20, 50, 50, 100}));
+  const double mus[] = {10, 20, 70, 50}, sigmas[] = {20, 50, 50, 100};
   double expected = 0;
   for (int k = 0; k < 4; ++k) {
     const double z = (40 - mus[k]) / sigmas[k];
@@ -334,6 +334,61 @@ TEST(HpoParzen, MixtureMatchesAHandComputedValue) {
   EXPECT_NEAR(std::exp(pc.log_pdf(0)), pa, 1e-12);
   EXPECT_NEAR(std::exp(pc.log_pdf(1)), pb, 1e-12);
   EXPECT_NEAR(std::exp(pc.log_pdf(2)), 1 - pa - pb, 1e-12);
+}
+
+ParamSpec categorical_abc() {
+  ParamSpec p;
+  p.key = "x";
+  p.type = ParamType::kCategorical;
+  p.choices = {"a", "b", "c"};
+  return p;
+}
+
+// Optuna's own estimator (5.1.0) on the same observations: tests/unit/hpo_parzen_reference.py
+// printed these log densities. For log floats Optuna's density is in log x, ours in x: -log x.
+TEST(HpoParzen, MatchesOptunasEstimator) {
+  struct Case {
+    const char* name;
+    ParamSpec spec;
+    std::vector<double> observations, xs, optuna;
+  };
+  std::vector<double> obs30;
+  for (int k = 0; k < 30; ++k) obs30.push_back((k * 37) % 100 + 0.5);
+  const Case cases[] = {
+      {"uniform",
+       numeric(ParamType::kUniform, 0, 100),
+       {10, 20, 70},
+       {5, 40, 99},
+       {-4.27966908942, -4.54861243078, -5.1366493236}},
+      {"loguniform",
+       numeric(ParamType::kLogUniform, 1e-5, 10),
+       {1e-4, 3e-3, 0.5},
+       {2e-5, 0.01, 5},
+       {-2.6484792466 - std::log(2e-5), -2.54420174695 - std::log(0.01), -2.981425186 - std::log(5.0)}},
+      {"int",
+       numeric(ParamType::kInt, 1, 200),
+       {3, 4, 150},
+       {1, 4, 100, 200},
+       {-4.78422199269, -4.78052950721, -5.47316296543, -5.7615657409}},
+      {"log int",
+       numeric(ParamType::kInt, 1, 200, /*log=*/true),
+       {3, 4, 150},
+       {1, 4, 100, 200},
+       {-1.75827311531, -2.9301118049, -6.6343923106, -7.39351135905}},
+      {"categorical", categorical_abc(), {0, 0, 1}, {0, 1, 2}, {-0.741937344729, -1.09861228867, -1.6582280766}},
+      {"uniform, 30 observations (weights ramp)",
+       numeric(ParamType::kUniform, 0, 100),
+       obs30,
+       {1, 50, 77.7},
+       {-5.2612986239, -4.6026407696, -4.54568371228}},
+      {"uniform, none", numeric(ParamType::kUniform, 0, 100), {}, {1, 50}, {-4.6842423855, -4.5641923855}},
+  };
+  for (const auto& c : cases) {
+    const hpcml::hpo::ParzenEstimator pe(c.spec, c.observations);
+    for (std::size_t i = 0; i < c.xs.size(); ++i) {
+      EXPECT_NEAR(pe.log_pdf(c.xs[i]), c.optuna[i], 1e-9) << c.name << " at " << c.xs[i];
+    }
+  }
 }
 
 // Simpson's rule over [a, b] with n (even) intervals.
