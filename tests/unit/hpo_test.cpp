@@ -478,6 +478,8 @@ TEST(HpoTpe, BeatsRandomOnAQuadratic) {
     r.push_back(run_study(random, space, quadratic, seed + 1000, 40));
     wins += t.back() < r.back();
   }
+  // Measured: 11 of 12, medians 0.19 vs 0.75 (Optuna 5.1's univariate TPE: 0.13 on its own 12
+  // seeds; over 100 seeds 0.135 here and 0.106 for Optuna, interquartile range 0.06-0.26).
   EXPECT_GE(wins, 10) << "TPE better than random in " << wins << " of 12 seeds";
   EXPECT_LT(median(t), 0.5 * median(r)) << "median best: tpe " << median(t) << ", random " << median(r);
   EXPECT_LT(median(tm), 0.5 * median(r)) << "maximize: median best " << median(tm) << ", random " << median(r);
@@ -508,7 +510,7 @@ momentum: {type: uniform, low: 0.0, high: 0.99, when: {kind: b}}
     r.push_back(run_study(random, space, mixed, seed + 1000, 60));
     wins += t.back() < r.back();
   }
-  // Measured: 9 of 12, medians 0.0035 vs 0.28. Random is lucky on some seeds (1 in 3 draws
+  // Measured: 10 of 12, medians 0.015 vs 0.28. Random is lucky on some seeds (1 in 3 draws
   // has the right kind), so the count is the weaker criterion and the median the stronger.
   EXPECT_GE(wins, 9) << "TPE better than random in " << wins << " of 12 seeds";
   EXPECT_LT(median(t), 0.1 * median(r)) << "median best: tpe " << median(t) << ", random " << median(r);
@@ -532,7 +534,7 @@ TEST(HpoTpe, BeatsRandomOnALogInteger) {
     wins += t.back() < r.back();
   }
   EXPECT_LT(median(t), 0.5 * median(r)) << "median best: tpe " << median(t) << ", random " << median(r);
-  // Measured: 11 of 12, medians 0.053 vs 0.17 (0.027 is 36 or 38).
+  // Measured: 11 of 12, medians 0.027 vs 0.17 (0.027 is 36 or 38; Optuna 5.1: 0.027).
   EXPECT_GE(wins, 10) << "TPE better than random in " << wins << " of 12 seeds";
 }
 
