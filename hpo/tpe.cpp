@@ -126,6 +126,8 @@ ParzenEstimator::ParzenEstimator(const ParamSpec& spec, const std::vector<double
     const std::size_t k = spec.choices.size();
     choice_probs_.assign(k, weights_.back() / k);  // the prior kernel: uniform
     const double smooth = options.prior_weight / (n + 1);
+    smooth_ = smooth;
+    observed_.assign(observations.begin(), observations.end());
     for (int i = 0; i < n; ++i) {
       // One observation's kernel: smooth on every choice, +1 on the one observed, normalised.
       const double row = 1.0 + smooth * k;
@@ -150,11 +152,43 @@ double ParzenEstimator::to_internal(double x) const { return spec_.log ? std::lo
 
 double ParzenEstimator::sample(Rng& rng) const {
   if (spec_.is_categorical()) return static_cast<double>(draw_index(choice_probs_, rng));
-  const std::size_t k = draw_index(weights_, rng);
+  return sample_kernel(draw_index(weights_, rng), rng);
+}
+
+double ParzenEstimator::sample_kernel(std::size_t k, Rng& rng) const {
+  if (spec_.is_categorical()) {
+    // Observation kernels: smooth_ on every choice and +1 on the observed one; the prior: uniform.
+    std::vector<double> row(spec_.choices.size(), k < observed_.size() ? smooth_ : 1.0);
+    if (k < observed_.size()) row[static_cast<std::size_t>(observed_[k])] += 1.0;
+    return static_cast<double>(draw_index(row, rng));
+  }
   const double t = detail::sample_truncnorm(mus_[k], sigmas_[k], low_, high_, rng);
   const double x = spec_.log ? std::exp(t) : t;
   if (spec_.is_int()) return std::clamp(static_cast<double>(std::llround(x)), spec_.low, spec_.high);
   return std::clamp(x, spec_.low, spec_.high);
+}
+
+double ParzenEstimator::kernel_log_pdf(std::size_t k, double x) const {
+  if (spec_.is_categorical()) {
+    const std::size_t n = spec_.choices.size();
+    const auto i = static_cast<std::size_t>(x);
+    if (x < 0 || i >= n) return -kInf;
+    if (k >= observed_.size()) return -std::log(static_cast<double>(n));
+    const double own = static_cast<std::size_t>(observed_[k]) == i ? 1.0 : 0.0;
+    return std::log((smooth_ + own) / (1.0 + smooth_ * n));
+  }
+  if (x < spec_.low || x > spec_.high) return -kInf;
+  const double m = mus_[k], s = sigmas_[k];
+  if (spec_.is_int()) {
+    // The mass of the integer's cell [x - 0.5, x + 0.5] (in log space for log): the cells
+    // tile the domain, so the masses sum to 1.
+    const double c1 = to_internal(x - 0.5);
+    const double c2 = to_internal(x + 0.5);
+    return detail::log_normal_mass((c1 - m) / s, (c2 - m) / s) -
+           detail::log_normal_mass((low_ - m) / s, (high_ - m) / s);
+  }
+  const double t = to_internal(x);
+  return detail::truncnorm_log_pdf(t, m, s, low_, high_) - (spec_.log ? t : 0.0);
 }
 
 double ParzenEstimator::log_pdf(double x) const {
@@ -162,25 +196,9 @@ double ParzenEstimator::log_pdf(double x) const {
     const auto i = static_cast<std::size_t>(x);
     return x >= 0 && i < choice_probs_.size() ? std::log(choice_probs_[i]) : -kInf;
   }
-  if (x < spec_.low || x > spec_.high) return -kInf;
   std::vector<double> terms;
-  if (spec_.is_int()) {
-    // The mass of the integer's cell [x - 0.5, x + 0.5] (in log space for log): the cells
-    // tile the domain, so the masses sum to 1.
-    const double c1 = to_internal(x - 0.5);
-    const double c2 = to_internal(x + 0.5);
-    for (std::size_t k = 0; k < mus_.size(); ++k) {
-      const double m = mus_[k], s = sigmas_[k];
-      terms.push_back(std::log(weights_[k]) + detail::log_normal_mass((c1 - m) / s, (c2 - m) / s) -
-                      detail::log_normal_mass((low_ - m) / s, (high_ - m) / s));
-    }
-    return detail::log_sum_exp(terms);
-  }
-  const double t = to_internal(x);
-  for (std::size_t k = 0; k < mus_.size(); ++k) {
-    terms.push_back(std::log(weights_[k]) + detail::truncnorm_log_pdf(t, mus_[k], sigmas_[k], low_, high_));
-  }
-  return detail::log_sum_exp(terms) - (spec_.log ? t : 0.0);
+  for (std::size_t k = 0; k < weights_.size(); ++k) terms.push_back(std::log(weights_[k]) + kernel_log_pdf(k, x));
+  return detail::log_sum_exp(terms);
 }
 
 TpeSampler::TpeSampler(SearchSpace space, Direction direction, TpeOptions options)
@@ -241,6 +259,55 @@ Value TpeSampler::sample_param(const ParamSpec& spec, const Split& split, Rng& r
   return from_number(spec, best);
 }
 
+void TpeSampler::sample_joint(const Split& split, Rng& rng, Params& out) const {
+  std::vector<const ParamSpec*> joint;
+  for (const auto& p : space_.params()) {
+    if (!p.condition) joint.push_back(&p);
+  }
+  if (joint.empty()) return;
+  // One estimator per parameter over the same trials (those with a valid value for every joint
+  // parameter), so kernel k of each is trial k's and the weights agree.
+  const auto build = [&](const std::vector<const TrialRecord*>& group) {
+    std::vector<std::vector<double>> observations(joint.size());
+    for (const TrialRecord* t : group) {
+      const bool usable = std::all_of(joint.begin(), joint.end(), [&](const ParamSpec* p) {
+        const auto it = t->params.find(p->key);
+        return it != t->params.end() && fits(*p, it->second);
+      });
+      if (!usable) continue;
+      for (std::size_t d = 0; d < joint.size(); ++d) {
+        observations[d].push_back(as_number(*joint[d], t->params.at(joint[d]->key)));
+      }
+    }
+    std::vector<ParzenEstimator> estimators;
+    for (std::size_t d = 0; d < joint.size(); ++d) estimators.emplace_back(*joint[d], observations[d], options_.parzen);
+    return estimators;
+  };
+  const std::vector<ParzenEstimator> good = build(split.good);
+  const std::vector<ParzenEstimator> bad = build(split.bad);
+  const auto log_pdf = [&](const std::vector<ParzenEstimator>& estimators, const std::vector<double>& x) {
+    const std::vector<double>& w = estimators.front().weights();
+    std::vector<double> terms(w.size());
+    for (std::size_t k = 0; k < w.size(); ++k) {
+      terms[k] = std::log(w[k]);
+      for (std::size_t d = 0; d < x.size(); ++d) terms[k] += estimators[d].kernel_log_pdf(k, x[d]);
+    }
+    return detail::log_sum_exp(terms);
+  };
+  std::vector<double> best, x(joint.size());
+  double best_score = -kInf;
+  for (int i = 0; i < options_.n_ei_candidates; ++i) {
+    const std::size_t k = draw_index(good.front().weights(), rng);
+    for (std::size_t d = 0; d < joint.size(); ++d) x[d] = good[d].sample_kernel(k, rng);
+    const double score = log_pdf(good, x) - log_pdf(bad, x);
+    if (best.empty() || score > best_score) {
+      best = x;
+      best_score = score;
+    }
+  }
+  for (std::size_t d = 0; d < joint.size(); ++d) out[joint[d]->key] = from_number(*joint[d], best[d]);
+}
+
 std::optional<Params> TpeSampler::ask(const std::vector<TrialRecord>& history, Rng& rng) const {
   const auto finished = std::count_if(history.begin(), history.end(), [](const TrialRecord& t) {
     return (t.state == TrialState::kComplete && t.value && std::isfinite(*t.value)) || t.state == TrialState::kPruned;
@@ -248,8 +315,9 @@ std::optional<Params> TpeSampler::ask(const std::vector<TrialRecord>& history, R
   if (finished < options_.n_startup_trials) return RandomSampler::sample(space_, rng);
   const Split groups = split(history);
   Params out;
+  if (options_.multivariate) sample_joint(groups, rng, out);
   for (const auto& p : space_.params()) {
-    if (space_.is_active(p, out)) out[p.key] = sample_param(p, groups, rng);
+    if (!out.count(p.key) && space_.is_active(p, out)) out[p.key] = sample_param(p, groups, rng);
   }
   return out;
 }

@@ -41,6 +41,11 @@ class ParzenEstimator {
   /// [low, high]; includes the 1/x of a log scale) for uniform/loguniform; log of the
   /// probability of the integer x for int; log probability of choice index x for categorical.
   double log_pdf(double x) const;
+  /// One kernel on its own (k < weights().size(); the last is the prior), in the units of
+  /// log_pdf: log_pdf(x) = log sum_k weights()[k] exp(kernel_log_pdf(k, x)).
+  double kernel_log_pdf(std::size_t k, double x) const;
+  /// A draw from kernel k alone.
+  double sample_kernel(std::size_t k, Rng& rng) const;
 
   /// The kernels, in the (log) space they live in: means, bandwidths and normalised weights;
   /// the last kernel is the prior. Empty means for categorical.
@@ -55,6 +60,8 @@ class ParzenEstimator {
   ParamSpec spec_;
   double low_ = 0, high_ = 0;  // the (log) domain of the kernels, widened by 0.5 for int
   std::vector<double> mus_, sigmas_, weights_, choice_probs_;
+  std::vector<double> observed_;  // categorical: the observed choice of each observation kernel
+  double smooth_ = 0;             // categorical: the mass every choice gets in an observation kernel
 };
 
 /// Options of the TPE sampler (Optuna's defaults, except constant_liar).
@@ -65,6 +72,11 @@ struct TpeOptions {
   /// Running trials join the bad group ("constant liar"), so that groups asking while others
   /// run are pushed away from the points being evaluated. Optuna's default is off; ours is on.
   bool constant_liar = true;
+  /// Multivariate TPE (Falkner et al. 2018; Optuna's `multivariate=True`, its default since
+  /// Optuna 4 for one objective): the unconditional parameters are drawn and scored jointly, one
+  /// product kernel per trial, so correlations between them count; conditional parameters are
+  /// then drawn one by one as in the univariate mode. Off: every parameter on its own.
+  bool multivariate = false;
   /// Number of good trials among n finished ones.
   std::function<int(int)> gamma = default_gamma;
 };
@@ -87,6 +99,7 @@ class TpeSampler : public Sampler {
 
  private:
   Value sample_param(const ParamSpec& spec, const Split& split, Rng& rng) const;
+  void sample_joint(const Split& split, Rng& rng, Params& out) const;
   SearchSpace space_;
   Direction direction_;
   TpeOptions options_;

@@ -391,6 +391,32 @@ TEST(HpoParzen, MatchesOptunasEstimator) {
   }
 }
 
+// The kernels one by one add up to the mixture, for every type; a categorical kernel's draws
+// follow its own probabilities.
+TEST(HpoParzen, KernelsAddUpToTheMixture) {
+  const std::vector<std::pair<ParamSpec, std::vector<double>>> cases = {
+      {numeric(ParamType::kUniform, 0, 100), {10, 20, 70}},
+      {numeric(ParamType::kLogUniform, 1e-5, 10), {1e-4, 3e-3}},
+      {numeric(ParamType::kInt, 1, 200, /*log=*/true), {3, 4, 150}},
+      {categorical_abc(), {0, 0, 1}},
+  };
+  for (const auto& [spec, obs] : cases) {
+    const hpcml::hpo::ParzenEstimator pe(spec, obs);
+    for (double x : {obs.front(), obs.back(), spec.is_categorical() ? 2.0 : spec.high}) {
+      double sum = 0;
+      for (std::size_t k = 0; k < pe.weights().size(); ++k) sum += pe.weights()[k] * std::exp(pe.kernel_log_pdf(k, x));
+      EXPECT_NEAR(std::log(sum), pe.log_pdf(x), 1e-12) << hpcml::hpo::to_string(spec.type) << " at " << x;
+    }
+  }
+  const hpcml::hpo::ParzenEstimator pc(categorical_abc(), {0, 0, 1});
+  Rng rng(2);
+  const int n = 30000;
+  int own = 0;
+  for (int i = 0; i < n; ++i) own += pc.sample_kernel(2, rng) == 1.0;  // kernel 2 observed "b"
+  // By hand: (1/4 + 1) / (1 + 3/4) = 0.714.
+  EXPECT_NEAR(double(own) / n, 1.25 / 1.75, 0.01);
+}
+
 // Simpson's rule over [a, b] with n (even) intervals.
 template <typename F>
 double simpson(F f, double a, double b, int n) {
@@ -553,6 +579,39 @@ TEST(HpoTpe, IgnoresRecordedValuesTheSpaceNoLongerAllows) {
     Rng rng(seed);
     EXPECT_NO_THROW(space.check(*tpe.ask(h, rng)));
   }
+}
+
+// Multivariate TPE scores the unconditional parameters jointly; on the quadratic (x and y
+// both matter) it is better than the univariate mode, and it still honours conditionals.
+TEST(HpoTpe, MultivariateBeatsUnivariateAndHonoursConditionals) {
+  const SearchSpace space = space_from("x: {type: uniform, low: -5, high: 5}\ny: {type: uniform, low: -5, high: 5}");
+  hpcml::hpo::TpeOptions mv_options;
+  mv_options.multivariate = true;
+  const hpcml::hpo::TpeSampler mv(space, Direction::kMinimize, mv_options);
+  const hpcml::hpo::TpeSampler uv(space, Direction::kMinimize);
+  std::vector<double> m, u;
+  for (std::uint64_t seed = 1; seed <= 12; ++seed) {
+    m.push_back(run_study(mv, space, quadratic, seed, 40));
+    u.push_back(run_study(uv, space, quadratic, seed, 40));
+  }
+  // Measured: medians 0.043 vs 0.19; over 100 seeds 0.052 here, 0.056 for Optuna 5.1's
+  // multivariate TPE (and 0.135 / 0.106 univariate).
+  EXPECT_LT(median(m), 0.6 * median(u)) << "median best: multivariate " << median(m) << ", univariate " << median(u);
+
+  const SearchSpace mixed_space = space_from(R"(
+kind: {type: categorical, choices: [a, b, c]}
+lr: {type: loguniform, low: 1.0e-6, high: 1.0}
+momentum: {type: uniform, low: 0.0, high: 0.99, when: {kind: b}}
+)");
+  const hpcml::hpo::TpeSampler mv_mixed(mixed_space, Direction::kMinimize, mv_options);
+  const hpcml::hpo::RandomSampler random(mixed_space);
+  std::vector<double> t, r;
+  for (std::uint64_t seed = 1; seed <= 12; ++seed) {
+    t.push_back(run_study(mv_mixed, mixed_space, mixed, seed, 60));  // checks every point
+    r.push_back(run_study(random, mixed_space, mixed, seed + 1000, 60));
+  }
+  // Measured: medians 0.0037 vs 0.28.
+  EXPECT_LT(median(t), 0.1 * median(r)) << "median best: multivariate " << median(t) << ", random " << median(r);
 }
 
 std::vector<TrialRecord> random_history(const SearchSpace& space, int n, std::uint64_t seed) {
