@@ -526,7 +526,8 @@ TEST(HpoTpe, BeatsRandomOnAQuadratic) {
   // Maximizing -f is the same problem.
   const hpcml::hpo::TpeSampler tpe_max(space, Direction::kMaximize);
   std::vector<double> tm;
-  for (std::uint64_t seed = 1; seed <= 12; ++seed) tm.push_back(run_study(tpe_max, space, quadratic, seed, 40, -1));
+  for (std::uint64_t seed = 1; seed <= 12; ++seed)
+    tm.push_back(run_study(tpe_max, space, quadratic, seed, /*budget=*/40, /*sign=*/-1));
   EXPECT_LT(median(tm), 0.5 * median(c.b)) << "maximize: median best " << median(tm) << ", random " << median(c.b);
 }
 
