@@ -16,7 +16,7 @@ ALLOWED = {"core": {"core"}, "collectives": {"core", "collectives"}, "io": {"cor
 
 # Functions longer than this are split into named pieces (issue 23).
 MAX_FUNCTION_LINES = 150
-FUNCTION_LAYERS = ["core", "collectives", "io", "models", "launch"]
+FUNCTION_LAYERS = ["core", "collectives", "io", "hpo", "models", "launch"]
 
 
 def blank_comments_and_literals(text):
