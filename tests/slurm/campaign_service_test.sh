@@ -28,20 +28,8 @@ CFG=(-c "$ROOT/configs/facile.yaml" --set "data.files=[$T/calo/calo-channels-000
 t0=$SECONDS
 j=$(submit het campaign-service.sbatch -- "${CFG[@]}" --set "infer.output_dir=$T/served") ||
   { fail "sbatch campaign-service.sbatch"; finish; }
-state=$(wait_job "$j" 150)
+check_het_job "$j" campaign-service.sbatch "$T/served/summary.json" "$t0"
 log="$T/het.out"
-if [[ "$state" == COMPLETED ]]; then
-  pass "campaign-service.sbatch: het job $j COMPLETED in $(elapsed "$t0") s"
-elif grep -q 'srun .* still runs .* after its step ended' "$log" && [[ -s "$T/served/summary.json" ]]; then
-  # The Slurm < 24.11 pmix het-step hang (see the template): the guard ended srun.
-  pass "campaign-service.sbatch: het job $j finished the campaign, then srun hung and the guard ended it"
-else
-  fail "campaign-service.sbatch: het job $j ended in state '$state' (want COMPLETED), ExitCode=$(job_field "$j" ExitCode)"
-  show_log "$log"
-fi
-parts=$(timeout 10 scontrol show job "$j" | grep -o ' Partition=[a-z0-9]*' | tr -d ' ' | tr '\n' ' ')
-[[ "$parts" == "Partition=cpu Partition=gpu " ]] && pass "two components: $parts" ||
-  fail "components' partitions: '$parts' (want cpu, gpu)"
 grep -q '^infer: via service, roles (het job): workers 0,1; servers 2$' "$log" &&
   pass "infer: the het groups decide the roles (workers 0,1; server 2)" ||
   { fail "no 'infer: via service, roles (het job): workers 0,1; servers 2' line"; show_log "$log"; }

@@ -201,3 +201,23 @@ finish() {
   if ((failures == 0)); then echo "ALL PASSED ($TEST_NAME, $SECONDS s)"; exit 0; fi
   echo "$failures check(s) FAILED ($TEST_NAME, $SECONDS s)"; exit 1
 }
+
+# check_het_job JOB TEMPLATE PROOF T0: a het job of TEMPLATE reached COMPLETED, or did
+# its work (the file PROOF is there) before the Slurm < 24.11 pmix het-step hang, which
+# the template's guard ends (the exit code is then lost by design); and its two
+# components ran on partitions cpu and gpu. The log is $T/het.out.
+check_het_job() {
+  local j=$1 template=$2 proof=$3 t0=$4 state parts
+  state=$(wait_job "$j" 150)
+  if [[ "$state" == COMPLETED ]]; then
+    pass "$template: het job $j COMPLETED in $(elapsed "$t0") s"
+  elif grep -q 'srun .* still runs .* after its step ended' "$T/het.out" && [[ -s "$proof" ]]; then
+    pass "$template: het job $j did its work ($(basename "$proof")), then srun hung and the guard ended it"
+  else
+    fail "$template: het job $j ended in state '$state' (want COMPLETED), ExitCode=$(job_field "$j" ExitCode)"
+    show_log "$T/het.out"
+  fi
+  parts=$(timeout 10 scontrol show job "$j" | grep -o ' Partition=[a-z0-9]*' | tr -d ' ' | tr '\n' ' ')
+  [[ "$parts" == "Partition=cpu Partition=gpu " ]] && pass "two components: $parts" ||
+    fail "components' partitions: '$parts' (want cpu, gpu)"
+}

@@ -25,21 +25,8 @@ SMALL=(-c "$ROOT/configs/serve-facile.yaml" --set "serve.repository=$ROOT/config
 t0=$SECONDS
 j=$(submit het serve-hetjob.sbatch -- "${SMALL[@]}" --set serve.client.metrics=serve-metrics.json) ||
   { fail "sbatch serve-hetjob.sbatch"; finish; }
-state=$(wait_job "$j" 150)
+check_het_job "$j" serve-hetjob.sbatch "$T/serve-metrics.json" "$t0"
 log="$T/het.out"
-if [[ "$state" == COMPLETED ]]; then
-  pass "serve-hetjob.sbatch: het job $j COMPLETED in $(elapsed "$t0") s"
-elif grep -q 'srun .* still runs .* after its step ended' "$log" && [[ -s "$T/serve-metrics.json" ]]; then
-  # About 1 srun in 50 hangs after its tasks end (Slurm < 24.11, see the template);
-  # the guard then kills it and the exit code is lost (FAILED, 124), by design.
-  pass "serve-hetjob.sbatch: het job $j served everything (serve-metrics.json), then srun hung and the guard ended it"
-else
-  fail "serve-hetjob.sbatch: het job $j ended in state '$state' (want COMPLETED), ExitCode=$(job_field "$j" ExitCode)"
-  show_log "$log"
-fi
-parts=$(timeout 10 scontrol show job "$j" | grep -o ' Partition=[a-z0-9]*' | tr -d ' ' | tr '\n' ' ')
-[[ "$parts" == "Partition=cpu Partition=gpu " ]] && pass "two components: $parts" ||
-  fail "components' partitions: '$parts' (want cpu, gpu)"
 
 grep -q "^  launcher *srun, Slurm job $j, het job of 2 components" "$log" &&
   pass "hpcml info: launcher srun, het job of 2 components" ||
