@@ -50,6 +50,8 @@ ServiceRoles plan_service(Context& ctx, const TrainConfig& c) {
   const double timeout_s = c.runtime.collective_timeout_s;
   ServiceRoles r;
   r.world = serve::mpi_world(ctx, timeout_s);
+  HPCML_CHECK_AS(ConfigError, r.world->size() >= 2, "config error: key 'infer.via': service needs at least 2 ranks "
+                 "(a worker and a server), found ", r.world->size());
   serve::RoleOptions o;
   o.mode = c.infer.service.roles;
   o.servers = c.infer.service.servers;
