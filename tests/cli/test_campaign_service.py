@@ -245,6 +245,11 @@ class CampaignServiceTest(unittest.TestCase):
         lines = [line for line in err.splitlines() if "infer.via" in line]
         self.assertEqual(len(lines), 1, err)
         self.assertIn("model 'mlp' runs with via: local", lines[0])
+        # One rank cannot be both a worker and a server.
+        rc, _, err, _ = run(["infer"] + self.args(os.path.join(self.tmp, "one-rank")), timeout=120)
+        self.assertEqual(rc, 2, err)
+        self.assertEqual(err.strip().splitlines(), ["hpcml: config error: key 'infer.via': service needs at least 2 "
+                                                    "ranks (a worker and a server), found 1"])
 
 
 if __name__ == "__main__":
