@@ -73,13 +73,8 @@ ServiceRoles plan_service(Context& ctx, const TrainConfig& c) {
   HPCML_CHECK_AS(ConfigError, !r.server || rank != 0, "config error: key 'infer.service': world rank 0 must be a "
                  "worker (it coordinates the campaign); the servers are the last ranks");
   if (rank == 0) {
-    auto list = [](const std::vector<int>& v) {
-      std::string out;
-      for (int x : v) out += (out.empty() ? "" : ",") + std::to_string(x);
-      return out;
-    };
-    std::printf("infer: via service, roles (%s): workers %s; servers %s\n", r.source.c_str(), list(r.workers).c_str(),
-                list(r.servers).c_str());
+    std::printf("infer: via service, roles (%s): workers %s; servers %s\n", r.source.c_str(),
+                serve::rank_list(r.workers).c_str(), serve::rank_list(r.servers).c_str());
     std::fflush(stdout);
   }
   // Collective over the world, while every rank is surely alive.

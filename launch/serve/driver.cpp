@@ -371,13 +371,8 @@ int run_serve(Context& context, const ServeConfig& config) {
   const RolePlan plan = plan_world(*world, s.role_options(), timeout_s);
   const int rank = world_rank();
   if (rank == 0) {
-    auto list = [](const std::vector<int>& v) {
-      std::string out;
-      for (int r : v) out += (out.empty() ? "" : ",") + std::to_string(r);
-      return out;
-    };
-    std::printf("serve: roles (%s): clients %s; servers %s\n", plan.source.c_str(), list(plan.clients).c_str(),
-                list(plan.servers).c_str());
+    std::printf("serve: roles (%s): clients %s; servers %s\n", plan.source.c_str(), rank_list(plan.clients).c_str(),
+                rank_list(plan.servers).c_str());
     std::fflush(stdout);
   }
   // The service's own communicator (ranks are world ranks). Oversized requests are

@@ -88,4 +88,10 @@ RolePlan plan_world(collectives::Backend& world, const RoleOptions& options, dou
   return plan_roles(facts, options);
 }
 
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string out;
+  for (int r : ranks) out += (out.empty() ? "" : ",") + std::to_string(r);
+  return out;
+}
+
 }  // namespace hpcml::launch::serve

@@ -45,6 +45,9 @@ struct RolePlan {
 /// `serve.roles` when the split leaves no client or no server.
 RolePlan plan_roles(const std::vector<RankFacts>& facts, const RoleOptions& options);
 
+/// "0,1,2": world ranks for the roles line every rank 0 prints.
+std::string rank_list(const std::vector<int>& ranks);
+
 /// This rank's facts: its het group from Slurm (RuntimeEnv) and MPI_APPNUM.
 RankFacts local_facts();
 
