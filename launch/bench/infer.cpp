@@ -195,36 +195,24 @@ int run_bench_infer(Context& c, const TrainConfig& config, const InferBenchOptio
     for (int k = 0; k < 2; ++k) {
       if ((k + rep) % 2 == 0) {
         const ForwardTiming t = time_in_memory_forward(c, config);
-        at::Tensor sums = at::tensor({static_cast<double>(t.rows), t.seconds}, at::kDouble);
-        at::Tensor total = sums.narrow(0, 0, 1), slowest = sums.narrow(0, 1, 1);
+        at::Tensor total = at::tensor({static_cast<double>(t.rows)}, at::kDouble);
         world.allreduce(total);
-        collectives::AllreduceOptions max_op;
-        max_op.op = collectives::ReduceOp::kMax;
-        world.allreduce(slowest, max_op);
+        const double slowest = max_over_ranks(world, {t.seconds})[0].item<double>();
         rows = static_cast<int64_t>(total.item<double>());
-        forward_rate = total.item<double>() / std::max(slowest.item<double>(), 1e-9);
+        forward_rate = total.item<double>() / std::max(slowest, 1e-9);
       } else {
         TrainConfig run = config;
         run.infer.output_dir = (fs::path(o.scratch) / ("rep-" + std::to_string(rep))).string();
-        world.barrier();
-        const auto start = Clock::now();
-        const int rc = run_campaign(c, run, CampaignFlags{true, false});
-        world.barrier();
-        const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-        HPCML_CHECK_AS(IoError, rc == 0, "bench infer: the campaign failed (exit ", rc, "); see ",
-                       run.infer.output_dir, "/summary.json");
+        const auto [seconds, summary] = timed_campaign(c, world, run, true);
         campaign_rate = static_cast<double>(rows > 0 ? rows : 1) / seconds;
         if (world.rank() == 0) {
           // Where the campaign's time went (summed over units and ranks), from its summary.
-          std::ifstream in(fs::path(run.infer.output_dir) / "summary.json");
-          const auto summary = nlohmann::json::parse(in, nullptr, false);
           if (summary.is_object()) {
             read_s.push_back(summary["split_s"].value("read", 0.0));
             compute_s.push_back(summary["split_s"].value("compute", 0.0));
             write_s.push_back(summary["split_s"].value("write", 0.0));
           }
           wall_s.push_back(seconds);
-          fs::remove_all(run.infer.output_dir);
         }
       }
     }
@@ -236,20 +224,20 @@ int run_bench_infer(Context& c, const TrainConfig& config, const InferBenchOptio
   const nlohmann::json rss_compare = o.rss_inputs.empty() ? nlohmann::json() : compare_peak_rss(c, config, o);
   if (world.rank() != 0) return 0;
   nlohmann::json out = {{"model", config.model.name},
-                              {"ranks", world.size()},
-                              {"rows", rows},
-                              {"inputs", config.infer.inputs},
-                              {"batch_size", config.infer.batch_size},
-                              {"unit_rows", config.infer.unit_rows},
-                              {"reps", o.reps},
-                              {"coordinator_works", true},
-                              {"campaign_rows_per_s", median(campaign)},
-                              {"forward_rows_per_s", median(forward)},
-                              {"campaign_over_forward", median(ratio)},
-                              {"peak_rss_mib", rss},
-                              {"campaign_split_s", {{"wall", median(wall_s)}, {"read", median(read_s)},
-                                                    {"compute", median(compute_s)}, {"write", median(write_s)}}},
-                              {"per_rep", {{"campaign", campaign}, {"forward", forward}, {"ratio", ratio}}}};
+                        {"ranks", world.size()},
+                        {"rows", rows},
+                        {"inputs", config.infer.inputs},
+                        {"batch_size", config.infer.batch_size},
+                        {"unit_rows", config.infer.unit_rows},
+                        {"reps", o.reps},
+                        {"coordinator_works", true},
+                        {"campaign_rows_per_s", median(campaign)},
+                        {"forward_rows_per_s", median(forward)},
+                        {"campaign_over_forward", median(ratio)},
+                        {"peak_rss_mib", rss},
+                        {"campaign_split_s", {{"wall", median(wall_s)}, {"read", median(read_s)},
+                                              {"compute", median(compute_s)}, {"write", median(write_s)}}},
+                        {"per_rep", {{"campaign", campaign}, {"forward", forward}, {"ratio", ratio}}}};
   std::printf("bench infer %s on %d rank(s), %lld rows, %d alternating reps:\n", config.model.name.c_str(),
               world.size(), static_cast<long long>(rows), o.reps);
   std::printf("  campaign %.0f rows/s (set-up, reads, writes, commits, assembly included), in-memory forward %.0f "

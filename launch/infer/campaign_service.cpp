@@ -104,7 +104,6 @@ void write_service_repository(const std::string& campaign_dir, const TrainConfig
 int serve_campaign(const ServiceRoles& roles, Context& ctx, const TrainConfig& c, const std::string& campaign_dir) {
   serve::ServerOptions o;
   o.repository = service_repository(campaign_dir);
-  o.heartbeat_s = serve::kDefaultHeartbeatS;
   o.client_timeout_s = c.infer.service.client_timeout_s;
   o.intra_op_threads = c.infer.service.server_threads;
   o.compute = c.infer.service.server_compute;

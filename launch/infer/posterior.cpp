@@ -140,8 +140,7 @@ int infer(Context& ctx, const TrainConfig& config, const InferOptions& options) 
   const Posteriors p = draw_posteriors(model, strain, mine, 0, options.seed, draws, gw);
   const double seconds = ms_between(start, Clock::now()) / 1000.0;
   // Gathered on rank 0 in row order: rank r's k-th event is row first + r + k N.
-  std::vector<at::Tensor> parts = {p.rows.to(at::kDouble), p.samples.reshape({-1}).to(at::kDouble),
-                                   p.log_q.reshape({-1}).to(at::kDouble), p.log_weights.reshape({-1}),
+  std::vector<at::Tensor> parts = {p.rows, p.samples.reshape({-1}), p.log_q.reshape({-1}), p.log_weights.reshape({-1}),
                                    p.stats.reshape({-1})};
   std::vector<std::vector<at::Tensor>> gathered;
   for (const auto& t : parts) gathered.push_back(world.allgather_varying(t));
@@ -158,7 +157,7 @@ int infer(Context& ctx, const TrainConfig& config, const InferOptions& options) 
     const auto w = g(3).reshape({-1, draws}), t = g(4).reshape({-1, 3});
     for (int64_t k = 0; k < rows.size(0); ++k) {
       const int64_t i = r + k * n;
-      all.rows[i] = static_cast<int64_t>(rows[k].item<double>());
+      all.rows[i] = rows[k];
       all.samples[i].copy_(s[k]);
       all.log_q[i].copy_(q[k]);
       all.log_weights[i].copy_(w[k]);
