@@ -191,12 +191,19 @@ class TrainLoop {
         progress_(c.run.progress, total_steps_, ctx.env.launcher != Launcher::kNone) {}
 
   int64_t total_steps() const { return total_steps_; }
+  int64_t steps_per_epoch() const { return steps_per_epoch_; }
   // Rank 0: the last validation's metrics line (null when none ran).
   const nlohmann::json& last_validation() const { return last_validation_; }
+  // After a non-finite stop, on every rank: why training stopped (one line).
+  const std::string& failure() const { return failure_; }
 
-  // Runs steps [start_step, total_steps) on every rank; returns the exit code: 0,
-  // kExitError after a non-finite stop, kExitPreempted after a stop signal.
-  int run(int64_t start_step);
+  // Runs steps [start_step, end_step) on every rank (end_step 0: to total_steps);
+  // returns the exit code: 0, kExitError after a non-finite stop, kExitPreempted after
+  // a stop signal. With `validate_at_end`, a validation also runs at end_step when it
+  // is not an epoch's end, and a checkpoint is written there.
+  int run(int64_t start_step, int64_t end_step = 0, bool validate_at_end = false);
+  // The step where run() stopped or will stop.
+  int64_t end_step() const { return end_step_; }
 
  private:
   // The step's sums over its micro-batches.
@@ -252,14 +259,25 @@ class TrainLoop {
   std::string nonfinite_what_;
   bool nonfinite_warned_ = false;
   nlohmann::json last_validation_;
+  std::string failure_;
+  int64_t end_step_ = 0;
+  bool validate_at_end_ = false;
 };
 
-int TrainLoop::run(int64_t start_step) {
+int TrainLoop::run(int64_t start_step, int64_t end_step, bool validate_at_end) {
+  end_step_ = end_step > 0 ? std::min(end_step, total_steps_) : total_steps_;
+  validate_at_end_ = validate_at_end;
   open_metrics_and_announce();
   interval_start_ = Clock::now();
   model_.set_training(true);
   int exit_code = 0;
-  for (int64_t step = start_step; step < total_steps_ && exit_code == 0; ++step) exit_code = run_step(step);
+  // Resumed where this part ends (a re-run of a part whose checkpoint was written): its
+  // validation again, so the caller still gets the metric there.
+  if (start_step >= end_step_ && start_step > 0 && validate_at_end_ && !validate(start_step, (start_step - 1) / steps_per_epoch_)) {
+    failure_ = fmt::format("training stopped at step {}: the validation loss is not finite", start_step);
+    exit_code = kExitError;
+  }
+  for (int64_t step = start_step; step < end_step_ && exit_code == 0; ++step) exit_code = run_step(step);
   progress_.finish();
   return exit_code;
 }
@@ -410,7 +428,8 @@ int TrainLoop::after_step(int64_t done, int64_t epoch) {
   const int stop_requested = agreed[0].item<int>();
   int nonfinite_rank = agreed[1].item<int>() > 0 ? n_ - agreed[1].item<int>() : -1;
   const bool epoch_end = done % steps_per_epoch_ == 0;
-  if (epoch_end && nonfinite_rank < 0 && !validate(done, epoch)) nonfinite_rank = 0;
+  const bool validation = epoch_end || (validate_at_end_ && done == end_step_);
+  if (validation && nonfinite_rank < 0 && !validate(done, epoch)) nonfinite_rank = 0;
   if (nonfinite_rank >= 0 && stop_on_nonfinite(nonfinite_rank, done)) {
     progress_.finish();
     return kExitError;
@@ -423,7 +442,7 @@ int TrainLoop::after_step(int64_t done, int64_t epoch) {
                    stop_requested, done, kExitPreempted);
     return kExitPreempted;
   }
-  if (periodic || done == total_steps_) checkpoint(done);
+  if (periodic || done == total_steps_ || done == end_step_) checkpoint(done);
   return 0;
 }
 
@@ -440,6 +459,10 @@ bool TrainLoop::stop_on_nonfinite(int nonfinite_rank, int64_t done) {
     nonfinite_step_ = -1;
     return false;
   }
+  // Every rank learns why (a farm's task reports it from whichever rank it asks).
+  const std::string what = world_.broadcast_string(rank_ == nonfinite_rank ? nonfinite_what_ : std::string(),
+                                                   nonfinite_rank);
+  failure_ = fmt::format("training stopped at step {}: {}", done, what);
   if (rank_ == nonfinite_rank) {
     const std::string kept = newest_checkpoint(c_.run.dir);
     std::fprintf(stderr, "%s\n",
@@ -535,7 +558,7 @@ void write_summary(const Context& ctx, const fs::path& run_dir, int64_t total_st
 
 }  // namespace
 
-int train(Context& ctx, const TrainConfig& config) {
+TrainOutcome train_part(Context& ctx, const TrainConfig& config, const TrainPart& part) {
   TrainConfig c = with_model_defaults(config);
   if (c.run.dir.empty()) c.run.dir = ctx.env.job_id ? "runs/" + *ctx.env.job_id : "runs/train";
   auto& world = *ctx.world;
@@ -575,17 +598,27 @@ int train(Context& ctx, const TrainConfig& config) {
   world.barrier();
 
   TrainLoop loop(ctx, c, *model, *feed, reducer, *optimizer, params, in_reduction, config_yaml);
-  const int exit_code = loop.run(start.step);
+  const int64_t end_step = part.until <= 0 ? 0 : part.steps ? part.until : part.until * loop.steps_per_epoch();
+  TrainOutcome outcome;
+  outcome.exit_code = loop.run(start.step, end_step, part.validate_at_end);
+  const int exit_code = outcome.exit_code;
 
   const std::string digest = parameters_digest(model->named_parameters());
   if (c.run.trace) write_trace(world, c.run.dir);
-  if (rank == 0 && exit_code == 0) {
+  if (rank == 0 && exit_code == 0 && loop.end_step() == loop.total_steps()) {
     // A pack's members first: summary.json says the run, members included, completed.
     if (c.train.pack > 1) write_member_runs(ctx, c, *model, *optimizer, loop.total_steps());
     write_summary(ctx, c.run.dir, loop.total_steps(), *model, digest, loop.last_validation());
   }
-  return exit_code;
+  outcome.step = exit_code == 0 ? loop.end_step() : -1;
+  outcome.total_steps = loop.total_steps();
+  outcome.complete = exit_code == 0 && loop.end_step() == loop.total_steps();
+  outcome.validation = loop.last_validation();
+  outcome.failure = loop.failure();
+  return outcome;
 }
+
+int train(Context& ctx, const TrainConfig& config) { return train_part(ctx, config, TrainPart()).exit_code; }
 
 
 }  // namespace hpcml::launch

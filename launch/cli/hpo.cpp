@@ -1,0 +1,98 @@
+// `hpcml hpo`, `hpcml hpo ask` and `hpcml hpo tell`.
+#include <iostream>
+#include <optional>
+
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "launch/cli/command.hpp"
+#include "launch/hpo/driver.hpp"
+
+namespace hpcml::launch::cli {
+
+namespace {
+
+RunConfig runtime_of(const TrainConfig& c) {
+  RunConfig run;
+  run.runtime = c.runtime;
+  run.log = c.log;
+  return run;
+}
+
+// ask and tell are one process each: under a launcher, rank 0 alone acts.
+bool acting_rank(const Context& c) { return c.env.rank == 0; }
+
+void add_ask(CLI::App* hpo, CommonOptions& common, Runner& selected) {
+  auto* sub = hpo->add_subcommand(
+      "ask", "Take the study's next trial: print its number, parameters and training config file as one JSON line, "
+             "and record it as running (a study of --study's directory; its first ask needs -c CONFIG). "
+             "Concurrent asks get distinct trials");
+  add_common_options(sub, common);
+  auto study = std::make_shared<std::string>();
+  sub->add_option("--study", *study, "The study's directory")->required();
+  auto config = std::make_shared<std::optional<hpo_driver::HpoConfig>>();
+  sub->callback([&selected, &common, study, config] {
+    common.parser = [config](const config::Document& environment, const config::Document& file) {
+      if (file.root.IsMap() && file.root.size() > 0) *config = hpo_driver::read_hpo_config(environment, file);
+      if (*config) return runtime_of((*config)->base_config);
+      RunConfig run;
+      return read_layers(environment, file, run);
+    };
+    selected = [study, config](Context& c) {
+      if (acting_rank(c)) std::cout << hpo_driver::ask(*study, *config) << std::endl;
+      return 0;
+    };
+  });
+}
+
+void add_tell(CLI::App* hpo, Runner& selected) {
+  auto* sub = hpo->add_subcommand(
+      "tell", "Record a trial's final value (--value) or its failure (--failed REASON); a trial is told once, and "
+              "a value that is not a finite number is refused");
+  auto study = std::make_shared<std::string>();
+  auto trial = std::make_shared<int64_t>(-1);
+  auto value = std::make_shared<double>(0);
+  auto failed = std::make_shared<std::string>();
+  sub->add_option("--study", *study, "The study's directory")->required();
+  sub->add_option("--trial", *trial, "The trial's number (from ask)")->required();
+  auto* value_option = sub->add_option("--value", *value, "Its final metric");
+  auto* failed_option = sub->add_option("--failed", *failed, "It failed, for this reason");
+  value_option->excludes(failed_option);
+  sub->callback([&selected, study, trial, value, failed, value_option, failed_option] {
+    if (value_option->count() == 0 && failed_option->count() == 0) {
+      throw CLI::ValidationError("hpo tell: expected --value V or --failed REASON");
+    }
+    const std::optional<double> told = value_option->count() ? std::optional<double>(*value) : std::nullopt;
+    selected = [study, trial, told, failed](Context& c) {
+      if (acting_rank(c)) hpo_driver::tell(*study, *trial, told, *failed);
+      return 0;
+    };
+  });
+}
+
+}  // namespace
+
+void add_hpo_command(CLI::App& app, CommonOptions& common, Runner& selected) {
+  auto* sub = app.add_subcommand(
+      "hpo", "Hyperparameter optimisation in one allocation: a study (hpo section: space, sampler grid/random/tpe, "
+             "scheduler none/asha, trials, ranks_per_trial, metric) over a base training config, trials trained on "
+             "rank groups as they free up, journaled and resumable; writes trials.csv, summary.json, best.yaml and "
+             "plots (docs/hpo.md). `hpo ask` and `hpo tell` drive a study from outside");
+  add_common_options(sub, common);
+  add_ask(sub, common, selected);
+  add_tell(sub, selected);
+  auto config = std::make_shared<hpo_driver::HpoConfig>();
+  sub->callback([sub, &selected, &common, config] {
+    if (!sub->get_subcommands().empty()) return;  // ask or tell
+    if (common.config_path.empty()) throw CLI::ValidationError("hpo: expected -c CONFIG (a config with an 'hpo' section)");
+    common.parser = [config](const config::Document& environment, const config::Document& file) {
+      *config = hpo_driver::read_hpo_config(environment, file);
+      return runtime_of(config->base_config);
+    };
+    selected = [config](Context& c) {
+      require_cpu(c, "hpcml hpo");
+      return hpo_driver::run_study(c, *config);
+    };
+  });
+}
+
+}  // namespace hpcml::launch::cli

@@ -1,0 +1,195 @@
+#include "launch/hpo/driver.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.hpp"
+#include "core/files.hpp"
+#include "core/log.hpp"
+#include "core/watchdog.hpp"
+#include "launch/farm/farm.hpp"
+#include "launch/train/trainer.hpp"
+
+#ifndef HPCML_SOURCE_DIR
+#define HPCML_SOURCE_DIR ""
+#endif
+
+namespace hpcml::launch::hpo_driver {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Rank 0: study.json holds the study's identity, start and groups. A new study writes it; a
+// re-run must match it. Returns the study's start (unix seconds).
+double open_study(const HpoConfig& c, int workers) {
+  const fs::path path = fs::path(c.hpo.study_dir) / "study.json";
+  const json identity = study_identity(c);
+  if (!fs::exists(path)) {
+    fs::create_directories(path.parent_path());
+    const double now = unix_now();
+    write_file_atomically(path.string(), json{{"identity", identity}, {"started_unix", now}, {"workers", workers},
+                                              {"ranks_per_trial", c.hpo.ranks_per_trial}}
+                                             .dump(2) + "\n");
+    return now;
+  }
+  std::ifstream in(path);
+  const json kept = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  HPCML_CHECK_AS(IoError, kept.is_object() && kept.contains("identity"), "hpo: '", path.string(),
+                 "' is not a study file (not JSON with an 'identity'); move the directory aside");
+  for (const auto& [key, value] : identity.items()) {
+    HPCML_CHECK_AS(ConfigError, kept["identity"].value(key, json()) == value, "config error: key 'hpo.study_dir': '",
+                   c.hpo.study_dir, "' holds a study whose '", key,
+                   "' differs from this config's; resume it with its own config, or choose another study_dir");
+  }
+  HPCML_CHECK_AS(ConfigError, kept.value("workers", workers) == workers,
+                 "config error: key 'hpo.ranks_per_trial': the study in '", c.hpo.study_dir, "' ran on ",
+                 kept.value("workers", 0), " group(s); resume it on as many (ranks / hpo.ranks_per_trial), found ",
+                 workers);
+  return kept.value("started_unix", unix_now());
+}
+
+// One part of a trial on every rank of `group`: its training from its newest checkpoint up to
+// the part's end; the leader returns the metric there.
+json run_part(const HpoConfig& c, const Context& world, const farm::Task& task, collectives::Backend& group) {
+  const int64_t n = task.spec.at("trial").get<int64_t>();
+  const int64_t until = task.spec.at("until").get<int64_t>();
+  const TrainConfig config = trial_config(c, c.space.params_from_json(task.spec.at("params")), n);
+  RunConfig run;
+  run.runtime = config.runtime;
+  run.log = config.log;
+  Context context = group_context(world, group.shared_from_this(), run);
+  TrainPart part;
+  part.until = until;
+  part.steps = c.hpo.scheduler.resource == "steps";
+  part.validate_at_end = true;
+  const double started = unix_now();
+  const TrainOutcome out = train_part(context, config, part);
+  if (out.exit_code == kExitPreempted) HPCML_THROW(farm::TaskInterrupted, "trial ", n, " stopped by a signal");
+  HPCML_CHECK(out.exit_code == 0, "trial ", n, ": ", out.failure);
+  if (group.rank() != 0) return json::object();
+  const json& line = out.validation;
+  if (!line.is_object() || !line.contains(c.hpo.metric) || !line[c.hpo.metric].is_number()) {
+    std::string keys;
+    for (const auto& [key, value] : line.items()) {
+      if (key.rfind("val_", 0) == 0 && value.is_number()) keys += (keys.empty() ? "" : ", ") + key;
+    }
+    HPCML_THROW(farm::FarmFatal, "config error: key 'hpo.metric': expected a key of the trials' validation line (",
+                keys, "), found '", c.hpo.metric, "'");
+  }
+  const double value = line[c.hpo.metric].get<double>();
+  HPCML_CHECK(std::isfinite(value), "trial ", n, ": the metric ", c.hpo.metric, " is ", value);
+  return {{"value", value},      {"step", out.step},           {"until", until},
+          {"started_unix", started}, {"finished_unix", unix_now()}, {"validation", line}};
+}
+
+// The groups' idle share of this run's wall time up to the final drain (the last hand-out):
+// from the parts' start and end times.
+double idle_fraction(const std::vector<farm::TaskResult>& results, int workers, double run_start) {
+  double drain = run_start;
+  for (const auto& r : results) {
+    if (!r.replayed && r.ok && r.result.contains("started_unix")) drain = std::max(drain, r.result["started_unix"].get<double>());
+  }
+  const double window = drain - run_start;
+  if (window <= 0 || workers <= 0) return -1;
+  double busy = 0;
+  for (const auto& r : results) {
+    if (r.replayed || !r.ok || !r.result.contains("finished_unix")) continue;
+    const double end = std::min(drain, r.result["finished_unix"].get<double>());
+    const double begin = std::max(run_start, end - r.seconds);
+    busy += std::max(0.0, end - begin);
+  }
+  return std::clamp(1.0 - busy / (window * workers), 0.0, 1.0);
+}
+
+void draw_plots(const HpoConfig& c) {
+  const fs::path script = fs::path(HPCML_SOURCE_DIR) / "scripts" / "plot-hpo.py";
+  if (!fs::exists(script)) {
+    HPCML_LOG_WARN("hpo: plots not drawn: {} not found (hpo.plots: false turns this off)", script.string());
+    return;
+  }
+  const std::string cmd = fmt::format("timeout 120 /usr/bin/python3 '{}' '{}' 2>&1", script.string(), c.hpo.study_dir);
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  char buffer[512];
+  while (pipe != nullptr && std::fgets(buffer, sizeof buffer, pipe) != nullptr) out += buffer;
+  const int status = pipe != nullptr ? pclose(pipe) : -1;
+  if (status != 0) {
+    HPCML_LOG_WARN("hpo: plots not drawn ({}): {}", cmd, out.substr(0, out.find('\n')));
+  }
+}
+
+}  // namespace
+
+int run_study(Context& ctx, const HpoConfig& c) {
+  const int size = ctx.world->size();
+  const int k = c.hpo.ranks_per_trial;
+  HPCML_CHECK_AS(ConfigError, k <= size, "config error: key 'hpo.ranks_per_trial': expected at most the job's ",
+                 size, " rank(s), found ", k);
+  const int workers = size / k;
+  const bool leader = ctx.world->rank() == 0;
+  const double run_start = unix_now();
+  std::string failure;
+  double started = run_start;
+  if (leader) {
+    try {
+      started = open_study(c, workers);
+    } catch (const Error& e) {
+      failure = e.message();
+    }
+  }
+  failure = ctx.world->broadcast_string(failure);
+  HPCML_CHECK_AS(ConfigError, failure.empty(), failure);
+
+  std::unique_ptr<Study> study;
+  farm::FarmPlan plan;
+  if (leader) {
+    study = std::make_unique<Study>(c, started);
+    plan.tasks = study->start(workers);
+    plan.on_result = [&study](const farm::TaskResult& r) { return study->on_result(r); };
+    HPCML_LOG_INFO("hpo: {} trial(s) of {} ({}, scheduler {}) on {} group(s) of {} rank(s){}; study in {}",
+                   c.hpo.trials, c.hpo.metric, c.hpo.sampler, c.hpo.scheduler.name, workers, k,
+                   size % k ? fmt::format(", {} rank(s) idle", size % k) : std::string(), c.hpo.study_dir);
+  }
+  farm::FarmOptions options;
+  options.ranks_per_worker = k;
+  options.journal = (fs::path(c.hpo.study_dir) / "journal.jsonl").string();
+  options.task_timeout_s = c.hpo.trial_timeout_s;
+  options.name = "hpo";
+  const Context& world = ctx;
+  const auto report = farm::run_farm(
+      ctx.world, plan, [&](const farm::Task& task, collectives::Backend& group) { return run_part(c, world, task, group); },
+      options);
+  if (leader) {
+    StudyFacts facts;
+    facts.workers = workers;
+    facts.ranks_per_trial = k;
+    facts.idle_ranks = size % k;
+    facts.wall_s = unix_now() - started;
+    facts.idle_fraction = idle_fraction(report.results, workers, run_start);
+    facts.interrupted = report.interrupted;
+    write_outputs(c, study->trials(), facts);
+    const Trial* best = best_trial(study->trials(), c.direction);
+    std::printf("hpo: %zu trial(s) in %s; best %s\n", study->trials().size(), c.hpo.study_dir.c_str(),
+                best ? fmt::format("trial {} {} = {} (best.yaml)", best->record.number, c.hpo.metric,
+                                   *best->record.value).c_str()
+                     : "none yet (no trial completed)");
+    std::fflush(stdout);
+    if (c.hpo.plots && !report.interrupted) draw_plots(c);
+  }
+  ctx.world->barrier();
+  return report.interrupted ? kExitPreempted : 0;
+}
+
+}  // namespace hpcml::launch::hpo_driver

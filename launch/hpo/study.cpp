@@ -1,0 +1,434 @@
+#include "launch/hpo/study.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <random>
+#include <sstream>
+
+#include "core/error.hpp"
+#include "core/files.hpp"
+#include "launch/run_config.hpp"
+
+namespace hpcml::launch::hpo_driver {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// `over`'s keys onto `into`: mappings merge key by key, anything else replaces.
+void merge_into(YAML::Node into, const YAML::Node& over) {
+  for (const auto& item : over) {
+    const std::string key = item.first.Scalar();
+    YAML::Node target = into[key];
+    if (target.IsDefined() && target.IsMap() && item.second.IsMap()) {
+      merge_into(target, item.second);
+    } else {
+      into[key] = YAML::Clone(item.second);
+    }
+  }
+}
+
+// The training keys: hpo.base (relative to the config's directory) under the file's own keys.
+config::Document base_document(const config::Document& file, const YAML::Node& training, const std::string& base) {
+  config::Document doc;
+  if (base.empty()) {
+    doc.root = training;
+    doc.source = file.source;
+  } else {
+    fs::path path = base;
+    if (path.is_relative() && fs::exists(file.source)) path = fs::path(file.source).parent_path() / path;
+    HPCML_CHECK_AS(ConfigError, fs::is_regular_file(path), "config error in ", file.source,
+                   ": key 'hpo.base': expected a training config file, found '", base, "' (",
+                   fs::exists(path) ? "not a regular file" : "no such file: " + path.string(), ")");
+    doc = config::load(path.string());
+    merge_into(doc.root, training);
+    doc.source = path.string() + " under " + file.source;
+  }
+  for (const auto& [key, source] : file.sources) {
+    if (key.rfind("hpo.", 0) != 0) doc.sources[key] = source;
+  }
+  return doc;
+}
+
+std::string value_text(const hpo::ParamSpec& spec, double x) {
+  return spec.is_int() ? std::to_string(static_cast<int64_t>(x)) : hpo::to_string(hpo::Value(x));
+}
+
+// Every end of the space applied to the base alone, read as a training config.
+void check_space_against_base(const HpoConfig& c) {
+  for (const auto& spec : c.space.params()) {
+    std::vector<std::string> values = spec.choices;
+    if (!spec.is_categorical()) values = {value_text(spec, spec.low), value_text(spec, spec.high)};
+    for (const auto& value : values) {
+      config::Document doc = c.base;
+      doc.root = YAML::Clone(c.base.root);
+      config::apply_override(doc, spec.key + "=" + value, "hpo.space." + spec.key + " (value " + value + ")");
+      TrainConfig probe;
+      read_layers(c.environment, doc, probe);
+    }
+  }
+}
+
+int64_t asha_budget(const HpoConfig& c) {
+  const auto& s = c.hpo.scheduler;
+  const auto& train = c.base_config.train;
+  if (s.name != "asha") return 0;
+  if (s.max_resource > 0) return s.max_resource;
+  if (s.resource == "steps") {
+    HPCML_CHECK_AS(ConfigError, train.max_steps > 0,
+                   "config error: key 'hpo.scheduler.max_resource': expected a number of steps (resource: steps), "
+                   "found 0 and no train.max_steps in the base config");
+    return train.max_steps;
+  }
+  HPCML_CHECK_AS(ConfigError, train.max_steps == 0,
+                 "config error: key 'hpo.scheduler.resource': expected steps when the base config sets "
+                 "train.max_steps (", train.max_steps, "), found epochs; or set hpo.scheduler.max_resource");
+  return train.epochs;
+}
+
+}  // namespace
+
+HpoConfig read_hpo_config(const config::Document& environment, const config::Document& file) {
+  HpoConfig c;
+  c.environment = environment;
+  YAML::Node training = YAML::Clone(file.root);
+  const YAML::Node section = training.IsMap() ? training["hpo"] : YAML::Node();
+  HPCML_CHECK_AS(ConfigError, section.IsDefined() && section.IsMap(), "config error in ", file.source,
+                 ": key 'hpo': expected a mapping (the study: space, sampler, trials, ...), found ",
+                 section.IsDefined() ? config::detail::describe_node(section) : "nothing");
+  YAML::Node hpo_node = YAML::Clone(section);
+  c.section = YAML::Clone(section);
+  c.section.remove("base");
+  training.remove("hpo");
+  const YAML::Node space = YAML::Clone(hpo_node["space"]);
+  HPCML_CHECK_AS(ConfigError, space.IsDefined() && space.IsMap() && space.size() > 0, "config error in ",
+                 file.source, ": key 'hpo.space': expected a mapping of parameters (dotted key: {type, ...}), found ",
+                 space.IsDefined() ? config::detail::describe_node(space) : "nothing");
+  hpo_node.remove("space");
+  config::Reader reader(hpo_node, "hpo", file);
+  c.hpo.describe(reader);
+  reader.finish();
+  c.space = hpo::SearchSpace::from_yaml(space, "hpo.space");
+  c.direction = hpo::parse_direction(c.hpo.direction);
+  HPCML_CHECK_AS(ConfigError, !c.hpo.study_dir.empty(), "config error: key 'hpo.study_dir': expected a directory, found ''");
+
+  c.base = base_document(file, training, c.hpo.base);
+  read_layers(environment, c.base, c.base_config);
+  const auto& data = c.base_config.data;
+  const bool validation = data.name == "synthetic" ? data.validation_samples > 0 : !data.validation_files.empty();
+  HPCML_CHECK_AS(ConfigError, validation, "config error: key 'hpo.metric': trials are scored on a validation set, "
+                 "but the base config has none (set ",
+                 data.name == "synthetic" ? "data.validation_samples > 0" : "data.validation_files", ")");
+  HPCML_CHECK_AS(ConfigError, c.base_config.train.pack == 1,
+                 "config error: key 'train.pack': expected 1 in an HPO base config (a trial is one model), found ",
+                 c.base_config.train.pack);
+  c.max_resource = asha_budget(c);
+  if (c.hpo.scheduler.name == "asha") {
+    hpo::Asha probe(c.direction, {c.hpo.scheduler.grace_period, c.hpo.scheduler.reduction_factor, c.max_resource});
+  }
+  make_study_sampler(c);  // the grid's own checks
+  check_space_against_base(c);
+  return c;
+}
+
+std::string trial_dir(const std::string& study_dir, int64_t n) {
+  return (fs::path(study_dir) / "trials" / std::to_string(n)).string();
+}
+
+TrainConfig trial_config(const HpoConfig& c, const hpo::Params& params, int64_t n) {
+  config::Document doc = c.base;
+  doc.root = YAML::Clone(c.base.root);
+  for (const auto& [key, value] : params) {
+    config::apply_override(doc, key + "=" + hpo::to_string(value), fmt::format("hpo trial {} ({})", n, key));
+  }
+  TrainConfig t;
+  read_layers(c.environment, doc, t);
+  t.run.dir = trial_dir(c.hpo.study_dir, n);
+  t.run.resume = "auto";
+  t.run.overwrite = false;
+  if (c.hpo.scheduler.name == "asha") {
+    if (c.hpo.scheduler.resource == "epochs") {
+      t.train.epochs = static_cast<int>(c.max_resource);
+      t.train.max_steps = 0;
+    } else {
+      t.train.max_steps = static_cast<int>(c.max_resource);
+    }
+  }
+  return t;
+}
+
+json study_identity(const HpoConfig& c) {
+  TrainConfig base = c.base_config;
+  base.runtime = {};  // threads and deadlines may change between runs of one study
+  base.log = {};
+  base.run = {};
+  json space = json::object();
+  for (const auto& spec : c.space.params()) {
+    json p = {{"type", hpo::to_string(spec.type)}, {"low", spec.low}, {"high", spec.high}, {"log", spec.log},
+              {"choices", spec.choices}};
+    if (spec.condition) p["when"] = {{spec.condition->parent, spec.condition->values}};
+    space[spec.key] = p;
+  }
+  const auto& s = c.hpo.scheduler;
+  return {{"space", space},
+          {"sampler", c.hpo.sampler},
+          {"seed", c.hpo.seed},
+          {"metric", c.hpo.metric},
+          {"direction", c.hpo.direction},
+          {"scheduler", {{"name", s.name}, {"resource", s.resource}, {"grace_period", s.grace_period},
+                         {"reduction_factor", s.reduction_factor}, {"max_resource", c.max_resource}}},
+          {"tpe", {{"startup_trials", c.hpo.tpe.startup_trials}, {"ei_candidates", c.hpo.tpe.ei_candidates},
+                   {"constant_liar", c.hpo.tpe.constant_liar}, {"multivariate", c.hpo.tpe.multivariate}}},
+          {"base", config::to_yaml(base)}};
+}
+
+std::unique_ptr<hpo::Sampler> make_study_sampler(const HpoConfig& c) {
+  hpo::SamplerOptions options;
+  options.name = c.hpo.sampler;
+  options.direction = c.direction;
+  options.tpe.n_startup_trials = c.hpo.tpe.startup_trials;
+  options.tpe.n_ei_candidates = c.hpo.tpe.ei_candidates;
+  options.tpe.constant_liar = c.hpo.tpe.constant_liar;
+  options.tpe.multivariate = c.hpo.tpe.multivariate;
+  return hpo::make_sampler(c.space, options);
+}
+
+hpo::Rng trial_rng(int seed, int64_t n) {
+  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(n), static_cast<uint32_t>(n >> 32)};
+  return hpo::Rng(seq);
+}
+
+const char* to_string(hpo::TrialState state) {
+  switch (state) {
+    case hpo::TrialState::kRunning: return "running";
+    case hpo::TrialState::kComplete: return "complete";
+    case hpo::TrialState::kPruned: return "pruned";
+    case hpo::TrialState::kFailed: return "failed";
+  }
+  return "?";
+}
+
+// ---- the study as results arrive ----------------------------------------------
+
+Study::Study(const HpoConfig& c, double started_unix)
+    : c_(c), started_unix_(started_unix), sampler_(make_study_sampler(c)) {
+  const auto& s = c.hpo.scheduler;
+  if (s.name == "asha") asha_.emplace(c.direction, hpo::AshaOptions{s.grace_period, s.reduction_factor, c.max_resource});
+}
+
+std::vector<farm::Task> Study::start(int workers) {
+  std::vector<farm::Task> tasks;
+  for (int w = 0; w < workers; ++w) {
+    auto task = ask();
+    if (!task) break;
+    tasks.push_back(*task);
+  }
+  return tasks;
+}
+
+std::vector<hpo::TrialRecord> Study::history() const {
+  std::vector<hpo::TrialRecord> records;
+  records.reserve(trials_.size());
+  for (const auto& t : trials_) records.push_back(t.record);
+  return records;
+}
+
+std::optional<farm::Task> Study::ask() {
+  if (exhausted_ || static_cast<int64_t>(trials_.size()) >= c_.hpo.trials) return std::nullopt;
+  const auto n = static_cast<int64_t>(trials_.size());
+  hpo::Rng rng = trial_rng(c_.hpo.seed, n);
+  const auto params = sampler_->ask(history(), rng);
+  if (!params) {
+    exhausted_ = true;
+    return std::nullopt;
+  }
+  Trial trial;
+  trial.record.number = n;
+  trial.record.params = *params;
+  trials_.push_back(trial);
+  return part(n, asha_ && !asha_->rungs().empty() ? asha_->rungs().front() : 0);
+}
+
+farm::Task Study::part(int64_t n, int64_t until) {
+  json spec = {{"trial", n}, {"params", hpo::SearchSpace::to_json(trials_.at(n).record.params)}, {"until", until}};
+  farm::Task task{until > 0 ? fmt::format("trial-{}@{}", n, until) : fmt::format("trial-{}", n), spec};
+  specs_[task.id] = spec;
+  return task;
+}
+
+int64_t Study::next_rung(int64_t until) const {
+  for (int64_t r : asha_->rungs()) {
+    if (r > until) return r;
+  }
+  return c_.max_resource;
+}
+
+std::vector<farm::Task> Study::on_result(const farm::TaskResult& r) {
+  const auto spec = specs_.find(r.id);
+  HPCML_CHECK(spec != specs_.end(), "hpo: a result for task '", r.id, "', which this study never handed out");
+  const int64_t n = spec->second.at("trial").get<int64_t>();
+  const int64_t until = spec->second.at("until").get<int64_t>();
+  Trial& t = trials_.at(n);
+  ++t.parts;
+  t.seconds += r.seconds;
+  std::vector<farm::Task> next;
+  bool ended = true;
+  if (!r.ok) {
+    t.record.state = hpo::TrialState::kFailed;
+    t.error = r.error;
+  } else {
+    const json& v = r.result.at("value");
+    const double value = v.is_number() ? v.get<double>() : std::nan("");
+    if (asha_ && until > 0 && until < c_.max_resource) {
+      t.rungs.emplace_back(until, value);
+      if (asha_->report(n, until, value) == hpo::AshaDecision::kContinue) {
+        next.push_back(part(n, next_rung(until)));
+        ended = false;
+      } else {
+        t.record.state = hpo::TrialState::kPruned;
+        t.record.value = value;
+        t.record.resource = static_cast<double>(until);
+      }
+    } else {
+      t.record.state = hpo::TrialState::kComplete;
+      t.record.value = value;
+      t.record.resource = static_cast<double>(until > 0 ? until : c_.max_resource);
+    }
+  }
+  if (ended) {
+    const double finished = r.ok && r.result.contains("finished_unix") ? r.result.at("finished_unix").get<double>()
+                                                                        : static_cast<double>(std::time(nullptr));
+    t.finished_s = std::max(0.0, finished - started_unix_);
+    if (auto task = ask()) next.push_back(*task);
+  }
+  return next;
+}
+
+// ---- outputs -------------------------------------------------------------------
+
+const Trial* best_trial(const std::vector<Trial>& trials, hpo::Direction direction) {
+  const Trial* best = nullptr;
+  for (const auto& t : trials) {
+    if (t.record.state != hpo::TrialState::kComplete || !t.record.value || !std::isfinite(*t.record.value)) continue;
+    if (best == nullptr || hpo::is_better(*t.record.value, *best->record.value, direction)) best = &t;
+  }
+  return best;
+}
+
+namespace {
+
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"\n") == std::string::npos) return text;
+  std::string out = "\"";
+  for (char ch : text) out += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return out + "\"";
+}
+
+std::string number_text(double x) { return hpo::to_string(hpo::Value(x)); }
+
+std::string trials_csv(const HpoConfig& c, const std::vector<Trial>& trials) {
+  std::ostringstream out;
+  out << "trial,state,value,resource,seconds,finished_s,parts";
+  for (const auto& spec : c.space.params()) out << "," << csv_field(spec.key);
+  out << ",error\n";
+  for (const auto& t : trials) {
+    out << t.record.number << "," << to_string(t.record.state) << ","
+        << (t.record.value ? number_text(*t.record.value) : "") << "," << number_text(t.record.resource) << ","
+        << number_text(t.seconds) << "," << (t.finished_s >= 0 ? number_text(t.finished_s) : "") << "," << t.parts;
+    for (const auto& spec : c.space.params()) {
+      const auto it = t.record.params.find(spec.key);
+      out << "," << (it == t.record.params.end() ? "" : csv_field(hpo::to_string(it->second)));
+    }
+    out << "," << csv_field(t.error) << "\n";
+  }
+  return out.str();
+}
+
+json trial_json(const Trial& t) {
+  json j = {{"trial", t.record.number}, {"state", to_string(t.record.state)},
+            {"params", hpo::SearchSpace::to_json(t.record.params)}, {"seconds", t.seconds}, {"parts", t.parts}};
+  if (t.record.value) j["value"] = *t.record.value;
+  if (t.record.state == hpo::TrialState::kComplete || t.record.state == hpo::TrialState::kPruned)
+    j["resource"] = t.record.resource;
+  if (t.finished_s >= 0) j["finished_s"] = t.finished_s;
+  if (!t.rungs.empty()) {
+    j["rungs"] = json::array();
+    for (const auto& [resource, value] : t.rungs) j["rungs"].push_back({{"resource", resource}, {"value", value}});
+  }
+  if (!t.error.empty()) j["error"] = t.error;
+  return j;
+}
+
+// The best complete value so far, each time it improved, by finishing time.
+json best_so_far(const std::vector<Trial>& trials, hpo::Direction direction) {
+  std::vector<const Trial*> done;
+  for (const auto& t : trials) {
+    if (t.record.state == hpo::TrialState::kComplete && t.record.value && t.finished_s >= 0) done.push_back(&t);
+  }
+  std::stable_sort(done.begin(), done.end(), [](const Trial* a, const Trial* b) { return a->finished_s < b->finished_s; });
+  json out = json::array();
+  std::optional<double> best;
+  for (const Trial* t : done) {
+    if (best && !hpo::is_better(*t->record.value, *best, direction)) continue;
+    best = *t->record.value;
+    out.push_back({{"t_s", t->finished_s}, {"best", *best}, {"trial", t->record.number}});
+  }
+  return out;
+}
+
+// Written under a name of this process's own, then renamed: ask/tell processes may write at once.
+void write_output(const fs::path& path, const std::string& text) {
+  const std::string tmp = path.string() + "." + std::to_string(::getpid()) + ".tmp";
+  write_file_atomically(tmp, text);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  HPCML_CHECK_AS(IoError, !ec, "cannot rename '", tmp, "' to '", path.string(), "': ", ec.message());
+}
+
+}  // namespace
+
+void write_outputs(const HpoConfig& c, const std::vector<Trial>& trials, const StudyFacts& facts) {
+  const fs::path dir = c.hpo.study_dir;
+  fs::create_directories(dir);
+  std::map<std::string, int> counts{{"running", 0}, {"complete", 0}, {"pruned", 0}, {"failed", 0}};
+  json list = json::array();
+  for (const auto& t : trials) {
+    ++counts[to_string(t.record.state)];
+    list.push_back(trial_json(t));
+  }
+  json summary = {{"metric", c.hpo.metric},
+                  {"direction", c.hpo.direction},
+                  {"sampler", c.hpo.sampler},
+                  {"scheduler", c.hpo.scheduler.name},
+                  {"counts", counts},
+                  {"workers", facts.workers},
+                  {"ranks_per_trial", facts.ranks_per_trial},
+                  {"idle_ranks", facts.idle_ranks},
+                  {"wall_s", facts.wall_s},
+                  {"interrupted", facts.interrupted},
+                  {"best_so_far", best_so_far(trials, c.direction)},
+                  {"trials", list}};
+  if (facts.idle_fraction >= 0) summary["group_idle_fraction"] = facts.idle_fraction;
+  const Trial* best = best_trial(trials, c.direction);
+  if (best != nullptr) {
+    summary["best"] = {{"trial", best->record.number}, {"value", *best->record.value},
+                       {"params", hpo::SearchSpace::to_json(best->record.params)},
+                       {"run_dir", trial_dir(c.hpo.study_dir, best->record.number)}};
+    TrainConfig config = trial_config(c, best->record.params, best->record.number);
+    config.run = RunSection{};
+    write_output(dir / "best.yaml", fmt::format("# hpcml hpo: trial {} of {}, {} = {}; train it with hpcml train -c\n",
+                                                best->record.number, c.hpo.study_dir, c.hpo.metric,
+                                                number_text(*best->record.value)) +
+                                        config::to_yaml(config));
+  }
+  write_output(dir / "trials.csv", trials_csv(c, trials));
+  write_output(dir / "summary.json", summary.dump(2) + "\n");
+}
+
+}  // namespace hpcml::launch::hpo_driver
