@@ -1,4 +1,5 @@
 // `hpcml hpo`, `hpcml hpo ask` and `hpcml hpo tell`.
+#include <cstdlib>
 #include <iostream>
 #include <optional>
 
@@ -50,7 +51,7 @@ void add_tell(CLI::App* hpo, Runner& selected) {
               "a value that is not a finite number is refused");
   auto study = std::make_shared<std::string>();
   auto trial = std::make_shared<int64_t>(-1);
-  auto value = std::make_shared<double>(0);
+  auto value = std::make_shared<std::string>();
   auto failed = std::make_shared<std::string>();
   sub->add_option("--study", *study, "The study's directory")->required();
   sub->add_option("--trial", *trial, "The trial's number (from ask)")->required();
@@ -61,9 +62,19 @@ void add_tell(CLI::App* hpo, Runner& selected) {
     if (value_option->count() == 0 && failed_option->count() == 0) {
       throw CLI::ValidationError("hpo tell: expected --value V or --failed REASON");
     }
-    const std::optional<double> told = value_option->count() ? std::optional<double>(*value) : std::nullopt;
-    selected = [study, trial, told, failed](Context& c) {
-      if (acting_rank(c)) hpo_driver::tell(*study, *trial, told, *failed);
+    const bool has_value = value_option->count() > 0;
+    selected = [study, trial, value, has_value, failed](Context& c) {
+      if (!acting_rank(c)) return 0;
+      std::optional<double> told;
+      if (has_value) {
+        // Read here, not by CLI11, so that "nan" is refused naming the trial.
+        char* end = nullptr;
+        const double v = std::strtod(value->c_str(), &end);
+        HPCML_CHECK_AS(ConfigError, !value->empty() && end != nullptr && *end == '\0', "hpo tell: trial ", *trial,
+                       ": --value expected a number, found '", *value, "'");
+        told = v;
+      }
+      hpo_driver::tell(*study, *trial, told, *failed);
       return 0;
     };
   });

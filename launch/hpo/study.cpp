@@ -382,6 +382,17 @@ json best_so_far(const std::vector<Trial>& trials, hpo::Direction direction) {
   return out;
 }
 
+json space_json(const hpo::SearchSpace& space) {
+  json out = json::object();
+  for (const auto& spec : space.params()) {
+    json p = {{"type", hpo::to_string(spec.type)}, {"log", spec.log}};
+    if (spec.is_categorical()) p["choices"] = spec.choices;
+    else p["range"] = {spec.low, spec.high};
+    out[spec.key] = p;
+  }
+  return out;
+}
+
 // Written under a name of this process's own, then renamed: ask/tell processes may write at once.
 void write_output(const fs::path& path, const std::string& text) {
   const std::string tmp = path.string() + "." + std::to_string(::getpid()) + ".tmp";
@@ -412,6 +423,7 @@ void write_outputs(const HpoConfig& c, const std::vector<Trial>& trials, const S
                   {"idle_ranks", facts.idle_ranks},
                   {"wall_s", facts.wall_s},
                   {"interrupted", facts.interrupted},
+                  {"space", space_json(c.space)},
                   {"best_so_far", best_so_far(trials, c.direction)},
                   {"trials", list}};
   if (facts.idle_fraction >= 0) summary["group_idle_fraction"] = facts.idle_fraction;
