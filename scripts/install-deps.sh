@@ -55,6 +55,8 @@ packages=(
   slurm-wlm munge
   # Python-side references and fixtures (always run with /usr/bin/python3)
   python3 python3-torch python3-h5py python3-numpy python3-yaml python3-matplotlib python3-sklearn
+  # the HPO benchmark's reference (../shared/anchors/optuna_reference.py, bench/hpo_vs_optuna.py)
+  python3-optuna
 )
 # pip (download only) and unzip for the upstream LibTorch wheels
 [[ "$libtorch" == upstream ]] && packages+=(python3-pip unzip)

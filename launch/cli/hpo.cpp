@@ -80,6 +80,20 @@ void add_tell(CLI::App* hpo, Runner& selected) {
   });
 }
 
+// The hpo section's keys, hpo.space first (read apart from the others: hpo::SearchSpace).
+std::vector<config::KeyDoc> hpo_reference() {
+  std::vector<config::KeyDoc> rows{
+      {"hpo", "a mapping", "", "", "the study; the config's other keys (or hpo.base's) are the base training config"},
+      {"hpo.space", "a mapping", "", "",
+       "the search space: dotted training key -> {type: uniform | loguniform | int | categorical, low, high, log "
+       "(int), choices (categorical), when: {parent: value(s)} (conditional), grid_points (grid)} (docs/hpo.md)"}};
+  config::Documenter documenter("hpo");
+  hpo_driver::HpoSection defaults;
+  defaults.describe(documenter);
+  rows.insert(rows.end(), documenter.rows.begin(), documenter.rows.end());
+  return rows;
+}
+
 }  // namespace
 
 void add_hpo_command(CLI::App& app, CommonOptions& common, Runner& selected) {
@@ -89,11 +103,22 @@ void add_hpo_command(CLI::App& app, CommonOptions& common, Runner& selected) {
              "rank groups as they free up, journaled and resumable; writes trials.csv, summary.json, best.yaml and "
              "plots (docs/hpo.md). `hpo ask` and `hpo tell` drive a study from outside");
   add_common_options(sub, common);
+  auto reference = std::make_shared<bool>(false);
+  sub->add_flag("--reference", *reference,
+                "Print the keys of the hpo section (Markdown; the training keys are `hpcml config --for train "
+                "--reference`'s) and exit");
   add_ask(sub, common, selected);
   add_tell(sub, selected);
   auto config = std::make_shared<hpo_driver::HpoConfig>();
-  sub->callback([sub, &selected, &common, config] {
+  sub->callback([sub, &selected, &common, config, reference] {
     if (!sub->get_subcommands().empty()) return;  // ask or tell
+    if (*reference) {
+      selected = [](Context& c) {
+        if (c.env.rank == 0) std::cout << config::reference_markdown(hpo_reference());
+        return 0;
+      };
+      return;
+    }
     if (common.config_path.empty()) throw CLI::ValidationError("hpo: expected -c CONFIG (a config with an 'hpo' section)");
     common.parser = [config](const config::Document& environment, const config::Document& file) {
       *config = hpo_driver::read_hpo_config(environment, file);

@@ -147,6 +147,8 @@ int run_study(Context& ctx, const HpoConfig& c) {
       started = open_study(c, workers);
     } catch (const Error& e) {
       failure = e.message();
+    } catch (const std::exception& e) {  // the file system's (a name too long, no permission)
+      failure = "hpo: cannot open the study in '" + c.hpo.study_dir + "': " + e.what();
     }
   }
   failure = ctx.world->broadcast_string(failure);

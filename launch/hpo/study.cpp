@@ -116,7 +116,10 @@ HpoConfig read_hpo_config(const config::Document& environment, const config::Doc
   reader.finish();
   c.space = hpo::SearchSpace::from_yaml(space, "hpo.space");
   c.direction = hpo::parse_direction(c.hpo.direction);
-  HPCML_CHECK_AS(ConfigError, !c.hpo.study_dir.empty(), "config error: key 'hpo.study_dir': expected a directory, found ''");
+  std::error_code ec;
+  HPCML_CHECK_AS(ConfigError, !c.hpo.study_dir.empty() && (!fs::exists(c.hpo.study_dir, ec) || fs::is_directory(c.hpo.study_dir, ec)),
+                 "config error: key 'hpo.study_dir': expected a directory (new or a study's), found '", c.hpo.study_dir,
+                 "'", c.hpo.study_dir.empty() ? "" : " (not a directory)");
 
   c.base = base_document(file, training, c.hpo.base);
   read_layers(environment, c.base, c.base_config);

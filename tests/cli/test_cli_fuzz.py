@@ -398,6 +398,10 @@ class Fuzzer:
             "serve": dict(weight=1.5, scope="serve", config=p["serve_yaml"], base_ranks=2,
                           base=lambda o: ["serve", "-c", p["serve_yaml"], "--set",
                                           f"serve.client.metrics={o}/metrics.json"], options=[]),
+            "hpo": dict(weight=1, scope="hpo", config=p["hpo_yaml"],
+                        base=lambda o: ["hpo", "-c", p["hpo_yaml"], "--set", f"hpo.study_dir={o}/study"], options=[]),
+            "hpo-ask": dict(weight=0.5, scope="hpo", config=p["hpo_yaml"],
+                            base=lambda o: ["hpo", "ask", "--study", f"{o}/ask", "-c", p["hpo_yaml"]], options=[]),
             "tracking-train": dict(weight=1.5, scope="tracking", config=p["tracking_yaml"],
                                    base=lambda o: ["tracking", "train", "-c", p["tracking_yaml"], "--set",
                                                    f"run.dir={o}/run"], options=[]),
@@ -569,6 +573,11 @@ class Fuzzer:
                       (base + s("serve.client.metrics", p["calo"]), True, "serve.client.metrics: an input file", 2),
                       (base + s("serve.servers", "2"), True, "more servers than the ranks allow", 2),
                       (base + s("serve.servers", "1000000"), True, "a million servers", 2)]
+        if name == "hpo":
+            cases += [(base + s("hpo.base", p["missing"] + ".yaml"), True, "hpo.base: a missing file", None),
+                      (base + s("hpo.base", p["a_dir"]), True, "hpo.base: a directory", None),
+                      (base + s("hpo.base", p["gw"]), True, "hpo.base: an HDF5 file", None),
+                      (base + s("hpo.study_dir", p["plain"]), True, "hpo.study_dir: a file", None)]
         if name == "tracking-train":
             for key in ("data.files", "data.validation_files"):
                 for path, what in bad_data + [(p["jets"], "a jets file"), (p["calo"], "a calo file")]:
@@ -754,6 +763,16 @@ run: {{dir: {runs}/tracking, log_every: 1}}
         assert os.path.join(SOURCE_DIR, "configs", "serve-models") in serve and data in serve, serve
         p["serve_yaml"] = write(f"{configs}/serve-facile.yaml", serve)
         p["run_yaml"] = write(f"{configs}/run.yaml", "runtime:\n  threads: 1\nlog:\n  level: info\n")
+        p["hpo_yaml"] = write(f"{configs}/hpo.yaml", """runtime: {threads: 1}
+data: {name: synthetic, samples: 64, validation_samples: 32, features: 8}
+model: {name: mlp, hidden: [16]}
+train: {epochs: 1, batch_size: 16}
+hpo:
+  space: {optimizer.lr: {type: loguniform, low: 0.001, high: 0.1}}
+  sampler: random
+  trials: 1
+  plots: false
+""")
 
         # Bad files.
         rng = random.Random(SEED)
@@ -830,7 +849,10 @@ run: {{dir: {runs}/tracking, log_every: 1}}
         plain_ref = [k.name for keys in parse_reference(ok(["config", "--reference"])).values() for k in keys]
         assert run_keys and len(train_keys) > len(run_keys) and serve_keys and tracking_keys, "no keys parsed"
         assert set(plain_ref) <= {k.name for k in train_keys}, "config --reference has keys --for train lacks"
+        hpo_keys = [k for keys in parse_reference(ok(["hpo", "--reference"])).values() for k in keys]
+        assert hpo_keys, "no hpo keys parsed"
         cls.scopes = {"run": run_keys, "train": train_keys, "serve": run_keys + serve_keys,
+                      "hpo": train_keys + hpo_keys,
                       "tracking": tracking_keys}
         cls.p, cls.inputs = p, inputs
         cls.pristine = os.path.join(root, "pristine")

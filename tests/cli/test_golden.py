@@ -17,12 +17,12 @@ UPDATE = os.environ.get("HPCML_UPDATE_GOLDENS") == "1"
 
 # Every subcommand, nested ones included.
 HELP = [[], ["info"], ["config"], ["train"], ["eval"], ["infer"], ["export"], ["models"], ["serve"],
-        ["datagen"], ["datagen", "tracking"], ["datagen", "jets"], ["datagen", "gw"], ["datagen", "calo"],
+        ["datagen"], ["datagen", "tracking"], ["datagen", "jets"], ["datagen", "gw"], ["datagen", "calo"], ["datagen", "lr"],
         ["bench"], ["bench", "allreduce"], ["bench", "ddp"], ["bench", "io"], ["bench", "model"], ["bench", "pack"],
-        ["bench", "serve"], ["tracking"], ["tracking", "train"], ["tracking", "eval"], ["tracking", "reference"]]
+        ["bench", "serve"], ["hpo"], ["hpo", "ask"], ["hpo", "tell"], ["tracking"], ["tracking", "train"], ["tracking", "eval"], ["tracking", "reference"]]
 
 REFERENCES = {"config-reference": ["config", "--reference"], "serve-reference": ["serve", "--reference"],
-              "tracking-reference": ["tracking", "reference"]}
+              "tracking-reference": ["tracking", "reference"], "hpo-reference": ["hpo", "--reference"]}
 
 # Bad configs and command lines: the one line each gets (paths made relative to the temp dir).
 ERRORS = [
@@ -43,6 +43,8 @@ ERRORS = [
     ["bench", "ddp", "--bucket-cap-mb", "0"],
     ["datagen", "jets", "-o", "@TMP@/j", "--events-per-file", "0"],
     ["trian"],
+    ["hpo"],
+    ["hpo", "tell", "--study", "@TMP@/s", "--trial", "0"],
 ]
 
 

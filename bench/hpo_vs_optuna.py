@@ -1,0 +1,172 @@
+#!/usr/bin/python3
+"""`hpcml hpo` against Optuna on one objective, in one run (docs/hpo.md, docs/benchmarks.md).
+
+Usage: /usr/bin/python3 bench/hpo_vs_optuna.py --workdir DIR [--seeds 5] [--trials 20] [--epochs 27]
+           [--hpcml build/bin/hpcml] [--json bench/results/hpo-vs-optuna.json] [--plot docs/img/hpo-vs-optuna.png]
+
+The objective: an MLP regressing FACILE's target (hpcml datagen calo channels, relative MSE, the
+validation loss after --epochs epochs, one thread per trial), over learning rate, weight decay,
+width and optimizer. Three contenders, each with the same space and the same number of trials on
+the same two cores, alternated seed by seed:
+  optuna      ../shared/anchors/optuna_reference.py --n-jobs 2 (Optuna's TPE, each trial an
+              `hpcml train` process);
+  hpo-asha    mpirun -n 2 hpcml hpo: TPE + ASHA (grace 1 epoch, eta 3) on 2 groups of 1 rank;
+  hpo         the same with the scheduler off.
+Times are from each command's launch. The target is the median over seeds of Optuna's best
+value; a run's time to target is when its best complete value first reaches it.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.dirname(HERE)
+ANCHOR = os.path.join(SOURCE, "..", "shared", "anchors", "optuna_reference.py")
+
+SPACE = {  # the anchor's names -> (hpcml's dotted key, spec)
+    "lr": ("optimizer.lr", {"type": "loguniform", "low": 1e-4, "high": 3e-2}),
+    "wd": ("optimizer.weight_decay", {"type": "loguniform", "low": 1e-6, "high": 1e-2}),
+    "hidden": ("model.hidden", {"type": "categorical", "choices": ["[32, 32]", "[64, 64]", "[128, 128]"]}),
+    "opt": ("optimizer.name", {"type": "categorical", "choices": ["sgd", "adam", "adamw"]}),
+}
+
+
+def base_config(data, epochs):
+    return {"runtime": {"threads": 1}, "log": {"level": "warn"},
+            "model": {"name": "mlp", "hidden": [64, 64]},
+            "data": {"name": "hdf5", "files": [f"{data}/calo-channels-0000[0-2].h5"],
+                     "validation_files": [f"{data}/calo-channels-00003.h5"], "input": "inputs", "target": "energy"},
+            "optimizer": {"name": "adam", "lr": 0.003},
+            "train": {"epochs": epochs, "batch_size": 128, "loss": "relative_mse", "log_every": 100000},
+            "run": {"progress": "lines"}}
+
+
+def run_optuna(args, work, seed):
+    base = os.path.join(work, "base.yaml")
+    space = os.path.join(work, "space.json")
+    cmd = [sys.executable, ANCHOR, "--space", space, "--trials", str(args.trials), "--metric-file",
+           "{rundir}/summary.json", "--metric", "validation.val_loss", "--direction", "minimize", "--seed", str(seed),
+           "--n-jobs", "2", "--", args.hpcml, "train", "-c", base, "--set", "optimizer.lr={lr}", "--set",
+           "optimizer.weight_decay={wd}", "--set", "model.hidden={hidden}", "--set", "optimizer.name={opt}",
+           "--set", "run.dir={rundir}"]
+    t0 = time.time()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    wall = time.time() - t0
+    r = json.loads(out.strip().splitlines()[-1])
+    offset = wall - r["wall_s"]  # the reference's start-up (import optuna) before its own clock
+    return {"impl": r["impl"], "seed": seed, "wall_s": wall, "best": r["best_value"], "trials": r["trials"],
+            "curve": [(p["t_s"] + offset, p["best"]) for p in r["best_so_far"]]}
+
+
+def run_hpcml(args, work, seed, asha, plots=False):
+    name = f"hpo-{'asha' if asha else 'none'}-s{seed}"
+    study_dir = os.path.join(work, name)
+    config = base_config(args.data, args.epochs)
+    config["hpo"] = {"space": {key: spec for key, spec in SPACE.values()}, "sampler": "tpe", "trials": args.trials,
+                     "seed": seed, "study_dir": study_dir, "plots": plots,
+                     "scheduler": ({"name": "asha", "grace_period": 1, "reduction_factor": 3,
+                                    "max_resource": args.epochs} if asha else {"name": "none"})}
+    path = os.path.join(work, name + ".yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f)
+    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "2", args.hpcml, "hpo", "-c", path]
+    t0 = time.time()
+    subprocess.run(cmd, capture_output=True, text=True, check=True)
+    wall = time.time() - t0
+    with open(os.path.join(study_dir, "summary.json")) as f:
+        s = json.load(f)
+    with open(os.path.join(study_dir, "study.json")) as f:
+        offset = json.load(f)["started_unix"] - t0
+    return {"impl": "hpcml-tpe-" + ("asha" if asha else "none"), "seed": seed, "wall_s": wall,
+            "best": s["best"]["value"], "trials": len(s["trials"]), "counts": s["counts"],
+            "idle_fraction": s.get("group_idle_fraction"),
+            "curve": [(p["t_s"] + offset, p["best"]) for p in s["best_so_far"]]}
+
+
+def time_to(curve, target):
+    return next((t for t, best in curve if best <= target), float("inf"))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=27)
+    ap.add_argument("--hpcml", default=os.path.join(SOURCE, "build", "bin", "hpcml"))
+    ap.add_argument("--json", default=os.path.join(SOURCE, "bench", "results", "hpo-vs-optuna.json"))
+    ap.add_argument("--plot", default=os.path.join(SOURCE, "docs", "img", "hpo-vs-optuna.png"))
+    args = ap.parse_args()
+    args.hpcml = os.path.abspath(args.hpcml)
+    work = os.path.abspath(args.workdir)
+    args.data = os.path.join(work, "data", "calo")
+    os.makedirs(work, exist_ok=True)
+    if not os.path.exists(os.path.join(args.data, "calo-channels-00003.h5")):
+        subprocess.run(["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "2", args.hpcml, "datagen", "calo",
+                        "-o", args.data, "--files", "4", "--events-per-file", "25000"], check=True)
+    with open(os.path.join(work, "base.yaml"), "w") as f:
+        yaml.safe_dump(base_config(args.data, args.epochs), f)
+    with open(os.path.join(work, "space.json"), "w") as f:
+        json.dump({name: spec for name, (_, spec) in SPACE.items()}, f)
+
+    runs = []
+    order = ["optuna", "asha", "none"]
+    for seed in range(args.seeds):
+        for who in order[seed % 3:] + order[:seed % 3]:  # rotate who goes first
+            if who == "optuna":
+                r = run_optuna(args, work, seed)
+            else:
+                r = run_hpcml(args, work, seed, asha=(who == "asha"), plots=(seed == 0))
+            runs.append(r)
+            print(json.dumps({k: v for k, v in r.items() if k != "curve"}), flush=True)
+
+    by = {}
+    for r in runs:
+        by.setdefault(r["impl"].split("-")[0] + ("" if r["impl"].startswith("optuna") else "-" + r["impl"].split("-")[-1]),
+                      []).append(r)
+    target = statistics.median(r["best"] for r in by["optuna"])
+    summary = {"target": target, "trials": args.trials, "epochs": args.epochs, "seeds": args.seeds, "impls": {}}
+    for impl, rs in by.items():
+        ttt = [time_to(r["curve"], target) for r in rs]
+        summary["impls"][impl] = {
+            "median_time_to_target_s": statistics.median(ttt), "times_to_target_s": ttt,
+            "reached": sum(t != float("inf") for t in ttt), "median_best": statistics.median(r["best"] for r in rs),
+            "median_wall_s": statistics.median(r["wall_s"] for r in rs),
+            "idle_fraction": [r.get("idle_fraction") for r in rs]}
+    o = summary["impls"]["optuna"]["median_time_to_target_s"]
+    for impl in ("hpcml-asha", "hpcml-none"):
+        summary["impls"][impl]["time_to_target_vs_optuna"] = summary["impls"][impl]["median_time_to_target_s"] / o
+    print(json.dumps(summary, indent=1))
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump({"summary": summary, "runs": runs}, f, indent=1, default=str)
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {"optuna": "tab:orange", "hpcml-asha": "tab:blue", "hpcml-none": "tab:green"}
+    for impl, rs in by.items():
+        for i, r in enumerate(rs):
+            xs = [t for t, _ in r["curve"]] + [r["wall_s"]]
+            ys = [b for _, b in r["curve"]] + [r["curve"][-1][1]]
+            ax.step(xs, ys, where="post", color=colors.get(impl, "k"), alpha=0.7, label=impl if i == 0 else None)
+    ax.axhline(target, color="k", ls="--", lw=0.8, label="target (Optuna's median best)")
+    ax.set_xlabel("seconds since launch")
+    ax.set_ylabel("best validation loss so far")
+    ax.set_ylim(top=min(ax.get_ylim()[1], target * 2.5))
+    ax.set_title(f"{args.trials} trials, 2 cores, {args.seeds} seeds each")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(args.plot), exist_ok=True)
+    fig.savefig(args.plot, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
