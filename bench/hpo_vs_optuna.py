@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """`hpcml hpo` against Optuna on one objective, in one run (docs/hpo.md, docs/benchmarks.md).
 
-Usage: /usr/bin/python3 bench/hpo_vs_optuna.py --workdir DIR [--seeds 5] [--trials 20] [--epochs 27]
+Usage: /usr/bin/python3 bench/hpo_vs_optuna.py --workdir DIR [--seeds 5] [--trials 16] [--epochs 36] [--asha-trials N]
            [--hpcml build/bin/hpcml] [--json bench/results/hpo-vs-optuna.json] [--plot docs/img/hpo-vs-optuna.png]
 
 The objective: an MLP regressing FACILE's target (hpcml datagen calo channels, relative MSE, the
@@ -10,8 +10,10 @@ width and optimizer. Three contenders, each with the same space and the same num
 the same two cores, alternated seed by seed:
   optuna      ../shared/anchors/optuna_reference.py --n-jobs 2 (Optuna's TPE, each trial an
               `hpcml train` process);
-  hpo-asha    mpirun -n 2 hpcml hpo: TPE + ASHA (grace 1 epoch, eta 3) on 2 groups of 1 rank;
-  hpo         the same with the scheduler off.
+  hpo-asha    mpirun -n 2 hpcml hpo: TPE + ASHA (grace 1 epoch, eta 3) on 2 groups of 1 rank, with
+              --asha-trials trials (default 4x: the budget is compute, and a trial stopped at a rung
+              costs a fraction of a whole one);
+  hpo         the same with the scheduler off and --trials trials, as Optuna.
 Times are from each command's launch. The target is the median over seeds of Optuna's best
 value; a run's time to target is when its best complete value first reaches it.
 """
@@ -68,7 +70,8 @@ def run_hpcml(args, work, seed, asha, plots=False):
     name = f"hpo-{'asha' if asha else 'none'}-s{seed}"
     study_dir = os.path.join(work, name)
     config = base_config(args.data, args.epochs)
-    config["hpo"] = {"space": {key: spec for key, spec in SPACE.values()}, "sampler": "tpe", "trials": args.trials,
+    trials = args.asha_trials if asha else args.trials
+    config["hpo"] = {"space": {key: spec for key, spec in SPACE.values()}, "sampler": "tpe", "trials": trials,
                      "seed": seed, "study_dir": study_dir, "plots": plots,
                      "scheduler": ({"name": "asha", "grace_period": 1, "reduction_factor": 3,
                                     "max_resource": args.epochs} if asha else {"name": "none"})}
@@ -85,6 +88,7 @@ def run_hpcml(args, work, seed, asha, plots=False):
         offset = json.load(f)["started_unix"] - t0
     return {"impl": "hpcml-tpe-" + ("asha" if asha else "none"), "seed": seed, "wall_s": wall,
             "best": s["best"]["value"], "trials": len(s["trials"]), "counts": s["counts"],
+            "epochs_trained": sum(t.get("resource", 0) for t in s["trials"] if t["state"] in ("complete", "pruned")),
             "idle_fraction": s.get("group_idle_fraction"),
             "curve": [(p["t_s"] + offset, p["best"]) for p in s["best_so_far"]]}
 
@@ -97,13 +101,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--trials", type=int, default=20)
-    ap.add_argument("--epochs", type=int, default=27)
+    ap.add_argument("--trials", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=36)
+    ap.add_argument("--asha-trials", type=int, default=0,
+                    help="trials of the ASHA study (default 4x --trials: a pruned trial costs a fraction of one)")
     ap.add_argument("--hpcml", default=os.path.join(SOURCE, "build", "bin", "hpcml"))
     ap.add_argument("--json", default=os.path.join(SOURCE, "bench", "results", "hpo-vs-optuna.json"))
     ap.add_argument("--plot", default=os.path.join(SOURCE, "docs", "img", "hpo-vs-optuna.png"))
     args = ap.parse_args()
     args.hpcml = os.path.abspath(args.hpcml)
+    args.asha_trials = args.asha_trials or 4 * args.trials
     work = os.path.abspath(args.workdir)
     args.data = os.path.join(work, "data", "calo")
     os.makedirs(work, exist_ok=True)

@@ -144,8 +144,7 @@ std::string ask(const std::string& study, const std::optional<HpoConfig>& given)
     HPCML_THROW(ConfigError, "hpo ask: ", why);
   };
   if (n >= c.hpo.trials) give_up("the study in '" + study + "' has all its " + std::to_string(c.hpo.trials) + " trials (hpo.trials)");
-  std::vector<hpo::TrialRecord> history;
-  for (const auto& t : read_trials(c, study)) history.push_back(t.record);
+  const std::vector<hpo::TrialRecord> history = sampler_history(read_trials(c, study));
   hpo::Rng rng = trial_rng(c.hpo.seed, n);
   const auto params = make_study_sampler(c)->ask(history, rng);
   if (!params) give_up("the grid of the study in '" + study + "' is exhausted (every point was asked)");

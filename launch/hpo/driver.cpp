@@ -95,21 +95,25 @@ json run_part(const HpoConfig& c, const Context& world, const farm::Task& task, 
 }
 
 // The groups' idle share of this run's wall time up to the final drain (the last hand-out):
-// from the parts' start and end times.
+// from each completed part's start and end on its group. A failed part has no times in its
+// result and counts as idle (an overestimate, by its set-up and the steps before it failed).
 double idle_fraction(const std::vector<farm::TaskResult>& results, int workers, double run_start) {
+  struct Span {
+    double begin, end;
+  };
+  std::vector<Span> spans;
+  for (const auto& r : results) {
+    if (r.replayed) continue;
+    if (r.ok && r.result.contains("started_unix")) {
+      spans.push_back({r.result["started_unix"].get<double>(), r.result["finished_unix"].get<double>()});
+    }
+  }
   double drain = run_start;
-  for (const auto& r : results) {
-    if (!r.replayed && r.ok && r.result.contains("started_unix")) drain = std::max(drain, r.result["started_unix"].get<double>());
-  }
+  for (const auto& s : spans) drain = std::max(drain, s.begin);
   const double window = drain - run_start;
-  if (window <= 0 || workers <= 0) return -1;
+  if (window <= 0 || workers <= 0 || spans.empty()) return -1;
   double busy = 0;
-  for (const auto& r : results) {
-    if (r.replayed || !r.ok || !r.result.contains("finished_unix")) continue;
-    const double end = std::min(drain, r.result["finished_unix"].get<double>());
-    const double begin = std::max(run_start, end - r.seconds);
-    busy += std::max(0.0, end - begin);
-  }
+  for (const auto& s : spans) busy += std::max(0.0, std::min(drain, s.end) - std::max(run_start, s.begin));
   return std::clamp(1.0 - busy / (window * workers), 0.0, 1.0);
 }
 

@@ -78,7 +78,8 @@ void check_space_against_base(const HpoConfig& c) {
 int64_t asha_budget(const HpoConfig& c) {
   const auto& s = c.hpo.scheduler;
   const auto& train = c.base_config.train;
-  if (s.name != "asha") return 0;
+  // Without a scheduler: every trial's whole run, in its own unit (for trials.csv).
+  if (s.name != "asha") return train.max_steps > 0 ? train.max_steps : train.epochs;
   if (s.max_resource > 0) return s.max_resource;
   if (s.resource == "steps") {
     HPCML_CHECK_AS(ConfigError, train.max_steps > 0,
@@ -235,12 +236,24 @@ std::vector<farm::Task> Study::start(int workers) {
   return tasks;
 }
 
-std::vector<hpo::TrialRecord> Study::history() const {
+std::vector<hpo::TrialRecord> sampler_history(const std::vector<Trial>& trials) {
   std::vector<hpo::TrialRecord> records;
-  records.reserve(trials_.size());
-  for (const auto& t : trials_) records.push_back(t.record);
+  records.reserve(trials.size());
+  for (const auto& t : trials) {
+    hpo::TrialRecord r = t.record;
+    // A failed point (diverged, raised) is a bad point: it joins TPE's bad group as a trial
+    // stopped before its first rung, rather than being forgotten and proposed again.
+    if (r.state == hpo::TrialState::kFailed) {
+      r.state = hpo::TrialState::kPruned;
+      r.value.reset();
+      r.resource = 0;
+    }
+    records.push_back(r);
+  }
   return records;
 }
+
+std::vector<hpo::TrialRecord> Study::history() const { return sampler_history(trials_); }
 
 std::optional<farm::Task> Study::ask() {
   if (exhausted_ || static_cast<int64_t>(trials_.size()) >= c_.hpo.trials) return std::nullopt;
@@ -301,7 +314,7 @@ std::vector<farm::Task> Study::on_result(const farm::TaskResult& r) {
     } else {
       t.record.state = hpo::TrialState::kComplete;
       t.record.value = value;
-      t.record.resource = static_cast<double>(until > 0 ? until : c_.max_resource);
+      t.record.resource = static_cast<double>(c_.max_resource);
     }
   }
   if (ended) {

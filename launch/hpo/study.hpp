@@ -113,7 +113,7 @@ struct HpoConfig {
   config::Document environment;  ///< HPCML_* variables, applied under every trial
   config::Document base;         ///< the training keys (base file, then this file's), without `hpo`
   TrainConfig base_config;       ///< `base` read, defaults filled in
-  int64_t max_resource = 0;      ///< asha: the trials' whole budget, in scheduler.resource units
+  int64_t max_resource = 0;      ///< a trial's whole budget (asha: in scheduler.resource units; none: epochs, or steps with train.max_steps)
 };
 
 /// Reads `file` (`hpo` section and training keys) over `environment`. Every trial value the
@@ -157,7 +157,7 @@ class Study {
   /// and the next trial is asked for.
   std::vector<farm::Task> on_result(const farm::TaskResult& result);
   const std::vector<Trial>& trials() const { return trials_; }
-  /// Every trial as hpo::TrialRecord (running ones included).
+  /// Every trial as the sampler sees it (sampler_history).
   std::vector<hpo::TrialRecord> history() const;
 
  private:
@@ -173,6 +173,11 @@ class Study {
   std::map<std::string, nlohmann::json> specs_;  // task id -> spec
   bool exhausted_ = false;                        // the grid has no point left
 };
+
+/// The trials as hpo::TrialRecord for a sampler (running ones included). A failed trial is
+/// passed as pruned before its first rung with no value: TPE ranks it last (bad group), so a
+/// region that diverges is not proposed again and again.
+std::vector<hpo::TrialRecord> sampler_history(const std::vector<Trial>& trials);
 
 /// The sampler `c` names over its space.
 std::unique_ptr<hpo::Sampler> make_study_sampler(const HpoConfig& c);
