@@ -10,7 +10,7 @@ width and optimizer. Three contenders, each with the same space and the same num
 the same two cores, alternated seed by seed:
   optuna      ../shared/anchors/optuna_reference.py --n-jobs 2 (Optuna's TPE, each trial an
               `hpcml train` process);
-  hpo-asha    mpirun -n 2 hpcml hpo: TPE + ASHA (grace 1 epoch, eta 3) on 2 groups of 1 rank, with
+  hpo-asha    mpirun -n 2 hpcml hpo: TPE + ASHA (grace --asha-grace epochs, default 1; eta 3) on 2 groups of 1 rank, with
               --asha-trials trials (default 4x: the budget is compute, and a trial stopped at a rung
               costs a fraction of a whole one);
   hpo         the same with the scheduler off and --trials trials, as Optuna.
@@ -73,7 +73,7 @@ def run_hpcml(args, work, seed, asha, plots=False):
     trials = args.asha_trials if asha else args.trials
     config["hpo"] = {"space": {key: spec for key, spec in SPACE.values()}, "sampler": "tpe", "trials": trials,
                      "seed": seed, "study_dir": study_dir, "plots": plots,
-                     "scheduler": ({"name": "asha", "grace_period": 1, "reduction_factor": 3,
+                     "scheduler": ({"name": "asha", "grace_period": args.asha_grace, "reduction_factor": 3,
                                     "max_resource": args.epochs} if asha else {"name": "none"})}
     path = os.path.join(work, name + ".yaml")
     with open(path, "w") as f:
@@ -103,6 +103,7 @@ def main():
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--trials", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=36)
+    ap.add_argument("--asha-grace", type=int, default=1, help="ASHA's first rung, in epochs")
     ap.add_argument("--asha-trials", type=int, default=0,
                     help="trials of the ASHA study (default 4x --trials: a pruned trial costs a fraction of one)")
     ap.add_argument("--hpcml", default=os.path.join(SOURCE, "build", "bin", "hpcml"))
@@ -138,7 +139,8 @@ def main():
         by.setdefault(r["impl"].split("-")[0] + ("" if r["impl"].startswith("optuna") else "-" + r["impl"].split("-")[-1]),
                       []).append(r)
     target = statistics.median(r["best"] for r in by["optuna"])
-    summary = {"target": target, "trials": args.trials, "epochs": args.epochs, "seeds": args.seeds, "impls": {}}
+    summary = {"target": target, "trials": args.trials, "asha_trials": args.asha_trials, "asha_grace": args.asha_grace,
+               "epochs": args.epochs, "seeds": args.seeds, "impls": {}}
     for impl, rs in by.items():
         ttt = [time_to(r["curve"], target) for r in rs]
         summary["impls"][impl] = {
