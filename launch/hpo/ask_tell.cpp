@@ -30,10 +30,6 @@ using nlohmann::json;
 
 namespace {
 
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 fs::path trials_dir(const std::string& study) { return fs::path(study) / "trials"; }
 
 std::string read_text(const fs::path& path) {

@@ -27,10 +27,6 @@ using nlohmann::json;
 
 namespace {
 
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 // Rank 0: study.json holds the study's identity, start and groups. A new study writes it; a
 // re-run must match it. Returns the study's start (unix seconds).
 double open_study(const HpoConfig& c, int workers) {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
@@ -56,6 +57,17 @@ config::Document base_document(const config::Document& file, const YAML::Node& t
   return doc;
 }
 
+// A deep copy of `doc` that shares no YAML node with it. (Assigning a clone to a copied
+// Document's root would not do: yaml-cpp's Node::operator= on a node that refers to another
+// writes through to the node referred to, so the overrides would land in the original.)
+config::Document fresh_copy(const config::Document& doc) {
+  config::Document copy;
+  copy.root = YAML::Clone(doc.root);
+  copy.source = doc.source;
+  copy.sources = doc.sources;
+  return copy;
+}
+
 std::string value_text(const hpo::ParamSpec& spec, double x) {
   return spec.is_int() ? std::to_string(static_cast<int64_t>(x)) : hpo::to_string(hpo::Value(x));
 }
@@ -66,8 +78,7 @@ void check_space_against_base(const HpoConfig& c) {
     std::vector<std::string> values = spec.choices;
     if (!spec.is_categorical()) values = {value_text(spec, spec.low), value_text(spec, spec.high)};
     for (const auto& value : values) {
-      config::Document doc = c.base;
-      doc.root = YAML::Clone(c.base.root);
+      config::Document doc = fresh_copy(c.base);
       config::apply_override(doc, spec.key + "=" + value, "hpo.space." + spec.key + " (value " + value + ")");
       TrainConfig probe;
       read_layers(c.environment, doc, probe);
@@ -146,8 +157,7 @@ std::string trial_dir(const std::string& study_dir, int64_t n) {
 }
 
 TrainConfig trial_config(const HpoConfig& c, const hpo::Params& params, int64_t n) {
-  config::Document doc = c.base;
-  doc.root = YAML::Clone(c.base.root);
+  config::Document doc = fresh_copy(c.base);
   for (const auto& [key, value] : params) {
     config::apply_override(doc, key + "=" + hpo::to_string(value), fmt::format("hpo trial {} ({})", n, key));
   }
@@ -206,6 +216,10 @@ std::unique_ptr<hpo::Sampler> make_study_sampler(const HpoConfig& c) {
 hpo::Rng trial_rng(int seed, int64_t n) {
   std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(n), static_cast<uint32_t>(n >> 32)};
   return hpo::Rng(seq);
+}
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 const char* to_string(hpo::TrialState state) {
@@ -319,7 +333,7 @@ std::vector<farm::Task> Study::on_result(const farm::TaskResult& r) {
   }
   if (ended) {
     const double finished = r.ok && r.result.contains("finished_unix") ? r.result.at("finished_unix").get<double>()
-                                                                        : static_cast<double>(std::time(nullptr));
+                                                                        : unix_now();
     t.finished_s = std::max(0.0, finished - started_unix_);
     if (auto task = ask()) next.push_back(*task);
   }

@@ -202,6 +202,9 @@ void write_outputs(const HpoConfig& c, const std::vector<Trial>& trials, const S
 /// The best complete trial (nullptr when none).
 const Trial* best_trial(const std::vector<Trial>& trials, hpo::Direction direction);
 
+/// Seconds since the Unix epoch (the study's wall times: study.json, trial parts, asks and tells).
+double unix_now();
+
 /// "running", "complete", "pruned", "failed".
 const char* to_string(hpo::TrialState state);
 

@@ -41,6 +41,7 @@
 #include "models/registry.hpp"
 #include "launch/train/checkpoint.hpp"
 #include "launch/train/evaluation.hpp"
+#include "launch/train/run_dir.hpp"
 #include "launch/train/setup.hpp"
 
 namespace hpcml::launch {
@@ -48,20 +49,6 @@ namespace hpcml::launch {
 namespace fs = std::filesystem;
 
 namespace {
-
-void write_atomically(const fs::path& path, const std::string& text) { write_file_atomically(path.string(), text); }
-
-void truncate_metrics(const fs::path& path, int64_t step) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::string kept, line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    const auto row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (row.is_object() && row.value("step", int64_t{0}) <= step) kept += line + "\n";
-  }
-  write_atomically(path, kept);
-}
 
 // Why a training loss is not finite, as far as this rank's batch tells: a non-finite
 // value in an input, else the model or its loss diverged.
@@ -113,21 +100,6 @@ class Progress {
 
 // ---- start-up -----------------------------------------------------------------
 
-// A fresh run never mixes with another in one directory: refused here, before any
-// work; with run.overwrite the other run is moved aside once start-up has succeeded.
-// Returns what occupies run.dir (rank 0; "" elsewhere and when it is free).
-std::string refuse_occupied_run_dir(const TrainConfig& c, int rank) {
-  const fs::path run_dir = c.run.dir;
-  const std::string occupant =
-      rank == 0 && c.run.resume != "auto"
-          ? describe_run(run_dir, {"config.yaml", "metrics.jsonl", "summary.json", "trace.json"}, "checkpoints")
-          : std::string();
-  HPCML_CHECK_AS(ConfigError, occupant.empty() || c.run.overwrite, "config error: key 'run.dir': '", run_dir.string(),
-                 "' holds another run (", occupant, "); continue it with --resume, choose another run.dir, or pass "
-                 "--overwrite (run.overwrite: true) to move it aside");
-  return occupant;
-}
-
 // SyncBatchNorm: batch-norm statistics over the global batch, on a communicator of
 // its own (its blocking allreduces run inside forward and backward). Returns that
 // communicator (none on one rank or without model.sync_batch_norm).
@@ -142,26 +114,6 @@ collectives::BackendPtr synchronize_batch_norm(Context& ctx, const TrainConfig& 
                  "' with none (the MLP has none; TorchScript modules are out of scope)");
   if (n > 1) HPCML_LOG_INFO("SyncBatchNorm: {} batch-norm layer(s) use the global batch's statistics", layers);
   return group;
-}
-
-// Rank 0, once start-up has succeeded (config, data, model, checkpoint): only now is
-// run.dir written. Another run found there is moved aside; a resumed run's metrics
-// lose the lines after its checkpoint.
-void prepare_run_dir(const TrainConfig& c, const std::string& occupant, const std::string& config_yaml,
-                     const ResumePoint& start) {
-  const fs::path run_dir = c.run.dir;
-  if (!occupant.empty()) {
-    const fs::path aside = moved_aside_name(run_dir);
-    fs::rename(run_dir, aside);
-    HPCML_LOG_WARN("run.dir {} held another run ({}): moved it to {}", run_dir.string(), occupant, aside.string());
-  }
-  fs::create_directories(checkpoint_dir(c.run.dir));
-  write_atomically(run_dir / "config.yaml", config_yaml);
-  if (start.resumed) {
-    truncate_metrics(run_dir / "metrics.jsonl", start.step);
-  } else {
-    write_atomically(run_dir / "metrics.jsonl", "");
-  }
 }
 
 // ---- the step loop ------------------------------------------------------------
@@ -521,39 +473,6 @@ void TrainLoop::checkpoint(int64_t step_done) {
     prune_checkpoints(c_.run.dir, c_.checkpoint.keep);
   }
   world_.barrier();
-}
-
-// ---- after the loop -----------------------------------------------------------
-
-// run.trace: every rank's events gathered into run.dir/trace.json (collective; rank 0 writes).
-void write_trace(collectives::Backend& world, const fs::path& run_dir) {
-  const auto mine = trace::to_json_events(world.rank());
-  at::Tensor bytes = at::empty({static_cast<int64_t>(mine.size())}, at::kByte);
-  std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
-  const auto all = world.allgather_varying(bytes);
-  if (world.rank() == 0) {
-    std::string json = "[\n";
-    for (size_t r = 0; r < all.size(); ++r) {
-      json += (r ? ",\n" : "") + std::string(static_cast<const char*>(all[r].data_ptr()), all[r].numel());
-    }
-    write_atomically(run_dir / "trace.json", json + "\n]\n");
-  }
-}
-
-// Rank 0, after a run that completed: run.dir/summary.json.
-void write_summary(const Context& ctx, const fs::path& run_dir, int64_t total_steps, models::Model& model,
-                   const std::string& digest, const nlohmann::json& last_validation) {
-  nlohmann::json summary = {{"steps", total_steps},
-                            {"ranks", ctx.world->size()},
-                            {"threads", ctx.threads.intra_op},
-                            {"model", model.name()},
-                            {"parameters", models::parameter_count(model)},
-                            {"parameters_sha256", digest},
-                            {"hpcml_version", HPCML_VERSION},
-                            {"git_revision", HPCML_GIT_REVISION}};
-  if (!last_validation.is_null()) summary["validation"] = last_validation;
-  write_atomically(run_dir / "summary.json", summary.dump(2) + "\n");
-  HPCML_LOG_INFO("done: {} steps; parameters sha256 {}", total_steps, digest);
 }
 
 }  // namespace

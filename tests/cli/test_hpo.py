@@ -120,6 +120,28 @@ class StudyOnGroupsTest(unittest.TestCase):
                 self.assertNotIn("hpo", best_config)
 
 
+class InactiveParameterTest(unittest.TestCase):
+    def test_an_inactive_conditional_keeps_the_base_value(self):
+        # momentum is active only with sgd: the adam trial keeps the base's 0.5, never a value
+        # checked at start-up or set for an earlier trial.
+        tmp = tempfile.mkdtemp(prefix="hpcml-hpo-cond-")
+        hpo = {"sampler": "grid", "trials": 5,
+               "space": {"optimizer.name": {"type": "categorical", "choices": ["sgd", "adam"]},
+                         "optimizer.momentum": {"type": "uniform", "low": 0.1, "high": 0.9, "grid_points": 2,
+                                                "when": {"optimizer.name": "sgd"}}}}
+        cfg = study_config(tmp, "cond", hpo, optimizer={"name": "sgd", "lr": 0.01, "momentum": 0.5})
+        rc, _, err, _ = run(["hpo", "-c", cfg], timeout=120)
+        self.assertEqual(rc, 0, err)
+        study = os.path.join(tmp, "cond")
+        seen = []
+        for t in read_trials(study):
+            with open(os.path.join(study, "trials", t["trial"], "config.yaml")) as f:
+                opt = yaml.safe_load(f)["optimizer"]
+            seen.append((opt["name"], opt["momentum"]))
+            self.assertEqual(opt["lr"], 0.01)
+        self.assertEqual(sorted(seen), [("adam", 0.5), ("sgd", 0.1), ("sgd", 0.9)])
+
+
 def asha_decisions(events, eta, max_resource):
     """The ASHA rule replayed from the journal's results, in arrival order: at each rung, a report
     continues iff it is at least as good as the m-th best of the rung's reports so far (itself
