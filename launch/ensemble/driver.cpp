@@ -242,6 +242,7 @@ void write_summary(const EnsembleConfig& c, const farm::FarmReport& report, cons
   std::map<std::string, int> totals;
   for (const auto& m : members) {
     json& v = variations[m["variation"].get<std::string>()];
+    if (v.is_null()) v = json::object();
     const std::string state_name = m["state"];
     v[state_name] = v.value(state_name, 0) + 1;
     ++totals[state_name];

@@ -86,8 +86,13 @@ std::vector<Variation> read_variations(const YAML::Node& node, const std::string
 
 // The variation's training document: the base with its overrides.
 config::Document variation_document(const EnsembleConfig& c, const Variation& v) {
-  config::Document doc = c.base;
+  // A fresh document: assigning to a copy of c.base's root (`doc = c.base; doc.root = ...`) would
+  // re-point the node that c.base shares (yaml-cpp's reference semantics), and every variation's
+  // overrides would land in the base.
+  config::Document doc;
   doc.root = YAML::Clone(c.base.root);
+  doc.source = c.base.source;
+  doc.sources = c.base.sources;
   for (const auto& [key, value] : v.overrides) {
     HPCML_CHECK_AS(ConfigError, key.rfind("run.", 0) != 0 && key.rfind("ensemble", 0) != 0,
                    "config error: key 'ensemble.variations.", v.name, ".", key,
