@@ -44,6 +44,8 @@ void add_serve_command(CLI::App& app, CommonOptions& common, Runner& selected);
 void add_tracking_command(CLI::App& app, CommonOptions& common, Runner& selected);
 /// `hpo`, with `hpo ask` and `hpo tell`.
 void add_hpo_command(CLI::App& app, CommonOptions& common, Runner& selected);
+/// `ensemble`: members x variations on rank groups (launch/ensemble/).
+void add_ensemble_command(CLI::App& app, CommonOptions& common, Runner& selected);
 /// `bench ddp`, under the `bench` subcommand.
 void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 /// `bench io`, under the `bench` subcommand.

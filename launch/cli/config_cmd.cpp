@@ -4,9 +4,23 @@
 
 #include "core/config.hpp"
 #include "launch/cli/command.hpp"
+#include "launch/ensemble/ensemble_config.hpp"
 #include "launch/train/train_config.hpp"
 
 namespace hpcml::launch::cli {
+
+namespace {
+
+// The `ensemble` section as written in a config, for the reference.
+struct EnsembleKeys {
+  ensemble::EnsembleSection ensemble;
+  template <typename V>
+  void describe(V& v) {
+    v.section("ensemble", ensemble, "hpcml ensemble: members x variations of a training config");
+  }
+};
+
+}  // namespace
 
 void add_config_command(CLI::App& app, CommonOptions& common, Runner& selected) {
   auto* sub = app.add_subcommand(
@@ -44,6 +58,10 @@ void add_config_command(CLI::App& app, CommonOptions& common, Runner& selected) 
                                   }),
                    rows.end());
         std::cout << config::reference_markdown(rows);
+        std::cout << "\n## `hpcml ensemble`\n\nThe keys of `hpcml train` (the members' base config), and the "
+                     "`ensemble` section; `ensemble.variations` maps each variation's name to dotted training keys "
+                     "and values (docs/ensembles.md):\n\n"
+                  << config::reference_markdown(config::reference<EnsembleKeys>());
       } else if (*schema == "train") {
         std::cout << config::to_yaml(*train_config);
       } else {

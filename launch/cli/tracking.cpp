@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "core/config.hpp"
+#include "core/files.hpp"
 #include "launch/cli/command.hpp"
 #include "launch/tracking/tracking.hpp"
 
@@ -43,6 +44,8 @@ void add_tracking_command(CLI::App& app, CommonOptions& common, Runner& selected
                    "Also write the weights and the first validation event's per-stage inputs and outputs to this HDF5 "
                    "file (rank 0; for the Python twin models/twins/tracking.py)");
   eval->callback([&selected, &common, config, parser, weights, dump] {
+    // Checked at parse time, like export's -o: the dump never replaces the weights or the config.
+    if (!dump->empty()) check_output_path(*dump, {*weights, common.config_path}, "--dump-event");
     common.parser = parser;
     selected = [config, weights, dump](Context& c) {
       require_cpu(c, "hpcml tracking eval");

@@ -6,6 +6,7 @@
 #include "core/files.hpp"
 #include "core/limits.hpp"
 #include "launch/cli/command.hpp"
+#include "launch/ensemble/infer.hpp"
 #include "launch/infer/campaign.hpp"
 #include "launch/infer/posterior.hpp"
 #include "launch/train/trainer.hpp"
@@ -124,10 +125,18 @@ void add_infer_command(CLI::App& app, CommonOptions& common, Runner& selected) {
                      "samples of a density model)");
       if (!campaign) check_output_path(options->output, {options->input, options->checkpoint}, "-o/--output");
       if (campaign && !options->checkpoint.empty()) config->infer.checkpoint = options->checkpoint;
+      const bool ensemble = ensemble::is_ensemble_dir(config->run.dir);
+      HPCML_CHECK_AS(ConfigError, !ensemble || (campaign && options->checkpoint.empty() && config->infer.checkpoint.empty()),
+                     "infer: run.dir '", config->run.dir, "' is an ensemble: expected infer.inputs (a campaign over "
+                     "files) and no checkpoint (every complete member's newest is used)");
+      HPCML_CHECK_AS(ConfigError, ensemble || !config->infer.members, "config error: key 'infer.members': expected "
+                     "false unless run.dir is an `hpcml ensemble` directory (it holds no ensemble.json: '",
+                     config->run.dir, "')");
       return run;
     };
     selected = [config, options, flags](Context& c) {
       require_cpu(c, "hpcml infer");
+      if (ensemble::is_ensemble_dir(config->run.dir)) return ensemble::run_ensemble_infer(c, *config, *flags);
       if (!config->infer.inputs.empty()) return run_campaign(c, *config, *flags);
       return infer(c, *config, *options);
     };

@@ -73,6 +73,9 @@ struct Campaign {
   std::unique_ptr<models::Model> model;
   models::flows::NsfModel* flow = nullptr;  // model, when the task is density
   std::unique_ptr<CampaignService> service;  // infer.via: service: the workers' client
+  std::string model_name;                    // provenance
+  // A caller's model (CampaignModel): each batch's value columns.
+  std::function<std::vector<at::Tensor>(const models::Inputs&)> forward;
 };
 
 std::string unit_id(size_t file, int64_t first) { return std::to_string(file) + ":" + std::to_string(first); }
@@ -136,11 +139,12 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
   double read_s = 0, compute_s = 0;
   test_hook_delay(task.id);
   std::vector<at::Tensor> outputs;
+  std::vector<std::vector<at::Tensor>> given(k.forward ? k.values.size() : 0);  // a caller's columns
   std::vector<std::future<serve::InferResult>> sent;
   std::vector<Posteriors> drawn;
   std::map<std::string, std::vector<at::Tensor>> copied;
   at::NoGradGuard no_grad;
-  k.model->set_training(false);
+  if (k.model) k.model->set_training(false);
   const auto gw = k.flow ? models::flows::gw_options_from_file(file) : io::gw::GwOptions{};
   for (int64_t b = first; b < first + rows; b += k.c.infer.batch_size) {
     const int64_t n = std::min<int64_t>(k.c.infer.batch_size, first + rows - b);
@@ -157,6 +161,9 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
       for (int64_t i = 0; i < n; ++i) at_rows[static_cast<size_t>(i)] = b + i;
       drawn.push_back(draw_posteriors(*k.flow, strain, at_rows, index, static_cast<uint64_t>(k.c.infer.seed),
                                       k.c.infer.samples, gw));
+    } else if (k.forward) {
+      auto columns = k.forward(e.inputs);
+      for (size_t j = 0; j < given.size(); ++j) given[j].push_back(std::move(columns.at(j)));
     } else if (k.service) {
       sent.push_back(k.service->submit(e));  // every batch of the unit in flight at once
     } else {
@@ -189,10 +196,15 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
     columns = posterior_columns(all);
   } else {
     columns.push_back(io::column_from_tensor("row", at::arange(first, first + rows, at::kLong)));
-    columns.push_back(io::column_from_tensor(k.values.front(), at::cat(outputs).contiguous()));
+    if (k.forward) {
+      for (size_t j = 0; j < given.size(); ++j)
+        columns.push_back(io::column_from_tensor(k.values[j], at::cat(given[j]).contiguous()));
+    } else {
+      columns.push_back(io::column_from_tensor(k.values.front(), at::cat(outputs).contiguous()));
+    }
   }
   for (const auto& name : k.copies) columns.push_back(io::column_from_tensor(name, at::cat(copied[name]).contiguous()));
-  io::Provenance p{k.model->name(), k.digest, "", file, first, rows};
+  io::Provenance p{k.model_name, k.digest, "", file, first, rows};
   const fs::path final_path = k.parts / part_name(index, first);
   const fs::path tmp = k.parts / (part_name(index, first) + ".tmp." + std::to_string(::getpid()));
   bool committed = false;
@@ -240,20 +252,17 @@ json assemble(Campaign& k, const farm::Task& task) {
     for (size_t c = 0; c < cols.size(); ++c) io::append_rows(cols[c], more[c]);
   }
   const int64_t rows = cols.front().rows();
-  io::Provenance p{k.model->name(), k.digest, config::to_yaml(k.c), fs::absolute(k.inputs[index]).string(), 0, rows};
+  io::Provenance p{k.model_name, k.digest, config::to_yaml(k.c), fs::absolute(k.inputs[index]).string(), 0, rows};
   writing(k, [&] { io::write_predictions(out.string(), std::move(cols), p, k.schema); });
   fsync_file(k.dir.string());
   for (const auto& part : parts) fs::remove(part);
   return {{"output", out.string()}, {"rows", rows}};
 }
 
-}  // namespace
-
-namespace {
-
 // Rank 0: the campaign directory, its fingerprint (refusing another campaign's
 // directory), the pinned checkpoint. Returns the checkpoint to load.
-std::string prepare_directory(const Campaign& k, const TrainConfig& c, const CampaignFlags& flags) {
+std::string prepare_directory(const Campaign& k, const TrainConfig& c, const CampaignFlags& flags,
+                              bool own_model) {
   const fs::path record = k.dir / "campaign.json";
   if (flags.fresh && fs::exists(k.dir)) {
     const std::string aside = moved_aside_name(k.dir.string());
@@ -266,6 +275,7 @@ std::string prepare_directory(const Campaign& k, const TrainConfig& c, const Cam
     before = json::parse(in, nullptr, false);
     HPCML_CHECK_AS(IoError, before.is_object(), "campaign: '", record.string(), "' is not valid JSON");
   }
+  if (own_model) return "";  // a caller's model (CampaignModel) loads its own weights
   // The checkpoint: infer.checkpoint, else the one pinned at the first run, else the newest.
   std::string checkpoint = c.infer.checkpoint;
   if (checkpoint.empty() && before.is_object()) checkpoint = before.value("checkpoint", "");
@@ -274,10 +284,6 @@ std::string prepare_directory(const Campaign& k, const TrainConfig& c, const Cam
                  "none in '", c.run.dir, "/checkpoints' (run.dir)");
   return checkpoint;
 }
-
-}  // namespace
-
-namespace {
 
 // Rank 0: one task per unit of every input (whole HDF5 chunks), plus what earlier runs
 // committed outside the journal; a file that does not open gets an "open" task that
@@ -405,10 +411,6 @@ int run_units(Context& ctx, Campaign& k, const CampaignFlags& flags) {
   return campaign_files::write_summary(k.dir, report, std::move(summary));
 }
 
-}  // namespace
-
-namespace {
-
 // The campaign's inputs and directories from its config (no file touched).
 Campaign describe_campaign(const TrainConfig& config) {
   Campaign k;
@@ -466,6 +468,7 @@ void load_flow(Campaign& k, const std::string& checkpoint) {
                                "a campaign unit's posterior draws", "infer.unit_rows x infer.samples");
 }
 
+void choose_copies(Campaign& k);
 // The model with `checkpoint`'s weights, the task and the copied fields (collective).
 void load_model(Context& ctx, Campaign& k, const std::string& checkpoint) {
   TrainConfig& c = k.c;
@@ -473,6 +476,7 @@ void load_model(Context& ctx, Campaign& k, const std::string& checkpoint) {
   if (density_task(c)) {
     load_flow(k, checkpoint);
     k.digest = parameters_digest(k.model->named_parameters());
+    k.model_name = k.model->name();
     return;
   }
   Setup setup = set_up(c, ctx);
@@ -482,7 +486,26 @@ void load_model(Context& ctx, Campaign& k, const std::string& checkpoint) {
   k.digest = parameters_digest(k.model->named_parameters());
   k.task = c.infer.task != "auto" ? c.infer.task : (setup.feed->regression() ? "regression" : "classification");
   k.values = {k.task == "classification" ? "scores" : "prediction"};
-  // Copied fields: [auto] is the target when the first input has it.
+  k.model_name = k.model->name();
+  choose_copies(k);
+}
+
+// A caller's model (CampaignModel) instead of a checkpoint's (collective).
+void load_given(Context& ctx, Campaign& k, const CampaignModelMaker& maker) {
+  CampaignModel m = maker(ctx, k.c);
+  k.c = std::move(m.config);
+  k.checkpoint = m.checkpoint;
+  k.digest = m.digest;
+  k.task = m.task;
+  k.values = m.values;
+  k.model_name = m.name;
+  k.forward = std::move(m.forward);
+  choose_copies(k);
+}
+
+// Copied fields: [auto] is the target when the first input has it.
+void choose_copies(Campaign& k) {
+  const TrainConfig& c = k.c;
   RowReader first(c, k.inputs.front(), {});
   for (const auto& f : c.infer.copy_fields) {
     if (f == "auto") {
@@ -535,9 +558,11 @@ ForwardTiming time_in_memory_forward(Context& ctx, const TrainConfig& config) {
   return t;
 }
 
-int run_campaign(Context& ctx, const TrainConfig& config, const CampaignFlags& flags) {
+int run_campaign(Context& ctx, const TrainConfig& config, const CampaignFlags& flags, const CampaignModelMaker& maker) {
   Campaign k = describe_campaign(config);
   TrainConfig& c = k.c;
+  HPCML_CHECK_AS(ConfigError, !maker || c.infer.via == "local", "config error: key 'infer.via': this campaign's "
+                 "model is an ensemble's members, which run on the workers; expected local, found ", c.infer.via);
   // infer.via: service: the last ranks serve, the others are the campaign's workers.
   std::optional<ServiceRoles> roles;
   if (c.infer.via == "service") roles = plan_service(ctx, c);
@@ -545,7 +570,7 @@ int run_campaign(Context& ctx, const TrainConfig& config, const CampaignFlags& f
   std::string checkpoint, error;
   if (world.rank() == 0) {
     try {
-      checkpoint = prepare_directory(k, c, flags);
+      checkpoint = prepare_directory(k, c, flags, static_cast<bool>(maker));
       if (roles) write_service_repository(k.dir.string(), c, checkpoint, static_cast<int>(roles->workers.size()));
     } catch (const Error& e) {
       error = e.message();
@@ -557,7 +582,7 @@ int run_campaign(Context& ctx, const TrainConfig& config, const CampaignFlags& f
   checkpoint = world.broadcast_string(checkpoint);  // every rank loads the one rank 0 chose
   if (roles && roles->server) return serve_campaign(*roles, ctx, c, k.dir.string());
   Context workers = roles ? group_context(ctx, roles->group, ctx.config) : ctx;
-  load_model(workers, k, checkpoint);
+  maker ? load_given(workers, k, maker) : load_model(workers, k, checkpoint);
   if (roles) k.service = std::make_unique<CampaignService>(*roles, c, k.dir.string());
 
   // Rank 0: the fingerprint, refusing a directory of another campaign.

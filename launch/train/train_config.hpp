@@ -369,6 +369,7 @@ struct InferSection {
   int64_t samples = 5000;
   int64_t seed = 1;
   std::string via = "local";
+  bool members = false;
   InferServiceSection service;
   template <typename V>
   void describe(V& v) {
@@ -397,6 +398,8 @@ struct InferSection {
     v.field("via", via, "local: each worker rank runs the model; service: the last ranks serve the model and the "
             "workers send them every batch (zoo classifiers and regressors; docs/campaigns.md)",
             config::one_of({"local", "service"}));
+    v.field("members", members, "an ensemble's campaign (run.dir an `hpcml ensemble` directory): also write every "
+            "member's own output (<value>_members: rows x members x ...) beside the ensemble's mean and variance");
     v.section("service", service, "infer.via: service: the server ranks");
   }
 };

@@ -252,6 +252,41 @@ class BadInputTest(unittest.TestCase):
                                out, "--samples", "100"], 2, r"-o/--output .* is the same file as the input")
         self.assertEqual(tree_digest(copy), before)
 
+    def test_20_an_ensemble_never_lands_in_another_directory_and_names_its_bad_keys(self):
+        run_dir = self.path("run")
+        rc, _, err, _ = run(self.train_args(run_dir))
+        self.assertEqual(rc, 0, err)
+        before = tree_digest(run_dir)
+        config = self.path("ensemble.yaml")
+
+        def write(ensemble):
+            with open(config, "w") as f:
+                f.write("data: {samples: 256, validation_samples: 64}\ntrain: {epochs: 1}\n"
+                        f"ensemble: {ensemble}\n")
+            return ["ensemble", "-c", config]
+        # Into a training run's directory: refused, nothing changed.
+        self.assert_error(write("{members: 1, dir: " + run_dir + "}"), 2,
+                          r"key 'ensemble\.dir': expected a new or empty directory.*a directory holding other files")
+        self.assertEqual(tree_digest(run_dir), before)
+        # Into another ensemble's directory: refused, naming what differs.
+        ens = self.path("ens")
+        rc, _, err, _ = run(write("{members: 1, dir: " + ens + "}"))
+        self.assertEqual(rc, 0, err)
+        before = tree_digest(ens)
+        self.assert_error(write("{members: 1, seed: 5, dir: " + ens + "}"), 2,
+                          r"key 'ensemble\.dir': .* holds an ensemble whose 'seed' differs")
+        self.assertEqual(tree_digest(ens), before)
+        # A variation's bad key, value or name, and a missing section: one line naming it.
+        self.assert_error(write("{dir: " + ens + "x, variations: {v1: {optimizer.lr: -1}}}"), 2,
+                          r"optimizer\.lr.*ensemble\.variations\.v1|ensemble\.variations\.v1.*optimizer\.lr")
+        self.assert_error(write("{dir: " + ens + "x, variations: {v1: {model.hiden: [3]}}}"), 2, r"model\.hiden")
+        self.assert_error(write("{dir: " + ens + "x, variations: {'a b': {}}}"), 2, r"ensemble\.variations")
+        self.assert_error(write("{dir: " + ens + "x, members: -3}"), 2, r"ensemble\.members")
+        self.assert_error(["ensemble", "--set", "train.epochs=1"], 2, r"ensemble: expected -c CONFIG")
+        # infer.members without an ensemble.
+        self.assert_error(["infer", "--set", "infer.inputs=[" + self.channels + "]", "--set", "infer.members=true",
+                           "--set", "run.dir=" + run_dir], 2, r"key 'infer\.members': expected false unless run\.dir")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -328,6 +328,9 @@ class Fuzzer:
                                           "--set", f"run.dir={o}/run"],
                           options=[("--samples", "count1", True), ("--first", "row", True),
                                    ("--events", "count0", True), ("--seed", "uint", True)]),
+            "ensemble": dict(weight=1.5, scope="ensemble", config=p["ensemble_yaml"],
+                             base=lambda o: ["ensemble", "-c", p["ensemble_yaml"], "--set", f"ensemble.dir={o}/ens"],
+                             options=[]),
             "export": dict(weight=1.5, scope="run", base=lambda o: ["export", p["mlp_ckpt"], "-o", f"{o}/params.h5"],
                            options=[]),
             "datagen-tracking": dict(weight=1, scope="run",
@@ -537,6 +540,15 @@ class Fuzzer:
                 cases.append((base[:k + 1] + [path] + base[k + 2:], True, f"--checkpoint: {what}", None))
             cases.append((["infer", "-c", p["mlp_run"] + "/config.yaml", "-i", p["gw"], "-o", f"{o}/x.h5"], True,
                           "an mlp run's config", None))
+        if name == "ensemble":
+            cases += [(base + s("ensemble.dir", p["plain"]), True, "ensemble.dir is a regular file", None),
+                      (base + s("ensemble.dir", p["mlp_run"]), True, "ensemble.dir is a training run", None),
+                      (base + s("ensemble.dir", ""), True, "ensemble.dir is empty", None),
+                      (base + s("ensemble.base", p["missing"] + ".yaml"), True, "ensemble.base: a missing file", None),
+                      (base + s("ensemble.base", p["gw"]), True, "ensemble.base: an HDF5 file", None),
+                      (base + s("ensemble.variations", "[a, b]"), True, "ensemble.variations: a list", None),
+                      (base + s("ensemble.variations.x", "{run.dir: " + p["mlp_run"] + "}"), True,
+                       "a variation setting run.dir", None)]
         if name == "export":
             for path, what in bad_ckpt:
                 cases.append((["export", path, "-o", f"{o}/params.h5"], True, f"checkpoint: {what}", None))
@@ -744,6 +756,12 @@ run:
   dir: {runs}/facile
   progress: lines
 """)
+        p["ensemble_yaml"] = write(f"{configs}/ensemble.yaml", f"""model: {{name: mlp, hidden: [8]}}
+data: {{samples: 64, validation_samples: 32, features: 8}}
+train: {{epochs: 1, batch_size: 16}}
+run: {{progress: lines}}
+ensemble: {{members: 1, dir: {runs}/ensemble-unused, variations: {{nominal: {{}}, small: {{model.hidden: [4]}}}}}}
+""")
         p["tracking_yaml"] = write(f"{configs}/tracking.yaml", f"""data:
   files: ["{data}/tracking/tracking-*.h5"]
   validation_files: ["{data}/tracking/tracking-*.h5"]
@@ -843,16 +861,19 @@ hpo:
         # The config keys, from the references.
         train_ref = parse_reference(ok(["config", "--for", "train", "--reference"]))
         run_keys = [k for title, keys in train_ref.items() if title.startswith("Every") for k in keys]
-        train_keys = [k for keys in train_ref.values() for k in keys]
+        train_keys = [k for title, keys in train_ref.items() if "ensemble" not in title for k in keys]
+        ensemble_keys = [k for title, keys in train_ref.items() if "ensemble" in title for k in keys]
         serve_keys = [k for keys in parse_reference(ok(["serve", "--reference"])).values() for k in keys]
         tracking_keys = [k for keys in parse_reference(ok(["tracking", "reference"])).values() for k in keys]
         plain_ref = [k.name for keys in parse_reference(ok(["config", "--reference"])).values() for k in keys]
         assert run_keys and len(train_keys) > len(run_keys) and serve_keys and tracking_keys, "no keys parsed"
-        assert set(plain_ref) <= {k.name for k in train_keys}, "config --reference has keys --for train lacks"
+        assert ensemble_keys, "no ensemble keys parsed"
+        assert set(plain_ref) <= {k.name for k in train_keys + ensemble_keys}, \
+            "config --reference has keys --for train lacks"
         hpo_keys = [k for keys in parse_reference(ok(["hpo", "--reference"])).values() for k in keys]
         assert hpo_keys, "no hpo keys parsed"
-        cls.scopes = {"run": run_keys, "train": train_keys, "serve": run_keys + serve_keys,
-                      "hpo": train_keys + hpo_keys,
+        cls.scopes = {"run": run_keys, "train": train_keys, "ensemble": train_keys + ensemble_keys,
+                      "serve": run_keys + serve_keys, "hpo": train_keys + hpo_keys,
                       "tracking": tracking_keys}
         cls.p, cls.inputs = p, inputs
         cls.pristine = os.path.join(root, "pristine")
