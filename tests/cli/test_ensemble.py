@@ -121,6 +121,31 @@ class EnsembleTest(unittest.TestCase):
         member = load(os.path.join(self.main, "wide", "member-2", "summary.json"))
         self.assertEqual(member["parameters_sha256"], load(os.path.join(alone, "summary.json"))["parameters_sha256"])
 
+    def test_members_on_groups_of_two_ranks(self):
+        # ranks_per_member 2 on 3 ranks: one group of 2 (the third rank idle, reported); each member
+        # trains data-parallel on its group, with the parameters of `hpcml train` on 2 ranks.
+        d = os.path.join(self.tmp, "groups")
+        rc, _, err, _ = run(["ensemble", "-c", self.config(d, {"members": 2, "variations": None,
+                                                                 "ranks_per_member": 2})], ranks=3, timeout=600)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("1 rank(s) idle", err)
+        s = load(os.path.join(d, "summary.json"))
+        self.assertEqual(s["counts"], {"complete": 2})
+        member_dir = [os.path.join(d, v) for v in os.listdir(d) if os.path.isdir(os.path.join(d, v, "member-1"))][0]
+        member = load(os.path.join(member_dir, "member-1", "summary.json"))
+        self.assertEqual(member["ranks"], 2)
+        alone = os.path.join(self.tmp, "alone-2")
+        c = self.base()
+        c["model"]["seed"] = 3 + 10 + 1
+        c["train"]["seed"] = 100 + 10 + 1
+        c["run"]["dir"] = alone
+        path = os.path.join(self.tmp, "alone-2.yaml")
+        with open(path, "w") as f:
+            json.dump(c, f)
+        rc, _, err, _ = run(["train", "-c", path], ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(member["parameters_sha256"], load(os.path.join(alone, "summary.json"))["parameters_sha256"])
+
     def test_aggregated_mean_and_variance_equal_numpy_over_the_members_outputs(self):
         out = os.path.join(self.tmp, "agg")
         cfg = {"run": {"dir": self.main}, "runtime": {"threads": 1},
