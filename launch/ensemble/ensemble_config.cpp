@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "core/error.hpp"
+#include "launch/base_config.hpp"
 #include "launch/run_config.hpp"
 #include "launch/train/pack.hpp"
 
@@ -15,41 +16,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-// `over`'s keys onto `into`: mappings merge key by key, anything else replaces.
-void merge_into(YAML::Node into, const YAML::Node& over) {
-  for (const auto& item : over) {
-    const std::string key = item.first.Scalar();
-    YAML::Node target = into[key];
-    if (target.IsDefined() && target.IsMap() && item.second.IsMap()) {
-      merge_into(target, item.second);
-    } else {
-      into[key] = YAML::Clone(item.second);
-    }
-  }
-}
-
-// The training keys: ensemble.base (relative to the config's directory) under the file's own keys.
-config::Document base_document(const config::Document& file, const YAML::Node& training, const std::string& base) {
-  config::Document doc;
-  if (base.empty()) {
-    doc.root = training;
-    doc.source = file.source;
-  } else {
-    fs::path path = base;
-    if (path.is_relative() && fs::exists(file.source)) path = fs::path(file.source).parent_path() / path;
-    HPCML_CHECK_AS(ConfigError, fs::is_regular_file(path), "config error in ", file.source,
-                   ": key 'ensemble.base': expected a training config file, found '", base, "' (",
-                   fs::exists(path) ? "not a regular file" : "no such file: " + path.string(), ")");
-    doc = config::load(path.string());
-    merge_into(doc.root, training);
-    doc.source = path.string() + " under " + file.source;
-  }
-  for (const auto& [key, source] : file.sources) {
-    if (key.rfind("ensemble.", 0) != 0) doc.sources[key] = source;
-  }
-  return doc;
-}
 
 std::string yaml_text(const YAML::Node& node) {
   if (node.IsScalar()) return node.Scalar();
@@ -86,13 +52,7 @@ std::vector<Variation> read_variations(const YAML::Node& node, const std::string
 
 // The variation's training document: the base with its overrides.
 config::Document variation_document(const EnsembleConfig& c, const Variation& v) {
-  // A fresh document: assigning to a copy of c.base's root (`doc = c.base; doc.root = ...`) would
-  // re-point the node that c.base shares (yaml-cpp's reference semantics), and every variation's
-  // overrides would land in the base.
-  config::Document doc;
-  doc.root = YAML::Clone(c.base.root);
-  doc.source = c.base.source;
-  doc.sources = c.base.sources;
+  config::Document doc = fresh_copy(c.base);
   for (const auto& [key, value] : v.overrides) {
     HPCML_CHECK_AS(ConfigError, key.rfind("run.", 0) != 0 && key.rfind("ensemble", 0) != 0,
                    "config error: key 'ensemble.variations.", v.name, ".", key,
@@ -137,7 +97,7 @@ EnsembleConfig read_ensemble_config(const config::Document& environment, const c
   reader.finish();
   HPCML_CHECK_AS(ConfigError, !c.ensemble.dir.empty(),
                  "config error: key 'ensemble.dir': expected a directory, found ''");
-  c.base = base_document(file, training, c.ensemble.base);
+  c.base = base_training_document(file, training, c.ensemble.base, "ensemble");
   read_layers(environment, c.base, c.base_config);
   for (size_t v = 0; v < c.variations.size(); ++v) member_config(c, v, 0);  // each variation's own checks
   check_packing(c);

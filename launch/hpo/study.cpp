@@ -13,6 +13,7 @@
 
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "launch/base_config.hpp"
 #include "launch/run_config.hpp"
 
 namespace hpcml::launch::hpo_driver {
@@ -21,52 +22,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-// `over`'s keys onto `into`: mappings merge key by key, anything else replaces.
-void merge_into(YAML::Node into, const YAML::Node& over) {
-  for (const auto& item : over) {
-    const std::string key = item.first.Scalar();
-    YAML::Node target = into[key];
-    if (target.IsDefined() && target.IsMap() && item.second.IsMap()) {
-      merge_into(target, item.second);
-    } else {
-      into[key] = YAML::Clone(item.second);
-    }
-  }
-}
-
-// The training keys: hpo.base (relative to the config's directory) under the file's own keys.
-config::Document base_document(const config::Document& file, const YAML::Node& training, const std::string& base) {
-  config::Document doc;
-  if (base.empty()) {
-    doc.root = training;
-    doc.source = file.source;
-  } else {
-    fs::path path = base;
-    if (path.is_relative() && fs::exists(file.source)) path = fs::path(file.source).parent_path() / path;
-    HPCML_CHECK_AS(ConfigError, fs::is_regular_file(path), "config error in ", file.source,
-                   ": key 'hpo.base': expected a training config file, found '", base, "' (",
-                   fs::exists(path) ? "not a regular file" : "no such file: " + path.string(), ")");
-    doc = config::load(path.string());
-    merge_into(doc.root, training);
-    doc.source = path.string() + " under " + file.source;
-  }
-  for (const auto& [key, source] : file.sources) {
-    if (key.rfind("hpo.", 0) != 0) doc.sources[key] = source;
-  }
-  return doc;
-}
-
-// A deep copy of `doc` that shares no YAML node with it. (Assigning a clone to a copied
-// Document's root would not do: yaml-cpp's Node::operator= on a node that refers to another
-// writes through to the node referred to, so the overrides would land in the original.)
-config::Document fresh_copy(const config::Document& doc) {
-  config::Document copy;
-  copy.root = YAML::Clone(doc.root);
-  copy.source = doc.source;
-  copy.sources = doc.sources;
-  return copy;
-}
 
 std::string value_text(const hpo::ParamSpec& spec, double x) {
   return spec.is_int() ? std::to_string(static_cast<int64_t>(x)) : hpo::to_string(hpo::Value(x));
@@ -133,7 +88,7 @@ HpoConfig read_hpo_config(const config::Document& environment, const config::Doc
                  "config error: key 'hpo.study_dir': expected a directory (new or a study's), found '", c.hpo.study_dir,
                  "'", c.hpo.study_dir.empty() ? "" : " (not a directory)");
 
-  c.base = base_document(file, training, c.hpo.base);
+  c.base = base_training_document(file, training, c.hpo.base, "hpo");
   read_layers(environment, c.base, c.base_config);
   const auto& data = c.base_config.data;
   const bool validation = data.name == "synthetic" ? data.validation_samples > 0 : !data.validation_files.empty();

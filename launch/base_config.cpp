@@ -1,0 +1,58 @@
+#include "launch/base_config.hpp"
+
+#include <filesystem>
+
+#include "core/error.hpp"
+
+namespace hpcml::launch {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// `over`'s keys onto `into`: mappings merge key by key, anything else replaces.
+void merge_into(YAML::Node into, const YAML::Node& over) {
+  for (const auto& item : over) {
+    const std::string key = item.first.Scalar();
+    YAML::Node target = into[key];
+    if (target.IsDefined() && target.IsMap() && item.second.IsMap()) {
+      merge_into(target, item.second);
+    } else {
+      into[key] = YAML::Clone(item.second);
+    }
+  }
+}
+
+}  // namespace
+
+config::Document base_training_document(const config::Document& file, const YAML::Node& training,
+                                        const std::string& base, const std::string& section) {
+  config::Document doc;
+  if (base.empty()) {
+    doc.root = training;
+    doc.source = file.source;
+  } else {
+    fs::path path = base;
+    if (path.is_relative() && fs::exists(file.source)) path = fs::path(file.source).parent_path() / path;
+    HPCML_CHECK_AS(ConfigError, fs::is_regular_file(path), "config error in ", file.source, ": key '", section,
+                   ".base': expected a training config file, found '", base, "' (",
+                   fs::exists(path) ? "not a regular file" : "no such file: " + path.string(), ")");
+    doc = config::load(path.string());
+    merge_into(doc.root, training);
+    doc.source = path.string() + " under " + file.source;
+  }
+  for (const auto& [key, source] : file.sources) {
+    if (key.rfind(section + ".", 0) != 0) doc.sources[key] = source;
+  }
+  return doc;
+}
+
+config::Document fresh_copy(const config::Document& doc) {
+  config::Document copy;
+  copy.root = YAML::Clone(doc.root);
+  copy.source = doc.source;
+  copy.sources = doc.sources;
+  return copy;
+}
+
+}  // namespace hpcml::launch

@@ -1,0 +1,27 @@
+/// @file
+/// What the drivers whose config is a training config plus a section of their own share
+/// (`hpcml hpo`'s `hpo`, `hpcml ensemble`'s `ensemble`): the base training keys, and copies
+/// of them to apply overrides to.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <string>
+
+#include "core/config.hpp"
+
+namespace hpcml::launch {
+
+/// The base training config of a driver config `file`: `training` (the file's root without
+/// the driver's section), applied over the training config file `base` when one is given
+/// (relative to `file`'s directory; mappings merge key by key). Keys set with --set keep their
+/// source, except the section's own. @throws ConfigError naming '<section>.base'.
+config::Document base_training_document(const config::Document& file, const YAML::Node& training,
+                                        const std::string& base, const std::string& section);
+
+/// A deep copy of `doc` that shares no YAML node with it, to apply overrides to. (Assigning a
+/// clone to a copied Document's root would not do: yaml-cpp's Node::operator= on a node that
+/// refers to another writes through to it, so the overrides would land in the original.)
+config::Document fresh_copy(const config::Document& doc);
+
+}  // namespace hpcml::launch
