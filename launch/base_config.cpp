@@ -25,6 +25,18 @@ void merge_into(YAML::Node into, const YAML::Node& over) {
 
 }  // namespace
 
+DriverDocument split_driver_config(const config::Document& file, const std::string& section, const std::string& what) {
+  DriverDocument out;
+  out.training = YAML::Clone(file.root);
+  const YAML::Node node = out.training.IsMap() ? out.training[section] : YAML::Node();
+  HPCML_CHECK_AS(ConfigError, node.IsDefined() && node.IsMap(), "config error in ", file.source, ": key '", section,
+                 "': expected a mapping (", what, "), found ",
+                 node.IsDefined() ? config::detail::describe_node(node) : "nothing");
+  out.section = YAML::Clone(node);
+  out.training.remove(section);
+  return out;
+}
+
 config::Document base_training_document(const config::Document& file, const YAML::Node& training,
                                         const std::string& base, const std::string& section) {
   config::Document doc;

@@ -12,6 +12,16 @@
 
 namespace hpcml::launch {
 
+/// A driver config split: its training keys and its own section, deep copies of `file`'s.
+struct DriverDocument {
+  YAML::Node training;  ///< the root without the section
+  YAML::Node section;   ///< the section (a mapping)
+};
+
+/// Splits `file` into its training keys and its mapping `section`. @throws ConfigError
+/// "config error in <file>: key '<section>': expected a mapping (<what>), found ...".
+DriverDocument split_driver_config(const config::Document& file, const std::string& section, const std::string& what);
+
 /// The base training config of a driver config `file`: `training` (the file's root without
 /// the driver's section), applied over the training config file `base` when one is given
 /// (relative to `file`'s directory; mappings merge key by key). Keys set with --set keep their

@@ -83,13 +83,7 @@ void check_packing(const EnsembleConfig& c) {
 EnsembleConfig read_ensemble_config(const config::Document& environment, const config::Document& file) {
   EnsembleConfig c;
   c.environment = environment;
-  YAML::Node training = YAML::Clone(file.root);
-  const YAML::Node section = training.IsMap() ? training["ensemble"] : YAML::Node();
-  HPCML_CHECK_AS(ConfigError, section.IsDefined() && section.IsMap(), "config error in ", file.source,
-                 ": key 'ensemble': expected a mapping (members, variations, dir, ...), found ",
-                 section.IsDefined() ? config::detail::describe_node(section) : "nothing");
-  YAML::Node node = YAML::Clone(section);
-  training.remove("ensemble");
+  auto [training, node] = split_driver_config(file, "ensemble", "members, variations, dir, ...");
   c.variations = read_variations(node["variations"], file.source);
   node.remove("variations");
   config::Reader reader(node, "ensemble", file);

@@ -64,15 +64,9 @@ int64_t asha_budget(const HpoConfig& c) {
 HpoConfig read_hpo_config(const config::Document& environment, const config::Document& file) {
   HpoConfig c;
   c.environment = environment;
-  YAML::Node training = YAML::Clone(file.root);
-  const YAML::Node section = training.IsMap() ? training["hpo"] : YAML::Node();
-  HPCML_CHECK_AS(ConfigError, section.IsDefined() && section.IsMap(), "config error in ", file.source,
-                 ": key 'hpo': expected a mapping (the study: space, sampler, trials, ...), found ",
-                 section.IsDefined() ? config::detail::describe_node(section) : "nothing");
-  YAML::Node hpo_node = YAML::Clone(section);
-  c.section = YAML::Clone(section);
+  auto [training, hpo_node] = split_driver_config(file, "hpo", "the study: space, sampler, trials, ...");
+  c.section = YAML::Clone(hpo_node);
   c.section.remove("base");
-  training.remove("hpo");
   const YAML::Node space = YAML::Clone(hpo_node["space"]);
   HPCML_CHECK_AS(ConfigError, space.IsDefined() && space.IsMap() && space.size() > 0, "config error in ",
                  file.source, ": key 'hpo.space': expected a mapping of parameters (dotted key: {type, ...}), found ",
