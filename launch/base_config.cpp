@@ -59,6 +59,24 @@ config::Document base_training_document(const config::Document& file, const YAML
   return doc;
 }
 
+std::string base_identity(TrainConfig base) {
+  base.runtime = {};
+  base.log = {};
+  base.run = {};
+  return config::to_yaml(base);
+}
+
+void check_identity(const nlohmann::json& kept, const nlohmann::json& identity, const std::string& path,
+                    const std::string& dir_key, const std::string& dir, const std::string& what) {
+  HPCML_CHECK_AS(IoError, kept.is_object() && kept.contains("identity"), "'", path, "' is not the identity file of ",
+                 what, " (not JSON with an 'identity'); move the directory aside");
+  for (const auto& [key, value] : identity.items()) {
+    HPCML_CHECK_AS(ConfigError, kept["identity"].value(key, nlohmann::json()) == value, "config error: key '", dir_key,
+                   "': '", dir, "' holds ", what, " whose '", key,
+                   "' differs from this config's; resume it with its own config, or choose another ", dir_key);
+  }
+}
+
 config::Document fresh_copy(const config::Document& doc) {
   config::Document copy;
   copy.root = YAML::Clone(doc.root);

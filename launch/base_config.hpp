@@ -5,10 +5,12 @@
 #pragma once
 
 #include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
 
 #include <string>
 
 #include "core/config.hpp"
+#include "launch/train/train_config.hpp"
 
 namespace hpcml::launch {
 
@@ -33,5 +35,17 @@ config::Document base_training_document(const config::Document& file, const YAML
 /// clone to a copied Document's root would not do: yaml-cpp's Node::operator= on a node that
 /// refers to another writes through to it, so the overrides would land in the original.)
 config::Document fresh_copy(const config::Document& doc);
+
+/// `base` as a driver's identity keeps it (study.json, ensemble.json): its YAML without the
+/// runtime, log and run sections, which may change between runs of one study or ensemble.
+std::string base_identity(TrainConfig base);
+
+/// Checks the identity file `kept` (read from `path`) of the directory `dir` (the config key
+/// `dir_key`) against this config's `identity`, key by key. `what` names what the directory
+/// holds ("a study", "an ensemble").
+/// @throws IoError when `kept` is not an object with an "identity" (the file is someone
+///   else's); ConfigError naming `dir_key` and the first key that differs.
+void check_identity(const nlohmann::json& kept, const nlohmann::json& identity, const std::string& path,
+                    const std::string& dir_key, const std::string& dir, const std::string& what);
 
 }  // namespace hpcml::launch

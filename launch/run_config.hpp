@@ -79,6 +79,16 @@ template <typename S>
 struct HasCheck<S, std::void_t<decltype(std::declval<const S&>().check())>> : std::true_type {};
 }  // namespace detail
 
+/// The runtime and log sections of `config` (any struct with both): what a subcommand's
+/// Context, or a rank group's, is set up from.
+template <typename S>
+RunConfig run_sections(const S& config) {
+  RunConfig run;
+  run.runtime = config.runtime;
+  run.log = config.log;
+  return run;
+}
+
 /// Reads the layers, lowest first: defaults, environment, then `file` (with --set),
 /// into `config` (any struct with runtime and log sections), runs its checks across
 /// keys (`config.check()`, where it has one), and returns the runtime and log sections.
@@ -87,10 +97,7 @@ RunConfig read_layers(const config::Document& environment, const config::Documen
   config::read_into(environment, config);
   config::read_into(file, config);
   if constexpr (detail::HasCheck<S>::value) config.check();
-  RunConfig run;
-  run.runtime = config.runtime;
-  run.log = config.log;
-  return run;
+  return run_sections(config);
 }
 
 }  // namespace hpcml::launch

@@ -22,10 +22,7 @@ void add_ensemble_command(CLI::App& app, CommonOptions& common, Runner& selected
     }
     common.parser = [config](const config::Document& environment, const config::Document& file) {
       *config = ensemble::read_ensemble_config(environment, file);
-      RunConfig run;
-      run.runtime = config->base_config.runtime;
-      run.log = config->base_config.log;
-      return run;
+      return run_sections(config->base_config);
     };
     selected = [config](Context& c) {
       require_cpu(c, "hpcml ensemble");

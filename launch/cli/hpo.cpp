@@ -12,21 +12,15 @@ namespace hpcml::launch::cli {
 
 namespace {
 
-RunConfig runtime_of(const TrainConfig& c) {
-  RunConfig run;
-  run.runtime = c.runtime;
-  run.log = c.log;
-  return run;
-}
-
 // ask and tell are one process each: under a launcher, rank 0 alone acts.
 bool acting_rank(const Context& c) { return c.env.rank == 0; }
 
 void add_ask(CLI::App* hpo, CommonOptions& common, Runner& selected) {
   auto* sub = hpo->add_subcommand(
-      "ask", "Take the study's next trial: print its number, parameters and training config file as one JSON line, "
-             "and record it as running (a study of --study's directory; its first ask needs -c CONFIG). "
-             "Concurrent asks get distinct trials");
+      "ask",
+      "Take the study's next trial: print its number, parameters and training config file as one JSON line, "
+      "and record it as running (a study of --study's directory; its first ask needs -c CONFIG). "
+      "Concurrent asks get distinct trials");
   add_common_options(sub, common);
   auto study = std::make_shared<std::string>();
   sub->add_option("--study", *study, "The study's directory")->required();
@@ -34,7 +28,7 @@ void add_ask(CLI::App* hpo, CommonOptions& common, Runner& selected) {
   sub->callback([&selected, &common, study, config] {
     common.parser = [config](const config::Document& environment, const config::Document& file) {
       if (file.root.IsMap() && file.root.size() > 0) *config = hpo_driver::read_hpo_config(environment, file);
-      if (*config) return runtime_of((*config)->base_config);
+      if (*config) return run_sections((*config)->base_config);
       RunConfig run;
       return read_layers(environment, file, run);
     };
@@ -47,8 +41,9 @@ void add_ask(CLI::App* hpo, CommonOptions& common, Runner& selected) {
 
 void add_tell(CLI::App* hpo, Runner& selected) {
   auto* sub = hpo->add_subcommand(
-      "tell", "Record a trial's final value (--value) or its failure (--failed REASON); a trial is told once, and "
-              "a value that is not a finite number is refused");
+      "tell",
+      "Record a trial's final value (--value) or its failure (--failed REASON); a trial is told once, and "
+      "a value that is not a finite number is refused");
   auto study = std::make_shared<std::string>();
   auto trial = std::make_shared<int64_t>(-1);
   auto value = std::make_shared<std::string>();
@@ -98,10 +93,11 @@ std::vector<config::KeyDoc> hpo_reference() {
 
 void add_hpo_command(CLI::App& app, CommonOptions& common, Runner& selected) {
   auto* sub = app.add_subcommand(
-      "hpo", "Hyperparameter optimisation in one allocation: a study (hpo section: space, sampler grid/random/tpe, "
-             "scheduler none/asha, trials, ranks_per_trial, metric) over a base training config, trials trained on "
-             "rank groups as they free up, journaled and resumable; writes trials.csv, summary.json, best.yaml and "
-             "plots (docs/hpo.md). `hpo ask` and `hpo tell` drive a study from outside");
+      "hpo",
+      "Hyperparameter optimisation in one allocation: a study (hpo section: space, sampler grid/random/tpe, "
+      "scheduler none/asha, trials, ranks_per_trial, metric) over a base training config, trials trained on "
+      "rank groups as they free up, journaled and resumable; writes trials.csv, summary.json, best.yaml and "
+      "plots (docs/hpo.md). `hpo ask` and `hpo tell` drive a study from outside");
   add_common_options(sub, common);
   auto reference = std::make_shared<bool>(false);
   sub->add_flag("--reference", *reference,
@@ -119,10 +115,11 @@ void add_hpo_command(CLI::App& app, CommonOptions& common, Runner& selected) {
       };
       return;
     }
-    if (common.config_path.empty()) throw CLI::ValidationError("hpo: expected -c CONFIG (a config with an 'hpo' section)");
+    if (common.config_path.empty())
+      throw CLI::ValidationError("hpo: expected -c CONFIG (a config with an 'hpo' section)");
     common.parser = [config](const config::Document& environment, const config::Document& file) {
       *config = hpo_driver::read_hpo_config(environment, file);
-      return runtime_of(config->base_config);
+      return run_sections(config->base_config);
     };
     selected = [config](Context& c) {
       require_cpu(c, "hpcml hpo");

@@ -17,6 +17,7 @@
 #include "core/watchdog.hpp"
 #include "io/journal.hpp"
 #include "launch/ensemble/bootstrap.hpp"
+#include "launch/base_config.hpp"
 #include "launch/farm/farm.hpp"
 #include "launch/train/pack.hpp"
 #include "launch/train/trainer.hpp"
@@ -25,12 +26,9 @@ namespace hpcml::launch::ensemble {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using farm::unix_now;
 
 namespace {
-
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 json read_json(const fs::path& path) {
   std::ifstream in(path);
@@ -46,13 +44,7 @@ void open_ensemble(const EnsembleConfig& c) {
   json kept;
   if (fs::exists(path)) {
     kept = read_json(path);
-    HPCML_CHECK_AS(IoError, kept.is_object() && kept.contains("identity"), "ensemble: '", path.string(),
-                   "' is not an ensemble file (not JSON with an 'identity'); move the directory aside");
-    for (const auto& [key, value] : id.items()) {
-      HPCML_CHECK_AS(ConfigError, kept["identity"].value(key, json()) == value, "config error: key 'ensemble.dir': '",
-                     c.ensemble.dir, "' holds an ensemble whose '", key, "' differs from this config's; resume it "
-                     "with its own config, or choose another ensemble.dir");
-    }
+    check_identity(kept, id, path.string(), "ensemble.dir", c.ensemble.dir, "an ensemble");
     if (kept.value("members", 0) >= c.ensemble.members) return;
   } else {
     const fs::path dir = c.ensemble.dir;
@@ -143,10 +135,7 @@ json run_task(const EnsembleConfig& c, const Context& world, const farm::Task& t
   const TrainConfig config = task_config(c, t);
   prepare_resamples(c, t, group);
   if (group.rank() == 0) test_hook_crash(task.id);
-  RunConfig run;
-  run.runtime = config.runtime;
-  run.log = config.log;
-  Context context = group_context(world, group.shared_from_this(), run);
+  Context context = group_context(world, group.shared_from_this(), run_sections(config));
   const double started = unix_now();
   const TrainOutcome out = train_part(context, config, TrainPart());
   if (out.exit_code == kExitPreempted) HPCML_THROW(farm::TaskInterrupted, task.id, " stopped by a signal");

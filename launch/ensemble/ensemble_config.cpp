@@ -149,10 +149,6 @@ std::vector<TaskMembers> all_tasks(const EnsembleConfig& c) {
 }
 
 json identity(const EnsembleConfig& c) {
-  TrainConfig base = c.base_config;
-  base.runtime = {};  // threads and deadlines may change between runs of one ensemble
-  base.log = {};
-  base.run = {};
   json variations = json::array();
   for (const auto& v : c.variations) {
     json o = json::object();
@@ -160,7 +156,7 @@ json identity(const EnsembleConfig& c) {
     variations.push_back({{"name", v.name}, {"overrides", o}});
   }
   const auto& e = c.ensemble;
-  return {{"base", config::to_yaml(base)}, {"variations", variations}, {"seed", e.seed},
+  return {{"base", base_identity(c.base_config)}, {"variations", variations}, {"seed", e.seed},
           {"seeds", e.seeds},               {"bootstrap", e.bootstrap},  {"pack", e.pack}};
 }
 

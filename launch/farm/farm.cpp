@@ -123,7 +123,7 @@ class Coordinator {
   void record_recovered(const TaskResult& found);
   // Every record carries its wall-clock time ("t", seconds since the epoch).
   void journal(json record) {
-    record["t"] = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    record["t"] = unix_now();
     if (writer_) writer_->append(record);
   }
 
@@ -458,6 +458,10 @@ int work(collectives::Backend& farm_comm, collectives::Backend& group, int worke
 }
 
 }  // namespace
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
 
 FarmReport run_farm(const collectives::BackendPtr& comm, const FarmPlan& plan, const TaskFunction& task,
                     const FarmOptions& options) {

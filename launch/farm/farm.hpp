@@ -131,6 +131,10 @@ struct FarmReport {
   bool interrupted = false;         ///< stopped by a signal before every task ran (on every rank)
 };
 
+/// Seconds since the Unix epoch: the clock of the journal's "t" stamps, for drivers that time
+/// their tasks on the same clock.
+double unix_now();
+
 /// Collective over `comm`: every rank calls it with the same options (the plan is
 /// read on the coordinator only). Returns when every task has finished.
 /// Throws ConfigError for options that cannot form workers, IoError for a journal

@@ -139,7 +139,8 @@ std::string ask(const std::string& study, const std::optional<HpoConfig>& given)
     ::unlink(claim.c_str());
     HPCML_THROW(ConfigError, "hpo ask: ", why);
   };
-  if (n >= c.hpo.trials) give_up("the study in '" + study + "' has all its " + std::to_string(c.hpo.trials) + " trials (hpo.trials)");
+  if (n >= c.hpo.trials)
+    give_up("the study in '" + study + "' has all its " + std::to_string(c.hpo.trials) + " trials (hpo.trials)");
   const std::vector<hpo::TrialRecord> history = sampler_history(read_trials(c, study));
   hpo::Rng rng = trial_rng(c.hpo.seed, n);
   const auto params = make_study_sampler(c)->ask(history, rng);
@@ -162,14 +163,14 @@ void tell(const std::string& study, int64_t n, std::optional<double> value, cons
     HPCML_CHECK_AS(ConfigError, std::isfinite(*value), "hpo tell: trial ", n, ": value ", *value,
                    " is not a finite number; report a trial that diverged with --failed REASON");
   }
-  json result = value ? json{{"state", "complete"}, {"value", *value}} : json{{"state", "failed"}, {"error", failed_reason}};
+  json result =
+      value ? json{{"state", "complete"}, {"value", *value}} : json{{"state", "failed"}, {"error", failed_reason}};
   result["told_unix"] = unix_now();
   const fs::path path = trials_dir(study) / (std::to_string(n) + ".result");
   if (!publish_once(path, result.dump() + "\n")) {
     const json kept = json::parse(read_text(path), nullptr, /*allow_exceptions=*/false);
     HPCML_THROW(ConfigError, "hpo tell: trial ", n, " already has a result (", kept.value("state", "?"),
-                kept.contains("value") ? ", value " + kept["value"].dump() : std::string(),
-                "); a trial is told once");
+                kept.contains("value") ? ", value " + kept["value"].dump() : std::string(), "); a trial is told once");
   }
   StudyFacts facts;
   write_outputs(c, read_trials(c, study), facts);

@@ -13,6 +13,7 @@
 #include "core/files.hpp"
 #include "core/log.hpp"
 #include "core/watchdog.hpp"
+#include "launch/base_config.hpp"
 #include "launch/farm/farm.hpp"
 #include "launch/train/trainer.hpp"
 
@@ -35,20 +36,17 @@ double open_study(const HpoConfig& c, int workers) {
   if (!fs::exists(path)) {
     fs::create_directories(path.parent_path());
     const double now = unix_now();
-    write_file_atomically(path.string(), json{{"identity", identity}, {"started_unix", now}, {"workers", workers},
+    write_file_atomically(path.string(), json{{"identity", identity},
+                                              {"started_unix", now},
+                                              {"workers", workers},
                                               {"ranks_per_trial", c.hpo.ranks_per_trial}}
-                                             .dump(2) + "\n");
+                                                 .dump(2) +
+                                             "\n");
     return now;
   }
   std::ifstream in(path);
   const json kept = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  HPCML_CHECK_AS(IoError, kept.is_object() && kept.contains("identity"), "hpo: '", path.string(),
-                 "' is not a study file (not JSON with an 'identity'); move the directory aside");
-  for (const auto& [key, value] : identity.items()) {
-    HPCML_CHECK_AS(ConfigError, kept["identity"].value(key, json()) == value, "config error: key 'hpo.study_dir': '",
-                   c.hpo.study_dir, "' holds a study whose '", key,
-                   "' differs from this config's; resume it with its own config, or choose another study_dir");
-  }
+  check_identity(kept, identity, path.string(), "hpo.study_dir", c.hpo.study_dir, "a study");
   HPCML_CHECK_AS(ConfigError, kept.value("workers", workers) == workers,
                  "config error: key 'hpo.ranks_per_trial': the study in '", c.hpo.study_dir, "' ran on ",
                  kept.value("workers", 0), " group(s); resume it on as many (ranks / hpo.ranks_per_trial), found ",
@@ -62,10 +60,7 @@ json run_part(const HpoConfig& c, const Context& world, const farm::Task& task, 
   const int64_t n = task.spec.at("trial").get<int64_t>();
   const int64_t until = task.spec.at("until").get<int64_t>();
   const TrainConfig config = trial_config(c, c.space.params_from_json(task.spec.at("params")), n);
-  RunConfig run;
-  run.runtime = config.runtime;
-  run.log = config.log;
-  Context context = group_context(world, group.shared_from_this(), run);
+  Context context = group_context(world, group.shared_from_this(), run_sections(config));
   TrainPart part;
   part.until = until;
   part.steps = c.hpo.scheduler.resource == "steps";
@@ -86,8 +81,12 @@ json run_part(const HpoConfig& c, const Context& world, const farm::Task& task, 
   }
   const double value = line[c.hpo.metric].get<double>();
   HPCML_CHECK(std::isfinite(value), "trial ", n, ": the metric ", c.hpo.metric, " is ", value);
-  return {{"value", value},      {"step", out.step},           {"until", until},
-          {"started_unix", started}, {"finished_unix", unix_now()}, {"validation", line}};
+  return {{"value", value},
+          {"step", out.step},
+          {"until", until},
+          {"started_unix", started},
+          {"finished_unix", unix_now()},
+          {"validation", line}};
 }
 
 // The groups' idle share of this run's wall time up to the final drain (the last hand-out):
@@ -135,8 +134,8 @@ void draw_plots(const HpoConfig& c) {
 int run_study(Context& ctx, const HpoConfig& c) {
   const int size = ctx.world->size();
   const int k = c.hpo.ranks_per_trial;
-  HPCML_CHECK_AS(ConfigError, k <= size, "config error: key 'hpo.ranks_per_trial': expected at most the job's ",
-                 size, " rank(s), found ", k);
+  HPCML_CHECK_AS(ConfigError, k <= size, "config error: key 'hpo.ranks_per_trial': expected at most the job's ", size,
+                 " rank(s), found ", k);
   const int workers = size / k;
   const bool leader = ctx.world->rank() == 0;
   const double run_start = unix_now();
@@ -171,8 +170,8 @@ int run_study(Context& ctx, const HpoConfig& c) {
   options.name = "hpo";
   const Context& world = ctx;
   const auto report = farm::run_farm(
-      ctx.world, plan, [&](const farm::Task& task, collectives::Backend& group) { return run_part(c, world, task, group); },
-      options);
+      ctx.world, plan,
+      [&](const farm::Task& task, collectives::Backend& group) { return run_part(c, world, task, group); }, options);
   if (leader) {
     StudyFacts facts;
     facts.workers = workers;
@@ -183,10 +182,11 @@ int run_study(Context& ctx, const HpoConfig& c) {
     facts.interrupted = report.interrupted;
     write_outputs(c, study->trials(), facts);
     const Trial* best = best_trial(study->trials(), c.direction);
-    std::printf("hpo: %zu trial(s) in %s; best %s\n", study->trials().size(), c.hpo.study_dir.c_str(),
-                best ? fmt::format("trial {} {} = {} (best.yaml)", best->record.number, c.hpo.metric,
-                                   *best->record.value).c_str()
-                     : "none yet (no trial completed)");
+    std::printf(
+        "hpo: %zu trial(s) in %s; best %s\n", study->trials().size(), c.hpo.study_dir.c_str(),
+        best ? fmt::format("trial {} {} = {} (best.yaml)", best->record.number, c.hpo.metric, *best->record.value)
+                   .c_str()
+             : "none yet (no trial completed)");
     std::fflush(stdout);
     if (c.hpo.plots && !report.interrupted) draw_plots(c);
   }

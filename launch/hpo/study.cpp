@@ -55,7 +55,8 @@ int64_t asha_budget(const HpoConfig& c) {
   }
   HPCML_CHECK_AS(ConfigError, train.max_steps == 0,
                  "config error: key 'hpo.scheduler.resource': expected steps when the base config sets "
-                 "train.max_steps (", train.max_steps, "), found epochs; or set hpo.scheduler.max_resource");
+                 "train.max_steps (",
+                 train.max_steps, "), found epochs; or set hpo.scheduler.max_resource");
   return train.epochs;
 }
 
@@ -68,8 +69,8 @@ HpoConfig read_hpo_config(const config::Document& environment, const config::Doc
   c.section = YAML::Clone(hpo_node);
   c.section.remove("base");
   const YAML::Node space = YAML::Clone(hpo_node["space"]);
-  HPCML_CHECK_AS(ConfigError, space.IsDefined() && space.IsMap() && space.size() > 0, "config error in ",
-                 file.source, ": key 'hpo.space': expected a mapping of parameters (dotted key: {type, ...}), found ",
+  HPCML_CHECK_AS(ConfigError, space.IsDefined() && space.IsMap() && space.size() > 0, "config error in ", file.source,
+                 ": key 'hpo.space': expected a mapping of parameters (dotted key: {type, ...}), found ",
                  space.IsDefined() ? config::detail::describe_node(space) : "nothing");
   hpo_node.remove("space");
   config::Reader reader(hpo_node, "hpo", file);
@@ -78,15 +79,18 @@ HpoConfig read_hpo_config(const config::Document& environment, const config::Doc
   c.space = hpo::SearchSpace::from_yaml(space, "hpo.space");
   c.direction = hpo::parse_direction(c.hpo.direction);
   std::error_code ec;
-  HPCML_CHECK_AS(ConfigError, !c.hpo.study_dir.empty() && (!fs::exists(c.hpo.study_dir, ec) || fs::is_directory(c.hpo.study_dir, ec)),
-                 "config error: key 'hpo.study_dir': expected a directory (new or a study's), found '", c.hpo.study_dir,
-                 "'", c.hpo.study_dir.empty() ? "" : " (not a directory)");
+  HPCML_CHECK_AS(
+      ConfigError,
+      !c.hpo.study_dir.empty() && (!fs::exists(c.hpo.study_dir, ec) || fs::is_directory(c.hpo.study_dir, ec)),
+      "config error: key 'hpo.study_dir': expected a directory (new or a study's), found '", c.hpo.study_dir, "'",
+      c.hpo.study_dir.empty() ? "" : " (not a directory)");
 
   c.base = base_training_document(file, training, c.hpo.base, "hpo");
   read_layers(environment, c.base, c.base_config);
   const auto& data = c.base_config.data;
   const bool validation = data.name == "synthetic" ? data.validation_samples > 0 : !data.validation_files.empty();
-  HPCML_CHECK_AS(ConfigError, validation, "config error: key 'hpo.metric': trials are scored on a validation set, "
+  HPCML_CHECK_AS(ConfigError, validation,
+                 "config error: key 'hpo.metric': trials are scored on a validation set, "
                  "but the base config has none (set ",
                  data.name == "synthetic" ? "data.validation_samples > 0" : "data.validation_files", ")");
   HPCML_CHECK_AS(ConfigError, c.base_config.train.pack == 1,
@@ -127,13 +131,12 @@ TrainConfig trial_config(const HpoConfig& c, const hpo::Params& params, int64_t 
 }
 
 json study_identity(const HpoConfig& c) {
-  TrainConfig base = c.base_config;
-  base.runtime = {};  // threads and deadlines may change between runs of one study
-  base.log = {};
-  base.run = {};
   json space = json::object();
   for (const auto& spec : c.space.params()) {
-    json p = {{"type", hpo::to_string(spec.type)}, {"low", spec.low}, {"high", spec.high}, {"log", spec.log},
+    json p = {{"type", hpo::to_string(spec.type)},
+              {"low", spec.low},
+              {"high", spec.high},
+              {"log", spec.log},
               {"choices", spec.choices}};
     if (spec.condition) p["when"] = {{spec.condition->parent, spec.condition->values}};
     space[spec.key] = p;
@@ -144,11 +147,18 @@ json study_identity(const HpoConfig& c) {
           {"seed", c.hpo.seed},
           {"metric", c.hpo.metric},
           {"direction", c.hpo.direction},
-          {"scheduler", {{"name", s.name}, {"resource", s.resource}, {"grace_period", s.grace_period},
-                         {"reduction_factor", s.reduction_factor}, {"max_resource", c.max_resource}}},
-          {"tpe", {{"startup_trials", c.hpo.tpe.startup_trials}, {"ei_candidates", c.hpo.tpe.ei_candidates},
-                   {"constant_liar", c.hpo.tpe.constant_liar}, {"multivariate", c.hpo.tpe.multivariate}}},
-          {"base", config::to_yaml(base)}};
+          {"scheduler",
+           {{"name", s.name},
+            {"resource", s.resource},
+            {"grace_period", s.grace_period},
+            {"reduction_factor", s.reduction_factor},
+            {"max_resource", c.max_resource}}},
+          {"tpe",
+           {{"startup_trials", c.hpo.tpe.startup_trials},
+            {"ei_candidates", c.hpo.tpe.ei_candidates},
+            {"constant_liar", c.hpo.tpe.constant_liar},
+            {"multivariate", c.hpo.tpe.multivariate}}},
+          {"base", base_identity(c.base_config)}};
 }
 
 std::unique_ptr<hpo::Sampler> make_study_sampler(const HpoConfig& c) {
@@ -167,16 +177,16 @@ hpo::Rng trial_rng(int seed, int64_t n) {
   return hpo::Rng(seq);
 }
 
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 const char* to_string(hpo::TrialState state) {
   switch (state) {
-    case hpo::TrialState::kRunning: return "running";
-    case hpo::TrialState::kComplete: return "complete";
-    case hpo::TrialState::kPruned: return "pruned";
-    case hpo::TrialState::kFailed: return "failed";
+    case hpo::TrialState::kRunning:
+      return "running";
+    case hpo::TrialState::kComplete:
+      return "complete";
+    case hpo::TrialState::kPruned:
+      return "pruned";
+    case hpo::TrialState::kFailed:
+      return "failed";
   }
   return "?";
 }
@@ -186,7 +196,8 @@ const char* to_string(hpo::TrialState state) {
 Study::Study(const HpoConfig& c, double started_unix)
     : c_(c), started_unix_(started_unix), sampler_(make_study_sampler(c)) {
   const auto& s = c.hpo.scheduler;
-  if (s.name == "asha") asha_.emplace(c.direction, hpo::AshaOptions{s.grace_period, s.reduction_factor, c.max_resource});
+  if (s.name == "asha")
+    asha_.emplace(c.direction, hpo::AshaOptions{s.grace_period, s.reduction_factor, c.max_resource});
 }
 
 std::vector<farm::Task> Study::start(int workers) {
@@ -281,8 +292,8 @@ std::vector<farm::Task> Study::on_result(const farm::TaskResult& r) {
     }
   }
   if (ended) {
-    const double finished = r.ok && r.result.contains("finished_unix") ? r.result.at("finished_unix").get<double>()
-                                                                        : unix_now();
+    const double finished =
+        r.ok && r.result.contains("finished_unix") ? r.result.at("finished_unix").get<double>() : unix_now();
     t.finished_s = std::max(0.0, finished - started_unix_);
     if (auto task = ask()) next.push_back(*task);
   }
@@ -330,8 +341,11 @@ std::string trials_csv(const HpoConfig& c, const std::vector<Trial>& trials) {
 }
 
 json trial_json(const Trial& t) {
-  json j = {{"trial", t.record.number}, {"state", to_string(t.record.state)},
-            {"params", hpo::SearchSpace::to_json(t.record.params)}, {"seconds", t.seconds}, {"parts", t.parts}};
+  json j = {{"trial", t.record.number},
+            {"state", to_string(t.record.state)},
+            {"params", hpo::SearchSpace::to_json(t.record.params)},
+            {"seconds", t.seconds},
+            {"parts", t.parts}};
   if (t.record.value) j["value"] = *t.record.value;
   if (t.record.state == hpo::TrialState::kComplete || t.record.state == hpo::TrialState::kPruned)
     j["resource"] = t.record.resource;
@@ -350,7 +364,8 @@ json best_so_far(const std::vector<Trial>& trials, hpo::Direction direction) {
   for (const auto& t : trials) {
     if (t.record.state == hpo::TrialState::kComplete && t.record.value && t.finished_s >= 0) done.push_back(&t);
   }
-  std::stable_sort(done.begin(), done.end(), [](const Trial* a, const Trial* b) { return a->finished_s < b->finished_s; });
+  std::stable_sort(done.begin(), done.end(),
+                   [](const Trial* a, const Trial* b) { return a->finished_s < b->finished_s; });
   json out = json::array();
   std::optional<double> best;
   for (const Trial* t : done) {
@@ -365,8 +380,10 @@ json space_json(const hpo::SearchSpace& space) {
   json out = json::object();
   for (const auto& spec : space.params()) {
     json p = {{"type", hpo::to_string(spec.type)}, {"log", spec.log}};
-    if (spec.is_categorical()) p["choices"] = spec.choices;
-    else p["range"] = {spec.low, spec.high};
+    if (spec.is_categorical())
+      p["choices"] = spec.choices;
+    else
+      p["range"] = {spec.low, spec.high};
     out[spec.key] = p;
   }
   return out;
@@ -408,15 +425,16 @@ void write_outputs(const HpoConfig& c, const std::vector<Trial>& trials, const S
   if (facts.idle_fraction >= 0) summary["group_idle_fraction"] = facts.idle_fraction;
   const Trial* best = best_trial(trials, c.direction);
   if (best != nullptr) {
-    summary["best"] = {{"trial", best->record.number}, {"value", *best->record.value},
+    summary["best"] = {{"trial", best->record.number},
+                       {"value", *best->record.value},
                        {"params", hpo::SearchSpace::to_json(best->record.params)},
                        {"run_dir", trial_dir(c.hpo.study_dir, best->record.number)}};
     TrainConfig config = trial_config(c, best->record.params, best->record.number);
     config.run = RunSection{};
-    write_output(dir / "best.yaml", fmt::format("# hpcml hpo: trial {} of {}, {} = {}; train it with hpcml train -c\n",
-                                                best->record.number, c.hpo.study_dir, c.hpo.metric,
-                                                number_text(*best->record.value)) +
-                                        config::to_yaml(config));
+    write_output(dir / "best.yaml",
+                 fmt::format("# hpcml hpo: trial {} of {}, {} = {}; train it with hpcml train -c\n",
+                             best->record.number, c.hpo.study_dir, c.hpo.metric, number_text(*best->record.value)) +
+                     config::to_yaml(config));
   }
   write_output(dir / "trials.csv", trials_csv(c, trials));
   write_output(dir / "summary.json", summary.dump(2) + "\n");

@@ -113,7 +113,8 @@ struct HpoConfig {
   config::Document environment;  ///< HPCML_* variables, applied under every trial
   config::Document base;         ///< the training keys (base file, then this file's), without `hpo`
   TrainConfig base_config;       ///< `base` read, defaults filled in
-  int64_t max_resource = 0;      ///< a trial's whole budget (asha: in scheduler.resource units; none: epochs, or steps with train.max_steps)
+  int64_t max_resource =
+      0;  ///< a trial's whole budget (asha: in scheduler.resource units; none: epochs, or steps with train.max_steps)
 };
 
 /// Reads `file` (`hpo` section and training keys) over `environment`. Every trial value the
@@ -136,12 +137,12 @@ nlohmann::json study_identity(const HpoConfig& c);
 
 /// One trial as the study knows it.
 struct Trial {
-  hpo::TrialRecord record;  ///< number, state, params, value, resource (as the samplers see it)
+  hpo::TrialRecord record;                        ///< number, state, params, value, resource (as the samplers see it)
   std::vector<std::pair<int64_t, double>> rungs;  ///< asha: (resource, value) reports, in order
-  std::string error;       ///< kFailed: why
-  double seconds = 0;      ///< training time, over its parts
-  double finished_s = -1;  ///< study wall time when it finished (-1: not finished)
-  int64_t parts = 0;       ///< parts (rung segments) run
+  std::string error;                              ///< kFailed: why
+  double seconds = 0;                             ///< training time, over its parts
+  double finished_s = -1;                         ///< study wall time when it finished (-1: not finished)
+  int64_t parts = 0;                              ///< parts (rung segments) run
 };
 
 /// The coordinator's state of a study: proposes trials and decides at rungs as results arrive
@@ -171,7 +172,7 @@ class Study {
   std::optional<hpo::Asha> asha_;
   std::vector<Trial> trials_;
   std::map<std::string, nlohmann::json> specs_;  // task id -> spec
-  bool exhausted_ = false;                        // the grid has no point left
+  bool exhausted_ = false;                       // the grid has no point left
 };
 
 /// The trials as hpo::TrialRecord for a sampler (running ones included). A failed trial is
@@ -202,8 +203,8 @@ void write_outputs(const HpoConfig& c, const std::vector<Trial>& trials, const S
 /// The best complete trial (nullptr when none).
 const Trial* best_trial(const std::vector<Trial>& trials, hpo::Direction direction);
 
-/// Seconds since the Unix epoch (the study's wall times: study.json, trial parts, asks and tells).
-double unix_now();
+/// The study's wall times (study.json, trial parts, asks and tells) are the farm's clock.
+using farm::unix_now;
 
 /// "running", "complete", "pruned", "failed".
 const char* to_string(hpo::TrialState state);

@@ -225,7 +225,8 @@ int TrainLoop::run(int64_t start_step, int64_t end_step, bool validate_at_end) {
   int exit_code = 0;
   // Resumed where this part ends (a re-run of a part whose checkpoint was written): its
   // validation again, so the caller still gets the metric there.
-  if (start_step >= end_step_ && start_step > 0 && validate_at_end_ && !validate(start_step, (start_step - 1) / steps_per_epoch_)) {
+  const bool at_end_already = start_step >= end_step_ && start_step > 0 && validate_at_end_;
+  if (at_end_already && !validate(start_step, (start_step - 1) / steps_per_epoch_)) {
     failure_ = fmt::format("training stopped at step {}: the validation loss is not finite", start_step);
     exit_code = kExitError;
   }
