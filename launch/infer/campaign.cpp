@@ -45,10 +45,9 @@ namespace hpcml::launch {
 namespace {
 
 namespace fs = std::filesystem;
-using campaign_files::changes;
 using campaign_files::fingerprint;
 using campaign_files::output_names;
-using campaign_files::publish;
+using campaign_files::temp_name;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
@@ -206,7 +205,7 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
   for (const auto& name : k.copies) columns.push_back(io::column_from_tensor(name, at::cat(copied[name]).contiguous()));
   io::Provenance p{k.model_name, k.digest, "", file, first, rows};
   const fs::path final_path = k.parts / part_name(index, first);
-  const fs::path tmp = k.parts / (part_name(index, first) + ".tmp." + std::to_string(::getpid()));
+  const fs::path tmp = temp_name(final_path);
   bool committed = false;
   writing(k, [&] {
     io::write_predictions(tmp.string(), std::move(columns), p, k.schema);
@@ -253,7 +252,11 @@ json assemble(Campaign& k, const farm::Task& task) {
   }
   const int64_t rows = cols.front().rows();
   io::Provenance p{k.model_name, k.digest, config::to_yaml(k.c), fs::absolute(k.inputs[index]).string(), 0, rows};
-  writing(k, [&] { io::write_predictions(out.string(), std::move(cols), p, k.schema); });
+  const fs::path tmp = temp_name(out);
+  writing(k, [&] {
+    io::write_predictions(tmp.string(), std::move(cols), p, k.schema);
+    HPCML_CHECK_AS(IoError, ::rename(tmp.c_str(), out.c_str()) == 0, "cannot write '", out, "': ", std::strerror(errno));
+  });
   fsync_file(k.dir.string());
   for (const auto& part : parts) fs::remove(part);
   return {{"output", out.string()}, {"rows", rows}};
@@ -368,6 +371,8 @@ int run_units(Context& ctx, Campaign& k, const CampaignFlags& flags) {
     claims = std::make_unique<Claims>(k.dir / "claims", job_name(), k.c.infer.lease_s);
     journal = (k.dir / ("journal." + claims->job() + ".jsonl")).string();
     add_other_journals(k, journal, flags.retry_failed, plan);
+    // What killed writers left half-written (another host's: two leases after its last write).
+    for (const fs::path& d : {k.parts, k.dir}) campaign_files::remove_stale_temps(d, 2 * k.c.infer.lease_s);
     plan.claim = [&](const farm::Task& task) {
       return !finished_elsewhere(k, task) && claims->claim(task.id);
     };

@@ -3,7 +3,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -76,11 +78,56 @@ std::string changes(const json& before, const json& now, bool ignore_input_chang
   return out;
 }
 
+namespace {
+
+std::string host_name() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return host;
+}
+
+bool all_digits(const std::string& s) {
+  if (s.empty()) return false;
+  for (const char ch : s)
+    if (!std::isdigit(static_cast<unsigned char>(ch))) return false;
+  return true;
+}
+
+}  // namespace
+
+fs::path temp_name(const fs::path& path) {
+  return path.string() + ".tmp." + host_name() + "." + std::to_string(::getpid());
+}
+
+size_t remove_stale_temps(const fs::path& dir, double stale_s) {
+  const std::string here = host_name();
+  size_t removed = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const size_t at = name.find(".tmp.");
+    if (at == std::string::npos || !entry.is_regular_file(ec)) continue;
+    std::string writer = name.substr(at + 5);  // <host>.<pid>, perhaps with io's ".tmp" on top
+    if (writer.size() > 4 && writer.compare(writer.size() - 4, 4, ".tmp") == 0) writer.resize(writer.size() - 4);
+    const size_t dot = writer.rfind('.');
+    if (dot == std::string::npos || !all_digits(writer.substr(dot + 1))) continue;
+    bool stale;
+    if (writer.substr(0, dot) == here) {
+      stale = ::kill(static_cast<pid_t>(std::stol(writer.substr(dot + 1))), 0) != 0 && errno == ESRCH;
+    } else {
+      const auto age = fs::file_time_type::clock::now() - entry.last_write_time(ec);
+      stale = !ec && std::chrono::duration<double>(age).count() > stale_s;
+    }
+    if (stale && fs::remove(entry.path(), ec)) ++removed;
+  }
+  return removed;
+}
+
 // Writes `text` to a temporary name of this process, fsyncs it, then: `once`: link()s
 // it to `path`, returning false when `path` exists already (another job wrote it
 // first); else renames it over `path`. Several jobs may do this at once.
 bool publish(const fs::path& path, const std::string& text, bool once) {
-  const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
+  const fs::path tmp = temp_name(path);
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out << text;

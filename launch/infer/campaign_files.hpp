@@ -25,6 +25,14 @@ nlohmann::json fingerprint(const TrainConfig& c, const std::vector<std::string>&
 /// "" when `now` continues `before`, else what changed, for the refusal.
 std::string changes(const nlohmann::json& before, const nlohmann::json& now, bool ignore_input_changes);
 
+/// A temporary name for `path` that says who writes it: <path>.tmp.<host>.<pid>.
+std::filesystem::path temp_name(const std::filesystem::path& path);
+
+/// Removes the temporary names (temp_name, and io's own ".tmp" on top) in `dir` that a
+/// killed writer left: its process gone on this host, or, another host's, untouched for
+/// `stale_s` seconds. A live writer's are kept. Returns how many were removed.
+size_t remove_stale_temps(const std::filesystem::path& dir, double stale_s);
+
 /// Writes `text` to a temporary name of this process, fsyncs it, then: `once`: link()s
 /// it to `path`, returning false when `path` exists already (another job wrote it
 /// first); else renames it over `path`. Several jobs may do this at once.

@@ -209,6 +209,34 @@ class CampaignTest(unittest.TestCase):
             # 40 units of 150 ms on 2 workers: about 3 s after start-up.
             self.kill_and_resume(out, {"HPCML_TEST_CAMPAIGN_SLOW": "*:150"}, wait_for=rng.uniform(1.5, 3.0))
 
+    def test_a_killed_writers_temporaries_are_removed_and_a_live_writers_kept(self):
+        # A part half-written by a killed process (SIGKILL mid-write) stays under its temporary name
+        # <part>.tmp.<host>.<pid>[.tmp]. The next run removes this host's whose process is gone and
+        # another host's untouched for two leases; a live process's, or a recent one of another host,
+        # may still be written and is kept.
+        out = os.path.join(self.tmp, "temporaries")
+        self.kill_and_resume(out, {"HPCML_TEST_CAMPAIGN_KILL_AFTER": "3"})
+        host = os.uname().nodename
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        parts = os.path.join(out, "parts")
+        dead = [os.path.join(parts, f"f1-r0.h5.tmp.{host}.{gone.pid}.tmp"),
+                os.path.join(parts, f"f1-r250.h5.tmp.{host}.{gone.pid}"),
+                os.path.join(out, f"summary.json.tmp.{host}.{gone.pid}"),
+                os.path.join(parts, f"f2-r0.h5.tmp.elsewhere.{os.getpid()}.tmp")]
+        alive = [os.path.join(parts, f"f3-r0.h5.tmp.{host}.{os.getpid()}.tmp"),
+                 os.path.join(parts, f"f3-r250.h5.tmp.elsewhere.{os.getpid()}")]
+        for path in dead + alive:
+            with open(path, "wb") as f:
+                f.write(b"half")
+        day_ago = time.time() - 86400
+        os.utime(dead[-1], (day_ago, day_ago))
+        rc, _, err, _ = run(["infer"] + self.campaign_args(out), ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual([p for p in dead if os.path.exists(p)], [])
+        self.assertEqual([p for p in alive if not os.path.exists(p)], [])
+        self.outputs_equal(self.reference, out)
+
     def test_a_corrupt_input_fails_its_file_only_and_retry_failed_completes_it(self):
         data = os.path.join(self.tmp, "mixed")
         os.makedirs(data, exist_ok=True)
