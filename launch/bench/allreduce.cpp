@@ -7,6 +7,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "collectives/gradient_reducer.hpp"
 #include "collectives/mpi_reference.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -24,6 +25,7 @@ struct AllreduceBenchOptions {
   std::string max_size = "64M";
   int reps = 7;
   double target_ms = 40.0;
+  bool reducer = false;
   std::string json_path;
 };
 
@@ -49,9 +51,36 @@ int64_t parse_size(const std::string& text, const char* option) {
 
 // One way of running an allreduce of `t` on every rank.
 struct Impl {
-  const char* impl;  // "hpcml" or "mpi"
-  const char* path;  // "blocking" or "nonblocking"
+  const char* impl;  // "hpcml", "mpi", "reducer-mpi" or "reducer-shm"
+  const char* path;  // "blocking", "nonblocking" or "exposed_wait"
   std::function<void(at::Tensor&)> run;
+  /// When set, the op's time is this (seconds) instead of the wall clock around run().
+  std::function<double()> measured;
+};
+
+// The gradient reducer as the Trainer runs it, over one float32 parameter of the
+// message's size: each op a backward of sum(p) and the bucket's reduction; its time is
+// the reducer's exposed wait (what the Trainer logs as comm_wait), with the reduction
+// after backward (overlap never), so it is the whole reduction. These rows are what
+// `hpcml project fit` fits each transport's alpha and beta on (docs/scaling.md).
+struct ReducerImpl {
+  at::Tensor param;
+  std::unique_ptr<collectives::GradientReducer> reducer;
+
+  ReducerImpl(int64_t bytes, collectives::Transport transport, const collectives::BackendPtr& world)
+      : param(at::zeros({bytes / 4}, at::kFloat).requires_grad_(true)) {
+    collectives::ReducerOptions options;
+    options.transport = transport;
+    options.overlap = collectives::Overlap::kNever;
+    reducer = std::make_unique<collectives::GradientReducer>(
+        std::vector<collectives::NamedTensor>{{"p", param}}, std::vector<collectives::NamedTensor>{}, world,
+        options);
+  }
+  void run() {
+    reducer->zero_grad();
+    reducer->backward(param.sum());
+  }
+  double seconds() const { return reducer->last_step().exposed_wait_ms / 1000.0; }
 };
 
 struct Row {
@@ -86,7 +115,7 @@ int run_bench_allreduce(Context& c, const AllreduceBenchOptions& o) {
 
   // Raw MPI runs on its own duplicate so it never interleaves with the backend's.
   collectives::RawMpiAllreduce raw(*c.world);
-  const std::vector<Impl> impls = {
+  const std::vector<Impl> base_impls = {
       {"mpi", "blocking", [&](at::Tensor& t) { raw.blocking(t); }},
       {"hpcml", "blocking", [&](at::Tensor& t) { c.world->allreduce(t); }},
       {"hpcml", "nonblocking",
@@ -102,11 +131,25 @@ int run_bench_allreduce(Context& c, const AllreduceBenchOptions& o) {
   for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
     // Zeros stay zeros under repeated in-place sums: no overflow, no denormals.
     at::Tensor t = at::zeros({bytes / 4}, at::kFloat);
+    std::vector<Impl> impls = base_impls;
+    std::vector<std::unique_ptr<ReducerImpl>> reducers;
+    if (o.reducer && c.world->size() > 1) {  // one rank reduces nothing
+      reducers.push_back(std::make_unique<ReducerImpl>(bytes, collectives::Transport::kMpi, c.world));
+      if (c.env.num_nodes == 1) {
+        reducers.push_back(std::make_unique<ReducerImpl>(bytes, collectives::Transport::kSharedMemory, c.world));
+      }
+      for (auto& r : reducers) {
+        const bool shm = r->reducer->transport() == collectives::Transport::kSharedMemory;
+        ReducerImpl* ri = r.get();
+        impls.push_back({shm ? "reducer-shm" : "reducer-mpi", "exposed_wait", [ri](at::Tensor&) { ri->run(); },
+                         [ri] { return ri->seconds(); }});
+      }
+    }
     // Calibrate the iteration count on raw MPI (rank 0 decides, all agree).
     double probe = 0;
     for (int i = 0; i < 3; ++i) {
       const auto t0 = Clock::now();
-      impls[0].run(t);
+      base_impls[0].run(t);
       probe = seconds_since(t0);
     }
     int iters = std::clamp(static_cast<int>(o.target_ms * 1e-3 / std::max(probe, 1e-7)), 3, 2000);
@@ -127,7 +170,8 @@ int run_bench_allreduce(Context& c, const AllreduceBenchOptions& o) {
         for (int it = 0; it < iters; ++it) {
           const auto t0 = Clock::now();
           impls[i].run(t);
-          size_rows[i].seconds.push_back(seconds_since(t0));
+          const double wall = seconds_since(t0);
+          size_rows[i].seconds.push_back(impls[i].measured ? impls[i].measured() : wall);
         }
       }
     }
@@ -195,14 +239,19 @@ void add_bench_command(CLI::App& app, CommonOptions& common, Runner& selected) {
       ->capture_default_str();
   sub->add_option("--target-ms", o->target_ms, "Approximate time of one timed repetition, in ms")
       ->capture_default_str();
+  sub->add_flag("--reducer", o->reducer,
+                "Also time the gradient reducer as the Trainer runs it, over one parameter of each size: rows "
+                "reducer-mpi and (all ranks on one node) reducer-shm, path exposed_wait (the Trainer's comm_wait, "
+                "reduction after backward); what `hpcml project fit` fits a transport on");
   sub->add_option("--json", o->json_path,
-                  "Write rows {impl, path, bytes, latency_us, algbw_gbps, busbw_gbps, ...} to this file (rank 0)");
+                  "Write rows {impl, path, bytes, ranks, latency_us, algbw_gbps, busbw_gbps, ...} to this file (rank 0)");
   sub->callback([&selected, o] { selected = [o](Context& c) { return run_bench_allreduce(c, *o); }; });
   add_bench_ddp_command(*bench, common, selected);
   add_bench_io_command(*bench, common, selected);
   add_bench_model_command(*bench, common, selected);
   add_bench_infer_command(*bench, common, selected);
   add_bench_pack_command(*bench, common, selected);
+  add_bench_scaling_command(*bench, common, selected);
 }
 
 }  // namespace hpcml::launch::cli

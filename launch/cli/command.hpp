@@ -55,6 +55,8 @@ void add_bench_model_command(CLI::App& bench, CommonOptions& common, Runner& sel
 void add_bench_infer_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 /// `bench pack`, under the `bench` subcommand: packed members against one after another.
 void add_bench_pack_command(CLI::App& bench, CommonOptions& common, Runner& selected);
+/// `bench scaling`, under the `bench` subcommand: one point of a scaling sweep.
+void add_bench_scaling_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 /// `bench serve`, under the `bench` subcommand (registered from main.cpp).
 void add_bench_serve_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 

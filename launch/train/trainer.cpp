@@ -15,6 +15,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <numeric>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -205,6 +206,7 @@ class TrainLoop {
   Progress progress_;
   IntervalSums acc_{};
   Clock::time_point interval_start_;
+  Clock::time_point run_start_;  // validation lines carry the seconds since (time_s)
   // A step whose loss (or validation metric) is NaN or Inf on any rank: every rank
   // learns it in the step's stop agreement. Filled on the lowest such rank.
   int64_t nonfinite_step_ = -1;
@@ -220,7 +222,7 @@ int TrainLoop::run(int64_t start_step, int64_t end_step, bool validate_at_end) {
   end_step_ = end_step > 0 ? std::min(end_step, total_steps_) : total_steps_;
   validate_at_end_ = validate_at_end;
   open_metrics_and_announce();
-  interval_start_ = Clock::now();
+  interval_start_ = run_start_ = Clock::now();
   model_.set_training(true);
   int exit_code = 0;
   // Resumed where this part ends (a re-run of a part whose checkpoint was written): its
@@ -440,7 +442,7 @@ bool TrainLoop::validate(int64_t step_done, int64_t epoch) {
   for (auto& m : members) world_.allreduce(m.sums());
   const Scores scores = members_ > 1 ? pooled_scores(members) : members.front();  // a pack's: pooled
   if (rank_ == 0) {
-    last_validation_ = {{"step", step_done}, {"epoch", epoch}};
+    last_validation_ = {{"step", step_done}, {"epoch", epoch}, {"time_s", ms_between(run_start_, Clock::now()) / 1e3}};
     last_validation_.update(metrics_json(scores, "val_"));
     for (size_t k = 0; members_ > 1 && k < members.size(); ++k) {
       last_validation_["members"].push_back(metrics_json(members[k], "val_"));
@@ -474,6 +476,33 @@ void TrainLoop::checkpoint(int64_t step_done) {
     prune_checkpoints(c_.run.dir, c_.checkpoint.keep);
   }
   world_.barrier();
+}
+
+// What `hpcml bench scaling` records for the performance model: each trainable
+// parameter's bytes (registration order) and each bucket's, in reduction order.
+nlohmann::json reducer_layout(const collectives::GradientReducer& reducer, models::Model& model) {
+  std::map<std::string, int64_t> bytes;
+  nlohmann::json parameter_bytes = nlohmann::json::array(), buckets_bytes = nlohmann::json::array();
+  for (const auto& [name, t] : model.named_parameters()) {
+    if (!t.requires_grad()) continue;
+    bytes[name] = t.numel() * 4;  // float32 gradients
+    parameter_bytes.push_back(bytes[name]);
+  }
+  for (const auto& names : reducer.bucket_layout()) {
+    int64_t sum = 0;
+    for (const auto& n : names) sum += bytes[n];
+    buckets_bytes.push_back(sum);
+  }
+  const auto& o = reducer.options();
+  return {{"parameter_bytes", parameter_bytes},
+          {"buckets_bytes", buckets_bytes},
+          {"transport", collectives::to_string(reducer.transport())},
+          {"overlap", reducer.overlap_mode()},
+          {"reducer",
+           {{"first_bucket_bytes", o.first_bucket_bytes},
+            {"bucket_cap_bytes", o.bucket_cap_bytes},
+            {"direct_min_bytes", o.direct_min_bytes},
+            {"overlap", reducer.overlapping()}}}};
 }
 
 }  // namespace
@@ -535,6 +564,7 @@ TrainOutcome train_part(Context& ctx, const TrainConfig& config, const TrainPart
   outcome.complete = exit_code == 0 && loop.end_step() == loop.total_steps();
   outcome.validation = loop.last_validation();
   outcome.failure = loop.failure();
+  outcome.layout = reducer_layout(reducer, *model);
   return outcome;
 }
 

@@ -46,6 +46,9 @@ struct TrainOutcome {
   bool complete = false;      ///< the whole run is done (summary.json written)
   nlohmann::json validation;  ///< rank 0: the last validation's metrics line (null when none ran)
   std::string failure;        ///< after a non-finite stop (exit code 1), on every rank: why, one line
+  /// The gradient reducer's layout: parameter_bytes, buckets_bytes (reduction order),
+  /// transport, overlap and the reducer's bucket options (`hpcml bench scaling`'s profile).
+  nlohmann::json layout;
 };
 
 /// train() up to `part` (collective). A non-finite loss or validation metric (with
