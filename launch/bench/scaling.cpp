@@ -15,6 +15,8 @@
 #include "core/files.hpp"
 #include "core/log.hpp"
 #include "launch/bench/stats.hpp"
+#include "launch/run_config.hpp"
+#include "launch/runtime.hpp"
 #include "launch/cli/command.hpp"
 #include "launch/train/trainer.hpp"
 
@@ -32,6 +34,7 @@ struct ScalingOptions {
   int interval = 10;
   std::string out = "bench-scaling";
   std::string target;
+  bool independent = false;
   bool plots = true;
 };
 
@@ -68,7 +71,7 @@ Target parse_target(const std::string& text) {
 
 // The point's training config: per-rank batch from the mode, a fresh run directory, no
 // validation (unless timing to a target), one checkpoint at the end.
-TrainConfig point_config(TrainConfig c, const ScalingOptions& o, int ranks, const fs::path& run_dir) {
+TrainConfig point_config(TrainConfig c, const ScalingOptions& o, int ranks, bool alone, const fs::path& run_dir) {
   HPCML_CHECK_AS(ConfigError, o.mode == "weak" || o.mode == "strong", "bench scaling: --mode: expected weak or "
                  "strong, found '", o.mode, "'");
   if (o.mode == "strong") {
@@ -87,7 +90,9 @@ TrainConfig point_config(TrainConfig c, const ScalingOptions& o, int ranks, cons
                    "bench scaling: --steps (", o.steps, ") must be a positive multiple of --interval (", o.interval,
                    ")");
     c.train.max_steps = o.steps + o.interval;  // the first interval warms up
-    c.train.log_every = o.interval;
+    // Alone, every step is logged (no collective to pay): the profile keeps each step's
+    // compute, whose spread is the straggler wait N synchronised ranks would see.
+    c.train.log_every = alone ? 1 : o.interval;
     c.checkpoint.every_steps = c.train.max_steps;
     c.data.validation_files.clear();
     c.data.validation_samples = 0;
@@ -95,41 +100,59 @@ TrainConfig point_config(TrainConfig c, const ScalingOptions& o, int ranks, cons
   return c;
 }
 
-// The point from the run's metrics.jsonl (rank 0): of its timed intervals, the one of
-// median throughput (the upper middle of an even count), with that interval's per-step
-// breakdown, so that the parts and the step time come from the same steps.
+// The point from the run's metrics.jsonl (rank 0). Its timed rows (after the first
+// interval) are grouped into intervals of `interval` steps (a row covers the steps since
+// the previous one); the point is the interval of median throughput (the upper middle of
+// an even count) with that interval's per-step breakdown, so that the parts and the step
+// time come from the same steps. Rows of single steps also give each step's compute.
 json measure(const fs::path& run_dir, const ScalingOptions& o, int ranks, int batch_per_rank) {
+  struct Interval {
+    double steps = 0, seconds = 0;
+    std::map<std::string, double> ms;  // summed over its steps
+  };
   std::ifstream in(run_dir / "metrics.jsonl");
-  std::vector<json> timed;
+  std::vector<Interval> intervals(1);
+  std::vector<double> step_compute_s;
   std::string line;
+  int64_t last = 0;
   while (std::getline(in, line)) {
     const json row = json::parse(line, nullptr, false);
-    if (row.is_object() && row.contains("time_ms") && row.value("step", 0) > o.interval) timed.push_back(row);
+    if (!row.is_object() || !row.contains("time_ms")) continue;
+    const int64_t step = row.value("step", int64_t{0}), steps = step - last;
+    last = step;
+    if (step <= o.interval || steps <= 0) continue;
+    Interval& cur = intervals.back();
+    cur.steps += static_cast<double>(steps);
+    cur.seconds += static_cast<double>(steps * batch_per_rank * ranks) / row.value("samples_per_s", 1.0);
+    for (const auto& [k, v] : row["time_ms"].items()) cur.ms[k] += v.get<double>() * static_cast<double>(steps);
+    if (steps == 1) step_compute_s.push_back((row["time_ms"].value("forward", 0.0) + row["time_ms"].value("backward", 0.0)) / 1e3);
+    if (cur.steps >= o.interval) intervals.emplace_back();
   }
-  HPCML_CHECK_AS(IoError, !timed.empty(), "bench scaling: no timed interval in ", (run_dir / "metrics.jsonl").string());
+  if (intervals.back().steps == 0) intervals.pop_back();
+  HPCML_CHECK_AS(IoError, !intervals.empty(), "bench scaling: no timed interval in ",
+                 (run_dir / "metrics.jsonl").string());
+  auto rate = [&](const Interval& i) { return i.steps * batch_per_rank * ranks / i.seconds; };
   std::vector<double> rates;
-  for (const auto& row : timed) rates.push_back(row.value("samples_per_s", 0.0));
-  std::sort(timed.begin(), timed.end(), [](const json& a, const json& b) {
-    return a.value("samples_per_s", 0.0) < b.value("samples_per_s", 0.0);
-  });
-  const json& mid = timed[timed.size() / 2];
-  const json& t = mid["time_ms"];
-  const double rate = mid["samples_per_s"].get<double>();
-  const double step_ms = 1000.0 * batch_per_rank * ranks / rate;
-  const double compute = t.value("forward", 0.0) + t.value("backward", 0.0);
-  const double wait = t.value("comm_wait", 0.0), data = t.value("data", 0.0), opt = t.value("optimizer", 0.0);
-  return {{"samples_per_s", rate},
-          {"samples_per_s_intervals", rates},
-          {"median_interval_step", mid["step"]},
-          {"step_ms", step_ms},
-          {"breakdown_ms",
-           {{"compute", compute},
-            {"forward", t.value("forward", 0.0)},
-            {"backward", t.value("backward", 0.0)},
-            {"exposed_comm", wait},
-            {"data_wait", data},
-            {"optimizer", opt},
-            {"other", std::max(0.0, step_ms - compute - wait - data - opt)}}}};
+  for (const auto& i : intervals) rates.push_back(rate(i));
+  std::sort(intervals.begin(), intervals.end(), [&](const Interval& a, const Interval& b) { return rate(a) < rate(b); });
+  const Interval& mid = intervals[intervals.size() / 2];
+  auto part = [&](const char* k) { return mid.ms.count(k) ? mid.ms.at(k) / mid.steps : 0.0; };
+  const double step_ms = 1000.0 * mid.seconds / mid.steps;
+  const double compute = part("forward") + part("backward");
+  const double wait = part("comm_wait"), data = part("data"), opt = part("optimizer");
+  json out = {{"samples_per_s", rate(mid)},
+              {"samples_per_s_intervals", rates},
+              {"step_ms", step_ms},
+              {"breakdown_ms",
+               {{"compute", compute},
+                {"forward", part("forward")},
+                {"backward", part("backward")},
+                {"exposed_comm", wait},
+                {"data_wait", data},
+                {"optimizer", opt},
+                {"other", std::max(0.0, step_ms - compute - wait - data - opt)}}}};
+  if (!step_compute_s.empty()) out["step_compute_s"] = step_compute_s;
+  return out;
 }
 
 // Seconds from the run's start until the first validation that reached `t`; -1 if none did.
@@ -156,6 +179,9 @@ json profile_of(const json& point, const TrainOutcome& outcome) {
           // The optimizer and the step's other fixed costs (zeroing, the loss's read-back).
           {"optimizer_per_step_s", (b["optimizer"].get<double>() + b["other"].get<double>()) / 1000.0},
           {"data_per_sample_s", b["data_wait"].get<double>() / 1000.0 / batch},
+          {"backward_fraction", b["backward"].get<double>() / b["compute"].get<double>()},
+          // Each timed step's forward + backward (seconds): the model's straggler term.
+          {"step_compute_s", point.value("step_compute_s", json::array())},
           {"parameter_bytes", outcome.layout.value("parameter_bytes", json::array())},
           {"buckets_bytes", outcome.layout.value("buckets_bytes", json::array())},
           {"reducer", outcome.layout.value("reducer", json::object())}};
@@ -171,7 +197,7 @@ json aggregate(const fs::path& dir) {
     const json p = json::parse(in, nullptr, false);
     if (p.is_object() && p.contains("ranks")) points[p["mode"]][p["ranks"].get<int>()].push_back(p);
   }
-  json out = {{"modes", json::object()}};
+  json out = {{"modes", json::object()}, {"profiles", json::object()}};
   for (auto& [mode, by_ranks] : points) {
     json rows = json::array();
     double base_rate = 0;
@@ -191,7 +217,13 @@ json aggregate(const fs::path& dir) {
       }
       row["efficiency"] = row["samples_per_s"].get<double>() / base_rate / (static_cast<double>(ranks) / base_ranks);
       row["efficiency_base_ranks"] = base_ranks;
+      if (row.contains("profile")) {  // 1 rank: profile-<mode>; independent: profile-<mode>-n<N>
+        const bool independent = mode.find("-independent") != std::string::npos;
+        if (ranks == 1 || independent)
+          out["profiles"][independent ? mode + "-n" + std::to_string(ranks) : mode] = row["profile"];
+      }
       row.erase("profile");
+      row.erase("step_compute_s");
       rows.push_back(row);
     }
     out["modes"][mode] = rows;
@@ -232,25 +264,33 @@ int run_bench_scaling(Context& ctx, const TrainConfig& config, const ScalingOpti
   auto& world = *ctx.world;
   const int ranks = world.size();
   const Target target = o.target.empty() ? Target{} : parse_target(o.target);
+  HPCML_CHECK_AS(ConfigError, !o.independent || o.target.empty(), "bench scaling: --independent measures steps, "
+                 "not a time to target: drop --target");
   const fs::path dir = o.out;
+  const std::string mode = o.mode + (o.independent ? "-independent" : "");
   // The repetition: the next free number for this mode and rank count (rank 0 decides).
   int rep = 0;
   if (world.rank() == 0) {
     fs::create_directories(dir / "points");
-    while (fs::exists(dir / "points" / (o.mode + "-n" + std::to_string(ranks) + "-r" + std::to_string(rep) + ".json")))
+    while (fs::exists(dir / "points" / (mode + "-n" + std::to_string(ranks) + "-r" + std::to_string(rep) + ".json")))
       ++rep;
   }
   rep = std::stoi(world.broadcast_string(std::to_string(rep)));
-  const std::string name = o.mode + "-n" + std::to_string(ranks) + "-r" + std::to_string(rep);
-  const fs::path run_dir = dir / "runs" / name;
-  const TrainConfig c = point_config(config, o, ranks, run_dir);
+  const std::string name = mode + "-n" + std::to_string(ranks) + "-r" + std::to_string(rep);
+  // --independent: every rank trains alone (a group of its own), the node as loaded as in
+  // the N-rank point but with no communication: the compute a rank gets among N.
+  const bool alone = ranks == 1 || o.independent;
+  const fs::path run_dir = dir / "runs" / (o.independent ? name + "-rank" + std::to_string(world.rank()) : name);
+  const TrainConfig c = point_config(config, o, ranks, alone, run_dir);
+  Context own = o.independent ? group_context(ctx, world.split(world.rank(), 0, "independent"), run_sections(c)) : ctx;
   const auto start = std::chrono::steady_clock::now();
-  const TrainOutcome outcome = train_part(ctx, c, TrainPart());
+  const TrainOutcome outcome = train_part(own, c, TrainPart());
   const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (o.independent) world.barrier();
   if (outcome.exit_code != 0) return outcome.exit_code;
   if (world.rank() != 0) return 0;
 
-  json point = {{"mode", o.mode},
+  json point = {{"mode", mode},
                 {"ranks", ranks},
                 {"nodes", ctx.env.num_nodes},
                 {"repetition", rep},
@@ -260,13 +300,17 @@ int run_bench_scaling(Context& ctx, const TrainConfig& config, const ScalingOpti
                 {"global_batch", c.train.batch_size * ranks},
                 {"threads_per_rank", ctx.threads.intra_op},
                 {"backend", world.name()},
-                {"transport", outcome.layout.value("transport", "")},
+                {"transport", o.independent ? "none" : outcome.layout.value("transport", "")},
                 {"overlap", outcome.layout.value("overlap", "")},
                 {"wall_s", wall_s},
                 {"run_dir", run_dir.string()}};
   if (o.target.empty()) {
-    point.update(measure(run_dir, o, ranks, c.train.batch_size));
-    point["profile"] = profile_of(point, outcome);
+    point.update(measure(run_dir, o, o.independent ? 1 : ranks, c.train.batch_size));
+    if (o.independent) {  // rank 0's throughput, as if each of the N ranks did as well
+      point["samples_per_s_rank0"] = point["samples_per_s"];
+      point["samples_per_s"] = point["samples_per_s"].get<double>() * ranks;
+    }
+    if (alone) point["profile"] = profile_of(point, outcome);
   } else {
     const double tt = time_to_target(run_dir, target);
     point["target"] = o.target;
@@ -274,10 +318,11 @@ int run_bench_scaling(Context& ctx, const TrainConfig& config, const ScalingOpti
     point.update(measure(run_dir, ScalingOptions{}, ranks, c.train.batch_size));
   }
   write_file_atomically((dir / "points" / (name + ".json")).string(), point.dump(2) + "\n");
-  if (ranks == 1 && o.target.empty()) {
-    write_file_atomically((dir / ("profile-" + o.mode + ".json")).string(), point["profile"].dump(2) + "\n");
-  }
-  const json agg = aggregate(dir);
+  json agg = aggregate(dir);
+  // The model's inputs: each alone-point's median repetition (`hpcml project train --profile`).
+  for (const auto& [key, profile] : agg["profiles"].items())
+    write_file_atomically((dir / ("profile-" + key + ".json")).string(), profile.dump(2) + "\n");
+  agg.erase("profiles");
   write_file_atomically((dir / "scaling.json").string(), agg.dump(2) + "\n");
   print_table(agg);
   if (!o.target.empty()) {
@@ -312,6 +357,10 @@ void add_bench_scaling_command(CLI::App& bench, CommonOptions& common, Runner& s
   sub->add_option("--target", o->target,
                   "Time to a validation target instead of fixed steps: METRIC>=VALUE or METRIC<=VALUE "
                   "(val_accuracy>=0.8), the config's whole run with its validation");
+  sub->add_flag("--independent", o->independent,
+                "Every rank trains alone (no communication) at the point's per-rank batch, so the node is as "
+                "loaded as in the N-rank point: the compute a rank gets among N, written as "
+                "profile-<mode>-independent-n<N>.json for `hpcml project train`");
   sub->add_flag("--plots,!--no-plots", o->plots, "Draw the PNG plots (matplotlib)")->capture_default_str();
   auto config = std::make_shared<TrainConfig>();
   sub->callback([&selected, &common, config, o] {

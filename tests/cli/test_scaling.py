@@ -57,16 +57,30 @@ class ScalingTest(unittest.TestCase):
         for r in rows:
             self.assertEqual(r["batch_per_rank"], 32)
             self.assertEqual(r["global_batch"], 32 * r["ranks"])
-            # The point from the run's own metrics: timed intervals are those after the first.
+            # The point from the run's own metrics: the timed steps (after the first 10) in intervals of 10
+            # (one rank logs every step; more ranks every 10), the interval of median throughput.
             with open(os.path.join(r["run_dir"], "metrics.jsonl")) as f:
-                lines = [json.loads(line) for line in f]
-            timed = [m for m in lines if "time_ms" in m and m["step"] > 10]
-            self.assertEqual(len(timed), 2)
-            # The interval of median throughput (upper middle of two), and its own breakdown.
-            mid = sorted(timed, key=lambda m: m["samples_per_s"])[1]
-            self.assertEqual(r["samples_per_s"], mid["samples_per_s"])
-            self.assertEqual(sorted(r["samples_per_s_intervals"]), sorted(m["samples_per_s"] for m in timed))
-            t, b = mid["time_ms"], r["breakdown_ms"]
+                lines = [json.loads(line) for line in f if "time_ms" in line]
+            self.assertEqual(len(lines), 30 if r["ranks"] == 1 else 3)
+            intervals, last = [], 0
+            for m in lines:
+                steps, last = m["step"] - last, m["step"]
+                if m["step"] <= 10:
+                    continue
+                if not intervals or intervals[-1]["steps"] >= 10:
+                    intervals.append({"steps": 0, "seconds": 0.0, "ms": {}})
+                cur = intervals[-1]
+                cur["steps"] += steps
+                cur["seconds"] += steps * 32 * r["ranks"] / m["samples_per_s"]
+                for k, v in m["time_ms"].items():
+                    cur["ms"][k] = cur["ms"].get(k, 0.0) + v * steps
+            self.assertEqual([i["steps"] for i in intervals], [10, 10])
+            rate = lambda i: i["steps"] * 32 * r["ranks"] / i["seconds"]  # noqa: E731
+            mid = sorted(intervals, key=rate)[1]
+            self.assertAlmostEqual(r["samples_per_s"], rate(mid), delta=1e-9 * rate(mid))
+            self.assertEqual(len(r["samples_per_s_intervals"]), 2)
+            t = {k: v / 10 for k, v in mid["ms"].items()}
+            b = r["breakdown_ms"]
             self.assertAlmostEqual(b["compute"], t["forward"] + t["backward"], places=6)
             self.assertAlmostEqual(b["exposed_comm"], t["comm_wait"], places=6)
             self.assertAlmostEqual(b["data_wait"], t["data"], places=6)
@@ -87,6 +101,13 @@ class ScalingTest(unittest.TestCase):
         self.assertAlmostEqual(profile["compute_per_sample_s"], rows[0]["breakdown_ms"]["compute"] / 1000 / 32,
                                places=12)
         self.assertEqual(profile["batch_per_rank"], 32)
+        # Every timed step's forward + backward, from the 1-rank run's per-step lines.
+        with open(os.path.join(rows[0]["run_dir"], "metrics.jsonl")) as f:
+            steps = [json.loads(line) for line in f if "time_ms" in line]
+        self.assertEqual(profile["step_compute_s"],
+                         [(m["time_ms"]["forward"] + m["time_ms"]["backward"]) / 1000 for m in steps if m["step"] > 10])
+        self.assertAlmostEqual(profile["backward_fraction"],
+                               rows[0]["breakdown_ms"]["backward"] / rows[0]["breakdown_ms"]["compute"], places=12)
 
         # A second repetition of the 2-rank point: the row is the median over both.
         rc, _, err, _ = run(["bench", "scaling", "--out", out, "--steps", "20", "--interval", "10", "--no-plots"]
@@ -98,6 +119,25 @@ class ScalingTest(unittest.TestCase):
         self.assertEqual(len(os.listdir(os.path.join(out, "points"))), 4)
         self.assertIn(two["samples_per_s"], two["samples_per_s_reps"])
         self.assertEqual(two["samples_per_s"], max(two["samples_per_s_reps"]))  # the upper middle of two
+
+    def test_independent_ranks_train_alone_on_a_loaded_node(self):
+        out = os.path.join(self.tmp, "independent")
+        rc, stdout, err, _ = run(["bench", "scaling", "--independent", "--out", out, "--steps", "20", "--interval",
+                                  "10", "--no-plots"] + MLP, ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        with open(os.path.join(out, "points", "weak-independent-n2-r0.json")) as f:
+            point = json.load(f)
+        self.assertEqual(point["transport"], "none")
+        self.assertEqual(point["breakdown_ms"]["exposed_comm"], 0)
+        # Each rank its own run, trained alone: same data and seed, so the same parameters.
+        digests = []
+        for rank in (0, 1):
+            run_dir = os.path.join(out, "runs", f"weak-independent-n2-r0-rank{rank}")
+            with open(os.path.join(run_dir, "summary.json")) as f:
+                digests.append(json.load(f)["parameters_sha256"])
+        self.assertEqual(digests[0], digests[1])
+        with open(os.path.join(out, "profile-weak-independent-n2.json")) as f:
+            self.assertEqual(len(json.load(f)["step_compute_s"]), 20)
 
     def test_strong_scaling_splits_the_global_batch(self):
         _, rows = self.sweep("strong", "strong", (1, 2), ["--global-batch", "64"])
