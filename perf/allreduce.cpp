@@ -23,9 +23,7 @@ int ceil_log2(int p) {
 
 // The per-rank cost of a network message when `sharing` ranks of a node send over the
 // network at once: they share the node's NICs, so each sees 1/sharing of its bandwidth.
-Link network_link(const Topology& t, int sharing) {
-  return {t.network.alpha_s, t.network.beta_s_per_byte * sharing};
-}
+Link network_link(const Topology& t, int sharing) { return {t.network.alpha_s, t.network.beta_s_per_byte * sharing}; }
 
 // The bandwidth a ring or a tree runs at across nodes: its slowest hop. Only one flow per
 // ring (or tree edge) crosses a node boundary, so it has the node's whole network bandwidth
@@ -112,8 +110,8 @@ double hierarchical(double n, int p, const Topology& t) {
   const int local = std::min(p, t.ranks_per_node);
   const int nodes = node_count(p, t);
   const double share = (local - 1.0) / local;
-  const double in_node = 2.0 * (local - 1) * t.intra.alpha_s + 2.0 * share * n * t.intra.beta_s_per_byte +
-                         share * n * t.gamma_s_per_byte;
+  const double in_node =
+      2.0 * (local - 1) * t.intra.alpha_s + 2.0 * share * n * t.intra.beta_s_per_byte + share * n * t.gamma_s_per_byte;
   if (nodes == 1) return in_node;
   Topology across;
   across.ranks_per_node = 1;

@@ -23,13 +23,12 @@ void coefficients(Algorithm algorithm, double bytes, int ranks, double* a, doubl
 void check_points(const std::vector<Measurement>& points, const std::string& what) {
   std::set<double> sizes;
   for (const auto& m : points) {
-    HPCML_CHECK_AS(ConfigError, std::isfinite(m.seconds) && m.seconds > 0, what,
-                   ": expected positive times, found ", m.seconds, " s at ", m.bytes, " bytes");
+    HPCML_CHECK_AS(ConfigError, std::isfinite(m.seconds) && m.seconds > 0, what, ": expected positive times, found ",
+                   m.seconds, " s at ", m.bytes, " bytes");
     HPCML_CHECK_AS(ConfigError, std::isfinite(m.bytes) && m.bytes > 0, what, ": expected positive sizes, found ",
                    m.bytes, " bytes");
-    HPCML_CHECK_AS(ConfigError, m.ranks == points.front().ranks, what,
-                   ": expected one rank count, found rows at ", points.front().ranks, " and ", m.ranks,
-                   " ranks (fit one rank count at a time)");
+    HPCML_CHECK_AS(ConfigError, m.ranks == points.front().ranks, what, ": expected one rank count, found rows at ",
+                   points.front().ranks, " and ", m.ranks, " ranks (fit one rank count at a time)");
     sizes.insert(m.bytes);
   }
   HPCML_CHECK_AS(ConfigError, sizes.size() >= 2, what, ": expected measurements at 2 or more distinct sizes, found ",
@@ -72,8 +71,8 @@ LinkFit fit_link(const std::vector<Measurement>& points, Algorithm algorithm, co
     alpha = 0;
     beta = sbt / sbb;
   }
-  HPCML_CHECK_AS(ConfigError, beta > 0 && std::isfinite(beta), what,
-                 ": the fitted beta is not positive (", beta, " s/byte): the times do not grow with the size");
+  HPCML_CHECK_AS(ConfigError, beta > 0 && std::isfinite(beta), what, ": the fitted beta is not positive (", beta,
+                 " s/byte): the times do not grow with the size");
   fit.link = {alpha, beta};
   double sum_sq = 0;
   for (size_t i = 0; i < points.size(); ++i) {
@@ -90,8 +89,8 @@ LinkFit fit_link(const std::vector<Measurement>& points, Algorithm algorithm, co
 
 std::vector<Measurement> allreduce_rows(const nlohmann::json& rows, const std::string& impl, const std::string& path,
                                         int ranks, const std::string& what) {
-  HPCML_CHECK_AS(ConfigError, rows.is_array(), what,
-                 ": expected a list of rows (hpcml bench allreduce --json), found ", rows.type_name());
+  HPCML_CHECK_AS(ConfigError, rows.is_array(), what, ": expected a list of rows (hpcml bench allreduce --json), found ",
+                 rows.type_name());
   std::vector<Measurement> out;
   std::set<std::string> impls;
   for (size_t i = 0; i < rows.size(); ++i) {

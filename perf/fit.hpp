@@ -24,7 +24,7 @@ struct Measurement {
 /// intra = {alpha, beta}}), i.e. every rank on one node, gamma folded into beta.
 struct LinkFit {
   Link link;
-  bool alpha_clamped = false;  ///< the unconstrained alpha came out negative: alpha = 0, beta refitted
+  bool alpha_clamped = false;             ///< the unconstrained alpha came out negative: alpha = 0, beta refitted
   std::vector<double> predicted_s;        ///< per measurement, in input order
   std::vector<double> relative_residual;  ///< (predicted - measured) / measured
   double rms_relative_residual = 0;

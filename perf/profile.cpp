@@ -62,8 +62,10 @@ void read_reducer(const json& doc, Profile& p, const std::string& what) {
 }  // namespace
 
 Profile profile_from_json(const json& doc, const std::string& what) {
-  HPCML_CHECK_AS(ConfigError, doc.is_object(), what, ": expected a JSON object (a profile from hpcml bench scaling), "
-                 "found ", doc.type_name());
+  HPCML_CHECK_AS(ConfigError, doc.is_object(), what,
+                 ": expected a JSON object (a profile from hpcml bench scaling), "
+                 "found ",
+                 doc.type_name());
   Profile p;
   if (doc.contains("model")) {
     HPCML_CHECK_AS(ConfigError, doc["model"].is_string(), what, ": key 'model': expected a string, found ",

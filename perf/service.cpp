@@ -50,8 +50,10 @@ std::vector<BatchPoint> parse_batch_times(const std::string& text, const std::st
       p.seconds = std::strtod(s.c_str(), &end_s);
       ok = *end_b == '\0' && *end_s == '\0';
     }
-    HPCML_CHECK_AS(ConfigError, ok, what, ": expected BATCH:SECONDS pairs separated by commas (1:0.002,8:0.004), "
-                   "found '", item, "'");
+    HPCML_CHECK_AS(ConfigError, ok, what,
+                   ": expected BATCH:SECONDS pairs separated by commas (1:0.002,8:0.004), "
+                   "found '",
+                   item, "'");
     out.push_back(p);
     start = comma + 1;
   }

@@ -104,8 +104,10 @@ std::vector<StepResult> project_scaling(const StepInputs& inputs, const std::vec
     HPCML_CHECK_AS(ConfigError, n >= 1, "ranks: expected positive rank counts, found ", n);
     StepInputs in = inputs;
     if (mode == ScalingMode::kStrong) {
-      HPCML_CHECK_AS(ConfigError, global_batch >= n, "strong scaling: expected a global batch >= the rank count, "
-                     "found global batch ", global_batch, " at ", n, " ranks");
+      HPCML_CHECK_AS(ConfigError, global_batch >= n,
+                     "strong scaling: expected a global batch >= the rank count, "
+                     "found global batch ",
+                     global_batch, " at ", n, " ranks");
       in.batch_per_rank = global_batch / n;
     }
     return simulate_step(in, n, topology, algorithm);

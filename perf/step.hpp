@@ -40,13 +40,13 @@ std::vector<Reduction> reductions_from_buckets(const std::vector<std::int64_t>& 
 
 /// What a step costs on one rank, from a profile.
 struct StepInputs {
-  double compute_per_sample_s = 0;    ///< forward + backward per sample (an input: measured or given)
-  double batch_per_rank = 1;          ///< samples per rank per step
-  double optimizer_per_step_s = 0;    ///< the optimizer step
-  double data_per_sample_s = 0;       ///< data wait per sample, not hidden by prefetch
-  double backward_fraction = 2.0 / 3; ///< backward's share of compute (backward ~ 2x forward: an assumption)
-  bool overlap = true;                ///< bucket allreduces start during backward
-  std::vector<Reduction> reductions;  ///< in the order they run
+  double compute_per_sample_s = 0;     ///< forward + backward per sample (an input: measured or given)
+  double batch_per_rank = 1;           ///< samples per rank per step
+  double optimizer_per_step_s = 0;     ///< the optimizer step
+  double data_per_sample_s = 0;        ///< data wait per sample, not hidden by prefetch
+  double backward_fraction = 2.0 / 3;  ///< backward's share of compute (backward ~ 2x forward: an assumption)
+  bool overlap = true;                 ///< bucket allreduces start during backward
+  std::vector<Reduction> reductions;   ///< in the order they run
 };
 
 /// When one reduction ran, relative to the start of backward.
@@ -60,15 +60,15 @@ struct StepResult {
   int ranks = 1;
   int nodes = 1;
   double batch_per_rank = 0;
-  double step_s = 0;            ///< data + compute + exposed communication + optimizer
-  double compute_s = 0;         ///< forward + backward
+  double step_s = 0;     ///< data + compute + exposed communication + optimizer
+  double compute_s = 0;  ///< forward + backward
   double backward_s = 0;
-  double comm_s = 0;            ///< sum of the allreduces' times
-  double exposed_comm_s = 0;    ///< communication after backward ended
+  double comm_s = 0;          ///< sum of the allreduces' times
+  double exposed_comm_s = 0;  ///< communication after backward ended
   double data_s = 0;
   double optimizer_s = 0;
-  double samples_per_s = 0;     ///< ranks * batch_per_rank / step_s
-  double efficiency = 1;        ///< samples_per_s / (ranks * samples_per_s at 1 rank)
+  double samples_per_s = 0;  ///< ranks * batch_per_rank / step_s
+  double efficiency = 1;     ///< samples_per_s / (ranks * samples_per_s at 1 rank)
   std::vector<ReductionTiming> timeline;
 };
 

@@ -13,9 +13,9 @@ namespace hpcml::perf {
 namespace {
 
 // Figures and where they come from; docs/scaling.md#systems has the same table.
-constexpr double kNvlink3PairBytesPerS = 100e9;  // 4 NVLink-3 links x 25 GB/s per direction
-constexpr double kNvlinkStepS = 3.4e-6;          // NCCL's per-step NVLink latency (ring, Simple)
-constexpr double kNetworkStepS = 9.6e-6;         // NCCL's per-step network latency (ring, Simple)
+constexpr double kNvlink3PairBytesPerS = 100e9;    // 4 NVLink-3 links x 25 GB/s per direction
+constexpr double kNvlinkStepS = 3.4e-6;            // NCCL's per-step NVLink latency (ring, Simple)
+constexpr double kNetworkStepS = 9.6e-6;           // NCCL's per-step network latency (ring, Simple)
 constexpr double kSlingshot11NicBytesPerS = 25e9;  // Cassini NIC: 200 Gb/s
 constexpr double kHdrBytesPerS = 25e9;             // InfiniBand HDR: 200 Gb/s
 
@@ -31,9 +31,10 @@ System perlmutter() {
   System s;
   s.name = "perlmutter-gpu";
   s.description = "NERSC Perlmutter GPU nodes: 4 A100 per node over NVLink 3, 4 Slingshot-11 NICs per node";
-  s.source = std::string("4 A100 and 4 HPE Slingshot-11 NICs per GPU node: https://docs.nersc.gov/systems/perlmutter/"
-                         "architecture/; Cassini NIC 200 Gb/s (25 GB/s): https://glennklockwood.com/garden/slingshot "
-                         "(network: 4 x 25 = 100 GB/s per node, peak, not measured); ") +
+  s.source = std::string(
+                 "4 A100 and 4 HPE Slingshot-11 NICs per GPU node: https://docs.nersc.gov/systems/perlmutter/"
+                 "architecture/; Cassini NIC 200 Gb/s (25 GB/s): https://glennklockwood.com/garden/slingshot "
+                 "(network: 4 x 25 = 100 GB/s per node, peak, not measured); ") +
              kNvlink3 + "; alphas: " + kNcclTuning;
   s.topology.ranks_per_node = 4;
   s.topology.intra = {kNvlinkStepS, 1.0 / kNvlink3PairBytesPerS};
@@ -46,9 +47,10 @@ System ib_hdr() {
   System s;
   s.name = "ib-hdr";
   s.description = "a generic InfiniBand HDR cluster: 4 GPUs per node over NVLink 3, one 200 Gb/s HDR HCA per node";
-  s.source = std::string("InfiniBand HDR: 200 Gb/s per port (25 GB/s per node, peak; one HCA per node is this "
-                         "preset's assumption), e.g. NVIDIA ConnectX-6 "
-                         "https://www.nvidia.com/en-us/networking/infiniband-adapters/; node: ") +
+  s.source = std::string(
+                 "InfiniBand HDR: 200 Gb/s per port (25 GB/s per node, peak; one HCA per node is this "
+                 "preset's assumption), e.g. NVIDIA ConnectX-6 "
+                 "https://www.nvidia.com/en-us/networking/infiniband-adapters/; node: ") +
              kNvlink3 + "; alphas: " + kNcclTuning;
   s.topology.ranks_per_node = 4;
   s.topology.intra = {kNvlinkStepS, 1.0 / kNvlink3PairBytesPerS};
@@ -112,10 +114,13 @@ const std::vector<System>& preset_systems() {
 }
 
 System system_from_yaml(const YAML::Node& node, const std::string& what) {
-  HPCML_CHECK_AS(ConfigError, node.IsMap(), what, ": expected a mapping of keys (ranks_per_node, intra, network, ...), "
-                 "found ", config::detail::describe_node(node));
-  check_keys(node, {"name", "description", "source", "ranks_per_node", "intra", "network", "gamma_s_per_byte",
-                    "algorithm"}, "", what);
+  HPCML_CHECK_AS(ConfigError, node.IsMap(), what,
+                 ": expected a mapping of keys (ranks_per_node, intra, network, ...), "
+                 "found ",
+                 config::detail::describe_node(node));
+  check_keys(node,
+             {"name", "description", "source", "ranks_per_node", "intra", "network", "gamma_s_per_byte", "algorithm"},
+             "", what);
   System s;
   s.name = node["name"] ? scalar_text(node["name"], "name", what) : "custom";
   if (node["description"]) s.description = scalar_text(node["description"], "description", what);
@@ -153,8 +158,7 @@ System find_system(const std::string& name_or_path, const std::string& what) {
   try {
     node = YAML::Load(text.str());
   } catch (const YAML::Exception& e) {
-    HPCML_THROW(ConfigError, what, ": ", name_or_path, ": not YAML or JSON (line ", e.mark.line + 1, ": ", e.msg,
-                ")");
+    HPCML_THROW(ConfigError, what, ": ", name_or_path, ": not YAML or JSON (line ", e.mark.line + 1, ": ", e.msg, ")");
   }
   return system_from_yaml(node, what + ": " + name_or_path);
 }

@@ -62,8 +62,8 @@ std::vector<int> parse_counts(const std::string& text, const std::string& option
   HPCML_CHECK_AS(ConfigError, !values.empty(), what, ": expected at least one count, found '", text, "'");
   if (!series) return std::vector<int>(values.begin(), values.end());
   const long long a = values[0], b = values[1], z = values[2];
-  HPCML_CHECK_AS(ConfigError, b % a == 0 && b / a >= 2 && z >= b, what, ": expected A,B,...,Z with B a multiple (>= 2) ",
-                 "of A and Z >= B, found '", text, "'");
+  HPCML_CHECK_AS(ConfigError, b % a == 0 && b / a >= 2 && z >= b, what,
+                 ": expected A,B,...,Z with B a multiple (>= 2) ", "of A and Z >= B, found '", text, "'");
   std::vector<int> out;
   for (long long v = a; v <= z; v *= b / a) out.push_back(static_cast<int>(v));
   return out;
@@ -182,9 +182,10 @@ int run_train(const Context& c, const TrainOptions& o) {
 void add_train(CLI::App* project, Runner& selected) {
   auto o = std::make_shared<TrainOptions>();
   auto* sub = project->add_subcommand(
-      "train", "Project data-parallel training to N ranks on a system: step time, its breakdown, efficiency against "
-               "one rank and samples/s, from a profile (compute per sample, buckets) and the alpha-beta model "
-               "(docs/scaling.md)");
+      "train",
+      "Project data-parallel training to N ranks on a system: step time, its breakdown, efficiency against "
+      "one rank and samples/s, from a profile (compute per sample, buckets) and the alpha-beta model "
+      "(docs/scaling.md)");
   sub->add_option("--profile", o->profile, "PROFILE.json from hpcml bench scaling")->required();
   sub->add_option("--system", o->system, "A preset (hpcml project systems) or a system file (YAML/JSON)")
       ->capture_default_str();
@@ -229,8 +230,9 @@ int run_fit(const Context& c, const FitOptions& o) {
   system.name = "fitted-" + o.impl;
   system.description = "alpha and beta fitted to " + o.allreduce + " (impl " + o.impl + ", path " + o.path + ", " +
                        std::to_string(points.front().ranks) + " ranks, " + o.algorithm + ")";
-  system.source = "hpcml project fit; the network link is set equal to the fitted one-node link (unknown from a "
-                  "one-node fit: edit it for a cluster)";
+  system.source =
+      "hpcml project fit; the network link is set equal to the fitted one-node link (unknown from a "
+      "one-node fit: edit it for a cluster)";
   system.topology.ranks_per_node = o.ranks_per_node > 0 ? o.ranks_per_node : points.front().ranks;
   system.topology.intra = fit.link;
   system.topology.network = fit.link;
@@ -272,15 +274,18 @@ int run_fit(const Context& c, const FitOptions& o) {
 void add_fit(CLI::App* project, Runner& selected) {
   auto o = std::make_shared<FitOptions>();
   auto* sub = project->add_subcommand(
-      "fit", "Fit a link's alpha and beta to hpcml bench allreduce --json rows (weighted least squares on the "
-             "relative error) and write a system file for --system");
+      "fit",
+      "Fit a link's alpha and beta to hpcml bench allreduce --json rows (weighted least squares on the "
+      "relative error) and write a system file for --system");
   sub->add_option("--allreduce", o->allreduce, "BENCH.json from hpcml bench allreduce --json")->required();
   sub->add_option("--impl", o->impl, "Rows of this impl (mpi, hpcml, reducer-mpi, reducer-shm)")->capture_default_str();
   sub->add_option("--path", o->path, "Rows of this path (blocking, nonblocking)")->capture_default_str();
-  sub->add_option("--algorithm", o->algorithm, "The algorithm the rows ran: ring, recursive_doubling, rabenseifner or tree")
+  sub->add_option("--algorithm", o->algorithm,
+                  "The algorithm the rows ran: ring, recursive_doubling, rabenseifner or tree")
       ->capture_default_str();
   sub->add_option("--ranks", o->ranks, "Fit the rows at this rank count (rows without 'ranks' take it)");
-  sub->add_option("--ranks-per-node", o->ranks_per_node, "ranks_per_node of the system file (default: the fit's ranks)");
+  sub->add_option("--ranks-per-node", o->ranks_per_node,
+                  "ranks_per_node of the system file (default: the fit's ranks)");
   sub->add_option("--json", o->json_path, "Also write the fit as JSON to this file");
   sub->add_option("--system-out", o->system_out, "Write the fitted system (YAML) to this file, for --system");
   sub->callback([sub, &selected, o] {
@@ -304,11 +309,11 @@ struct ServiceOptions {
 };
 
 int run_service(const Context& c, const ServiceOptions& o) {
-  const auto points = o.server_times.empty()
-                          ? perf::parse_batch_times(o.batch_times, "project: --batch-times")
-                          : perf::batch_times_from_json(read_json(o.server_times, "--server-times"),
-                                                        "project: " + o.server_times);
-  const perf::ServerCurve curve(points, o.server_times.empty() ? "project: --batch-times" : "project: " + o.server_times);
+  const auto points = o.server_times.empty() ? perf::parse_batch_times(o.batch_times, "project: --batch-times")
+                                             : perf::batch_times_from_json(read_json(o.server_times, "--server-times"),
+                                                                           "project: " + o.server_times);
+  const perf::ServerCurve curve(points,
+                                o.server_times.empty() ? "project: --batch-times" : "project: " + o.server_times);
   perf::ServiceInputs in;
   in.client_s_per_event = o.client_s_per_event;
   in.rows_per_event = o.rows_per_event;
@@ -316,12 +321,13 @@ int run_service(const Context& c, const ServiceOptions& o) {
   HPCML_CHECK_AS(ConfigError, o.servers >= 1, "project: --servers: expected a positive count, found ", o.servers);
   const perf::ServerCapacity cap = perf::server_capacity(curve, in);
   std::vector<perf::ServicePoint> rows;
-  for (int clients : parse_counts(o.clients, "--clients")) rows.push_back(perf::project_service(cap, in, clients, o.servers));
+  for (int clients : parse_counts(o.clients, "--clients"))
+    rows.push_back(perf::project_service(cap, in, clients, o.servers));
   if (c.env.rank != 0) return 0;
-  std::printf("projection (model, not a measurement): a server rank peaks at %.1f events/s at batch %g; a client "
-              "rank at %g s/event offers %.3f events/s, so one server rank feeds %.1f client ranks\n",
-              cap.events_per_s, cap.best_batch, in.client_s_per_event, 1 / in.client_s_per_event,
-              cap.clients_per_server);
+  std::printf(
+      "projection (model, not a measurement): a server rank peaks at %.1f events/s at batch %g; a client "
+      "rank at %g s/event offers %.3f events/s, so one server rank feeds %.1f client ranks\n",
+      cap.events_per_s, cap.best_batch, in.client_s_per_event, 1 / in.client_s_per_event, cap.clients_per_server);
   std::printf("%9s %8s %12s %14s %12s %10s %15s\n", "clients", "servers", "offered/s", "delivered/s", "utilisation",
               "saturated", "servers_needed");
   json out = json::array();
@@ -355,11 +361,14 @@ int run_service(const Context& c, const ServiceOptions& o) {
 void add_service(CLI::App* project, Runner& selected) {
   auto o = std::make_shared<ServiceOptions>();
   auto* sub = project->add_subcommand(
-      "service", "Size the inference service: a server rank's capacity (events/s at its best batch) from its time per "
-                 "batch, events/s for C client and S server ranks, and the server ranks C clients need");
-  auto* file = sub->add_option("--server-times", o->server_times,
-                               "JSON: [{\"batch\": B, \"seconds\": S}, ...] (or {\"points\": [...]}): server time per batch");
-  auto* text = sub->add_option("--batch-times", o->batch_times, "The same inline: BATCH:SECONDS,... e.g. 1:0.002,64:0.02");
+      "service",
+      "Size the inference service: a server rank's capacity (events/s at its best batch) from its time per "
+      "batch, events/s for C client and S server ranks, and the server ranks C clients need");
+  auto* file =
+      sub->add_option("--server-times", o->server_times,
+                      "JSON: [{\"batch\": B, \"seconds\": S}, ...] (or {\"points\": [...]}): server time per batch");
+  auto* text =
+      sub->add_option("--batch-times", o->batch_times, "The same inline: BATCH:SECONDS,... e.g. 1:0.002,64:0.02");
   file->excludes(text);
   sub->add_option("--client-s-per-event", o->client_s_per_event, "A client rank's CPU seconds per event")->required();
   sub->add_option("--rows-per-event", o->rows_per_event, "Rows one event's request carries")->capture_default_str();
@@ -387,8 +396,8 @@ void add_systems(CLI::App* project, Runner& selected) {
     selected = [json_path](Context& c) {
       if (c.env.rank != 0) return 0;
       json list = json::array();
-      std::printf("%-16s %10s %14s %14s %14s %14s  %s\n", "name", "ranks/node", "intra_us", "intra_GB/s",
-                  "network_us", "network_GB/s", "algorithm");
+      std::printf("%-16s %10s %14s %14s %14s %14s  %s\n", "name", "ranks/node", "intra_us", "intra_GB/s", "network_us",
+                  "network_GB/s", "algorithm");
       for (const auto& s : perf::preset_systems()) {
         const auto& t = s.topology;
         std::printf("%-16s %10d %14.2f %14.1f %14.2f %14.1f  %s\n  %s\n  source: %s\n", s.name.c_str(),
@@ -408,9 +417,10 @@ void add_systems(CLI::App* project, Runner& selected) {
 
 void add_project_command(CLI::App& app, CommonOptions& common, Runner& selected) {
   (void)common;  // no config file: every input is an option
-  auto* sub = app.add_subcommand(
-      "project", "Performance projections from the model of docs/scaling.md: training at N ranks on a system, "
-                 "alpha-beta fits of bench allreduce, inference-service sizing; serial, no MPI ranks needed");
+  auto* sub =
+      app.add_subcommand("project",
+                         "Performance projections from the model of docs/scaling.md: training at N ranks on a system, "
+                         "alpha-beta fits of bench allreduce, inference-service sizing; serial, no MPI ranks needed");
   sub->require_subcommand(1);
   add_train(sub, selected);
   add_fit(sub, selected);

@@ -210,7 +210,8 @@ TEST(PerfStep, OverlapOfThreeBuckets) {
 TEST(PerfStep, StrongAndWeakEfficiency) {
   // Weak: 1 rank 0.001 + 0.03 + 0.001 = 0.032 s per 10 samples; 2 ranks 0.042 (above):
   // efficiency (20/0.042) / (2 * 10/0.032) = 0.032/0.042.
-  const auto weak = project_scaling(three_buckets(true), {1, 2}, linear_pair(), Algorithm::kRing, ScalingMode::kWeak, 0);
+  const auto weak =
+      project_scaling(three_buckets(true), {1, 2}, linear_pair(), Algorithm::kRing, ScalingMode::kWeak, 0);
   EXPECT_NEAR(weak[0].efficiency, 1.0, 1e-12);
   EXPECT_NEAR(weak[1].efficiency, 0.032 / 0.042, 1e-12);
   // Strong, global batch 20: 1 rank batch 20: 0.002 + 0.06 + 0.001 = 0.063 s; 2 ranks batch 10:
@@ -251,14 +252,14 @@ TEST(PerfSystem, PresetsAndFiles) {
     EXPECT_EQ(back.topology.ranks_per_node, s.topology.ranks_per_node);
     EXPECT_DOUBLE_EQ(back.topology.network.beta_s_per_byte, s.topology.network.beta_s_per_byte);
   }
-  const System s = system_from_yaml(
-      YAML::Load("{ranks_per_node: 2, intra: {alpha_s: 1.0e-6, bandwidth_gb_per_s: 10}, "
-                 "network: {alpha_s: 2.0e-6, beta_s_per_byte: 1.0e-9}, algorithm: ring}"),
-      "x");
+  const System s = system_from_yaml(YAML::Load("{ranks_per_node: 2, intra: {alpha_s: 1.0e-6, bandwidth_gb_per_s: 10}, "
+                                               "network: {alpha_s: 2.0e-6, beta_s_per_byte: 1.0e-9}, algorithm: ring}"),
+                                    "x");
   EXPECT_DOUBLE_EQ(s.topology.intra.beta_s_per_byte, 1e-10);
   EXPECT_EQ(s.algorithm, Algorithm::kRing);
   EXPECT_THROW(system_from_yaml(YAML::Load("{ranks_per_node: 2, intra: {alpha_s: 1}, network: {alpha_s: 1, "
-                                           "beta_s_per_byte: 1}}"), "x"),
+                                           "beta_s_per_byte: 1}}"),
+                                "x"),
                ConfigError);
   EXPECT_THROW(find_system("no-such-system", "x"), ConfigError);
 }
