@@ -27,36 +27,35 @@ const char* kNvlink3 =
     "https://www.nvidia.com/en-us/data-center/nvlink/; with 4 fully connected GPUs, 4 links (100 GB/s each way) "
     "per pair (assumption: links split evenly; NCCL's several rings can use more)";
 
-System perlmutter() {
+// Both presets: 4 A100 per node over NVLink 3 and NCCL's latencies; they differ in the network.
+System a100_nodes(const char* name, const char* description, const std::string& network_source,
+                  double network_bytes_per_s) {
   System s;
-  s.name = "perlmutter-gpu";
-  s.description = "NERSC Perlmutter GPU nodes: 4 A100 per node over NVLink 3, 4 Slingshot-11 NICs per node";
-  s.source = std::string(
-                 "4 A100 and 4 HPE Slingshot-11 NICs per GPU node: https://docs.nersc.gov/systems/perlmutter/"
-                 "architecture/; Cassini NIC 200 Gb/s (25 GB/s): https://glennklockwood.com/garden/slingshot "
-                 "(network: 4 x 25 = 100 GB/s per node, peak, not measured); ") +
-             kNvlink3 + "; alphas: " + kNcclTuning;
+  s.name = name;
+  s.description = description;
+  s.source = network_source + "; node: " + kNvlink3 + "; alphas: " + kNcclTuning;
   s.topology.ranks_per_node = 4;
   s.topology.intra = {kNvlinkStepS, 1.0 / kNvlink3PairBytesPerS};
-  s.topology.network = {kNetworkStepS, 1.0 / (4 * kSlingshot11NicBytesPerS)};
+  s.topology.network = {kNetworkStepS, 1.0 / network_bytes_per_s};
   s.algorithm = Algorithm::kAuto;
   return s;
 }
 
+System perlmutter() {
+  return a100_nodes("perlmutter-gpu",
+                    "NERSC Perlmutter GPU nodes: 4 A100 per node over NVLink 3, 4 Slingshot-11 NICs per node",
+                    "4 A100 and 4 HPE Slingshot-11 NICs per GPU node: https://docs.nersc.gov/systems/perlmutter/"
+                    "architecture/; Cassini NIC 200 Gb/s (25 GB/s): https://glennklockwood.com/garden/slingshot "
+                    "(network: 4 x 25 = 100 GB/s per node, peak, not measured)",
+                    4 * kSlingshot11NicBytesPerS);
+}
+
 System ib_hdr() {
-  System s;
-  s.name = "ib-hdr";
-  s.description = "a generic InfiniBand HDR cluster: 4 GPUs per node over NVLink 3, one 200 Gb/s HDR HCA per node";
-  s.source = std::string(
-                 "InfiniBand HDR: 200 Gb/s per port (25 GB/s per node, peak; one HCA per node is this "
-                 "preset's assumption), e.g. NVIDIA ConnectX-6 "
-                 "https://www.nvidia.com/en-us/networking/infiniband-adapters/; node: ") +
-             kNvlink3 + "; alphas: " + kNcclTuning;
-  s.topology.ranks_per_node = 4;
-  s.topology.intra = {kNvlinkStepS, 1.0 / kNvlink3PairBytesPerS};
-  s.topology.network = {kNetworkStepS, 1.0 / kHdrBytesPerS};
-  s.algorithm = Algorithm::kAuto;
-  return s;
+  return a100_nodes("ib-hdr",
+                    "a generic InfiniBand HDR cluster: 4 GPUs per node over NVLink 3, one 200 Gb/s HDR HCA per node",
+                    "InfiniBand HDR: 200 Gb/s per port (25 GB/s per node, peak; one HCA per node is this preset's "
+                    "assumption), e.g. NVIDIA ConnectX-6 https://www.nvidia.com/en-us/networking/infiniband-adapters/",
+                    kHdrBytesPerS);
 }
 
 double number(const YAML::Node& node, const std::string& key, const std::string& what) {
