@@ -207,6 +207,7 @@ void add_train(CLI::App* project, Runner& selected) {
       const double v = sub->get_option(flag)->count() > 0 ? sub->get_option(flag)->as<double>() : 1;
       if (!(v > 0)) throw CLI::ValidationError(std::string("project train: ") + flag + ": expected a positive number");
     }
+    if (sub->get_option("--algorithm")->count() > 0) perf::parse_algorithm(o->algorithm, "project: --algorithm");
     if (!o->json_path.empty()) check_output_path(o->json_path, {o->profile, o->system}, "--json");
     selected = [o](Context& c) { return run_train(c, *o); };
   });
