@@ -218,6 +218,7 @@ void add_train(CLI::App* project, Runner& selected) {
 struct FitOptions {
   std::string allreduce, impl = "mpi", path = "blocking", algorithm = "ring", json_path, system_out;
   int ranks = 0, ranks_per_node = 0;
+  double min_bytes = 0, max_bytes = 0;  // 0: no bound
 };
 
 int run_fit(const Context& c, const FitOptions& o) {
@@ -225,7 +226,12 @@ int run_fit(const Context& c, const FitOptions& o) {
   const perf::Algorithm algorithm = perf::parse_algorithm(o.algorithm, "project: --algorithm");
   HPCML_CHECK_AS(ConfigError, o.ranks >= 0 && o.ranks_per_node >= 0,
                  "project: --ranks and --ranks-per-node: expected positive counts");
-  const auto points = perf::allreduce_rows(read_json(o.allreduce, "--allreduce"), o.impl, o.path, o.ranks, where);
+  std::vector<perf::Measurement> points;
+  for (const auto& m : perf::allreduce_rows(read_json(o.allreduce, "--allreduce"), o.impl, o.path, o.ranks, where)) {
+    if (m.bytes >= o.min_bytes && (o.max_bytes <= 0 || m.bytes <= o.max_bytes)) points.push_back(m);
+  }
+  HPCML_CHECK_AS(ConfigError, !points.empty(), where, ": no rows between --min-bytes ", o.min_bytes,
+                 " and --max-bytes ", o.max_bytes);
   const perf::LinkFit fit = perf::fit_link(points, algorithm, where);
   perf::System system;
   system.name = "fitted-" + o.impl;
@@ -257,6 +263,8 @@ int run_fit(const Context& c, const FitOptions& o) {
               fit.max_abs_relative_residual * 100);
   std::fflush(stdout);
   write_json(o.json_path, {{"impl", o.impl},
+                           {"min_bytes", o.min_bytes},
+                           {"max_bytes", o.max_bytes},
                            {"path", o.path},
                            {"algorithm", o.algorithm},
                            {"ranks", points.front().ranks},
@@ -287,9 +295,16 @@ void add_fit(CLI::App* project, Runner& selected) {
   sub->add_option("--ranks", o->ranks, "Fit the rows at this rank count (rows without 'ranks' take it)");
   sub->add_option("--ranks-per-node", o->ranks_per_node,
                   "ranks_per_node of the system file (default: the fit's ranks)");
+  sub->add_option("--min-bytes", o->min_bytes, "Fit only rows of at least this many bytes");
+  sub->add_option("--max-bytes", o->max_bytes, "Fit only rows of at most this many bytes");
   sub->add_option("--json", o->json_path, "Also write the fit as JSON to this file");
   sub->add_option("--system-out", o->system_out, "Write the fitted system (YAML) to this file, for --system");
   sub->callback([sub, &selected, o] {
+    for (const char* flag : {"--min-bytes", "--max-bytes"}) {
+      if (sub->get_option(flag)->count() > 0 && !(sub->get_option(flag)->as<double>() > 0)) {
+        throw CLI::ValidationError(std::string("project fit: ") + flag + ": expected a positive number of bytes");
+      }
+    }
     for (const char* flag : {"--ranks", "--ranks-per-node"}) {
       if (sub->get_option(flag)->count() > 0 && sub->get_option(flag)->as<int>() < 1) {
         throw CLI::ValidationError(std::string("project fit: ") + flag + ": expected a positive count");
