@@ -200,6 +200,9 @@ class ProjectTest(unittest.TestCase):
         self.assertTrue(math.isclose(doc["rms_relative_residual"], float(np.sqrt(np.mean(resid ** 2))), rel_tol=1e-5))
         self.assertEqual(len(doc["points"]), 8)
         self.assertIn("us", out)
+        # --min-bytes and --max-bytes keep the rows in that range (sizes 64 KiB to 4 MiB: 4 rows)
+        part, _ = self.project("fit", "--allreduce", bench, "--min-bytes", "65536", "--max-bytes", "4194304")
+        self.assertEqual([p["bytes"] for p in part["points"]], [int(n) for n in sizes[2:6]])
         # the system file drives a projection
         prof = self.path("p.json", PROFILE)
         rc, stdout, err, _ = run(["project", "train", "--profile", prof, "--system", sys_out, "--ranks", "1,2"])
