@@ -164,6 +164,7 @@ int run(int argc, char** argv) {
   hpcml::launch::cli::add_tracking_command(app, common, selected);
   hpcml::launch::cli::add_hpo_command(app, common, selected);
   hpcml::launch::cli::add_ensemble_command(app, common, selected);
+  hpcml::launch::cli::add_project_command(app, common, selected);
 
   // Parse the command line and the config on every rank; agree before any collective.
   std::string error;

@@ -46,6 +46,8 @@ void add_tracking_command(CLI::App& app, CommonOptions& common, Runner& selected
 void add_hpo_command(CLI::App& app, CommonOptions& common, Runner& selected);
 /// `ensemble`: members x variations on rank groups (launch/ensemble/).
 void add_ensemble_command(CLI::App& app, CommonOptions& common, Runner& selected);
+/// `project train|fit|service|systems`: the performance model (perf/, docs/scaling.md).
+void add_project_command(CLI::App& app, CommonOptions& common, Runner& selected);
 /// `bench ddp`, under the `bench` subcommand.
 void add_bench_ddp_command(CLI::App& bench, CommonOptions& common, Runner& selected);
 /// `bench io`, under the `bench` subcommand.

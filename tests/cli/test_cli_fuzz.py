@@ -31,6 +31,7 @@ All failures are reported together at the end. Knobs (environment):
 """
 import glob
 import hashlib
+import json
 import os
 import random
 import re
@@ -405,6 +406,28 @@ class Fuzzer:
                         base=lambda o: ["hpo", "-c", p["hpo_yaml"], "--set", f"hpo.study_dir={o}/study"], options=[]),
             "hpo-ask": dict(weight=0.5, scope="hpo", config=p["hpo_yaml"],
                             base=lambda o: ["hpo", "ask", "--study", f"{o}/ask", "-c", p["hpo_yaml"]], options=[]),
+            # project takes no config: every --set and -c case is an unknown option (one line, exit 2).
+            "project-train": dict(weight=0.7, scope="run",
+                                  base=lambda o: ["project", "train", "--profile", p["profile_json"], "--system",
+                                                  "ib-hdr", "--ranks", "1,2,...,64"],
+                                  options=[("--mode", "choice", True), ("--global-batch", "float_pos", True),
+                                           ("--compute-per-sample", "float_pos", True),
+                                           ("--algorithm", "choice", True), ("--system", "choice", True),
+                                           ("--backward-fraction", "unit", True), ("--json", "outpath", True)]),
+            "project-fit": dict(weight=0.5, scope="run",
+                                base=lambda o: ["project", "fit", "--allreduce", p["allreduce_json"]],
+                                options=[("--algorithm", "choice", True), ("--impl", "choice", True),
+                                         ("--ranks", "count1", True), ("--min-bytes", "float_pos", True),
+                                         ("--max-bytes", "float_pos", True), ("--json", "outpath", True),
+                                         ("--system-out", "outpath", True)]),
+            "project-service": dict(weight=0.5, scope="run",
+                                    base=lambda o: ["project", "service", "--batch-times", "1:0.002,8:0.004",
+                                                    "--client-s-per-event", "0.5", "--clients", "1,2"],
+                                    options=[("--client-s-per-event", "float_pos", True),
+                                             ("--rows-per-event", "float_pos", True),
+                                             ("--request-overhead-s", "float_nonneg", True),
+                                             ("--servers", "count1", True), ("--clients", "count1", True),
+                                             ("--batch-times", "choice", True), ("--json", "outpath", True)]),
             "tracking-train": dict(weight=1.5, scope="tracking", config=p["tracking_yaml"],
                                    base=lambda o: ["tracking", "train", "-c", p["tracking_yaml"], "--set",
                                                    f"run.dir={o}/run"], options=[]),
@@ -616,7 +639,8 @@ class Fuzzer:
     UNKNOWN_COMMANDS = [
         (["trian"], "a typo of a subcommand"), (["datagen", "muons", "-o", "{o}/x"], "an unknown datagen domain"),
         ([], "no subcommand"), (["bench"], "bench without a benchmark"), (["bench", "foo"], "an unknown benchmark"),
-        (["tracking", "foo"], "an unknown tracking subcommand"), (["TRAIN"], "a subcommand in capitals"),
+        (["tracking", "foo"], "an unknown tracking subcommand"),
+        (["project"], "project without a mode"), (["project", "train"], "project train without --profile"), (["TRAIN"], "a subcommand in capitals"),
         (["--bogus"], "an unknown global option"), (["info", "extra"], "an extra positional"),
         (["export"], "export without a checkpoint"), (["infer"], "infer without -i and -o"),
         (["datagen", "jets"], "datagen without -o"), (["tracking", "reference", "--bogus"], "an unknown option"),
@@ -781,6 +805,12 @@ run: {{dir: {runs}/tracking, log_every: 1}}
         assert os.path.join(SOURCE_DIR, "configs", "serve-models") in serve and data in serve, serve
         p["serve_yaml"] = write(f"{configs}/serve-facile.yaml", serve)
         p["run_yaml"] = write(f"{configs}/run.yaml", "runtime:\n  threads: 1\nlog:\n  level: info\n")
+        p["profile_json"] = write(f"{configs}/profile.json", json.dumps(
+            {"model": "mlp", "batch_per_rank": 16, "compute_per_sample_s": 1e-4, "optimizer_per_step_s": 1e-4,
+             "data_per_sample_s": 1e-6, "parameter_bytes": [4096, 64, 2048, 32]}))
+        p["allreduce_json"] = write(f"{configs}/allreduce.json", json.dumps(
+            [{"impl": "mpi", "path": "blocking", "bytes": b, "latency_us": 5 + b * 2e-4, "ranks": 2}
+             for b in (4096, 65536, 1048576)]))
         p["hpo_yaml"] = write(f"{configs}/hpo.yaml", """runtime: {threads: 1}
 data: {name: synthetic, samples: 64, validation_samples: 32, features: 8}
 model: {name: mlp, hidden: [16]}

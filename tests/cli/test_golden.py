@@ -19,7 +19,8 @@ UPDATE = os.environ.get("HPCML_UPDATE_GOLDENS") == "1"
 HELP = [[], ["info"], ["config"], ["train"], ["eval"], ["infer"], ["export"], ["models"], ["serve"],
         ["datagen"], ["datagen", "tracking"], ["datagen", "jets"], ["datagen", "gw"], ["datagen", "calo"], ["datagen", "lr"],
         ["bench"], ["bench", "allreduce"], ["bench", "ddp"], ["bench", "io"], ["bench", "model"], ["bench", "pack"],
-        ["bench", "serve"], ["hpo"], ["hpo", "ask"], ["hpo", "tell"], ["tracking"], ["tracking", "train"], ["tracking", "eval"], ["tracking", "reference"]]
+        ["bench", "serve"], ["hpo"], ["hpo", "ask"], ["hpo", "tell"], ["tracking"], ["tracking", "train"], ["tracking", "eval"], ["tracking", "reference"],
+        ["project"], ["project", "train"], ["project", "fit"], ["project", "service"], ["project", "systems"]]
 
 REFERENCES = {"config-reference": ["config", "--reference"], "serve-reference": ["serve", "--reference"],
               "tracking-reference": ["tracking", "reference"], "hpo-reference": ["hpo", "--reference"]}
@@ -45,6 +46,8 @@ ERRORS = [
     ["trian"],
     ["hpo"],
     ["hpo", "tell", "--study", "@TMP@/s", "--trial", "0"],
+    ["project", "train", "--profile", "@TMP@/missing.json"],
+    ["project", "service", "--batch-times", "1:0.002,8", "--client-s-per-event", "1"],
 ]
 
 
