@@ -83,6 +83,22 @@ Profile profile_from_json(const json& doc, const std::string& what) {
   if (doc.contains("parameter_bytes")) p.parameter_bytes = byte_list(doc, "parameter_bytes", what);
   if (doc.contains("buckets_bytes")) p.buckets_bytes = byte_list(doc, "buckets_bytes", what);
   read_reducer(doc, p, what);
+  if (doc.contains("backward_fraction")) {
+    p.backward_fraction = number(doc, "backward_fraction", "", true, false, what);
+    HPCML_CHECK_AS(ConfigError, p.backward_fraction <= 1, what, ": key 'backward_fraction': expected a number in "
+                   "(0, 1], found ", p.backward_fraction);
+  }
+  if (doc.contains("step_compute_s")) {
+    const json& list = doc["step_compute_s"];
+    HPCML_CHECK_AS(ConfigError, list.is_array(), what, ": key 'step_compute_s': expected a list of seconds, found ",
+                   list.dump());
+    for (size_t i = 0; i < list.size(); ++i) {
+      const bool ok = list[i].is_number() && std::isfinite(list[i].get<double>()) && list[i].get<double>() > 0;
+      HPCML_CHECK_AS(ConfigError, ok, what, ": key 'step_compute_s[", i, "]': expected a positive number, found ",
+                     list[i].dump());
+      p.step_compute_s.push_back(list[i].get<double>());
+    }
+  }
   return p;
 }
 
@@ -93,6 +109,8 @@ StepInputs step_inputs(const Profile& p) {
   in.optimizer_per_step_s = p.optimizer_per_step_s;
   in.data_per_sample_s = p.data_per_sample_s;
   in.overlap = p.overlap;
+  if (p.backward_fraction > 0) in.backward_fraction = p.backward_fraction;
+  in.step_compute_s = p.step_compute_s;
   in.reductions = p.buckets_bytes.empty() ? bucket_parameters(p.parameter_bytes, p.buckets)
                                           : reductions_from_buckets(p.buckets_bytes);
   return in;

@@ -24,7 +24,8 @@ namespace hpcml::perf {
 /// buckets_bytes (the real reducer's allreduces, in the order they run) wins over
 /// parameter_bytes (bucketed here as the reducer would); one of them is required. model,
 /// threads_per_rank and reducer are optional (reducer's keys default to ReducerOptions'; overlap
-/// to true). Other keys are ignored, so the harness can add some.
+/// to true); so are backward_fraction (in (0, 1]) and step_compute_s (positive seconds, each
+/// timed step's forward + backward). Other keys are ignored, so the harness can add some.
 struct Profile {
   std::string model;
   double batch_per_rank = 0;
@@ -36,6 +37,8 @@ struct Profile {
   std::vector<std::int64_t> buckets_bytes;
   BucketOptions buckets;
   bool overlap = true;
+  double backward_fraction = 0;        ///< backward's share of compute; 0: not in the profile
+  std::vector<double> step_compute_s;  ///< single steps' compute, seconds (optional): the straggler term
 };
 
 /// Reads and checks every key; throws ConfigError

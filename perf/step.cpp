@@ -1,6 +1,7 @@
 #include "perf/step.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.hpp"
 
@@ -50,12 +51,29 @@ std::vector<Reduction> reductions_from_buckets(const std::vector<std::int64_t>& 
   return out;
 }
 
+double straggler_factor(const std::vector<double>& samples, int ranks) {
+  if (samples.size() < 2 || ranks <= 1) return 1.0;
+  std::vector<double> x = samples;
+  std::sort(x.begin(), x.end());
+  const double m = static_cast<double>(x.size());
+  double mean = 0, expected_max = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    mean += x[i] / m;
+    expected_max += x[i] * (std::pow((i + 1) / m, ranks) - std::pow(i / m, ranks));
+  }
+  return mean > 0 ? expected_max / mean : 1.0;
+}
+
 StepResult simulate_step(const StepInputs& in, int ranks, const Topology& topology, Algorithm algorithm) {
   StepResult r;
   r.ranks = ranks;
   r.nodes = node_count(ranks, topology);
   r.batch_per_rank = in.batch_per_rank;
-  r.compute_s = in.compute_per_sample_s * in.batch_per_rank;
+  // Every rank waits each step for the slowest one's gradients: the step's compute is the
+  // expected maximum over the ranks, not the mean (variable events: ragged jets, graphs).
+  const double mean_compute = in.compute_per_sample_s * in.batch_per_rank;
+  r.compute_s = mean_compute * straggler_factor(in.step_compute_s, ranks);
+  r.straggler_s = r.compute_s - mean_compute;
   r.backward_s = r.compute_s * in.backward_fraction;
   r.data_s = in.data_per_sample_s * in.batch_per_rank;
   r.optimizer_s = in.optimizer_per_step_s;

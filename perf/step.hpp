@@ -47,7 +47,16 @@ struct StepInputs {
   double backward_fraction = 2.0 / 3;  ///< backward's share of compute (backward ~ 2x forward: an assumption)
   bool overlap = true;                 ///< bucket allreduces start during backward
   std::vector<Reduction> reductions;   ///< in the order they run
+  /// Measured compute (forward + backward) of single steps at batch_per_rank, seconds; with
+  /// two or more, N synchronised ranks wait each step for the slowest: straggler_factor().
+  std::vector<double> step_compute_s;
 };
+
+/// E[max of `ranks` independent draws] / mean, drawing from the empirical distribution of
+/// `samples` (with replacement): sum_i x_(i) [(i/m)^N - ((i-1)/m)^N] / mean, x sorted,
+/// m = samples. 1 with fewer than two samples. It grows with N up to max/mean (the largest
+/// step measured: the model cannot know a heavier tail than the profile saw).
+double straggler_factor(const std::vector<double>& samples, int ranks);
 
 /// When one reduction ran, relative to the start of backward.
 struct ReductionTiming {
@@ -61,7 +70,8 @@ struct StepResult {
   int nodes = 1;
   double batch_per_rank = 0;
   double step_s = 0;     ///< data + compute + exposed communication + optimizer
-  double compute_s = 0;  ///< forward + backward
+  double compute_s = 0;  ///< forward + backward of the slowest rank (mean x straggler factor)
+  double straggler_s = 0;  ///< of which the wait for the slowest rank (compute_s - the mean compute)
   double backward_s = 0;
   double comm_s = 0;          ///< sum of the allreduces' times
   double exposed_comm_s = 0;  ///< communication after backward ended
@@ -72,7 +82,7 @@ struct StepResult {
   std::vector<ReductionTiming> timeline;
 };
 
-/// The step at `ranks` ranks: bucket k is ready at backward_s * (bytes through bucket k /
+/// The step at `ranks` ranks: compute is the slowest rank's (straggler_factor); bucket k is ready at backward_s * (bytes through bucket k /
 /// all bytes) (without overlap: at backward_s); reductions run one after another,
 /// start_k = max(ready_k, end_{k-1}), end_k = start_k + allreduce_seconds(bytes_k);
 /// exposed = max(0, end_last - backward_s). Efficiency is left at 1 (project_scaling sets it).

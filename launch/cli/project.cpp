@@ -95,7 +95,8 @@ void write_json(const std::string& path, const json& doc) {
 struct TrainOptions {
   std::string profile, system = "perlmutter-gpu", ranks = "1,2,4,8,16,32,64,128,256,512,1024,2048,4096";
   std::string mode = "weak", algorithm, json_path;
-  double global_batch = 0, compute_per_sample = 0, backward_fraction = 2.0 / 3;
+  double global_batch = 0, compute_per_sample = 0;
+  double backward_fraction = 0;  ///< 0: the profile's, else 2/3
 };
 
 void print_train(const perf::Profile& profile, const perf::System& system, const TrainOptions& o,
@@ -130,6 +131,7 @@ json train_json(const perf::Profile& profile, const perf::System& system, const 
                         {"batch_per_rank", r.batch_per_rank},
                         {"step_s", r.step_s},
                         {"compute_s", r.compute_s},
+                        {"straggler_s", r.straggler_s},
                         {"backward_s", r.backward_s},
                         {"comm_s", r.comm_s},
                         {"exposed_comm_s", r.exposed_comm_s},
@@ -151,6 +153,7 @@ json train_json(const perf::Profile& profile, const perf::System& system, const 
           {"data_per_sample_s", inputs.data_per_sample_s},
           {"backward_fraction", inputs.backward_fraction},
           {"overlap", inputs.overlap},
+          {"straggler_samples", inputs.step_compute_s.size()},
           {"reductions_bytes", reductions},
           {"rows", out_rows}};
 }
@@ -164,13 +167,13 @@ int run_train(const Context& c, const TrainOptions& o) {
   const perf::ScalingMode mode = perf::parse_scaling_mode(o.mode, "project: --mode");
   HPCML_CHECK_AS(ConfigError, mode == perf::ScalingMode::kWeak || o.global_batch > 0,
                  "project: --mode strong needs --global-batch G (samples per step over all ranks)");
-  HPCML_CHECK_AS(ConfigError, o.backward_fraction > 0 && o.backward_fraction <= 1,
+  HPCML_CHECK_AS(ConfigError, o.backward_fraction >= 0 && o.backward_fraction <= 1,
                  "project: --backward-fraction: expected a number in (0, 1], found ", o.backward_fraction);
   HPCML_CHECK_AS(ConfigError, o.compute_per_sample >= 0,
                  "project: --compute-per-sample: expected a positive number of seconds, found ", o.compute_per_sample);
   perf::StepInputs inputs = perf::step_inputs(profile);
   if (o.compute_per_sample > 0) inputs.compute_per_sample_s = o.compute_per_sample;
-  inputs.backward_fraction = o.backward_fraction;
+  if (o.backward_fraction > 0) inputs.backward_fraction = o.backward_fraction;
   const std::vector<int> ranks = parse_counts(o.ranks, "--ranks");
   const auto rows = perf::project_scaling(inputs, ranks, system.topology, algorithm, mode, o.global_batch);
   if (c.env.rank != 0) return 0;
@@ -198,8 +201,8 @@ void add_train(CLI::App* project, Runner& selected) {
                   "Seconds of forward + backward per sample on the target (replaces the profile's)");
   sub->add_option("--algorithm", o->algorithm,
                   "ring, recursive_doubling, rabenseifner, tree, hierarchical or auto (default: the system's)");
-  sub->add_option("--backward-fraction", o->backward_fraction, "Backward's share of the compute time")
-      ->capture_default_str();
+  sub->add_option("--backward-fraction", o->backward_fraction,
+                  "Backward's share of the compute time (default: the profile's backward_fraction, else 2/3)");
   sub->add_option("--json", o->json_path, "Also write the projection as JSON to this file");
   sub->callback([sub, &selected, o] {
     // Given, a number must mean something: 0 is not "use the profile's".

@@ -180,6 +180,27 @@ class ProjectTest(unittest.TestCase):
         # without overlap every reduction is exposed
         self.assertTrue(all(math.isclose(r["exposed_comm_s"], r["comm_s"], rel_tol=1e-12) for r in doc["rows"]))
 
+    def test_straggler_and_backward_fraction_from_the_profile(self):
+        rng = np.random.default_rng(5)
+        steps = list(rng.uniform(0.010, 0.020, 9))
+        profile = dict(PROFILE, step_compute_s=steps, backward_fraction=0.5)
+        doc, _ = self.project("train", "--profile", self.path("p.json", profile), "--system",
+                              self.path("s.yaml", SYSTEM_YAML), "--ranks", "1,2,3", "--algorithm", "ring")
+        self.assertEqual(doc["backward_fraction"], 0.5)
+        mean = PROFILE["compute_per_sample_s"] * 32
+        for row in doc["rows"]:
+            n = row["ranks"]
+            # E[max of n draws] by brute force over every n-tuple of the 9 steps, relative to their mean.
+            tuples = np.array(np.meshgrid(*[steps] * n)).reshape(n, -1)
+            factor = tuples.max(axis=0).mean() / np.mean(steps)
+            self.assertTrue(math.isclose(row["compute_s"], mean * factor, rel_tol=1e-9), (n, row, factor))
+            self.assertTrue(math.isclose(row["straggler_s"], mean * (factor - 1), rel_tol=1e-9, abs_tol=1e-15))
+            self.assertTrue(math.isclose(row["backward_s"], row["compute_s"] * 0.5, rel_tol=1e-12))
+        # --backward-fraction wins over the profile's.
+        doc, _ = self.project("train", "--profile", self.path("p.json", profile), "--system",
+                              self.path("s.yaml", SYSTEM_YAML), "--ranks", "2", "--backward-fraction", "0.75")
+        self.assertEqual(doc["backward_fraction"], 0.75)
+
     def test_fit_against_numpy_and_the_system_file(self):
         rng = np.random.default_rng(7)
         alpha, beta = 7e-6, 3e-10

@@ -224,6 +224,23 @@ TEST(PerfStep, StrongAndWeakEfficiency) {
                ConfigError);
 }
 
+TEST(PerfStep, StragglerIsTheExpectedMaximum) {
+  // Steps of 1 and 3 s: two ranks draw (1,1) (1,3) (3,1) (3,3), maxima 1 3 3 3, mean 2.5;
+  // the mean step is 2: factor 1.25. Three ranks: only (1,1,1) of 8 has maximum 1:
+  // (1 + 7 * 3) / 8 = 2.75, factor 1.375. One rank, or one sample: 1.
+  EXPECT_NEAR(straggler_factor({1, 3}, 2), 1.25, 1e-12);
+  EXPECT_NEAR(straggler_factor({3, 1}, 3), 1.375, 1e-12);
+  EXPECT_NEAR(straggler_factor({1, 3}, 1), 1.0, 1e-12);
+  EXPECT_NEAR(straggler_factor({2}, 8), 1.0, 1e-12);
+  EXPECT_NEAR(straggler_factor({1, 3}, 4096), 1.5, 1e-9);  // bounded by the largest step
+  // In the step: compute 0.03 s becomes 0.0375 at 2 ranks, its excess reported as straggler_s.
+  StepInputs in = three_buckets(true);
+  in.step_compute_s = {1, 3};
+  const StepResult r = simulate_step(in, 2, linear_pair(), Algorithm::kRing);
+  EXPECT_NEAR(r.compute_s, 0.0375, 1e-12);
+  EXPECT_NEAR(r.straggler_s, 0.0075, 1e-12);
+}
+
 TEST(PerfProfile, ChecksEveryKey) {
   auto doc = nlohmann::json::parse(R"({"model": "m", "batch_per_rank": 10, "compute_per_sample_s": 0.003,
     "optimizer_per_step_s": 0.001, "data_per_sample_s": 0.0001, "parameter_bytes": [600000, 100000],
