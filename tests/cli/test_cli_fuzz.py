@@ -391,6 +391,13 @@ class Fuzzer:
                                 options=[("--batch", "count1", True), ("--steps", "count1", False),
                                          ("--warmup", "count0", False), ("--reps", "count1", False),
                                          ("--threads", "count0", True), ("--json", "outpath", True)]),
+            "bench-scaling": dict(weight=1, scope="run",
+                                  base=lambda o: ["bench", "scaling", "--out", f"{o}/sweep", "--steps", "2",
+                                                  "--interval", "1", "--no-plots", "--set", "data.samples=64",
+                                                  "--set", "model.hidden=[4]", "--set", "train.batch_size=8"],
+                                  options=[("--mode", "choice", True), ("--global-batch", "count1", False),
+                                           ("--steps", "count1", False), ("--interval", "count1", False),
+                                           ("--target", "choice", True)]),
             # bench serve checks its rank count first: its options only matter on 2 ranks.
             "bench-serve": dict(weight=1, scope="run", ranks=2,
                                 base=lambda o: ["bench", "serve", "--streams", "1", "--seconds", "0.05",
