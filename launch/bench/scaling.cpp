@@ -74,6 +74,9 @@ Target parse_target(const std::string& text) {
 TrainConfig point_config(TrainConfig c, const ScalingOptions& o, int ranks, bool alone, const fs::path& run_dir) {
   HPCML_CHECK_AS(ConfigError, o.mode == "weak" || o.mode == "strong", "bench scaling: --mode: expected weak or "
                  "strong, found '", o.mode, "'");
+  HPCML_CHECK_AS(ConfigError, o.global_batch >= 0 && (o.global_batch == 0 || o.mode == "strong"),
+                 "bench scaling: --global-batch: expected a positive number of samples with --mode strong, found ",
+                 o.global_batch, " with --mode ", o.mode);
   if (o.mode == "strong") {
     const int global = o.global_batch > 0 ? o.global_batch : c.train.batch_size;
     HPCML_CHECK_AS(ConfigError, global % ranks == 0, "bench scaling: strong scaling keeps the global batch (",

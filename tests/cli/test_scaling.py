@@ -173,6 +173,9 @@ class ScalingTest(unittest.TestCase):
         out = os.path.join(self.tmp, "bad")
         cases = [(["--mode", "diagonal"], ["--mode: expected weak or strong, found 'diagonal'"]),
                  (["--steps", "15"], ["--steps (15) must be a positive multiple of --interval (10)"]),
+                 (["--global-batch", "64"], ["--global-batch: expected a positive number of samples with --mode "
+                                             "strong, found 64 with --mode weak"]),
+                 (["--mode", "strong", "--global-batch", "-1"], ["--global-batch", "found -1"]),
                  (["--target", "accuracy>0.5"], ["--target: expected METRIC>=VALUE", "'accuracy>0.5'"]),
                  (["--target", "accuracy>=0.5"], ["expected a validation metric", "'accuracy'"])]
         for args, needles in cases:
