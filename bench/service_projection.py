@@ -11,7 +11,10 @@ client ranks one server rank feeds. Measured beside: `bench serve` with 1 and wi
 
     /usr/bin/python3 bench/service_projection.py --workdir DIR [--hpcml build/bin/hpcml] [--reps 3]
 
-Writes DIR/service.json and bench/results/service-projection.json; prints a markdown table.
+Writes DIR/service.json, bench/results/service-projection.json and docs/img/service-projection.png
+(projected events/s and server utilisation against client ranks, the measured points beside, and the
+anchor: client ranks one server feeds against the client's CPU time per event); prints a markdown table.
+`--plot-only` redraws the figure from DIR/service.json.
 """
 import argparse
 import json
@@ -53,9 +56,14 @@ def main():
     p.add_argument("--workdir", required=True)
     p.add_argument("--hpcml", default=os.path.join(ROOT, "build", "bin", "hpcml"))
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--plot-only", action="store_true")
     a = p.parse_args()
     a.hpcml = os.path.abspath(a.hpcml)
     os.makedirs(a.workdir, exist_ok=True)
+    if a.plot_only:
+        with open(os.path.join(a.workdir, "service.json")) as f:
+            plot(a, json.load(f))
+        return
     runs = {1: [], 2: []}
     for rep in range(a.reps):  # alternating 1 and 2 clients
         for clients in (1, 2):
@@ -106,6 +114,53 @@ def main():
                  os.path.join(ROOT, "bench", "results", "service-projection.json")):
         with open(path, "w") as f:
             json.dump(result, f, indent=1)
+    plot(a, result)
+
+
+def plot(a, result):
+    """Left: the projection for 1..8 client ranks on one server rank (this run's fit) with the measured
+    points; right: client ranks one server rank feeds against the client's CPU time per event."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    server_times = os.path.join(a.workdir, "server-times.json")
+    with open(server_times, "w") as f:
+        json.dump({"points": result["server_points"]}, f)
+    common = ["--server-times", server_times, "--rows-per-event", str(ROWS), "--request-overhead-s",
+              repr(result["request_overhead_s"])]
+    path = os.path.join(a.workdir, "plot-projection.json")
+    check([a.hpcml, "project", "service", *common, "--client-s-per-event", repr(result["client_s_per_event"]),
+           "--clients", "1,2,3,4,5,6,7,8", "--json", path])
+    with open(path) as f:
+        rows = json.load(f)["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    ax.plot([r["clients"] for r in rows], [r["delivered_events_per_s"] for r in rows], "s--", label="projected")
+    measured = result["measured_events_per_s"]
+    ax.plot([int(c) for c in measured], list(measured.values()), "o", color="tab:red",
+            label="measured (2 clients: 3 ranks on 2 cores)")
+    ax.set_xlabel("client ranks (one server rank)")
+    ax.set_ylabel("events/s")
+    ax.set_title("FACILE through one server rank (CPU), projection", fontsize=10)
+    twin = ax.twinx()
+    twin.plot([r["clients"] for r in rows], [r["utilisation"] for r in rows], ":", color="0.5")
+    twin.set_ylabel("projected server utilisation", color="0.4")
+    twin.set_ylim(0, 1.1)
+    ax.legend(fontsize=8, loc="lower right")
+    ax = axes[1]
+    per_event = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+    feeds = []
+    for t in per_event:
+        check([a.hpcml, "project", "service", *common, "--client-s-per-event", repr(t), "--clients", "1",
+               "--json", path])
+        with open(path) as f:
+            feeds.append(json.load(f)["capacity"]["clients_per_server"])
+    ax.loglog(per_event, feeds, "o-")
+    ax.set_xlabel("client CPU seconds per event")
+    ax.set_ylabel("client ranks one server rank feeds")
+    ax.set_title("Sizing: clients per server (this server's curve)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(os.path.join(ROOT, "docs", "img", "service-projection.png"), dpi=110)
 
 
 if __name__ == "__main__":
