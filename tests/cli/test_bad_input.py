@@ -153,7 +153,7 @@ class BadInputTest(unittest.TestCase):
                                     r"unknown subcommand 'muons' of 'hpcml datagen'; expected one of "
                                     r"\[calo, gw, jets, lr, tracking\]")
         self.assert_error(["bench"], 2, r"'hpcml bench' needs a subcommand: one of \[allreduce, ddp, infer, io, model, "
-                                        r"pack, serve\]")
+                                        r"pack, scaling, serve\]")
         line, _ = self.assert_error(["trian"], 2, r"unknown subcommand 'trian' of 'hpcml'; expected one of \[.*train.*\]"
                                                   r"; did you mean 'train'\?")
 
