@@ -5,10 +5,13 @@
 
 #include <ATen/Parallel.h>
 #include <sched.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <functional>
+#include <string>
 
 #include "collectives/detail/node_reduction.hpp"
 #include "core/error.hpp"
@@ -56,11 +59,24 @@ E parse_named(const std::string& name, const std::array<E, K>& all, const std::s
   HPCML_THROW(ConfigError, what, ": expected one of [", names, "], found '", name, "'");
 }
 
-bool spare_core() {
+// Whether this rank has a core beyond its intra-op threads (collective over `backend`).
+// Ranks on one host with the same affinity set share its cores: unbound ranks (mpirun
+// --bind-to none) each see the whole node, and counting it as their own would find a
+// "spare" core the other ranks compute on (docs/scaling.md, "Bind the ranks").
+bool spare_core(Backend& backend) {
   cpu_set_t set;
   CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) != 0) return false;
-  return CPU_COUNT(&set) > at::get_num_threads();
+  const bool known = sched_getaffinity(0, sizeof set, &set) == 0;
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  size_t h = std::hash<std::string>{}(host);
+  for (int c = 0; known && c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) h = h * 1000003u ^ static_cast<size_t>(c + 1);
+  }
+  const at::Tensor mine = at::tensor({static_cast<int64_t>(h & 0x7fffffffffffffffULL)}, at::kLong);
+  int sharing = 0;
+  for (const auto& t : backend.allgather_varying(mine)) sharing += t.item<int64_t>() == mine.item<int64_t>();
+  return known && CPU_COUNT(&set) > at::get_num_threads() * std::max(1, sharing);
 }
 
 // A digest of names, shapes and dtypes, to find ranks whose models differ.
@@ -197,7 +213,8 @@ GradientReducer::GradientReducer(std::vector<NamedTensor> parameters, std::vecto
       hooks_.push_back(collectives::on_grad_ready(params_[i].tensor, [this, i] { on_grad_ready(i); }));
     }
   }
-  overlap_ = options_.overlap == Overlap::kAlways || (options_.overlap == Overlap::kAuto && spare_core());
+  overlap_ = options_.overlap == Overlap::kAlways ||
+             (options_.overlap == Overlap::kAuto && backend_->size() > 1 && spare_core(*backend_));
   ready_.assign(params_.size(), 0);
   reset_step();
 }

@@ -86,6 +86,21 @@ class BenchDdpTest(unittest.TestCase):
         self.assertNotEqual(plain["final_loss"], shm["final_loss"])
         self.assertIn("transport shm", out)
 
+    def test_overlap_auto_counts_the_cores_unbound_ranks_share(self):
+        # reducer.overlap auto overlaps only with a core to spare. Unbound ranks (--bind-to none) each see the
+        # whole node: with threads per rank filling half of it, 2 ranks have none between them.
+        cores = len(os.sched_getaffinity(0))
+        threads = max(1, (cores + 1) // 2)
+        rc, out, err, _ = run(["bench", "ddp", "--transport", "mpi", "--steps", "2", "--warmup", "0", "--batch", "8",
+                               "--set", f"runtime.threads={threads}"], ranks=2, extra_mpi=["--bind-to", "none"])
+        self.assertEqual(rc, 0, err)
+        self.assertIn("overlap off", out)
+        # With one thread each, there is a spare core exactly when the node has more than 2.
+        rc, out, err, _ = run(["bench", "ddp", "--transport", "mpi", "--steps", "2", "--warmup", "0", "--batch", "8",
+                               "--set", "runtime.threads=1"], ranks=2, extra_mpi=["--bind-to", "none"])
+        self.assertEqual(rc, 0, err)
+        self.assertIn("overlap on" if cores > 2 else "overlap off", out)
+
     def test_bf16_transports_agree_at_three_ranks(self):
         # bf16 wires: both transports sum the ranks' 16-bit values in float32 in rank order and
         # round the sum once to bf16 (shared memory: in the shared result area; MPI: each rank
