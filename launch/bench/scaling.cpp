@@ -15,6 +15,7 @@
 #include "core/files.hpp"
 #include "core/log.hpp"
 #include "launch/bench/stats.hpp"
+#include "launch/plot_script.hpp"
 #include "launch/run_config.hpp"
 #include "launch/runtime.hpp"
 #include "launch/cli/command.hpp"
@@ -250,18 +251,6 @@ void print_table(const json& agg) {
   std::fflush(stdout);
 }
 
-void draw_plots(const fs::path& dir) {
-  const fs::path script = fs::path(HPCML_SOURCE_DIR) / "scripts" / "plot-scaling.py";
-  const std::string cmd = "timeout 120 /usr/bin/python3 '" + script.string() + "' '" + dir.string() + "' 2>&1";
-  FILE* pipe = fs::exists(script) ? popen(cmd.c_str(), "r") : nullptr;
-  std::string out;
-  char buffer[512];
-  while (pipe != nullptr && std::fgets(buffer, sizeof buffer, pipe) != nullptr) out += buffer;
-  if (pipe == nullptr || pclose(pipe) != 0) {
-    HPCML_LOG_WARN("bench scaling: plots not drawn ({}): {} (--no-plots turns this off)", script.string(),
-                   pipe == nullptr ? "script not found" : out.substr(0, out.find('\n')));
-  }
-}
 
 int run_bench_scaling(Context& ctx, const TrainConfig& config, const ScalingOptions& o) {
   auto& world = *ctx.world;
@@ -334,7 +323,7 @@ int run_bench_scaling(Context& ctx, const TrainConfig& config, const ScalingOpti
                                                     : (std::to_string(point["time_to_target_s"].get<double>()) + " s")
                                                           .c_str());
   }
-  if (o.plots) draw_plots(dir);
+  if (o.plots) run_plot_script("plot-scaling.py", dir.string(), "bench scaling", "--no-plots");
   return 0;
 }
 

@@ -15,11 +15,9 @@
 #include "core/watchdog.hpp"
 #include "launch/base_config.hpp"
 #include "launch/farm/farm.hpp"
+#include "launch/plot_script.hpp"
 #include "launch/train/trainer.hpp"
 
-#ifndef HPCML_SOURCE_DIR
-#define HPCML_SOURCE_DIR ""
-#endif
 
 namespace hpcml::launch::hpo_driver {
 
@@ -112,22 +110,7 @@ double idle_fraction(const std::vector<farm::TaskResult>& results, int workers, 
   return std::clamp(1.0 - busy / (window * workers), 0.0, 1.0);
 }
 
-void draw_plots(const HpoConfig& c) {
-  const fs::path script = fs::path(HPCML_SOURCE_DIR) / "scripts" / "plot-hpo.py";
-  if (!fs::exists(script)) {
-    HPCML_LOG_WARN("hpo: plots not drawn: {} not found (hpo.plots: false turns this off)", script.string());
-    return;
-  }
-  const std::string cmd = fmt::format("timeout 120 /usr/bin/python3 '{}' '{}' 2>&1", script.string(), c.hpo.study_dir);
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  char buffer[512];
-  while (pipe != nullptr && std::fgets(buffer, sizeof buffer, pipe) != nullptr) out += buffer;
-  const int status = pipe != nullptr ? pclose(pipe) : -1;
-  if (status != 0) {
-    HPCML_LOG_WARN("hpo: plots not drawn ({}): {}", cmd, out.substr(0, out.find('\n')));
-  }
-}
+void draw_plots(const HpoConfig& c) { run_plot_script("plot-hpo.py", c.hpo.study_dir, "hpo", "hpo.plots: false"); }
 
 }  // namespace
 
