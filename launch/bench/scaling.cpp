@@ -221,10 +221,9 @@ json aggregate(const fs::path& dir) {
       }
       row["efficiency"] = row["samples_per_s"].get<double>() / base_rate / (static_cast<double>(ranks) / base_ranks);
       row["efficiency_base_ranks"] = base_ranks;
-      if (row.contains("profile")) {  // 1 rank: profile-<mode>; independent: profile-<mode>-n<N>
+      if (row.contains("profile")) {  // alone: 1 rank (profile-<mode>) or independent (profile-<mode>-n<N>)
         const bool independent = mode.find("-independent") != std::string::npos;
-        if (ranks == 1 || independent)
-          out["profiles"][independent ? mode + "-n" + std::to_string(ranks) : mode] = row["profile"];
+        out["profiles"][independent ? mode + "-n" + std::to_string(ranks) : mode] = row["profile"];
       }
       row.erase("profile");
       row.erase("step_compute_s");
@@ -307,7 +306,7 @@ int run_bench_scaling(Context& ctx, const TrainConfig& config, const ScalingOpti
     const double tt = time_to_target(run_dir, target);
     point["target"] = o.target;
     point["time_to_target_s"] = tt < 0 ? json(nullptr) : json(tt);
-    point.update(measure(run_dir, ScalingOptions{}, ranks, c.train.batch_size));
+    point.update(measure(run_dir, o, ranks, c.train.batch_size));
   }
   write_file_atomically((dir / "points" / (name + ".json")).string(), point.dump(2) + "\n");
   json agg = aggregate(dir);

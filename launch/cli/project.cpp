@@ -291,7 +291,7 @@ void add_fit(CLI::App* project, Runner& selected) {
       "relative error) and write a system file for --system");
   sub->add_option("--allreduce", o->allreduce, "BENCH.json from hpcml bench allreduce --json")->required();
   sub->add_option("--impl", o->impl, "Rows of this impl (mpi, hpcml, reducer-mpi, reducer-shm)")->capture_default_str();
-  sub->add_option("--path", o->path, "Rows of this path (blocking, nonblocking)")->capture_default_str();
+  sub->add_option("--path", o->path, "Rows of this path (blocking, nonblocking; exposed_wait for the reducer rows)")->capture_default_str();
   sub->add_option("--algorithm", o->algorithm,
                   "The algorithm the rows ran: ring, recursive_doubling, rabenseifner or tree")
       ->capture_default_str();

@@ -86,8 +86,9 @@ std::string host_name() {
   return host;
 }
 
-bool all_digits(const std::string& s) {
-  if (s.empty()) return false;
+// A process id: 1 to 9 digits (pid_t's range; longer is not a writer's name).
+bool looks_like_pid(const std::string& s) {
+  if (s.empty() || s.size() > 9) return false;
   for (const char ch : s)
     if (!std::isdigit(static_cast<unsigned char>(ch))) return false;
   return true;
@@ -110,7 +111,7 @@ size_t remove_stale_temps(const fs::path& dir, double stale_s) {
     std::string writer = name.substr(at + 5);  // <host>.<pid>, perhaps with io's ".tmp" on top
     if (writer.size() > 4 && writer.compare(writer.size() - 4, 4, ".tmp") == 0) writer.resize(writer.size() - 4);
     const size_t dot = writer.rfind('.');
-    if (dot == std::string::npos || !all_digits(writer.substr(dot + 1))) continue;
+    if (dot == std::string::npos || !looks_like_pid(writer.substr(dot + 1))) continue;
     bool stale;
     if (writer.substr(0, dot) == here) {
       stale = ::kill(static_cast<pid_t>(std::stol(writer.substr(dot + 1))), 0) != 0 && errno == ESRCH;
