@@ -46,7 +46,7 @@ Context make_context(const RunConfig& config);
 Context group_context(const Context& parent, collectives::BackendPtr group, const RunConfig& config);
 
 /// Throws ConfigError naming runtime.device when this rank's device is not the CPU:
-/// `command` (train, eval, infer, tracking) runs on the CPU today (docs/gpu.md).
+/// `command` (infer, tracking, ensemble, hpo, bench infer|scaling) runs on the CPU today (docs/gpu.md).
 void require_cpu(const Context& context, const std::string& command);
 
 /// What in `dir` belongs to a run: which of `files` exist, and how many files the

@@ -10,7 +10,9 @@
 #                          bench serve, hpcml info), by file name
 # (three files: a GPU run brings back at most eight)
 #
-# Steps: hpcml info; the device-free unit tests and the gpu tests; bench ddp on the
+# Steps: hpcml info; the device-free unit tests and the gpu tests; hpcml train on the
+# device (fp32, bf16, fp16, a resume from a checkpoint) against the CPU, eval of its
+# checkpoint on the device and on the CPU; bench ddp on the
 # device (MLP, fp32 and bf16, 3 alternating runs each) against
 # ../shared/anchors/ddp_reference.py --device cuda on the same GPU; bench serve with
 # a GPU server rank and a CPU client rank (FACILE, DeepCalo, ParticleNet-Lite), and
@@ -106,6 +108,58 @@ if [[ "${devices:-0}" == 0 ]]; then
   say "gpu-check: no CUDA device visible (torch.cuda.device_count() = 0): bench ddp on cuda and bench serve with a GPU server did not run"
   exit 3
 fi
+
+say ""
+say "## hpcml train and eval on the GPU (1 rank, MLP on synthetic data, 200 steps)"
+tr=$out/train
+common=(--set data.features=64 --set model.hidden=[256,256] --set train.batch_size=256 --set data.samples=16384
+        --set train.max_steps=200 --set checkpoint.every_steps=100 --set checkpoint.keep=3 --set train.log_every=50)
+step "train on cpu, fp32" 120 "${one[@]}" hpcml train "${common[@]}" --set run.dir="$tr/cpu-fp32"
+for prec in fp32 bf16 fp16; do
+  step "train on cuda, $prec" 120 "${one[@]}" hpcml train "${common[@]}" --set runtime.device=cuda \
+    --set train.precision=$prec --set run.dir="$tr/cuda-$prec"
+done
+# Resume on the device from step 100: the same parameters (and loss scale) as the whole run.
+cp -r "$tr/cuda-fp16" "$tr/cuda-fp16-resumed" && rm -f "$tr/cuda-fp16-resumed/summary.json" \
+  "$tr/cuda-fp16-resumed/checkpoints/step-200.pt"
+step "train on cuda, fp16, resumed from step 100" 120 "${one[@]}" hpcml train "${common[@]}" --resume \
+  --set runtime.device=cuda --set train.precision=fp16 --set run.dir="$tr/cuda-fp16-resumed"
+# The checkpoint written on the GPU, evaluated on the GPU and on the CPU.
+for dev in cuda cpu; do
+  step "eval of the cuda fp32 checkpoint on $dev" 60 "${one[@]}" hpcml eval "${common[@]}" \
+    --set runtime.device=$dev --set run.dir="$tr/cuda-fp32"
+  cp "$tr/cuda-fp32/summary.json" "$out/eval-$dev.json" 2>/dev/null || true
+done
+py - "$tr" "$out" >>"$report" 2>>"$logs" <<'PY'
+import json, os, sys
+tr, out = sys.argv[1], sys.argv[2]
+def rows(name):
+    try:
+        return [json.loads(l) for l in open(os.path.join(tr, name, "metrics.jsonl")) if l.strip()]
+    except OSError:
+        return []
+def digest(name):
+    try:
+        return json.load(open(os.path.join(tr, name, "summary.json")))["parameters_sha256"]
+    except (OSError, KeyError, ValueError):
+        return None
+print("\n| run | first loss | last loss | samples/s (last interval) | loss scale, skipped |")
+print("|---|---|---|---|---|")
+for name in ("cpu-fp32", "cuda-fp32", "cuda-bf16", "cuda-fp16", "cuda-fp16-resumed"):
+    r = [x for x in rows(name) if "loss" in x]
+    if not r:
+        print(f"| {name} | failed | | | |")
+        continue
+    scale = f"{r[-1].get('loss_scale', '-')}, {r[-1].get('skipped_steps', '-')}"
+    print(f"| {name} | {r[0]['loss']:.5f} | {r[-1]['loss']:.5f} | {r[-1]['samples_per_s']:,.0f} | {scale} |")
+a, b = digest("cuda-fp16"), digest("cuda-fp16-resumed")
+print(f"\nfp16 resume on the device: {'bit-identical' if a and a == b else 'DIFFERENT'} ({a} / {b})")
+try:
+    e = {d: json.load(open(os.path.join(out, f"eval-{d}.json")))["eval"]["loss"] for d in ("cuda", "cpu")}
+    print(f"eval of the GPU checkpoint: loss {e['cuda']:.6f} on cuda, {e['cpu']:.6f} on cpu")
+except (OSError, KeyError, ValueError):
+    print("eval of the GPU checkpoint: failed")
+PY
 
 say ""
 say "## bench ddp on the GPU against PyTorch DDP (nccl), 1 rank, MLP, batch 128 and 4096"

@@ -34,10 +34,7 @@ void add_train_command(CLI::App& app, CommonOptions& common, Runner& selected) {
       if (*overwrite) config->run.overwrite = true;
       return run;
     };
-    selected = [config](Context& c) {
-      require_cpu(c, "hpcml train");
-      return train(c, *config);
-    };
+    selected = [config](Context& c) { return train(c, *config); };
   });
 }
 
@@ -55,10 +52,7 @@ void add_eval_command(CLI::App& app, CommonOptions& common, Runner& selected) {
     common.parser = [config](const config::Document& environment, const config::Document& file) {
       return read_layers(environment, file, *config);
     };
-    selected = [config, checkpoint](Context& c) {
-      require_cpu(c, "hpcml eval");
-      return evaluate(c, *config, *checkpoint);
-    };
+    selected = [config, checkpoint](Context& c) { return evaluate(c, *config, *checkpoint); };
   });
 }
 

@@ -89,10 +89,11 @@ std::string combined_digest(const std::vector<std::string>& digests) {
 }
 
 // Each member's output, stacked: (rows, members, ...); logits or the regressed value.
-at::Tensor stack_outputs(std::vector<std::unique_ptr<models::Model>>& members, const models::Inputs& inputs) {
+at::Tensor stack_outputs(std::vector<std::unique_ptr<models::Model>>& members, const models::Inputs& inputs,
+                         const TrainConfig& c) {
   std::vector<at::Tensor> outs;
   for (auto& m : members) {
-    const at::Tensor o = m->forward(inputs);
+    const at::Tensor o = forward_in_precision(*m, inputs, c);  // train.precision
     outs.push_back(o.reshape({o.size(0), -1}).to(at::kDouble));
   }
   return at::stack(outs, 1);
@@ -129,8 +130,8 @@ CampaignModel members_model(Context& ctx, const TrainConfig& c, const std::vecto
   if (keep) m.values.push_back(value + "_members");
   if (keep && binary) m.values.push_back("log_r_members");
   const at::Tensor prior = at::tensor(priors, at::kDouble);
-  m.forward = [models, regression, binary, keep, prior](const models::Inputs& inputs) {
-    const at::Tensor raw = stack_outputs(*models, inputs);  // (rows, M, C)
+  m.forward = [models, regression, binary, keep, prior, config = m.config](const models::Inputs& inputs) {
+    const at::Tensor raw = stack_outputs(*models, inputs, config);  // (rows, M, C)
     const at::Tensor out = regression ? raw : at::softmax(raw, -1);
     std::vector<at::Tensor> cols = {out.mean(1).to(at::kFloat), out.var(1, /*unbiased=*/false).to(at::kFloat)};
     at::Tensor log_r;

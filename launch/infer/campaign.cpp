@@ -166,7 +166,7 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
     } else if (k.service) {
       sent.push_back(k.service->submit(e));  // every batch of the unit in flight at once
     } else {
-      outputs.push_back(k.model->forward(e.inputs));
+      outputs.push_back(forward_in_precision(*k.model, e.inputs, k.c));
     }
     compute_s += since(t0);
     for (auto& [name, t] : extra) copied[name].push_back(t);
@@ -555,7 +555,7 @@ ForwardTiming time_in_memory_forward(Context& ctx, const TrainConfig& config) {
   world.barrier();
   const auto start = Clock::now();
   for (const auto& e : batches) {
-    at::Tensor out = k.model->forward(e.inputs);
+    at::Tensor out = forward_in_precision(*k.model, e.inputs, k.c);
     out = out.reshape({out.size(0), -1});
     if (k.task == "classification") out = at::softmax(out, 1);
   }

@@ -33,6 +33,8 @@
 #include "io/h5_dataset.hpp"
 #include "io/h5_tensors.hpp"
 #include "io/predictions.hpp"
+#include "launch/train/grad_scaler.hpp"
+#include "launch/train/setup.hpp"
 #include "models/flows/nsf_model.hpp"
 #include "models/model.hpp"
 #include "models/registry.hpp"
@@ -49,7 +51,7 @@ fs::path checkpoint_path(const std::string& run_dir, int64_t step) {
 
 void save_checkpoint(const fs::path& path, int64_t step, const Context& ctx, const models::Model& model,
                      torch::optim::Optimizer& optimizer, const std::string& config_yaml,
-                     const std::vector<at::Tensor>& rng_states) {
+                     const std::vector<at::Tensor>& rng_states, const GradScaler* scaler) {
   torch::serialize::OutputArchive archive;
   archive.write("format_version", c10::IValue(kCheckpointFormat));
   archive.write("step", c10::IValue(step));
@@ -60,14 +62,14 @@ void save_checkpoint(const fs::path& path, int64_t step, const Context& ctx, con
   int64_t i = 0;
   for (const auto& [name, t] : model.named_parameters()) {
     names += name + "\n";
-    archive.write("param_" + std::to_string(i++), t.detach());
+    archive.write("param_" + std::to_string(i++), t.detach().cpu());  // readable without the device
   }
   archive.write("param_names", c10::IValue(names));
   i = 0;
   std::string buffer_names;
   for (const auto& [name, t] : model.named_buffers()) {
     buffer_names += name + "\n";
-    archive.write("buffer_" + std::to_string(i++), t, true);
+    archive.write("buffer_" + std::to_string(i++), t.cpu(), true);
   }
   archive.write("buffer_names", c10::IValue(buffer_names));
   torch::serialize::OutputArchive opt_archive;
@@ -75,6 +77,11 @@ void save_checkpoint(const fs::path& path, int64_t step, const Context& ctx, con
   archive.write("optimizer", opt_archive);
   // Dropout and other random ops draw from torch's global generator: every rank's state.
   for (size_t r = 0; r < rng_states.size(); ++r) archive.write("rng_torch_" + std::to_string(r), rng_states[r]);
+  if (scaler != nullptr) {
+    archive.write("grad_scaler_scale", c10::IValue(scaler->scale()));
+    archive.write("grad_scaler_growth_tracker", c10::IValue(scaler->growth_tracker()));
+    archive.write("grad_scaler_skipped", c10::IValue(scaler->skipped()));
+  }
   const fs::path tmp = path.string() + ".tmp";
   archive.save_to(tmp.string());
   fsync_file(tmp.string());
@@ -90,9 +97,11 @@ int64_t read_int(torch::serialize::InputArchive& archive, const char* key, const
 }
 
 // Opens a checkpoint and checks its format version (IoError naming the file otherwise).
-void open_checkpoint(const std::string& path, torch::serialize::InputArchive& archive) {
+// Its tensors are read onto `device` (the optimizer's state where the parameters are).
+void open_checkpoint(const std::string& path, torch::serialize::InputArchive& archive,
+                     const c10::Device& device = c10::kCPU) {
   try {
-    archive.load_from(path);
+    archive.load_from(path, device);
   } catch (const c10::Error& e) {
     HPCML_THROW(IoError, "cannot read checkpoint '", path, "': ", e.what_without_backtrace());
   }
@@ -133,9 +142,9 @@ void load_model_state(torch::serialize::InputArchive& archive, const std::string
 }  // namespace
 
 CheckpointHeader load_checkpoint(const std::string& path, models::Model& model, torch::optim::Optimizer& optimizer,
-                                 int rank, int world_size) {
+                                 int rank, int world_size, GradScaler* scaler) {
   torch::serialize::InputArchive archive;
-  open_checkpoint(path, archive);
+  open_checkpoint(path, archive, model_device(model));
   CheckpointHeader header{read_int(archive, "step", path), read_int(archive, "world_size", path),
                           read_int(archive, "threads", path)};
   load_model_state(archive, path, model);
@@ -146,7 +155,24 @@ CheckpointHeader load_checkpoint(const std::string& path, models::Model& model, 
   at::Tensor rng;
   if (header.world_size == world_size && archive.try_read("rng_torch_" + std::to_string(rank), rng)) {
     at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global one
-    generator.set_state(rng);
+    generator.set_state(rng.cpu());
+  }
+  c10::IValue scale, tracker, skipped;
+  if (scaler != nullptr && archive.try_read("grad_scaler_scale", scale)) {
+    const bool valid = scale.isDouble() && archive.try_read("grad_scaler_growth_tracker", tracker) &&
+                       archive.try_read("grad_scaler_skipped", skipped) && tracker.isInt() && skipped.isInt() &&
+                       std::isfinite(scale.toDouble()) && scale.toDouble() > 0 && tracker.toInt() >= 0 &&
+                       skipped.toInt() >= 0;
+    auto shown = [](const c10::IValue& v) {
+      return v.isDouble() ? fmt::format("{}", v.toDouble()) : v.isInt() ? std::to_string(v.toInt()) : v.tagKind();
+    };
+    HPCML_CHECK_AS(IoError, valid, "checkpoint '", path, "': expected a positive finite grad_scaler_scale and "
+                   "grad_scaler_growth_tracker, grad_scaler_skipped >= 0, found ", shown(scale), ", ", shown(tracker),
+                   ", ", shown(skipped));
+    scaler->restore(scale.toDouble(), tracker.toInt(), skipped.toInt());
+  } else if (scaler != nullptr) {
+    HPCML_LOG_WARN("checkpoint '{}' holds no loss scale (written without train.precision: fp16): the scale starts "
+                   "at {}", path, scaler->scale());
   }
   return header;
 }
@@ -170,7 +196,7 @@ std::string parameters_digest(const std::vector<std::pair<std::string, at::Tenso
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
   for (const auto& [name, t] : named) {
-    const at::Tensor c = t.detach().contiguous();
+    const at::Tensor c = t.detach().cpu().contiguous();
     EVP_DigestUpdate(ctx, name.data(), name.size());
     EVP_DigestUpdate(ctx, c.data_ptr(), static_cast<size_t>(c.numel()) * c.element_size());
   }
@@ -252,7 +278,7 @@ std::string agreed_newest_checkpoint(collectives::Backend& world, const std::str
 }
 
 ResumePoint resume_from_newest_checkpoint(const Context& ctx, const std::string& run_dir, models::Model& model,
-                                          torch::optim::Optimizer& optimizer) {
+                                          torch::optim::Optimizer& optimizer, GradScaler* scaler) {
   ResumePoint start;
   auto& world = *ctx.world;
   const int n = world.size();
@@ -261,7 +287,7 @@ ResumePoint resume_from_newest_checkpoint(const Context& ctx, const std::string&
     HPCML_LOG_INFO("no checkpoint in {}: starting fresh", (fs::path(run_dir) / "checkpoints").string());
     return start;
   }
-  const auto header = load_checkpoint(chosen, model, optimizer, world.rank(), n);
+  const auto header = load_checkpoint(chosen, model, optimizer, world.rank(), n, scaler);
   start.step = header.step;
   start.resumed = true;
   if (header.world_size != n || header.threads != ctx.threads.intra_op) {

@@ -4,7 +4,8 @@
 ///
 /// A checkpoint (run.dir/checkpoints/step-<N>.pt, a LibTorch archive) holds the format
 /// version, step, rank and thread counts, the resolved config, the parameters and
-/// buffers by name, the optimizer state and every rank's torch generator state.
+/// buffers by name, the optimizer state, every rank's torch generator state and, for fp16
+/// training, the loss scale (grad_scaler.hpp).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -28,6 +29,8 @@ class Model;
 
 namespace hpcml::launch {
 
+class GradScaler;
+
 /// Checkpoint file format version; readers refuse other versions.
 inline constexpr int64_t kCheckpointFormat = 1;
 
@@ -43,17 +46,18 @@ struct CheckpointHeader {
 };
 
 /// Writes a checkpoint to `path` atomically (a temporary name, fsync, rename). Rank 0;
-/// `rng_states` holds every rank's generator state.
+/// `rng_states` holds every rank's generator state; `scaler`, when given, its state.
 void save_checkpoint(const std::filesystem::path& path, int64_t step, const Context& ctx, const models::Model& model,
                      torch::optim::Optimizer& optimizer, const std::string& config_yaml,
-                     const std::vector<at::Tensor>& rng_states);
+                     const std::vector<at::Tensor>& rng_states, const GradScaler* scaler = nullptr);
 
 /// Loads a checkpoint into the model and optimizer (and, at the same rank count, this
-/// rank's generator state); returns its header. Throws IoError naming the file for an
-/// unreadable file, another format version, or a model of another shape (naming the
+/// rank's generator state; and into `scaler`, when given, the loss scale it holds, else the
+/// scaler keeps its initial state); returns its header. Throws IoError naming the file for
+/// an unreadable file, another format version, or a model of another shape (naming the
 /// first mismatching parameter).
 CheckpointHeader load_checkpoint(const std::string& path, models::Model& model, torch::optim::Optimizer& optimizer,
-                                 int rank, int world_size);
+                                 int rank, int world_size, GradScaler* scaler = nullptr);
 
 /// Copies the parameters and buffers of checkpoint `path` into `model` (inference:
 /// no optimizer state). Throws IoError as load_checkpoint.
@@ -80,7 +84,7 @@ struct ResumePoint {
 /// `context.world` (collective); logs which, and warns when it was written by another
 /// rank or thread count. Returns step 0, not resumed, when `run_dir` holds none.
 ResumePoint resume_from_newest_checkpoint(const Context& context, const std::string& run_dir, models::Model& model,
-                                          torch::optim::Optimizer& optimizer);
+                                          torch::optim::Optimizer& optimizer, GradScaler* scaler = nullptr);
 
 /// Writes the parameters of checkpoint `path` to an HDF5 file, one dataset per
 /// parameter name, with the step and hpcml version as attributes.

@@ -51,9 +51,12 @@ Scores validation_scores(models::Model& model, Feed& feed, const TrainConfig& c)
   torch::NoGradGuard no_grad;
   model.set_training(false);
   Scores scores(feed.regression(), binary_task(c, feed), density_task(c));
-  feed.for_each_validation([&](const Example& e) {
-    const auto output = model.forward(e.inputs);
-    scores.add(output, e.target, task_loss(c.train.loss, feed.regression(), output, e.target).item<double>());
+  const c10::Device device = model_device(model);
+  feed.for_each_validation([&](const Example& batch) {
+    const Example e = batch.to_device(device);
+    const auto output = forward_in_precision(model, e.inputs, c);
+    const double loss = task_loss(c.train.loss, feed.regression(), output, e.target).item<double>();
+    scores.add(output.cpu(), batch.target, loss);  // the sums live on the CPU
   });
   model.set_training(true);
   return scores;
@@ -157,11 +160,15 @@ int evaluate(Context& ctx, const TrainConfig& config, const std::string& checkpo
   Setup setup = set_up(c, ctx);
   auto& model = setup.model;
   load_checkpoint_weights(path, *model);
+  model->to(ctx.device.device);
   Scores scores = validation_scores(*model, *setup.feed, setup.config);
   world.allreduce(scores.sums());
   HPCML_CHECK_AS(ConfigError, scores.samples() > 0, "eval: the evaluation set is empty");
   nlohmann::json calibration;
-  if (density_task(setup.config)) calibration = flow_calibration(ctx, *model, *setup.feed, setup.config);
+  if (density_task(setup.config)) {
+    model->to(c10::kCPU);  // the calibration draws posteriors with a CPU generator
+    calibration = flow_calibration(ctx, *model, *setup.feed, setup.config);
+  }
   if (world.rank() != 0) return 0;
   nlohmann::json result = {{"checkpoint", path}, {"model", model->name()}};
   result.update(metrics_json(scores, ""));

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "collectives/device.hpp"
 #include "core/error.hpp"
 #include "io/h5_dataset.hpp"
 #include "io/loader.hpp"
@@ -17,6 +18,14 @@ Example Example::narrow(int64_t begin, int64_t size) const {
   Example out;
   for (const auto& [name, t] : inputs) out.inputs.emplace(name, t.narrow(0, begin, size));
   out.target = target.narrow(0, begin, size);
+  return out;
+}
+
+Example Example::to_device(const c10::Device& device) const {
+  if (target.device() == device) return *this;
+  Example out;
+  for (const auto& [name, t] : inputs) out.inputs.emplace(name, collectives::to_device(t, device));
+  out.target = collectives::to_device(target, device);
   return out;
 }
 

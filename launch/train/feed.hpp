@@ -25,6 +25,9 @@ struct Example {
   at::Tensor target;
   /// Rows [begin, begin + size) of every tensor (a micro-batch).
   Example narrow(int64_t begin, int64_t size) const;
+  /// Every tensor on `device` (to a GPU through pinned memory, asynchronously on the
+  /// current stream); this example itself when it is there already.
+  Example to_device(const c10::Device& device) const;
 };
 
 /// One rank's training batches and validation share.

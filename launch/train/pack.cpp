@@ -177,14 +177,17 @@ std::vector<Scores> pack_validation_scores(models::Model& pack, Feed& feed, cons
   std::vector<Scores> scores;
   for (int k = 0; k < k_members; ++k) scores.emplace_back(feed.regression(), binary_task(c, feed), false);
   pack.set_training(false);
-  feed.for_each_validation([&](const Example& e) {
+  const c10::Device device = model_device(pack);
+  feed.for_each_validation([&](const Example& batch) {
+    const Example e = batch.to_device(device);
     const at::Tensor& x = models::input(e.inputs, "x", pack.name());
     std::vector<int64_t> shape = x.sizes().vec();
     shape.insert(shape.begin() + 1, k_members);
-    const at::Tensor output = pack.forward(x.unsqueeze(1).expand(shape));
+    const at::Tensor output = forward_in_precision(pack, {{"x", x.unsqueeze(1).expand(shape)}}, c);
     for (int k = 0; k < k_members; ++k) {
       const at::Tensor member = output.select(1, k);
-      scores[k].add(member, e.target, task_loss(c.train.loss, feed.regression(), member, e.target).item<double>());
+      const double loss = task_loss(c.train.loss, feed.regression(), member, e.target).item<double>();
+      scores[k].add(member.cpu(), batch.target, loss);
     }
   });
   pack.set_training(true);

@@ -17,11 +17,13 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <numeric>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "collectives/gradient_reducer.hpp"
+#include "collectives/torch_compat.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "core/limits.hpp"
@@ -162,6 +164,7 @@ std::vector<std::string> density_inputs(TrainConfig& c) {
 Setup set_up(TrainConfig c, const Context& ctx, bool prepare) {
   Setup s;
   check_pack(c, /*training=*/prepare);
+  check_precision(c, ctx.device.device.type());
   const bool density = density_task(c);
   if (density) {
     HPCML_CHECK_AS(ConfigError, c.data.name == "hdf5", "config error: key 'data.name': model ", c.model.name,
@@ -217,7 +220,11 @@ std::unique_ptr<torch::optim::Optimizer> build_optimizer(const TrainConfig& c, s
 bool step_in_reduction(const TrainConfig& c, torch::optim::Optimizer& optimizer,
                        collectives::GradientReducer& reducer) {
   auto* stepper = dynamic_cast<ParameterStepper*>(&optimizer);
-  if (!c.optimizer.step_in_reduction || stepper == nullptr || c.train.clip_grad_norm > 0) return false;
+  // fp16's loss scale decides after the whole reduction whether the step runs at all.
+  if (!c.optimizer.step_in_reduction || stepper == nullptr || c.train.clip_grad_norm > 0 ||
+      c.train.precision == "fp16") {
+    return false;
+  }
   // An update without per-element state (SGD without momentum) lets the ranks of a
   // node share one copy of the parameters, each updating its part.
   reducer.set_bucket_update(bucket_update(*stepper), stepper->updates_ranges());
@@ -238,6 +245,57 @@ double learning_rate(const TrainConfig& c, int64_t step, int64_t total_steps, in
     return lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + std::cos(M_PI * progress)));
   }
   return lr;
+}
+
+c10::ScalarType precision_dtype(const TrainConfig& c) {
+  return c.train.precision == "bf16" ? at::kBFloat16 : c.train.precision == "fp16" ? at::kHalf : at::kFloat;
+}
+
+void check_precision(const TrainConfig& c, c10::DeviceType device) {
+  std::string why;
+  HPCML_CHECK_AS(ConfigError, compat::autocast_supported(device, precision_dtype(c), &why),
+                 "config error: key 'train.precision': ", c.train.precision, " on ", c10::DeviceTypeName(device, true),
+                 ": ", why);
+}
+
+c10::Device model_device(const models::Model& model) {
+  const auto params = model.named_parameters();
+  return params.empty() ? c10::Device(c10::kCPU) : params.front().second.device();
+}
+
+at::Tensor forward_in_precision(models::Model& model, const models::Inputs& inputs, const TrainConfig& c) {
+  if (c.train.precision == "fp32") return model.forward(inputs);
+  at::Tensor out;
+  {
+    compat::AutocastScope autocast(model_device(model).type(), precision_dtype(c));
+    out = model.forward(inputs);
+  }
+  return out.is_floating_point() ? out.to(at::kFloat) : out;
+}
+
+nlohmann::json reducer_layout(const collectives::GradientReducer& reducer, models::Model& model) {
+  std::map<std::string, int64_t> bytes;
+  nlohmann::json parameter_bytes = nlohmann::json::array(), buckets_bytes = nlohmann::json::array();
+  for (const auto& [name, t] : model.named_parameters()) {
+    if (!t.requires_grad()) continue;
+    bytes[name] = t.numel() * 4;  // float32 gradients
+    parameter_bytes.push_back(bytes[name]);
+  }
+  for (const auto& names : reducer.bucket_layout()) {
+    int64_t sum = 0;
+    for (const auto& n : names) sum += bytes[n];
+    buckets_bytes.push_back(sum);
+  }
+  const auto& o = reducer.options();
+  return {{"parameter_bytes", parameter_bytes},
+          {"buckets_bytes", buckets_bytes},
+          {"transport", collectives::to_string(reducer.transport())},
+          {"overlap", reducer.overlap_mode()},
+          {"reducer",
+           {{"first_bucket_bytes", o.first_bucket_bytes},
+            {"bucket_cap_bytes", o.bucket_cap_bytes},
+            {"direct_min_bytes", o.direct_min_bytes},
+            {"overlap", reducer.overlapping()}}}};
 }
 
 collectives::ReducerOptions reducer_options(const TrainConfig& c) {

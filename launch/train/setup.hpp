@@ -4,6 +4,8 @@
 /// training, evaluation and inference.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <memory>
 #include <string>
@@ -61,6 +63,26 @@ std::unique_ptr<torch::optim::Optimizer> build_optimizer(const TrainConfig& c, s
 double learning_rate(const TrainConfig& c, int64_t step, int64_t total_steps, int world_size);
 
 collectives::ReducerOptions reducer_options(const TrainConfig& c);
+
+/// train.precision as the autocast dtype: at::kFloat (fp32: no autocast), at::kBFloat16, at::kHalf.
+c10::ScalarType precision_dtype(const TrainConfig& c);
+
+/// Checks train.precision against `device` and this LibTorch: one ConfigError line naming
+/// the key (fp16 autocast on the CPU needs LibTorch 2.x). set_up calls it.
+void check_precision(const TrainConfig& c, c10::DeviceType device);
+
+/// The device of `model`'s parameters (the CPU for a model without any).
+c10::Device model_device(const models::Model& model);
+
+/// What `hpcml bench scaling` records of the gradient reducer for the performance model:
+/// each trainable parameter's bytes (registration order) and each bucket's, in reduction
+/// order; the transport, overlap and bucket options.
+nlohmann::json reducer_layout(const collectives::GradientReducer& reducer, models::Model& model);
+
+/// `model`'s forward pass in train.precision: under autocast on the device of its
+/// parameters, its floating-point output returned as float32 (losses, metrics and stored
+/// predictions stay float32, as with torch.autocast). fp32: the plain forward.
+at::Tensor forward_in_precision(models::Model& model, const models::Inputs& inputs, const TrainConfig& c);
 
 /// optimizer.step_in_reduction: sets the optimizer's update to run per bucket inside the
 /// reduction unless gradients are clipped (which needs every gradient first). Returns

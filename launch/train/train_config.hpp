@@ -205,6 +205,7 @@ struct TrainSection {
   std::string loss = "auto";
   std::string on_nonfinite = "error";
   int pack = 1;
+  std::string precision = "fp32";
   template <typename V>
   void describe(V& v) {
     v.field("epochs", epochs, "epochs (ignored when max_steps > 0)", config::at_least(1));
@@ -241,6 +242,12 @@ struct TrainSection {
             "per member; at the end run.dir/member-<k>/ holds member k as an ordinary run for hpcml eval and infer "
             "(docs/training.md#packed-members); 1: off",
             config::in_range(1, limits::kMaxMembers));
+    v.field("precision", precision,
+            "fp32, or mixed precision as torch.autocast: bf16 or fp16 for matmuls and convolutions in the forward "
+            "pass of training, validation, eval and infer (losses and outputs in float32); fp16 adds a dynamic "
+            "loss scale (skipped steps on Inf/NaN gradients) kept in checkpoints; fp16 on the CPU needs LibTorch "
+            "2.x (docs/gpu.md#mixed-precision)",
+            config::one_of({"fp32", "bf16", "fp16"}));
   }
 };
 

@@ -17,6 +17,7 @@
 #include <iostream>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -35,6 +36,7 @@
 #include "io/h5_tensors.hpp"
 #include "io/predictions.hpp"
 #include "launch/train/feed.hpp"
+#include "launch/train/grad_scaler.hpp"
 #include "launch/train/optim.hpp"
 #include "launch/train/pack.hpp"
 #include "models/flows/nsf_model.hpp"
@@ -132,9 +134,10 @@ class TrainLoop {
  public:
   TrainLoop(Context& ctx, const TrainConfig& c, models::Model& model, Feed& feed,
             collectives::GradientReducer& reducer, torch::optim::Optimizer& optimizer,
-            std::vector<at::Tensor> params, bool in_reduction, const std::string& config_yaml)
+            std::vector<at::Tensor> params, bool in_reduction, const std::string& config_yaml, GradScaler* scaler)
       : ctx_(ctx), c_(c), world_(*ctx.world), rank_(world_.rank()), n_(world_.size()), run_dir_(c.run.dir),
-        model_(model), feed_(feed), reducer_(reducer), optimizer_(optimizer), params_(std::move(params)),
+        device_(ctx.device.device), model_(model), feed_(feed), reducer_(reducer), optimizer_(optimizer),
+        scaler_(scaler), params_(std::move(params)),
         in_reduction_(in_reduction), config_yaml_(config_yaml), regression_(feed.regression()),
         density_(density_task(c)), metric_(density_ ? "log_prob" : metric_name(regression_)),
         steps_per_epoch_(feed.steps_per_epoch()),
@@ -171,6 +174,7 @@ class TrainLoop {
   void log_interval(int64_t done, int64_t epoch, double lr);
   int after_step(int64_t done, int64_t epoch);
   bool stop_on_nonfinite(int nonfinite_rank, int64_t done);
+  bool unscale_and_agree();
   bool validate(int64_t step_done, int64_t epoch);
   void checkpoint(int64_t step_done);
 
@@ -185,10 +189,12 @@ class TrainLoop {
   const int rank_;
   const int n_;
   const fs::path run_dir_;
+  const c10::Device device_;  // runtime.device: the model, its batches, gradients and optimizer state
   models::Model& model_;
   Feed& feed_;
   collectives::GradientReducer& reducer_;
   torch::optim::Optimizer& optimizer_;
+  GradScaler* const scaler_;  // train.precision fp16, else null
   const std::vector<at::Tensor> params_;
   const bool in_reduction_;
   const std::string& config_yaml_;
@@ -269,7 +275,7 @@ IntervalSums TrainLoop::train_step(int64_t step, int64_t epoch) {
   Example batch;
   {
     trace::Span span("data", "data");
-    batch = feed_.batch(epoch, step % steps_per_epoch_);
+    batch = feed_.batch(epoch, step % steps_per_epoch_).to_device(device_);
   }
   auto t1 = Clock::now();
   StepSums sums;
@@ -281,7 +287,7 @@ IntervalSums TrainLoop::train_step(int64_t step, int64_t epoch) {
   }
   sums.backward_ms -= sums.wait_ms + sums.update_ms;
   auto t3 = Clock::now();
-  if (!in_reduction_) {
+  if (!in_reduction_ && (scaler_ == nullptr || unscale_and_agree())) {
     trace::Span span("optimizer", "compute");
     if (c_.train.clip_grad_norm > 0) {
       // Gradients are averages already: the norm is the same on every rank.
@@ -294,6 +300,16 @@ IntervalSums TrainLoop::train_step(int64_t step, int64_t epoch) {
           sums.forward_ms, sums.backward_ms, sums.wait_ms, optimizer_ms};
 }
 
+// fp16: the averaged gradients divided by the loss scale, and whether the step runs: no
+// rank found an Inf or NaN among them (the same averages everywhere; agreed all the same,
+// since a skipped step must be skipped on every rank), the scale updated as grad_scaler.hpp says.
+bool TrainLoop::unscale_and_agree() {
+  trace::Span span("unscale", "compute");
+  at::Tensor found = at::tensor({scaler_->unscale(params_) ? 0 : 1}, at::kInt);
+  if (n_ > 1) world_.allreduce(found, {collectives::ReduceOp::kMax});
+  return scaler_->update(found.item<int>() != 0);
+}
+
 // One micro-batch: forward, loss, backward (reduced only on the `last`), and a
 // non-finite loss noted for the step's agreement.
 void TrainLoop::forward_backward(const Example& part, bool last, int64_t step, StepSums& sums) {
@@ -301,7 +317,7 @@ void TrainLoop::forward_backward(const Example& part, bool last, int64_t step, S
   at::Tensor logits, loss, member_losses;
   {
     trace::Span span("forward", "compute");
-    logits = model_.forward(part.inputs);
+    logits = forward_in_precision(model_, part.inputs, c_);
     // A pack's loss is the sum of its members' own: each member's gradient as if alone.
     member_losses = members_ > 1 ? pack_losses(c_.train.loss, regression_, logits, part.target) : at::Tensor();
     loss = members_ > 1 ? member_losses.sum() : task_loss(c_.train.loss, regression_, logits, part.target);
@@ -309,7 +325,8 @@ void TrainLoop::forward_backward(const Example& part, bool last, int64_t step, S
   auto tb = Clock::now();
   sums.forward_ms += ms_between(tf, tb);
   // Each micro-batch's mean loss, divided by their count: the step's mean.
-  const at::Tensor scaled = micro_ > 1 ? loss / micro_ : loss;
+  at::Tensor scaled = micro_ > 1 ? loss / micro_ : loss;
+  if (scaler_ != nullptr) scaled = scaler_->scale_loss(scaled);
   if (!last) {
     auto no_sync = reducer_.no_sync();
     reducer_.backward(scaled);
@@ -358,6 +375,10 @@ void TrainLoop::log_interval(int64_t done, int64_t epoch, double lr) {
         {"time_ms",
          {{"data", v[3] * per}, {"forward", v[4] * per}, {"backward", v[5] * per}, {"comm_wait", v[6] * per},
           {"optimizer", v[7] * per}}}};
+    if (scaler_ != nullptr) {
+      row["loss_scale"] = scaler_->scale();
+      row["skipped_steps"] = scaler_->skipped();
+    }
     if (members_ > 1) {
       row["members"] = member_metrics_json(t.narrow(0, kIntervalSums, 2 * members_), v[2], regression_);
     }
@@ -472,37 +493,10 @@ void TrainLoop::checkpoint(int64_t step_done) {
   const auto rng_states = world_.allgather_varying(at::detail::getDefaultCPUGenerator().get_state());
   if (rank_ == 0) {
     save_checkpoint(checkpoint_path(c_.run.dir, step_done), step_done, ctx_, model_, optimizer_, config_yaml_,
-                    rng_states);
+                    rng_states, scaler_);
     prune_checkpoints(c_.run.dir, c_.checkpoint.keep);
   }
   world_.barrier();
-}
-
-// What `hpcml bench scaling` records for the performance model: each trainable
-// parameter's bytes (registration order) and each bucket's, in reduction order.
-nlohmann::json reducer_layout(const collectives::GradientReducer& reducer, models::Model& model) {
-  std::map<std::string, int64_t> bytes;
-  nlohmann::json parameter_bytes = nlohmann::json::array(), buckets_bytes = nlohmann::json::array();
-  for (const auto& [name, t] : model.named_parameters()) {
-    if (!t.requires_grad()) continue;
-    bytes[name] = t.numel() * 4;  // float32 gradients
-    parameter_bytes.push_back(bytes[name]);
-  }
-  for (const auto& names : reducer.bucket_layout()) {
-    int64_t sum = 0;
-    for (const auto& n : names) sum += bytes[n];
-    buckets_bytes.push_back(sum);
-  }
-  const auto& o = reducer.options();
-  return {{"parameter_bytes", parameter_bytes},
-          {"buckets_bytes", buckets_bytes},
-          {"transport", collectives::to_string(reducer.transport())},
-          {"overlap", reducer.overlap_mode()},
-          {"reducer",
-           {{"first_bucket_bytes", o.first_bucket_bytes},
-            {"bucket_cap_bytes", o.bucket_cap_bytes},
-            {"direct_min_bytes", o.direct_min_bytes},
-            {"overlap", reducer.overlapping()}}}};
 }
 
 }  // namespace
@@ -519,6 +513,7 @@ TrainOutcome train_part(Context& ctx, const TrainConfig& config, const TrainPart
   c = std::move(setup.config);
   auto feed = std::move(setup.feed);
   auto model = std::move(setup.model);
+  model->to(ctx.device.device);  // before the reducer registers the parameters and the optimizer its state
   const std::string config_yaml = config::to_yaml(c);
   const collectives::BackendPtr batch_norm_group = synchronize_batch_norm(ctx, c, *model);
   install_stop_handlers();
@@ -541,12 +536,16 @@ TrainOutcome train_part(Context& ctx, const TrainConfig& config, const TrainPart
   }
   auto optimizer = build_optimizer(c, params);
   const bool in_reduction = step_in_reduction(c, *optimizer, reducer);
-  const ResumePoint start =
-      c.run.resume == "auto" ? resume_from_newest_checkpoint(ctx, c.run.dir, *model, *optimizer) : ResumePoint();
+  std::optional<GradScaler> scaler;
+  if (c.train.precision == "fp16") scaler.emplace();
+  GradScaler* const scaler_ptr = scaler ? &*scaler : nullptr;
+  const ResumePoint start = c.run.resume == "auto"
+                                ? resume_from_newest_checkpoint(ctx, c.run.dir, *model, *optimizer, scaler_ptr)
+                                : ResumePoint();
   if (rank == 0) prepare_run_dir(c, occupant, config_yaml, start);
   world.barrier();
 
-  TrainLoop loop(ctx, c, *model, *feed, reducer, *optimizer, params, in_reduction, config_yaml);
+  TrainLoop loop(ctx, c, *model, *feed, reducer, *optimizer, params, in_reduction, config_yaml, scaler_ptr);
   const int64_t end_step = part.until <= 0 ? 0 : part.steps ? part.until : part.until * loop.steps_per_epoch();
   TrainOutcome outcome;
   outcome.exit_code = loop.run(start.step, end_step, part.validate_at_end);

@@ -1,5 +1,5 @@
-"""Devices and precision without a GPU, in both build lines: `runtime.device` and
-`runtime.backend: nccl` refused in one line where there is no device or no CUDA build (at 2
+"""Devices and precision without a GPU, in both build lines: `runtime.device` (info, train,
+eval) and `runtime.backend: nccl` refused in one line where there is no device or no CUDA build (at 2
 ranks, so no rank waits for ever), `info` reporting each rank's device, and `bench ddp
 --precision` (bf16 autocast on the CPU against the fp32 run; fp16 on the CPU allowed by
 LibTorch 2.x only)."""
@@ -45,6 +45,13 @@ class DeviceTest(unittest.TestCase):
             one_error_line(self, rc, err, "runtime.device", "expected a CUDA device, found none visible")
         else:
             one_error_line(self, rc, err, "runtime.device", "built without CUDA")
+
+    def test_train_and_eval_on_cuda_without_one_are_one_line(self):
+        # train and eval take runtime.device (docs/gpu.md); infer still refuses a GPU.
+        for command in (["train"], ["eval"]):
+            rc, _, err, _ = run(command + ["--set", "runtime.device=cuda"], ranks=2, timeout=60)
+            one_error_line(self, rc, err, "runtime.device",
+                           "expected a CUDA device, found none visible" if self.cuda_built else "built without CUDA")
 
     def test_nccl_backend_without_a_device_is_one_line_on_every_rank(self):
         rc, _, err, secs = run(["info", "--set", "runtime.backend=nccl"], ranks=2, timeout=60)

@@ -117,10 +117,10 @@ TEST(GradReadyHook, TwoOnOneParameterFireAfterAccumulationAndOneOutlivesTheOther
 // silently training on the CPU (a Context is plain data: no GPU needed to test it).
 TEST(RequireCpu, ADriverOnTheCpuRefusesAGpuDevice) {
   launch::Context c;
-  EXPECT_NO_THROW(launch::require_cpu(c, "hpcml train"));
+  EXPECT_NO_THROW(launch::require_cpu(c, "hpcml infer"));
   c.device.device = c10::Device(c10::kCUDA, 0);
-  const std::string e = error_of([&] { launch::require_cpu(c, "hpcml train"); });
-  EXPECT_NE(e.find("key 'runtime.device': hpcml train runs on the CPU today, found cuda:0"), std::string::npos) << e;
+  const std::string e = error_of([&] { launch::require_cpu(c, "hpcml infer"); });
+  EXPECT_NE(e.find("key 'runtime.device': hpcml infer runs on the CPU today, found cuda:0"), std::string::npos) << e;
 }
 
 TEST(Version, MatchesTheBuildsLibTorch) {
