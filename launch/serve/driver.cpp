@@ -284,7 +284,8 @@ nlohmann::json summarize(const std::vector<nlohmann::json>& ranks, const ServeCo
   for (const auto& r : ranks) {
     if (r.value("role", "") == "server") {
       servers.push_back({{"rank", r["rank"]}, {"utilisation", r["utilisation"]}, {"requests", r["requests"]},
-                         {"busy_s", r["busy_s"]}, {"wall_s", r["wall_s"]}, {"overhead_us", r["overhead_us"]}});
+                         {"busy_s", r["busy_s"]}, {"wall_s", r["wall_s"]}, {"overhead_us", r["overhead_us"]},
+                         {"measured_batch_sizes", r["measured_batch_sizes"]}});
       for (const auto& [model, h] : r["batch_rows_histogram"].items())
         for (const auto& [size, count] : h.items())
           histogram[model][size] = (histogram[model].contains(size) ? histogram[model][size].get<int64_t>() : 0) +

@@ -10,6 +10,7 @@
 ///   checkpoint: ""             # a `hpcml train` checkpoint (relative to the folder); empty: seeded weights
 ///   max_batch_size: 256        # rows (events, images, jets) per batch
 ///   preferred_batch_sizes: []  # run as soon as a batch of one of these sizes can be formed
+///   measure_batch_sizes: auto  # none given: on a GPU, the sizes that fill it (fill.hpp)
 ///   max_queue_delay_us: 0      # how long the oldest request may wait for a fuller batch
 ///   instances: 1               # model copies, each on its own thread
 ///   inputs: {x: "float32 [15]"}  # per-row shape; "float32 [4] ragged mask=mask" for ragged items
@@ -53,6 +54,7 @@ struct ModelConfig {
   int max_batch_size = kDefaultMaxBatchSize;
   bool dynamic_batching = true;
   std::vector<int> preferred_batch_sizes;
+  std::string measure_batch_sizes = "auto";
   int max_queue_delay_us = 0;
   int instances = 1;
   std::map<std::string, std::string> inputs;
@@ -69,6 +71,10 @@ struct ModelConfig {
     v.field("dynamic_batching", dynamic_batching, "false: every request is its own batch (batch-1 serving)");
     v.field("preferred_batch_sizes", preferred_batch_sizes,
             "run a batch at once when its rows reach one of these sizes (the largest reachable)");
+    v.field("measure_batch_sizes", measure_batch_sizes,
+            "with no preferred_batch_sizes: yes (or auto, on a GPU server) times the model at start-up at 1, 2, 4, "
+            "... max_batch_size rows and prefers the sizes whose throughput is within 10% of the best (fill.hpp)",
+            config::one_of({"auto", "yes", "no"}));
     v.field("max_queue_delay_us", max_queue_delay_us, "how long the oldest queued request may wait for a fuller batch",
             config::in_range(0, 10000000));
     v.field("instances", instances, "model copies, each on its own thread", config::in_range(1, 64));

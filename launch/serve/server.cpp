@@ -306,13 +306,21 @@ ServerReport Server::run() {
 void Server::load_models() {
   for (auto& entry : read_repository(options_.repository)) {
     auto s = std::make_unique<Served>();
-    s->entry = entry;
-    s->queue = std::make_unique<BatchQueue>(entry.config.batch_policy());
     s->device = options_.device;
     for (int i = 0; i < entry.config.instances; ++i) {
       s->instances.push_back(load_model(entry));
       s->instances.back()->to(options_.device);
     }
+    if (measures_batch_sizes(entry.config, options_.device)) {  // before any batch: the queue's policy
+      const auto curve = measure_batch_curve(*s->instances.front(), entry, options_.device);
+      entry.config.preferred_batch_sizes = filling_sizes(curve);
+      report_.measured_batch_sizes[entry.name] = {curve, entry.config.preferred_batch_sizes};
+      HPCML_LOG_INFO("serve: server rank {}: model '{}' on {}: preferred batch sizes {} (throughput within 10% of "
+                     "its best, measured at start-up)", rank_, entry.name, options_.device.str(),
+                     fmt::join(entry.config.preferred_batch_sizes, ", "));
+    }
+    s->entry = entry;
+    s->queue = std::make_unique<BatchQueue>(entry.config.batch_policy());
     served_.push_back(std::move(s));
   }
   for (const auto& s : served_) entries_.push_back(s->entry);
@@ -542,6 +550,12 @@ std::string ServerReport::to_json() const {
     return sorted.empty() ? 0.0 : static_cast<double>(sorted[std::min(sorted.size() - 1, static_cast<size_t>(p * sorted.size()))]);
   };
   const double n = std::max<double>(1, static_cast<double>(requests));
+  nlohmann::json measured = nlohmann::json::object();
+  for (const auto& [model, m] : measured_batch_sizes) {
+    nlohmann::json curve = nlohmann::json::array();
+    for (const auto& p : m.first) curve.push_back({p.rows, p.rows_per_s});
+    measured[model] = {{"curve", curve}, {"preferred", m.second}};
+  }
   const nlohmann::json out = {{"rank", rank},
           {"device", device},
           {"wall_s", wall_s},
@@ -552,6 +566,7 @@ std::string ServerReport::to_json() const {
           {"dropped", dropped},
           {"vanished_clients", vanished_clients},
           {"batch_rows_histogram", hist},
+          {"measured_batch_sizes", measured},
           {"overhead_us", {{"p50", pct(0.5)}, {"p90", pct(0.9)}, {"p99", pct(0.99)}}},
           {"mean_us", {{"queue", queue_us / n}, {"compute_input", input_us / n}, {"compute_infer", infer_us / n},
                        {"compute_output", output_us / n}}}};

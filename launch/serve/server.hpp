@@ -8,9 +8,11 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "collectives/backend.hpp"
+#include "launch/serve/fill.hpp"
 #include "launch/serve/protocol.hpp"
 
 namespace hpcml::launch::serve {
@@ -45,6 +47,8 @@ struct ServerReport {
   std::int64_t dropped = 0;  ///< requests of vanished clients, dropped
   std::vector<int> vanished_clients;
   std::map<std::string, std::map<std::int64_t, std::int64_t>> batch_rows_histogram;  ///< model -> rows -> batches
+  /// model -> the throughput curve measured at start-up and the preferred sizes taken from it (fill.hpp)
+  std::map<std::string, std::pair<std::vector<BatchPoint>, std::vector<int>>> measured_batch_sizes;
   std::vector<float> overhead_us;  ///< per request: receive, unpack, assembly share, scatter, reply pack and send
   double queue_us = 0, input_us = 0, infer_us = 0, output_us = 0;  ///< sums over requests
   /// As a JSON object (text).

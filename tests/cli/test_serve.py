@@ -63,6 +63,27 @@ class ServeTest(unittest.TestCase):
             s = json.load(f)["summary"]
         self.assertEqual(len(s["servers"]), 2)
 
+    def test_measured_batch_sizes_follow_the_curve(self):
+        # measure_batch_sizes: yes on this CPU server (auto measures on GPU servers only): the
+        # preferred sizes are those from the smallest whose throughput is within 10% of the best.
+        repo = os.path.join(self.tmp.name, "measured-repository")
+        shutil.copytree(os.path.join(REPOSITORY, "facile"), os.path.join(repo, "facile"))
+        path = os.path.join(repo, "facile", "config.yaml")
+        with open(path) as f:
+            text = f.read().replace("max_queue_delay_us: 0", "max_queue_delay_us: 2000")
+        with open(path, "w") as f:
+            f.write(text + "measure_batch_sizes: yes\n")
+        rc, out, err, _ = run(serve_args(self.tmp.name, "--set", "serve.repository=" + repo), ranks=3, timeout=120)
+        self.assertEqual(rc, 0, out + err)
+        with open(os.path.join(self.tmp.name, "metrics.json")) as f:
+            server = json.load(f)["summary"]["servers"][0]
+        measured = server["measured_batch_sizes"]["facile"]
+        rows = [r for r, _ in measured["curve"]]
+        self.assertEqual(rows, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512])  # powers of 2, then max_batch_size
+        best = max(v for _, v in measured["curve"])
+        first = next(r for r, v in measured["curve"] if v >= 0.9 * best)
+        self.assertEqual(measured["preferred"], [r for r in rows if r >= first])
+
     def test_bad_repository_is_one_line(self):
         rc, out, err, _ = run(serve_args(self.tmp.name, "--set", "serve.repository=/nonexistent"), ranks=2)
         self.assertNotEqual(rc, 0)

@@ -14,6 +14,7 @@
 #include "core/mpi.hpp"
 #include "launch/serve/batcher.hpp"
 #include "launch/serve/client.hpp"
+#include "launch/serve/fill.hpp"
 #include "launch/serve/protocol.hpp"
 #include "launch/serve/repository.hpp"
 #include "launch/serve/roles.hpp"
@@ -120,6 +121,34 @@ TEST(ServeProtocol, RoundTrip) {
   EXPECT_EQ(reply.timing.batch_rows, 7);
   const auto err_bytes = serve::pack_error_reply(42, "no such model");
   EXPECT_EQ(serve::parse_reply(err_bytes.data(), err_bytes.size()).error, "no such model");
+}
+
+// The sizes that fill the device, from a throughput curve (worked by hand).
+TEST(ServeFill, FillingSizesFromTheCurve) {
+  using P = serve::BatchPoint;
+  // best 960 rows/s; 90% of it is 864: first reached at 16 rows.
+  const std::vector<P> curve = {{8, 600}, {1, 100}, {2, 190}, {4, 350}, {16, 880}, {32, 950}, {64, 960}, {100, 955}};
+  EXPECT_EQ(serve::filling_sizes(curve), (std::vector<int>{16, 32, 64, 100}));
+  EXPECT_EQ(serve::filling_sizes(curve, 0.5), (std::vector<int>{8, 16, 32, 64, 100}));
+  EXPECT_EQ(serve::filling_sizes({{1, 100}, {2, 95}, {4, 50}}), (std::vector<int>{1, 2, 4}));  // full at 1 row
+  EXPECT_EQ(serve::filling_sizes({}), std::vector<int>{});
+}
+
+TEST(ServeFill, WhenTheServerMeasures) {
+  serve::ModelConfig c;
+  const c10::Device cpu(c10::kCPU), gpu(c10::kCUDA, 0);
+  EXPECT_FALSE(serve::measures_batch_sizes(c, cpu));  // auto: on a GPU only
+  EXPECT_TRUE(serve::measures_batch_sizes(c, gpu));
+  c.measure_batch_sizes = "yes";
+  EXPECT_TRUE(serve::measures_batch_sizes(c, cpu));
+  c.preferred_batch_sizes = {32};  // given sizes win
+  EXPECT_FALSE(serve::measures_batch_sizes(c, gpu));
+  c.preferred_batch_sizes.clear();
+  c.dynamic_batching = false;  // batch-1 serving has no sizes to prefer
+  EXPECT_FALSE(serve::measures_batch_sizes(c, cpu));
+  c.dynamic_batching = true;
+  c.measure_batch_sizes = "no";
+  EXPECT_FALSE(serve::measures_batch_sizes(c, gpu));
 }
 
 // ---- sessions on 3 ranks -----------------------------------------------------------
