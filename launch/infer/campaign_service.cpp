@@ -41,6 +41,9 @@ void check_servable(const TrainConfig& c) {
   }
   HPCML_CHECK_AS(ConfigError, servable, "config error: key 'infer.via': service runs the zoo's classifiers and "
                  "regressors (", names, "); model '", c.model.name, "' runs with via: local");
+  // The service's servers run float32: a lower precision would be silently ignored there.
+  HPCML_CHECK_AS(ConfigError, c.train.precision == "fp32", "config error: key 'train.precision': infer.via: "
+                 "service runs float32, found ", c.train.precision, "; set train.precision: fp32, or infer.via: local");
 }
 
 }  // namespace

@@ -250,6 +250,13 @@ class CampaignServiceTest(unittest.TestCase):
         self.assertEqual(rc, 2, err)
         self.assertEqual(err.strip().splitlines(), ["hpcml: config error: key 'infer.via': service needs at least 2 "
                                                     "ranks (a worker and a server), found 1"])
+        # The service's servers run float32: bf16 is refused rather than silently ignored.
+        rc, _, err, _ = run(["infer"] + self.args(os.path.join(self.tmp, "bf16"), extra=["--set", "train.precision=bf16"]),
+                            ranks=3, timeout=120)
+        self.assertEqual(rc, 2, err)
+        lines = [line for line in err.splitlines() if "train.precision" in line]
+        self.assertEqual(len(lines), 1, err)
+        self.assertIn("infer.via: service runs float32, found bf16", lines[0])
 
 
 if __name__ == "__main__":
