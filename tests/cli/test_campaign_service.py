@@ -238,26 +238,24 @@ class CampaignServiceTest(unittest.TestCase):
             self.assertIn("2", failure["error"])
             self.assertEqual(len(failure["error"].splitlines()), 1)
 
-    def test_a_model_the_service_cannot_run_is_a_config_error(self):
-        rc, _, err, _ = run(["infer"] + self.args(os.path.join(self.tmp, "bad"), extra=["--set", "model.name=mlp"]),
-                            ranks=3, timeout=120)
+    def refused_at_3_ranks(self, name, extra, key, needle):
+        """`infer` at 3 ranks with `extra` exits 2 with one line naming `key` that holds `needle`."""
+        rc, _, err, _ = run(["infer"] + self.args(os.path.join(self.tmp, name), extra=extra), ranks=3, timeout=120)
         self.assertEqual(rc, 2, err)
-        lines = [line for line in err.splitlines() if "infer.via" in line]
+        lines = [line for line in err.splitlines() if key in line]
         self.assertEqual(len(lines), 1, err)
-        self.assertIn("model 'mlp' runs with via: local", lines[0])
+        self.assertIn(needle, lines[0])
+
+    def test_a_model_the_service_cannot_run_is_a_config_error(self):
+        self.refused_at_3_ranks("bad", ["--set", "model.name=mlp"], "infer.via", "model 'mlp' runs with via: local")
         # One rank cannot be both a worker and a server.
         rc, _, err, _ = run(["infer"] + self.args(os.path.join(self.tmp, "one-rank")), timeout=120)
         self.assertEqual(rc, 2, err)
         self.assertEqual(err.strip().splitlines(), ["hpcml: config error: key 'infer.via': service needs at least 2 "
                                                     "ranks (a worker and a server), found 1"])
         # The service's servers run float32: bf16 is refused rather than silently ignored.
-        rc, _, err, _ = run(["infer"] + self.args(os.path.join(self.tmp, "bf16"), extra=["--set", "train.precision=bf16"]),
-                            ranks=3, timeout=120)
-        self.assertEqual(rc, 2, err)
-        lines = [line for line in err.splitlines() if "train.precision" in line]
-        self.assertEqual(len(lines), 1, err)
-        self.assertIn("infer.via: service runs float32, found bf16", lines[0])
-
+        self.refused_at_3_ranks("bf16", ["--set", "train.precision=bf16"], "train.precision",
+                                "infer.via: service runs float32, found bf16")
 
 if __name__ == "__main__":
     unittest.main()
