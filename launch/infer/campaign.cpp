@@ -457,7 +457,7 @@ void load_flow(Campaign& k, const std::string& checkpoint) {
   const auto strain = first.field_dims(strain_field);
   HPCML_CHECK_AS(ConfigError, strain.size() == 2, "config error: key 'data.inputs.strain': expected a (rows, T) "
                  "field '", strain_field, "' in ", k.inputs.front(), ", found ", strain.size(), " axes");
-  auto flow = std::make_unique<models::flows::NsfModel>(flow_options(c, 5, strain[1]));
+  auto flow = make_flow_model(c, 5, strain[1]);
   load_checkpoint_weights(checkpoint, *flow);
   k.flow = flow.get();
   k.model = std::move(flow);

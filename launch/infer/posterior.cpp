@@ -122,7 +122,8 @@ int infer(Context& ctx, const TrainConfig& config, const InferOptions& options) 
                                    static_cast<double>(options.samples) * (strain_length + 64) * 4,
                                "infer's posterior draws", "--samples x --events");
   check_output_path(options.output, {options.input, path}, "-o/--output");
-  models::flows::NsfModel model(flow_options(c, 5, strain_length));
+  const auto flow = make_flow_model(c, 5, strain_length);
+  auto& model = *flow;
   load_checkpoint_weights(path, model);
   model.set_training(false);
   const auto gw = models::flows::gw_options_from_file(options.input);

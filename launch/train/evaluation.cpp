@@ -84,7 +84,8 @@ std::string metrics_text(const Scores& scores) {
 // relative to the prior's. Rank 0 prints a table; the JSON goes into summary.json.
 nlohmann::json flow_calibration(Context& ctx, models::Model& model, Feed& feed, const TrainConfig& c) {
   auto& world = *ctx.world;
-  auto& flow = dynamic_cast<models::flows::NsfModel&>(model).flow();
+  auto& nsf = dynamic_cast<models::flows::NsfModel&>(model);
+  auto& flow = nsf.flow();
   models::flows::CalibrationOptions o;
   o.samples = c.model.flow.posterior_samples;
   const auto gw = models::flows::gw_options_from_file(io::expand_files(c.data.validation_files).front());
@@ -96,7 +97,7 @@ nlohmann::json flow_calibration(Context& ctx, models::Model& model, Feed& feed, 
   const auto start = Clock::now();
   flow.train(false);
   feed.for_each_validation([&](const Example& e) {
-    calibration.add(flow, e.inputs.at("theta"), e.inputs.at("strain"), generator);
+    calibration.add(flow, nsf.flow_theta(e.inputs.at("theta")), e.inputs.at("strain"), generator);
   });
   world.allreduce(calibration.sums());
   const auto r = calibration.result();

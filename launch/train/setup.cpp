@@ -72,10 +72,14 @@ std::unique_ptr<models::Model> build_model(const TrainConfig& c, const Feed& fee
 }
 
 // The flow's architecture from model.flow, with the parameter and strain widths of the data.
-models::flows::NsfOptions flow_options(const TrainConfig& c, int64_t theta_dim, int64_t strain_length) {
+std::unique_ptr<models::flows::NsfModel> make_flow_model(const TrainConfig& c, int64_t parameters,
+                                                         int64_t strain_length) {
   const auto& f = c.model.flow;
+  HPCML_CHECK_AS(ConfigError, !f.marginalize_phase || parameters == 5, "config error: key "
+                 "'model.flow.marginalize_phase': expected the 5 parameters of datagen gw (the phase last), found ",
+                 parameters);
   models::flows::NsfOptions o;
-  o.theta_dim = theta_dim;
+  o.theta_dim = f.marginalize_phase ? parameters - 1 : parameters;
   o.strain_length = strain_length;
   o.num_steps = f.steps;
   o.spline.num_bins = f.bins;
@@ -87,7 +91,7 @@ models::flows::NsfOptions flow_options(const TrainConfig& c, int64_t theta_dim, 
   o.embedding_hidden.assign(f.embedding_hidden.begin(), f.embedding_hidden.end());
   o.context_dim = f.context;
   o.seed = static_cast<uint64_t>(c.model.seed);
-  return o;
+  return std::make_unique<models::flows::NsfModel>(o, f.marginalize_phase);
 }
 
 // The dataset field of a density model's input `name` (data.inputs, else the zoo default).
@@ -134,7 +138,7 @@ FlowData flow_data(const TrainConfig& c, const std::vector<std::string>& files, 
 // on every rank; the reducer broadcasts rank 0's anyway).
 std::unique_ptr<models::Model> make_flow_for(const TrainConfig& c, bool prepare) {
   const FlowData data = flow_data(c, c.data.files, prepare);
-  auto model = std::make_unique<models::flows::NsfModel>(flow_options(c, data.theta_dim, data.strain_length));
+  auto model = make_flow_model(c, data.theta_dim, data.strain_length);
   model->set_fresh_noise(c.model.flow.fresh_noise);
   if (prepare) {
     const auto gw = models::flows::gw_options_from_file(data.first_file);

@@ -50,8 +50,11 @@ Setup set_up(TrainConfig c, const Context& ctx, bool prepare = false);
 /// file, or the MLP sized for `feed`'s inputs. Fresh weights from model.seed.
 std::unique_ptr<models::Model> build_model(const TrainConfig& c, const Feed& feed);
 
-/// The flow's options for `c` and the dataset field of the flow's input `name`.
-models::flows::NsfOptions flow_options(const TrainConfig& c, int64_t theta_dim, int64_t strain_length);
+/// The flow model of `c` (fresh weights) for data of `parameters` GW parameters and
+/// strain width `strain_length`: model.flow's architecture, with one parameter fewer
+/// when model.flow.marginalize_phase. And the dataset field of the flow's input `name`.
+std::unique_ptr<models::flows::NsfModel> make_flow_model(const TrainConfig& c, int64_t parameters,
+                                                         int64_t strain_length);
 std::string flow_field(const TrainConfig& c, const std::string& name);
 
 /// A two-class classifier gets ROC metrics.

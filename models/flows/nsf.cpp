@@ -555,21 +555,91 @@ at::Tensor gw_log_likelihood(const at::Tensor& theta, const at::Tensor& strain, 
   return -0.5 * (r * r).sum(1) - 0.5 * static_cast<double>(o.length) * std::log(2 * M_PI);
 }
 
+PhaseDraws gw_draw_phase(const at::Tensor& theta4, const at::Tensor& strain, const io::gw::GwOptions& o,
+                         int64_t cells, at::Generator& generator) {
+  HPCML_CHECK_AS(ConfigError, theta4.dim() == 2 && theta4.size(1) == 4, "gw_draw_phase: theta4: expected shape (n, 4) "
+                 "[chirp_mass, mass_ratio, distance, t_c], found ", shape_of(theta4));
+  HPCML_CHECK_AS(ConfigError, cells >= 2, "gw_draw_phase: cells: expected at least 2, found ", cells);
+  const at::Tensor d = (strain.dim() == 2 && strain.size(0) == 1 ? strain[0] : strain).to(at::kDouble);
+  HPCML_CHECK_AS(ConfigError, d.dim() == 1 && d.size(0) == o.length, "gw_draw_phase: strain: expected shape (",
+                 o.length, ") or (1, ", o.length, "), found ", shape_of(strain));
+  at::NoGradGuard no_grad;
+  const int64_t n = theta4.size(0);
+  const auto t4 = theta4.to(at::kDouble);
+  auto with_phase = [&](double phase) { return at::cat({t4, at::full({n, 1}, phase, t4.options())}, 1); };
+  // w(φ) = cos φ a + sin φ b, so -½‖d - w(φ)‖² = -½‖d‖² + c⟨d,a⟩ + s⟨d,b⟩ - ½(c²‖a‖² + s²‖b‖² + 2cs⟨a,b⟩).
+  const auto a = gw_whitened_template(with_phase(0.0), o), b = gw_whitened_template(with_phase(M_PI / 2), o);
+  const auto da = a.matmul(d), db = b.matmul(d);
+  const auto aa = (a * a).sum(1), bb = (b * b).sum(1), ab = (a * b).sum(1);
+  const double constant = -0.5 * d.dot(d).item<double>() - 0.5 * static_cast<double>(o.length) * std::log(2 * M_PI);
+  auto log_l = [&](const at::Tensor& c, const at::Tensor& s, const at::Tensor& rows) {
+    auto col = [&](const at::Tensor& x) { return x.index_select(0, rows).unsqueeze(1); };
+    return constant + col(da) * c + col(db) * s - 0.5 * (col(aa) * c * c + col(bb) * s * s + 2 * col(ab) * c * s);
+  };
+  const double h = 2 * M_PI / static_cast<double>(cells);
+  const auto centres = (at::arange(cells, at::kDouble) + 0.5) * h;
+  const auto cos_grid = centres.cos().unsqueeze(0), sin_grid = centres.sin().unsqueeze(0);
+  PhaseDraws out;
+  out.phase = at::empty({n}, at::kDouble);
+  out.log_prob = at::empty({n}, at::kDouble);
+  constexpr int64_t kChunk = 512;  // rows at once: kChunk x cells doubles
+  for (int64_t begin = 0; begin < n; begin += kChunk) {
+    const int64_t size = std::min(kChunk, n - begin);
+    const auto rows = at::arange(begin, begin + size, at::kLong);
+    const auto grid = log_l(cos_grid, sin_grid, rows);  // (size, cells)
+    const auto lse = at::logsumexp(grid, 1, /*keepdim=*/true);
+    const auto cell = at::multinomial(at::exp(grid - lse), 1, /*replacement=*/false, generator);  // (size, 1)
+    const auto u = at::rand({size}, generator, at::TensorOptions().dtype(at::kDouble));
+    out.phase.narrow(0, begin, size).copy_((cell.squeeze(1).to(at::kDouble) + u) * h);
+    out.log_prob.narrow(0, begin, size).copy_((grid.gather(1, cell) - lse).squeeze(1) - std::log(h));
+  }
+  const auto all = at::arange(n, at::kLong);
+  out.log_likelihood = log_l(out.phase.cos().unsqueeze(1), out.phase.sin().unsqueeze(1), all).squeeze(1);
+  return out;
+}
+
 ImportanceResult gw_importance_sample(NeuralSplineFlow& flow, const at::Tensor& strain, int64_t n,
                                       const io::gw::GwOptions& o, std::optional<at::Generator> generator) {
   const GwPrior prior(o);
-  auto target = [&](const at::Tensor& theta) {
-    const auto lp = prior.log_prob(theta);
-    auto out = lp.clone();
-    // The likelihood only where the prior is positive (the waveform is undefined for q <= 0).
-    const auto idx = at::nonzero(at::isfinite(lp)).squeeze(1);
-    if (idx.numel() > 0) {
-      const auto inside = theta.to(at::kDouble).index_select(0, idx);
-      out.index_copy_(0, idx, lp.index_select(0, idx) + gw_log_likelihood(inside, strain, o));
-    }
-    return out;
-  };
-  return importance_sample(flow, strain, n, target, std::move(generator));
+  const int64_t dims = flow.options().theta_dim;
+  HPCML_CHECK_AS(ConfigError, dims == 5 || dims == 4, "gw_importance_sample: the flow's parameters: expected 5, or 4 "
+                 "with the phase marginalised, found ", dims);
+  if (dims == 5) {
+    auto target = [&](const at::Tensor& theta) {
+      const auto lp = prior.log_prob(theta);
+      auto out = lp.clone();
+      // The likelihood only where the prior is positive (the waveform is undefined for q <= 0).
+      const auto idx = at::nonzero(at::isfinite(lp)).squeeze(1);
+      if (idx.numel() > 0) {
+        const auto inside = theta.to(at::kDouble).index_select(0, idx);
+        out.index_copy_(0, idx, lp.index_select(0, idx) + gw_log_likelihood(inside, strain, o));
+      }
+      return out;
+    };
+    return importance_sample(flow, strain, n, target, std::move(generator));
+  }
+  // Phase marginalised: θ₄ from the flow, φ from its exact conditional given θ₄.
+  const at::Tensor s = strain.dim() == 1 ? strain.unsqueeze(0) : strain;
+  HPCML_CHECK_AS(ConfigError, s.dim() == 2 && s.size(0) == 1,
+                 "gw_importance_sample: strain: expected shape (T) or (1, T), found ", shape_of(strain));
+  at::Generator g = generator ? *generator : at::detail::getDefaultCPUGenerator();
+  at::NoGradGuard no_grad;
+  const auto drawn = flow.sample_and_log_prob(s.to(flow.dtype()), n, g);
+  const auto theta4 = drawn.samples[0].to(at::kDouble);
+  // Rows outside the prior keep weight 0 and a uniform phase.
+  auto theta = at::cat({theta4, at::rand({n, 1}, g, theta4.options()) * (2 * M_PI)}, 1);
+  auto log_q = drawn.log_prob[0].to(at::kDouble) - std::log(2 * M_PI);
+  auto log_target = prior.log_prob(theta);
+  const auto idx = at::nonzero(at::isfinite(log_target)).squeeze(1);
+  if (idx.numel() > 0) {
+    const auto phase = gw_draw_phase(theta4.index_select(0, idx), s, o, kPhaseCells, g);
+    theta.select(1, 4).index_copy_(0, idx, phase.phase);
+    log_q.index_copy_(0, idx, drawn.log_prob[0].to(at::kDouble).index_select(0, idx) + phase.log_prob);
+    log_target.index_copy_(0, idx, log_target.index_select(0, idx) + phase.log_likelihood);
+  }
+  ImportanceResult r = summarize_weights(theta, log_target - log_q);
+  r.log_prob = log_q;
+  return r;
 }
 
 }  // namespace hpcml::models::flows

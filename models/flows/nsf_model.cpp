@@ -12,8 +12,16 @@
 
 namespace hpcml::models::flows {
 
+at::Tensor NsfModel::flow_theta(const at::Tensor& theta) const {
+  if (!marginalize_phase_) return theta;
+  const int64_t dims = flow_.options().theta_dim;
+  HPCML_CHECK_AS(ConfigError, theta.dim() == 2 && theta.size(1) == dims + 1, "nsf-gw: input 'theta': expected shape "
+                 "(B, ", dims + 1, ") (the phase, last, is marginalised), found ", theta.sizes());
+  return theta.narrow(1, 0, dims);
+}
+
 at::Tensor NsfModel::forward(const Inputs& inputs) {
-  const auto& theta = input(inputs, "theta", name());
+  const auto theta = flow_theta(input(inputs, "theta", name()));
   const auto& strain = input(inputs, "strain", name());
   if (training_ && fresh_noise_) {
     const auto& signal = input(inputs, "signal", name());
@@ -90,7 +98,10 @@ void prepare_gw_flow(NeuralSplineFlow& flow, const at::Tensor& theta, int64_t wa
                  "config error: key 'model.flow.svd_waveforms': expected at least model.flow.basis (",
                  flow.options().n_basis, ") and at most the training rows (", n, "), found ", waveforms);
   at::NoGradGuard no_grad;
-  flow.set_standardization_from(theta.to(at::kDouble));
+  HPCML_CHECK_AS(ConfigError, theta.dim() == 2 && theta.size(1) == 5 && flow.options().theta_dim <= 5,
+                 "prepare_gw_flow: theta: expected shape (N, 5) and a flow of at most 5 parameters, found ",
+                 theta.sizes(), " and ", flow.options().theta_dim);
+  flow.set_standardization_from(theta.narrow(1, 0, flow.options().theta_dim).to(at::kDouble));
   flow.init_projection_from_svd(gw_whitened_template(theta.narrow(0, 0, waveforms).to(at::kDouble), gw));
 }
 

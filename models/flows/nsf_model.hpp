@@ -29,9 +29,16 @@ inline const std::vector<std::string> kGwParameterNames = {"chirp_mass", "mass_r
 /// A Model whose inputs are "theta" (B, D) and "strain" (B, T) and whose output is
 /// log q(theta | strain) (B,): the Trainer's density task minimises -mean(output).
 /// Parameter and buffer names are the flow's (the twin's state_dict names).
+/// With the phase marginalised (`model.flow.marginalize_phase`) the flow has 4
+/// parameters and forward() reads the first 4 of theta's 5 columns: the flow learns
+/// q(θ₄ | strain), and gw_importance_sample draws the phase from its exact conditional.
 class NsfModel final : public Model {
  public:
-  explicit NsfModel(const NsfOptions& options) : flow_(options) {}
+  explicit NsfModel(const NsfOptions& options, bool marginalize_phase = false)
+      : flow_(options), marginalize_phase_(marginalize_phase) {}
+  bool marginalize_phase() const { return marginalize_phase_; }
+  /// The columns of theta (B, D + 1 with the phase marginalised, else B, D) the flow models.
+  at::Tensor flow_theta(const at::Tensor& theta) const;
   std::string name() const override { return "nsf-gw"; }
   std::vector<std::string> input_names() const override { return {"theta", "strain"}; }
   using Model::forward;
@@ -53,6 +60,7 @@ class NsfModel final : public Model {
 
  private:
   NeuralSplineFlow flow_;
+  bool marginalize_phase_ = false;
   bool fresh_noise_ = false;
   bool training_ = true;
 };
@@ -72,8 +80,9 @@ io::gw::GwOptions gw_options_from_file(const std::string& path);
 /// Data-dependent initialisation before training (DINGO): θ standardisation from
 /// `theta` (N, D) (all training rows), and the projection from the SVD of the
 /// noise-free whitened templates of the first `waveforms` rows of `theta`
-/// (gw_whitened_template with `gw`). Deterministic: the same inputs give the same
-/// weights on every rank.
+/// (gw_whitened_template with `gw`). theta has all 5 parameters; a flow of 4 (phase
+/// marginalised) is standardised on the first 4. Deterministic: the same inputs give
+/// the same weights on every rank.
 void prepare_gw_flow(NeuralSplineFlow& flow, const at::Tensor& theta, int64_t waveforms,
                      const io::gw::GwOptions& gw);
 
