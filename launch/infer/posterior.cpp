@@ -63,9 +63,12 @@ Posteriors draw_posteriors(models::flows::NsfModel& model, const at::Tensor& str
   p.stats = at::zeros({n, 3}, at::kDouble);
   torch::NoGradGuard no_grad;
   model.set_training(false);
+  const std::optional<models::flows::TimeAligner> aligner =
+      model.align_time() ? std::optional<models::flows::TimeAligner>(model.aligner()) : std::nullopt;
   for (int64_t k = 0; k < n; ++k) {
     at::Generator generator = at::detail::createCPUGenerator(event_seed(seed, file, rows[static_cast<size_t>(k)]));
-    const auto r = models::flows::gw_importance_sample(model.flow(), strain[k], draws, gw, generator);
+    const auto r = models::flows::gw_importance_sample(model.flow(), strain[k], draws, gw, generator,
+                                                       aligner ? &*aligner : nullptr);
     p.samples[k].copy_(r.samples);
     p.log_q[k].copy_(r.log_prob);
     p.log_weights[k].copy_(r.log_weights);

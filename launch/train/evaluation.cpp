@@ -97,7 +97,8 @@ nlohmann::json flow_calibration(Context& ctx, models::Model& model, Feed& feed, 
   const auto start = Clock::now();
   flow.train(false);
   feed.for_each_validation([&](const Example& e) {
-    calibration.add(flow, nsf.flow_theta(e.inputs.at("theta")), e.inputs.at("strain"), generator);
+    const auto [theta, strain] = nsf.flow_inputs(e.inputs.at("theta"), e.inputs.at("strain"));
+    calibration.add(flow, theta, strain, generator);
   });
   world.allreduce(calibration.sums());
   const auto r = calibration.result();

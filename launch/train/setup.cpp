@@ -91,7 +91,7 @@ std::unique_ptr<models::flows::NsfModel> make_flow_model(const TrainConfig& c, i
   o.embedding_hidden.assign(f.embedding_hidden.begin(), f.embedding_hidden.end());
   o.context_dim = f.context;
   o.seed = static_cast<uint64_t>(c.model.seed);
-  return std::make_unique<models::flows::NsfModel>(o, f.marginalize_phase);
+  return std::make_unique<models::flows::NsfModel>(o, f.marginalize_phase, f.align_time);
 }
 
 // The dataset field of a density model's input `name` (data.inputs, else the zoo default).
@@ -103,14 +103,15 @@ std::string flow_field(const TrainConfig& c, const std::string& name) {
   return name;
 }
 
-// The (theta, strain) widths of `files`, and the theta of every row when `read_theta`.
+// The (theta, strain) widths of `files`, the theta of every row when `read_theta`, and
+// the strain of the first `strain_rows` rows.
 struct FlowData {
   int64_t theta_dim = 0, strain_length = 0;
   std::string first_file;
-  at::Tensor theta;
+  at::Tensor theta, strain;
 };
 
-FlowData flow_data(const TrainConfig& c, const std::vector<std::string>& files, bool read_theta) {
+FlowData flow_data(const TrainConfig& c, const std::vector<std::string>& files, bool read_theta, int64_t strain_rows) {
   const std::string theta_field = flow_field(c, "theta"), strain_field = flow_field(c, "strain");
   io::H5DatasetOptions o;
   o.files = files;
@@ -130,6 +131,15 @@ FlowData flow_data(const TrainConfig& c, const std::vector<std::string>& files, 
     std::iota(rows.begin(), rows.end(), int64_t{0});
     out.theta = data.read(rows).fixed.at(theta_field);
   }
+  if (strain_rows > 0) {
+    io::H5DatasetOptions so;
+    so.files = files;
+    so.expect.fields.push_back({strain_field, io::layout::ElementKind::kFloat, 1});
+    io::H5Dataset strains(so);
+    std::vector<int64_t> rows(static_cast<size_t>(std::min(strain_rows, strains.size())));
+    std::iota(rows.begin(), rows.end(), int64_t{0});
+    out.strain = strains.read(rows).fixed.at(strain_field);
+  }
   return out;
 }
 
@@ -137,7 +147,8 @@ FlowData flow_data(const TrainConfig& c, const std::vector<std::string>& files, 
 // training row and the projection initialised from the SVD of templates (the same
 // on every rank; the reducer broadcasts rank 0's anyway).
 std::unique_ptr<models::Model> make_flow_for(const TrainConfig& c, bool prepare) {
-  const FlowData data = flow_data(c, c.data.files, prepare);
+  const bool align = prepare && c.model.flow.align_time;
+  const FlowData data = flow_data(c, c.data.files, prepare, align ? c.model.flow.svd_waveforms : 0);
   auto model = make_flow_model(c, data.theta_dim, data.strain_length);
   model->set_fresh_noise(c.model.flow.fresh_noise);
   if (prepare) {
@@ -146,7 +157,7 @@ std::unique_ptr<models::Model> make_flow_for(const TrainConfig& c, bool prepare)
                    "'data.files': ", data.first_file, " has gw.length ", gw.length, " and ", data.theta_dim,
                    " parameters; expected the strain width ", data.strain_length, " and 5 parameters (datagen gw)");
     const auto start = Clock::now();
-    models::flows::prepare_gw_flow(model->flow(), data.theta, c.model.flow.svd_waveforms, gw);
+    models::flows::prepare_gw_flow(*model, data.theta, data.strain, c.model.flow.svd_waveforms, gw);
     HPCML_LOG_INFO("nsf-gw: standardised on {} training rows; projection from the SVD of {} templates ({:.1f} s)",
                    data.theta.size(0), c.model.flow.svd_waveforms, ms_between(start, Clock::now()) / 1000.0);
   }

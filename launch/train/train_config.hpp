@@ -39,6 +39,7 @@ struct FlowSection {
   int posterior_samples = 1000;
   bool fresh_noise = false;
   bool marginalize_phase = false;
+  bool align_time = false;
   template <typename V>
   void describe(V& v) {
     v.field("steps", steps, "coupling steps", config::in_range(1, limits::kMaxDepth));
@@ -70,6 +71,10 @@ struct FlowSection {
             "learn q(chirp_mass, mass_ratio, distance, t_c | strain) without the phase; infer draws the phase from "
             "its exact conditional given the other four (the toy waveform is linear in cos and sin of the phase), "
             "so importance weights still target the full likelihood (docs/flows.md)");
+    v.field("align_time", align_time,
+            "roll each strain so its matched-filter time estimate t-hat (against a fixed mid-prior reference) sits "
+            "at the prior's middle t_c, and learn t_c - t-hat; t-hat is a function of the strain, so the proposal "
+            "density stays exact (docs/flows.md)");
   }
 };
 

@@ -598,43 +598,87 @@ PhaseDraws gw_draw_phase(const at::Tensor& theta4, const at::Tensor& strain, con
   return out;
 }
 
+TimeAligner::TimeAligner(at::Tensor reference, at::Tensor window)
+    : reference_(reference.to(at::kDouble)), window_(window.to(at::kDouble).contiguous()) {
+  HPCML_CHECK_AS(ConfigError, reference_.dim() == 2 && reference_.size(0) == 2 && window_.numel() == 4,
+                 "TimeAligner: expected a (2, T) reference and a (4,) window, found ", shape_of(reference_), " and ",
+                 shape_of(window_));
+}
+
+TimeAlignment TimeAligner::align(const at::Tensor& strain) const {
+  const int64_t length = reference_.size(1);
+  HPCML_CHECK_AS(ConfigError, strain.dim() == 2 && strain.size(1) == length,
+                 "TimeAligner::align: strain: expected shape (B, ", length, "), found ", shape_of(strain));
+  at::NoGradGuard no_grad;
+  const double* w = window_.data_ptr<double>();
+  const double fs = w[0], t_ref = w[1];
+  const auto lo = static_cast<int64_t>(std::floor(w[2] * fs)), hi = static_cast<int64_t>(std::ceil(w[3] * fs));
+  const auto d = strain.to(at::kDouble);
+  // corr_k[τ] = Σ_t d[t + τ] r_k[t] (circular): irfft(D · conj(R_k)).
+  const auto spectrum = at::fft_rfft(d, length, -1).unsqueeze(1);                  // (B, 1, F)
+  const auto reference = at::fft_rfft(reference_.to(d.device()), length, -1).conj();  // (2, F)
+  const auto corr = at::fft_irfft(spectrum * reference.unsqueeze(0), length, -1);    // (B, 2, T)
+  const auto power = (corr * corr).sum(1);                                            // (B, T)
+  const auto lags = at::arange(lo, hi + 1, at::TensorOptions().dtype(at::kLong).device(d.device()));
+  const auto best = power.index_select(1, at::remainder(lags, length)).argmax(1);      // (B,)
+  const auto tau = lags.index_select(0, best);                                         // (B,)
+  const auto index = at::remainder(at::arange(length, lags.options()).unsqueeze(0) + tau.unsqueeze(1), length);
+  TimeAlignment out;
+  out.aligned = strain.gather(1, index);
+  out.t_hat = tau.to(at::kDouble) / fs + t_ref;
+  return out;
+}
+
+std::pair<at::Tensor, at::Tensor> gw_time_reference(const io::gw::GwOptions& o) {
+  const double mc = 0.5 * (o.chirp_mass_min + o.chirp_mass_max), q = 0.5 * (o.mass_ratio_min + o.mass_ratio_max);
+  const double t_ref = 0.5 * (o.tc_min + o.tc_max), margin = 0.1;
+  const auto theta = at::tensor({mc, q, 1000.0, t_ref, 0.0, mc, q, 1000.0, t_ref, M_PI / 2}, at::kDouble).view({2, 5});
+  const auto window = at::tensor({o.sample_rate, t_ref, o.tc_min - t_ref - margin, o.tc_max - t_ref + margin},
+                                 at::kDouble);
+  return {gw_whitened_template(theta, o), window};
+}
+
 ImportanceResult gw_importance_sample(NeuralSplineFlow& flow, const at::Tensor& strain, int64_t n,
-                                      const io::gw::GwOptions& o, std::optional<at::Generator> generator) {
+                                      const io::gw::GwOptions& o, std::optional<at::Generator> generator,
+                                      const TimeAligner* aligner) {
   const GwPrior prior(o);
   const int64_t dims = flow.options().theta_dim;
   HPCML_CHECK_AS(ConfigError, dims == 5 || dims == 4, "gw_importance_sample: the flow's parameters: expected 5, or 4 "
                  "with the phase marginalised, found ", dims);
-  if (dims == 5) {
-    auto target = [&](const at::Tensor& theta) {
-      const auto lp = prior.log_prob(theta);
-      auto out = lp.clone();
-      // The likelihood only where the prior is positive (the waveform is undefined for q <= 0).
-      const auto idx = at::nonzero(at::isfinite(lp)).squeeze(1);
-      if (idx.numel() > 0) {
-        const auto inside = theta.to(at::kDouble).index_select(0, idx);
-        out.index_copy_(0, idx, lp.index_select(0, idx) + gw_log_likelihood(inside, strain, o));
-      }
-      return out;
-    };
-    return importance_sample(flow, strain, n, target, std::move(generator));
-  }
-  // Phase marginalised: θ₄ from the flow, φ from its exact conditional given θ₄.
   const at::Tensor s = strain.dim() == 1 ? strain.unsqueeze(0) : strain;
   HPCML_CHECK_AS(ConfigError, s.dim() == 2 && s.size(0) == 1,
                  "gw_importance_sample: strain: expected shape (T) or (1, T), found ", shape_of(strain));
   at::Generator g = generator ? *generator : at::detail::getDefaultCPUGenerator();
   at::NoGradGuard no_grad;
-  const auto drawn = flow.sample_and_log_prob(s.to(flow.dtype()), n, g);
-  const auto theta4 = drawn.samples[0].to(at::kDouble);
-  // Rows outside the prior keep weight 0 and a uniform phase.
-  auto theta = at::cat({theta4, at::rand({n, 1}, g, theta4.options()) * (2 * M_PI)}, 1);
-  auto log_q = drawn.log_prob[0].to(at::kDouble) - std::log(2 * M_PI);
+  at::Tensor context = s;
+  double t_hat = 0;
+  if (aligner) {
+    const auto a = aligner->align(s);
+    context = a.aligned;
+    t_hat = a.t_hat[0].item<double>();
+  }
+  const auto drawn = flow.sample_and_log_prob(context.to(flow.dtype()), n, g);
+  auto proposed = drawn.samples[0].to(at::kDouble);
+  proposed.select(1, 3).add_(t_hat);  // t_c = t̂ + (t_c − t̂); a shift, so log q is unchanged
+  const auto log_q_flow = drawn.log_prob[0].to(at::kDouble);
+  at::Tensor theta, log_q;
+  if (dims == 5) {
+    theta = proposed;
+    log_q = log_q_flow;
+  } else {  // rows outside the prior keep weight 0 and a uniform phase
+    theta = at::cat({proposed, at::rand({n, 1}, g, proposed.options()) * (2 * M_PI)}, 1);
+    log_q = log_q_flow - std::log(2 * M_PI);
+  }
   auto log_target = prior.log_prob(theta);
+  // The likelihood only where the prior is positive (the waveform is undefined for q <= 0).
   const auto idx = at::nonzero(at::isfinite(log_target)).squeeze(1);
-  if (idx.numel() > 0) {
-    const auto phase = gw_draw_phase(theta4.index_select(0, idx), s, o, kPhaseCells, g);
+  if (idx.numel() > 0 && dims == 5) {
+    log_target.index_copy_(0, idx, log_target.index_select(0, idx) +
+                                       gw_log_likelihood(theta.index_select(0, idx), s, o));
+  } else if (idx.numel() > 0) {  // the phase from its exact conditional given θ₄
+    const auto phase = gw_draw_phase(proposed.index_select(0, idx), s, o, kPhaseCells, g);
     theta.select(1, 4).index_copy_(0, idx, phase.phase);
-    log_q.index_copy_(0, idx, drawn.log_prob[0].to(at::kDouble).index_select(0, idx) + phase.log_prob);
+    log_q.index_copy_(0, idx, log_q_flow.index_select(0, idx) + phase.log_prob);
     log_target.index_copy_(0, idx, log_target.index_select(0, idx) + phase.log_likelihood);
   }
   ImportanceResult r = summarize_weights(theta, log_target - log_q);

@@ -218,6 +218,35 @@ struct PhaseDraws {
 PhaseDraws gw_draw_phase(const at::Tensor& theta4, const at::Tensor& strain, const io::gw::GwOptions& options,
                          int64_t cells, at::Generator& generator);
 
+/// Time standardisation with an exact proposal density. A deterministic estimate of the
+/// coalescence time, t̂(d) = t_ref + τ*/f_s with τ* the integer lag (within the prior's
+/// t_c range, ± 0.1 s) maximising the matched-filter power |⟨d(· + τ), r⟩|² against a
+/// fixed complex reference r = (w(θ_ref, 0), w(θ_ref, π/2)) merging at t_ref; the strain
+/// is rolled by τ* so every event's merger sits near t_ref, and the flow learns
+/// t_c − t̂ given the rolled strain. As t̂ is a function of d, q(θ | d) stays a proper
+/// density (GNPE's blurred, iterated estimate would not give one).
+struct TimeAlignment {
+  at::Tensor aligned;  ///< (B, T): strain rolled left by the lag, d(t + τ*)
+  at::Tensor t_hat;    ///< (B,) float64 seconds
+};
+
+class TimeAligner {
+ public:
+  /// `reference` (2, T) and `window` (4,) = [f_s, t_ref, lag_min, lag_max] (seconds), as
+  /// gw_time_reference makes them (a model keeps them as buffers, so checkpoints carry them).
+  TimeAligner(at::Tensor reference, at::Tensor window);
+  /// strain (B, T) -> its alignment. Throws ConfigError naming the tensor on a bad shape.
+  TimeAlignment align(const at::Tensor& strain) const;
+
+ private:
+  at::Tensor reference_, window_;
+};
+
+/// The reference of a TimeAligner for `options`: (2, T) float64 templates at the prior's
+/// middle (chirp mass, mass ratio, t_c), 1000 Mpc, phase 0 and π/2; and (4,) float64
+/// [f_s, t_ref, lag_min, lag_max].
+std::pair<at::Tensor, at::Tensor> gw_time_reference(const io::gw::GwOptions& options);
+
 /// Cells of the phase grid importance sampling uses: 2π/2048 rad, within which log L
 /// changes by about 0.3 at SNR 100.
 inline constexpr int64_t kPhaseCells = 2048;
@@ -225,9 +254,11 @@ inline constexpr int64_t kPhaseCells = 2048;
 /// importance_sample with log L + log π of the toy GW model. A flow of 5 parameters
 /// proposes θ; a flow of 4 (phase marginalised, `model.flow.marginalize_phase`)
 /// proposes θ₄ and gw_draw_phase the phase, so the proposal is q(θ₄ | d) p(φ | θ₄, d)
-/// and log_prob holds both; the target, L π of all five, is unchanged.
+/// and log_prob holds both; the target, L π of all five, is unchanged. With an
+/// `aligner`, the flow sees the aligned strain and proposes t_c − t̂ (column 3).
 ImportanceResult gw_importance_sample(NeuralSplineFlow& flow, const at::Tensor& strain, int64_t n,
                                       const io::gw::GwOptions& options = {},
-                                      std::optional<at::Generator> generator = std::nullopt);
+                                      std::optional<at::Generator> generator = std::nullopt,
+                                      const TimeAligner* aligner = nullptr);
 
 }  // namespace hpcml::models::flows

@@ -12,16 +12,51 @@
 
 namespace hpcml::models::flows {
 
-at::Tensor NsfModel::flow_theta(const at::Tensor& theta) const {
-  if (!marginalize_phase_) return theta;
-  const int64_t dims = flow_.options().theta_dim;
-  HPCML_CHECK_AS(ConfigError, theta.dim() == 2 && theta.size(1) == dims + 1, "nsf-gw: input 'theta': expected shape "
-                 "(B, ", dims + 1, ") (the phase, last, is marginalised), found ", theta.sizes());
-  return theta.narrow(1, 0, dims);
+NsfModel::NsfModel(const NsfOptions& options, bool marginalize_phase, bool align_time)
+    : flow_(options), marginalize_phase_(marginalize_phase) {
+  HPCML_CHECK_AS(ConfigError, !align_time || options.theta_dim >= 4, "nsf-gw: time alignment needs t_c, the 4th "
+                 "parameter; found a flow of ", options.theta_dim);
+  if (align_time) {
+    time_reference_ = at::zeros({2, options.strain_length}, at::kFloat);
+    time_window_ = at::zeros({4}, at::kDouble);
+  }
+}
+
+std::vector<NamedTensor> NsfModel::named_buffers() const {
+  auto buffers = flow_.named_buffers();
+  if (align_time()) {
+    buffers.emplace_back("time_reference", time_reference_);
+    buffers.emplace_back("time_window", time_window_);
+  }
+  return buffers;
+}
+
+TimeAligner NsfModel::aligner() const {
+  HPCML_CHECK(align_time(), "nsf-gw: aligner() without time alignment");
+  return TimeAligner(time_reference_, time_window_);
+}
+
+void NsfModel::set_time_reference(const std::pair<at::Tensor, at::Tensor>& reference) {
+  HPCML_CHECK(align_time(), "nsf-gw: set_time_reference() without time alignment");
+  at::NoGradGuard no_grad;
+  time_reference_.copy_(reference.first);
+  time_window_.copy_(reference.second);
+}
+
+std::pair<at::Tensor, at::Tensor> NsfModel::flow_inputs(const at::Tensor& theta, const at::Tensor& strain) const {
+  const int64_t dims = flow_.options().theta_dim, given = marginalize_phase_ ? dims + 1 : dims;
+  HPCML_CHECK_AS(ConfigError, theta.dim() == 2 && theta.size(1) == given, "nsf-gw: input 'theta': expected shape (B, ",
+                 given, ")", marginalize_phase_ ? " (the phase, last, is marginalised)" : "", ", found ", theta.sizes());
+  const auto t = marginalize_phase_ ? theta.narrow(1, 0, dims) : theta;
+  if (!align_time()) return {t, strain};
+  const auto a = aligner().align(strain);
+  auto shifted = t.to(at::kDouble);  // t_c − t̂ in float64, then the input's dtype
+  shifted.select(1, 3).sub_(a.t_hat.to(shifted.device()));
+  return {shifted.to(theta.scalar_type()), a.aligned};
 }
 
 at::Tensor NsfModel::forward(const Inputs& inputs) {
-  const auto theta = flow_theta(input(inputs, "theta", name()));
+  const auto& theta = input(inputs, "theta", name());
   const auto& strain = input(inputs, "strain", name());
   if (training_ && fresh_noise_) {
     const auto& signal = input(inputs, "signal", name());
@@ -30,9 +65,11 @@ at::Tensor NsfModel::forward(const Inputs& inputs) {
       at::NoGradGuard no_grad;
       fresh = repair_noise(signal, strain, at::randperm(strain.size(0), at::kLong));
     }
-    return flow_.log_prob(theta.to(flow_.dtype()), fresh.to(flow_.dtype()));
+    const auto [t, s] = flow_inputs(theta, fresh);
+    return flow_.log_prob(t.to(flow_.dtype()), s.to(flow_.dtype()));
   }
-  return flow_.log_prob(theta.to(flow_.dtype()), strain.to(flow_.dtype()));
+  const auto [t, s] = flow_inputs(theta, strain);
+  return flow_.log_prob(t.to(flow_.dtype()), s.to(flow_.dtype()));
 }
 
 at::Tensor repair_noise(const at::Tensor& signal, const at::Tensor& strain, const at::Tensor& permutation) {
@@ -91,8 +128,9 @@ io::gw::GwOptions gw_options_from_file(const std::string& path) {
   return o;
 }
 
-void prepare_gw_flow(NeuralSplineFlow& flow, const at::Tensor& theta, int64_t waveforms,
+void prepare_gw_flow(NsfModel& model, const at::Tensor& theta, const at::Tensor& strain, int64_t waveforms,
                      const io::gw::GwOptions& gw) {
+  auto& flow = model.flow();
   const int64_t n = theta.size(0);
   HPCML_CHECK_AS(ConfigError, waveforms >= flow.options().n_basis && n >= waveforms,
                  "config error: key 'model.flow.svd_waveforms': expected at least model.flow.basis (",
@@ -101,8 +139,24 @@ void prepare_gw_flow(NeuralSplineFlow& flow, const at::Tensor& theta, int64_t wa
   HPCML_CHECK_AS(ConfigError, theta.dim() == 2 && theta.size(1) == 5 && flow.options().theta_dim <= 5,
                  "prepare_gw_flow: theta: expected shape (N, 5) and a flow of at most 5 parameters, found ",
                  theta.sizes(), " and ", flow.options().theta_dim);
-  flow.set_standardization_from(theta.narrow(1, 0, flow.options().theta_dim).to(at::kDouble));
-  flow.init_projection_from_svd(gw_whitened_template(theta.narrow(0, 0, waveforms).to(at::kDouble), gw));
+  const int64_t dims = flow.options().theta_dim;
+  const auto t = theta.narrow(1, 0, dims).to(at::kDouble);
+  auto mean = t.mean(0), std = t.std(0, /*unbiased=*/false);
+  auto templates = gw_whitened_template(theta.narrow(0, 0, waveforms).to(at::kDouble), gw);
+  if (model.align_time()) {
+    HPCML_CHECK_AS(ConfigError, strain.dim() == 2 && strain.size(0) >= waveforms && strain.size(1) == gw.length,
+                   "prepare_gw_flow: strain: expected shape (>= ", waveforms, ", ", gw.length, "), found ",
+                   strain.sizes());
+    model.set_time_reference(gw_time_reference(gw));
+    const auto aligner = model.aligner();
+    const auto offset = t.narrow(0, 0, waveforms).select(1, 3) -
+                        aligner.align(strain.narrow(0, 0, waveforms)).t_hat;  // t_c − t̂
+    mean[3] = offset.mean();
+    std[3] = offset.std(0, /*unbiased=*/false).clamp_min(1.0 / gw.sample_rate);
+    templates = aligner.align(templates).aligned;
+  }
+  flow.set_standardization(mean, std);
+  flow.init_projection_from_svd(templates);
 }
 
 Calibration::Calibration(int64_t theta_dim, const CalibrationOptions& options)

@@ -32,20 +32,28 @@ inline const std::vector<std::string> kGwParameterNames = {"chirp_mass", "mass_r
 /// With the phase marginalised (`model.flow.marginalize_phase`) the flow has 4
 /// parameters and forward() reads the first 4 of theta's 5 columns: the flow learns
 /// q(θ₄ | strain), and gw_importance_sample draws the phase from its exact conditional.
+/// With time alignment (`model.flow.align_time`) the flow sees the strain aligned by a
+/// TimeAligner and models t_c − t̂ (column 3); the aligner's reference and window are
+/// the model's buffers `time_reference` (2, T) and `time_window` (4,), after the flow's.
 class NsfModel final : public Model {
  public:
-  explicit NsfModel(const NsfOptions& options, bool marginalize_phase = false)
-      : flow_(options), marginalize_phase_(marginalize_phase) {}
+  explicit NsfModel(const NsfOptions& options, bool marginalize_phase = false, bool align_time = false);
   bool marginalize_phase() const { return marginalize_phase_; }
-  /// The columns of theta (B, D + 1 with the phase marginalised, else B, D) the flow models.
-  at::Tensor flow_theta(const at::Tensor& theta) const;
+  bool align_time() const { return time_reference_.defined(); }
+  /// The flow's (θ, strain) for the data's: theta's first D columns (D + 1 given with the
+  /// phase marginalised, else D), and with time alignment t_c − t̂ and the aligned strain.
+  std::pair<at::Tensor, at::Tensor> flow_inputs(const at::Tensor& theta, const at::Tensor& strain) const;
+  /// The aligner of the buffers; requires align_time().
+  TimeAligner aligner() const;
+  /// Sets the aligner's buffers (gw_time_reference's pair); requires align_time().
+  void set_time_reference(const std::pair<at::Tensor, at::Tensor>& reference);
   std::string name() const override { return "nsf-gw"; }
   std::vector<std::string> input_names() const override { return {"theta", "strain"}; }
   using Model::forward;
   /// log q(theta | strain) (B,). Throws ConfigError naming a missing input or a bad shape.
   at::Tensor forward(const Inputs& inputs) override;
   std::vector<NamedTensor> named_parameters() const override { return flow_.named_parameters(); }
-  std::vector<NamedTensor> named_buffers() const override { return flow_.named_buffers(); }
+  std::vector<NamedTensor> named_buffers() const override;
   void set_training(bool on) override {
     flow_.train(on);
     training_ = on;
@@ -61,6 +69,7 @@ class NsfModel final : public Model {
  private:
   NeuralSplineFlow flow_;
   bool marginalize_phase_ = false;
+  at::Tensor time_reference_, time_window_;  // defined with time alignment
   bool fresh_noise_ = false;
   bool training_ = true;
 };
@@ -78,12 +87,13 @@ std::unique_ptr<Model> make_nsf_gw(uint64_t seed);
 io::gw::GwOptions gw_options_from_file(const std::string& path);
 
 /// Data-dependent initialisation before training (DINGO): θ standardisation from
-/// `theta` (N, D) (all training rows), and the projection from the SVD of the
-/// noise-free whitened templates of the first `waveforms` rows of `theta`
-/// (gw_whitened_template with `gw`). theta has all 5 parameters; a flow of 4 (phase
-/// marginalised) is standardised on the first 4. Deterministic: the same inputs give
-/// the same weights on every rank.
-void prepare_gw_flow(NeuralSplineFlow& flow, const at::Tensor& theta, int64_t waveforms,
+/// `theta` (N, 5) (all training rows, the flow's columns), and the projection from the
+/// SVD of the noise-free whitened templates of the first `waveforms` rows of `theta`
+/// (gw_whitened_template with `gw`). With time alignment: the aligner's reference from
+/// `gw`, t_c − t̂ standardised on the first `waveforms` rows of `strain` (N' >= waveforms,
+/// T; unused otherwise), and the SVD of templates each aligned on itself. Deterministic:
+/// the same inputs give the same weights on every rank.
+void prepare_gw_flow(NsfModel& model, const at::Tensor& theta, const at::Tensor& strain, int64_t waveforms,
                      const io::gw::GwOptions& gw);
 
 /// Options of the calibration statistics.

@@ -166,12 +166,13 @@ class NsfTrainTest(unittest.TestCase):
         self.assertEqual(digests["whole"], digests["resumed"])
         self.assertNotEqual(digests["whole"], digests["plain"])
 
-    def test_marginalized_phase_trains_evaluates_and_infers(self):
-        # The flow models 4 parameters; eval calibrates those 4; infer adds the phase from
-        # its exact conditional (the unit tests check the draws against a direct grid), so
-        # the posterior file keeps 5 columns and weights against the full target.
+    def test_marginalized_phase_and_aligned_time_train_evaluate_and_infer(self):
+        # The flow models 4 parameters, t_c relative to the strain's time estimate; eval
+        # calibrates those 4; infer adds the phase from its exact conditional and t̂ back (the
+        # unit tests check both against direct computations), so the posterior file keeps 5
+        # columns and weights against the full target.
         run_dir = os.path.join(self.tmp, "marginal")
-        marginal = ["--set", "model.flow.marginalize_phase=true"]
+        marginal = ["--set", "model.flow.marginalize_phase=true", "--set", "model.flow.align_time=true"]
         rc, out, err, _ = run(self.common(run_dir, [*marginal, "--set", "train.max_steps=4",
                                                     "--set", "train.batch_size=16"]), ranks=2, timeout=180)
         self.assertEqual(rc, 0, err)
@@ -191,6 +192,10 @@ class NsfTrainTest(unittest.TestCase):
         self.assertEqual(samples.shape, (2, 300, 5))
         phase = samples[:, :, 4]
         self.assertTrue(((phase >= 0) & (phase < 2 * np.pi + 1e-6)).all())
+        # t_c is absolute again (the flow's draws are t_c − t̂, near 0): most draws fall in
+        # the prior's [1.2, 1.8] s.
+        tc = samples[:, :, 3]
+        self.assertGreater(((tc >= 1.2) & (tc <= 1.8)).mean(), 0.5, np.percentile(tc, [10, 50, 90]))
         np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-9)
         np.testing.assert_allclose(ess, 1 / (weights ** 2).sum(1), rtol=1e-9)
         self.assertTrue(np.isfinite(log_q).all() and np.isfinite(log_weights[weights > 0]).all())
@@ -208,6 +213,7 @@ class NsfTrainTest(unittest.TestCase):
             (["--set", "data.name=synthetic"], "key 'data.name': model nsf-gw reads (theta, strain) pairs"),
             (["--set", "model.flow.linear=affine"], "model.flow.linear"),
             (["--set", "model.flow.marginalize_phase=maybe"], "model.flow.marginalize_phase"),
+            (["--set", "model.flow.align_time=1.5"], "model.flow.align_time"),
             (["--set", "train.loss=mse"], "key 'train.loss': model nsf-gw is a density model"),
             (["--set", "model.flow.svd_waveforms=8"], "key 'model.flow.svd_waveforms'"),
             (["--set", "data.inputs.strain=snr"], "key 'data.inputs.strain'"),

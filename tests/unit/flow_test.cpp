@@ -670,5 +670,83 @@ TEST(GwModel, PhaseMarginalisedImportanceSamplingKeepsTheFullTarget) {
   EXPECT_NEAR(r.weights.sum().item<double>(), 1.0, 1e-12);
 }
 
+// The time aligner against independent expectations: strains that are the reference's own
+// waveform merging k samples later (built by gw_whitened_template, not by a roll) give
+// t̂ = t_c; a noisy strain's lag equals the argmax of a direct dot product at every lag.
+TEST(GwModel, TimeAlignerFindsTheMergerAndRollsTheStrain) {
+  io::datagen::GwOptions o;
+  const auto [reference, window] = gw_time_reference(o);
+  ASSERT_EQ(reference.sizes(), (std::vector<int64_t>{2, o.length}));
+  const TimeAligner aligner(reference, window);
+  const double t_ref = 0.5 * (o.tc_min + o.tc_max);
+  const std::vector<int64_t> shifts{-300, -17, 0, 5, 299};
+  std::vector<double> rows;
+  for (size_t i = 0; i < shifts.size(); ++i) {
+    rows.insert(rows.end(), {25.0, 0.625, 600.0, t_ref + static_cast<double>(shifts[i]) / o.sample_rate, 0.7 * i});
+  }
+  const auto theta = at::tensor(rows, at::kDouble).view({-1, 5});
+  auto gen = at::detail::createCPUGenerator(31);
+  const auto strain = gw_whitened_template(theta, o) + at::randn({theta.size(0), o.length}, gen, at::kDouble);
+  const auto a = aligner.align(strain.to(at::kFloat));
+  EXPECT_TRUE(tensor_near(a.t_hat, theta.select(1, 3), 0, 0.5 / o.sample_rate)) << a.t_hat;
+  // The roll: aligned[t] = d[t + τ], τ = (t̂ - t_ref) f_s.
+  for (int64_t e = 0; e < theta.size(0); ++e) {
+    const auto tau = static_cast<int64_t>(std::llround((a.t_hat[e].item<double>() - t_ref) * o.sample_rate));
+    const auto index = at::remainder(at::arange(o.length, at::kLong) + tau, o.length);
+    EXPECT_TRUE(at::equal(a.aligned[e], strain[e].to(at::kFloat).index_select(0, index))) << "event " << e;
+  }
+  // A quiet event of another chirp mass: the lag is the direct argmax of the power.
+  const auto quiet = at::tensor({14.0, 0.4, 2500.0, 1.33, 2.0}, at::kDouble).view({1, 5});
+  const auto d = gw_whitened_template(quiet, o)[0] + at::randn({o.length}, gen, at::kDouble);
+  const auto lo = static_cast<int64_t>(std::floor((o.tc_min - t_ref - 0.1) * o.sample_rate));
+  const auto hi = static_cast<int64_t>(std::ceil((o.tc_max - t_ref + 0.1) * o.sample_rate));
+  int64_t best = lo;
+  double best_power = -1;
+  for (int64_t tau = lo; tau <= hi; ++tau) {
+    const auto rolled = d.index_select(0, at::remainder(at::arange(o.length, at::kLong) + tau, o.length));
+    const double p0 = rolled.dot(reference[0]).item<double>(), p1 = rolled.dot(reference[1]).item<double>();
+    if (p0 * p0 + p1 * p1 > best_power) best_power = p0 * p0 + p1 * p1, best = tau;
+  }
+  EXPECT_NEAR(aligner.align(d.unsqueeze(0)).t_hat[0].item<double>(), t_ref + static_cast<double>(best) / o.sample_rate,
+              1e-12);
+  EXPECT_THROW(aligner.align(d), ConfigError);  // (T,) is not (B, T)
+}
+
+// The model with time alignment: the flow sees (t_c − t̂, aligned strain), and importance
+// sampling adds t̂ back: log q of each draw is the flow's log_prob of exactly that pair.
+TEST(GwModel, AlignedModelProposesTcAroundItsEstimate) {
+  io::datagen::GwOptions o;
+  const uint64_t seed = 17;
+  const auto table = io::datagen::generate_gw(o, seed, 0, 4);
+  const auto strain = f32_tensor(column(table, "strain"));
+  const auto theta = datagen_theta(o, seed, 4);
+  auto options = small_options(5);
+  options.strain_length = o.length;
+  NsfModel model(options, /*marginalize_phase=*/false, /*align_time=*/true);
+  const auto names = model.named_buffers();
+  ASSERT_EQ(names[names.size() - 2].first, "time_reference");
+  ASSERT_EQ(names.back().first, "time_window");
+  auto gen = at::detail::createCPUGenerator(18);
+  const auto prior_theta = GwPrior(o).sample(200, gen);
+  prepare_gw_flow(model, prior_theta, gw_whitened_template(prior_theta.narrow(0, 0, 20), o), 20, o);
+  const auto [flow_theta, flow_strain] = model.flow_inputs(theta.to(at::kFloat), strain.to(at::kFloat));
+  const auto t_hat = model.aligner().align(strain).t_hat;
+  EXPECT_TRUE(tensor_near(flow_theta.select(1, 3).to(at::kDouble), theta.select(1, 3) - t_hat, 0, 1e-6));
+  EXPECT_TRUE(tensor_near(flow_theta.narrow(1, 0, 3).to(at::kDouble), theta.narrow(1, 0, 3), 1e-6, 0));
+  const auto aligner = model.aligner();
+  const auto r = gw_importance_sample(model.flow(), strain[0], 200, o, gen, &aligner);
+  at::NoGradGuard no_grad;
+  auto relative = r.samples.clone();
+  relative.select(1, 3).sub_(t_hat[0]);
+  const auto expected = model.flow().log_prob(relative.to(at::kFloat),
+                                              flow_strain[0].unsqueeze(0).expand({200, -1}).to(at::kFloat));
+  EXPECT_TRUE(tensor_near(r.log_prob, expected.to(at::kDouble), 1e-4, 1e-3));
+  const auto prior = GwPrior(o).log_prob(r.samples);
+  const auto inside = at::nonzero(at::isfinite(prior)).squeeze(1);
+  ASSERT_GT(inside.numel(), 0);
+  const auto target = prior.index_select(0, inside) + gw_log_likelihood(r.samples.index_select(0, inside), strain[0], o);
+  EXPECT_TRUE(tensor_near(r.log_weights.index_select(0, inside), target - r.log_prob.index_select(0, inside), 1e-9, 1e-6));
+}
+
 }  // namespace
 }  // namespace hpcml::models::flows
