@@ -469,7 +469,7 @@ void load_flow(Campaign& k, const std::string& checkpoint) {
     else if (first.has_field(theta_field)) k.copies.push_back(theta_field);
   }
   // A unit's draws are held until its part is written: samples, log q, log weights and weights.
-  limits::check_fits_in_memory(2.0 * static_cast<double>(c.infer.unit_rows) * c.infer.samples * (5 * 4 + 4 + 8 + 8),
+  limits::check_fits_in_memory(2.0 * static_cast<double>(c.infer.unit_rows) * c.infer.samples * (5 * 8 + 8 + 8 + 8),
                                "a campaign unit's posterior draws", "infer.unit_rows x infer.samples");
 }
 

@@ -57,8 +57,10 @@ Posteriors draw_posteriors(models::flows::NsfModel& model, const at::Tensor& str
               strain.sizes());
   Posteriors p;
   p.rows = at::tensor(rows, at::kLong);
-  p.samples = at::zeros({n, draws, 5}, at::kFloat);
-  p.log_q = at::zeros({n, draws}, at::kFloat);
+  // float64: the weights were computed at exactly these values (a float32 t_c would move
+  // log L by up to ~1e-3 at this SNR).
+  p.samples = at::zeros({n, draws, 5}, at::kDouble);
+  p.log_q = at::zeros({n, draws}, at::kDouble);
   p.log_weights = at::zeros({n, draws}, at::kDouble);
   p.stats = at::zeros({n, 3}, at::kDouble);
   torch::NoGradGuard no_grad;
@@ -121,7 +123,7 @@ int infer(Context& ctx, const TrainConfig& config, const InferOptions& options) 
   // Rank 0 gathers every event's draws: samples (5 floats) and log weights (a double)
   // per draw, and the flow's batch of draws with its strain context on each rank.
   const int64_t strain_length = info.field(strain_field)->shape.dims[1];
-  limits::check_fits_in_memory(static_cast<double>(count) * options.samples * (5 * 4 + 8) * 2 +
+  limits::check_fits_in_memory(static_cast<double>(count) * options.samples * (5 * 8 + 8 + 8) * 2 +
                                    static_cast<double>(options.samples) * (strain_length + 64) * 4,
                                "infer's posterior draws", "--samples x --events");
   check_output_path(options.output, {options.input, path}, "-o/--output");

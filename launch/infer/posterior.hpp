@@ -27,8 +27,8 @@ uint64_t event_seed(uint64_t seed, uint64_t file, int64_t row);
 /// The importance-weighted posteriors of some events of one file.
 struct Posteriors {
   at::Tensor rows;         ///< (n,) int64: each event's row in its file
-  at::Tensor samples;      ///< (n, draws, 5) float32
-  at::Tensor log_q;        ///< (n, draws): the flow's log q(θ | d) of each draw (its forward)
+  at::Tensor samples;      ///< (n, draws, 5) float64: the values the weights were computed at
+  at::Tensor log_q;        ///< (n, draws) float64: the proposal's log density of each draw
   at::Tensor log_weights;  ///< (n, draws) float64: log L + log π - log q; -inf outside the prior
   at::Tensor stats;        ///< (n, 3) float64: ess, efficiency, log evidence
 };

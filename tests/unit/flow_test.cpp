@@ -538,15 +538,25 @@ TEST(GwModel, PriorDensityAndSupport) {
   EXPECT_NEAR(median_d3 / ((2.7e10 + 2.7e7) / 2), 1.0, 0.03);
 }
 
-TEST(GwModel, ImportanceSamplingReportsEfficiencyAndEvidence) {
-  io::datagen::GwOptions o;
-  const auto table = io::datagen::generate_gw(o, /*seed=*/11, 0, 1);
-  const auto strain = f32_tensor(column(table, "strain"))[0];
-  auto options = small_options(5);
+// The strain (T,) of datagen gw's first event of `seed`.
+at::Tensor event_strain(const io::datagen::GwOptions& o, uint64_t seed) {
+  return f32_tensor(column(io::datagen::generate_gw(o, seed, 0, 1), "strain"))[0];
+}
+
+// An untrained small flow of the first `dims` GW parameters, standardised on prior draws.
+NeuralSplineFlow small_gw_flow(const io::datagen::GwOptions& o, int64_t dims, at::Generator& gen) {
+  auto options = small_options(dims);
   options.strain_length = o.length;
   NeuralSplineFlow flow(options);
+  flow.set_standardization_from(GwPrior(o).sample(20000, gen).narrow(1, 0, dims));
+  return flow;
+}
+
+TEST(GwModel, ImportanceSamplingReportsEfficiencyAndEvidence) {
+  io::datagen::GwOptions o;
+  const auto strain = event_strain(o, 11);
   auto gen = at::detail::createCPUGenerator(12);
-  flow.set_standardization_from(GwPrior(o).sample(20000, gen));
+  auto flow = small_gw_flow(o, 5, gen);
   const int64_t n = 400;
   const auto r = gw_importance_sample(flow, strain, n, o, gen);
   ASSERT_EQ(r.samples.sizes(), (std::vector<int64_t>{n, 5}));
@@ -637,13 +647,9 @@ TEST(GwModel, PhaseDrawsFollowTheExactConditionalOnAGrid) {
 // target (prior and gw_log_likelihood of all five, recomputed here) over q(θ₄) p(φ | θ₄).
 TEST(GwModel, PhaseMarginalisedImportanceSamplingKeepsTheFullTarget) {
   io::datagen::GwOptions o;
-  const auto table = io::datagen::generate_gw(o, /*seed=*/13, 0, 1);
-  const auto strain = f32_tensor(column(table, "strain"))[0];
-  auto options = small_options(4);
-  options.strain_length = o.length;
-  NeuralSplineFlow flow(options);
+  const auto strain = event_strain(o, 13);
   auto gen = at::detail::createCPUGenerator(14);
-  flow.set_standardization_from(GwPrior(o).sample(20000, gen).narrow(1, 0, 4));
+  auto flow = small_gw_flow(o, 4, gen);
   const int64_t n = 300;
   const auto r = gw_importance_sample(flow, strain, n, o, gen);
   ASSERT_EQ(r.samples.sizes(), (std::vector<int64_t>{n, 5}));
