@@ -13,6 +13,7 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <ATen/cuda/CUDAEvent.h>
 #include <cuda_runtime_api.h>
 #endif
 
@@ -94,6 +95,42 @@ StreamScope::StreamScope(const c10::Device&) {}
 void StreamScope::synchronize() {}
 #endif
 StreamScope::~StreamScope() = default;
+
+#ifdef HPCML_HAS_CUDA
+struct AsyncCopy::State {
+  c10::Device device;
+  c10::cuda::CUDAStream stream;
+  at::cuda::CUDAEvent done;
+  explicit State(const c10::Device& d)
+      : device(d), stream(c10::cuda::getStreamFromPool(/*isHighPriority=*/false, d.index())) {}
+};
+AsyncCopy::AsyncCopy(const c10::Device& device) {
+  if (device.is_cuda()) state_ = std::make_unique<State>(device);
+}
+std::vector<at::Tensor> AsyncCopy::start(const std::vector<at::Tensor>& host) {
+  if (!state_) return host;
+  c10::cuda::CUDAStreamGuard guard(state_->stream);
+  std::vector<at::Tensor> out;
+  out.reserve(host.size());
+  for (const auto& t : host) out.push_back(to_device(t, state_->device));  // on the copy stream
+  state_->done.record(state_->stream);
+  return out;
+}
+void AsyncCopy::wait(const std::vector<at::Tensor>& copied) {
+  if (!state_) return;
+  const auto current = c10::cuda::getCurrentCUDAStream(state_->device.index());
+  state_->done.block(current);
+  for (const auto& t : copied) {
+    if (t.is_cuda()) t.record_stream(current);
+  }
+}
+#else
+struct AsyncCopy::State {};
+AsyncCopy::AsyncCopy(const c10::Device&) {}
+std::vector<at::Tensor> AsyncCopy::start(const std::vector<at::Tensor>& host) { return host; }
+void AsyncCopy::wait(const std::vector<at::Tensor>&) {}
+#endif
+AsyncCopy::~AsyncCopy() = default;
 
 at::Tensor to_device(const at::Tensor& t, const c10::Device& device) {
   if (t.device() == device) return t;

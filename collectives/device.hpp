@@ -9,8 +9,11 @@
 
 #include <c10/core/Device.h>
 
+#include <ATen/core/Tensor.h>
+
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace hpcml::collectives {
 
@@ -52,5 +55,26 @@ class StreamScope {
 /// A copy of `t` on `device`; from a CPU tensor to a GPU through pinned memory, so
 /// the copy is asynchronous on the current stream. Returns `t` when already there.
 at::Tensor to_device(const at::Tensor& t, const c10::Device& device);
+
+/// Host-to-device copies on a CUDA stream of their own, so the next batch's copy
+/// overlaps the current batch's compute. start() issues the copies (through pinned
+/// memory) and records an event after them; wait() makes the current stream wait for
+/// that event and marks each copied tensor as used by the current stream
+/// (record_stream), so the caching allocator does not reuse its memory for the copy
+/// stream while compute may still read it. One copy in flight at a time. On the CPU,
+/// or without CUDA, start() returns its inputs and wait() does nothing.
+class AsyncCopy {
+ public:
+  explicit AsyncCopy(const c10::Device& device);
+  ~AsyncCopy();
+  AsyncCopy(const AsyncCopy&) = delete;
+  AsyncCopy& operator=(const AsyncCopy&) = delete;
+  std::vector<at::Tensor> start(const std::vector<at::Tensor>& host);
+  void wait(const std::vector<at::Tensor>& copied);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 }  // namespace hpcml::collectives

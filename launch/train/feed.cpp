@@ -29,6 +29,38 @@ Example Example::to_device(const c10::Device& device) const {
   return out;
 }
 
+DeviceBatches::DeviceBatches(Feed& feed, const c10::Device& device, int64_t total_steps)
+    : feed_(feed), device_(device), total_steps_(total_steps), steps_per_epoch_(feed.steps_per_epoch()),
+      copy_(device) {}
+
+Example DeviceBatches::start_copy(int64_t step) {
+  const Example host = feed_.batch(step / steps_per_epoch_, step % steps_per_epoch_);
+  std::vector<at::Tensor> tensors;
+  for (const auto& [name, t] : host.inputs) tensors.push_back(t);
+  tensors.push_back(host.target);
+  const auto copied = copy_.start(tensors);
+  Example out;
+  size_t i = 0;
+  for (const auto& [name, t] : host.inputs) out.inputs.emplace(name, copied[i++]);
+  out.target = copied[i];
+  return out;
+}
+
+Example DeviceBatches::batch(int64_t step) {
+  if (!device_.is_cuda()) return feed_.batch(step / steps_per_epoch_, step % steps_per_epoch_).to_device(device_);
+  Example current = next_step_ == step ? std::move(next_) : start_copy(step);
+  std::vector<at::Tensor> tensors;
+  for (const auto& [name, t] : current.inputs) tensors.push_back(t);
+  tensors.push_back(current.target);
+  copy_.wait(tensors);
+  next_step_ = -1;
+  if (step + 1 < total_steps_) {
+    next_ = start_copy(step + 1);
+    next_step_ = step + 1;
+  }
+  return current;
+}
+
 bool density_task(const TrainConfig& c) {
   if (c.model.name == "mlp" || c.model.name == "torchscript") return false;
   return models::zoo_entry(c.model.name).task == "density";

@@ -56,6 +56,25 @@ class Feed {
   }
 };
 
+/// The training batches on a rank's device, by global step (epoch = step / steps per
+/// epoch). On a GPU, taking the batch of step s reads the batch of s + 1 and starts its
+/// copy on a stream of its own (collectives::AsyncCopy), so that copy overlaps step s's
+/// compute; the feed is still read in step order. On the CPU: the feed's batch.
+class DeviceBatches {
+ public:
+  DeviceBatches(Feed& feed, const c10::Device& device, int64_t total_steps);
+  Example batch(int64_t step);
+
+ private:
+  Example start_copy(int64_t step);
+  Feed& feed_;
+  const c10::Device device_;
+  const int64_t total_steps_, steps_per_epoch_;
+  collectives::AsyncCopy copy_;
+  Example next_;  // on the device, its copy in flight, for step next_step_
+  int64_t next_step_ = -1;
+};
+
 /// Rows of one HDF5 file as a model's inputs, for inference over files the model was
 /// not trained on (`hpcml infer` campaigns): the fields of c.data.inputs (resolved,
 /// see with_input_fields), collated as in training, plus `extra` fields read as they are.

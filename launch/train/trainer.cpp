@@ -143,7 +143,7 @@ class TrainLoop {
         steps_per_epoch_(feed.steps_per_epoch()),
         total_steps_(c.train.max_steps > 0 ? c.train.max_steps : c.train.epochs * steps_per_epoch_),
         micro_(c.train.gradient_accumulation), micro_size_(c.train.batch_size / micro_), members_(c.train.pack),
-        member_acc_(members_ > 1 ? 2 * members_ : 0, 0.0),
+        member_acc_(members_ > 1 ? 2 * members_ : 0, 0.0), batches_(feed, device_, total_steps_),
         progress_(c.run.progress, total_steps_, ctx.env.launcher != Launcher::kNone) {}
 
   int64_t total_steps() const { return total_steps_; }
@@ -207,6 +207,7 @@ class TrainLoop {
   const int64_t micro_size_;
   const int members_;  // train.pack: 1, or the members of a pack (launch/train/pack.hpp)
   std::vector<double> member_acc_;  // a pack's per-member loss and metric sums over the interval
+  DeviceBatches batches_;           // the batches on device_ (the next one copied ahead on a GPU)
 
   std::ofstream metrics_;
   Progress progress_;
@@ -275,7 +276,7 @@ IntervalSums TrainLoop::train_step(int64_t step, int64_t epoch) {
   Example batch;
   {
     trace::Span span("data", "data");
-    batch = feed_.batch(epoch, step % steps_per_epoch_).to_device(device_);
+    batch = batches_.batch(step);
   }
   auto t1 = Clock::now();
   StepSums sums;
