@@ -33,12 +33,21 @@ DeviceBatches::DeviceBatches(Feed& feed, const c10::Device& device, int64_t tota
     : feed_(feed), device_(device), total_steps_(total_steps), steps_per_epoch_(feed.steps_per_epoch()),
       copy_(device) {}
 
+namespace {
+
+// The inputs in name order, then the target.
+std::vector<at::Tensor> tensors_of(const Example& e) {
+  std::vector<at::Tensor> out;
+  for (const auto& [name, t] : e.inputs) out.push_back(t);
+  out.push_back(e.target);
+  return out;
+}
+
+}  // namespace
+
 Example DeviceBatches::start_copy(int64_t step) {
   const Example host = feed_.batch(step / steps_per_epoch_, step % steps_per_epoch_);
-  std::vector<at::Tensor> tensors;
-  for (const auto& [name, t] : host.inputs) tensors.push_back(t);
-  tensors.push_back(host.target);
-  const auto copied = copy_.start(tensors);
+  const auto copied = copy_.start(tensors_of(host));
   Example out;
   size_t i = 0;
   for (const auto& [name, t] : host.inputs) out.inputs.emplace(name, copied[i++]);
@@ -49,10 +58,7 @@ Example DeviceBatches::start_copy(int64_t step) {
 Example DeviceBatches::batch(int64_t step) {
   if (!device_.is_cuda()) return feed_.batch(step / steps_per_epoch_, step % steps_per_epoch_).to_device(device_);
   Example current = next_step_ == step ? std::move(next_) : start_copy(step);
-  std::vector<at::Tensor> tensors;
-  for (const auto& [name, t] : current.inputs) tensors.push_back(t);
-  tensors.push_back(current.target);
-  copy_.wait(tensors);
+  copy_.wait(tensors_of(current));
   next_step_ = -1;
   if (step + 1 < total_steps_) {
     next_ = start_copy(step + 1);
