@@ -57,16 +57,11 @@ std::pair<at::Tensor, at::Tensor> NsfModel::flow_inputs(const at::Tensor& theta,
 
 at::Tensor NsfModel::forward(const Inputs& inputs) {
   const auto& theta = input(inputs, "theta", name());
-  const auto& strain = input(inputs, "strain", name());
+  at::Tensor strain = input(inputs, "strain", name());
   if (training_ && fresh_noise_) {
     const auto& signal = input(inputs, "signal", name());
-    at::Tensor fresh;
-    {
-      at::NoGradGuard no_grad;
-      fresh = repair_noise(signal, strain, at::randperm(strain.size(0), at::kLong));
-    }
-    const auto [t, s] = flow_inputs(theta, fresh);
-    return flow_.log_prob(t.to(flow_.dtype()), s.to(flow_.dtype()));
+    at::NoGradGuard no_grad;
+    strain = repair_noise(signal, strain, at::randperm(strain.size(0), at::kLong));
   }
   const auto [t, s] = flow_inputs(theta, strain);
   return flow_.log_prob(t.to(flow_.dtype()), s.to(flow_.dtype()));
