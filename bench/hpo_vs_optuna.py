@@ -13,11 +13,15 @@ the same two cores, alternated seed by seed:
   hpo-asha    mpirun -n 2 hpcml hpo: TPE + ASHA (grace --asha-grace epochs, default 1; eta 3) on 2 groups of 1 rank, with
               --asha-trials trials (default 4x: the budget is compute, and a trial stopped at a rung
               costs a fraction of a whole one);
-  hpo         the same with the scheduler off and --trials trials, as Optuna.
+  hpo         the same with the scheduler off and --trials trials, as Optuna;
+  hpo-replay  right after each Optuna run, Optuna's own trials (read from its trial directories)
+              through `hpcml hpo` as hpo.enqueue, in Optuna's trial order, scheduler off: the same
+              points through both drivers, so the difference in time is the drivers' alone.
 Times are from each command's launch. The target is the median over seeds of Optuna's best
 value; a run's time to target is when its best complete value first reaches it.
 """
 import argparse
+import glob
 import json
 import os
 import statistics
@@ -57,24 +61,47 @@ def run_optuna(args, work, seed):
            "--n-jobs", "2", "--", args.hpcml, "train", "-c", base, "--set", "optimizer.lr={lr}", "--set",
            "optimizer.weight_decay={wd}", "--set", "model.hidden={hidden}", "--set", "optimizer.name={opt}",
            "--set", "run.dir={rundir}"]
+    tmp = os.path.join(work, f"optuna-s{seed}")  # the reference's trial directories land here
+    os.makedirs(tmp, exist_ok=True)
+    for old in glob.glob(os.path.join(tmp, "optuna-ref-*")):
+        subprocess.run(["rm", "-rf", old], check=True)
     t0 = time.time()
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=dict(os.environ, TMPDIR=tmp)).stdout
     wall = time.time() - t0
     r = json.loads(out.strip().splitlines()[-1])
     offset = wall - r["wall_s"]  # the reference's start-up (import optuna) before its own clock
     return {"impl": r["impl"], "seed": seed, "wall_s": wall, "best": r["best_value"], "trials": r["trials"],
-            "curve": [(p["t_s"] + offset, p["best"]) for p in r["best_so_far"]]}
+            "curve": [(p["t_s"] + offset, p["best"]) for p in r["best_so_far"]], "points": optuna_points(tmp)}
 
 
-def run_hpcml(args, work, seed, asha, plots=False):
-    name = f"hpo-{'asha' if asha else 'none'}-s{seed}"
+def optuna_points(tmp):
+    """Optuna's trials in its trial order, as hpcml parameters, from the config.yaml that
+    `hpcml train` wrote in each trial's directory."""
+    (root,) = glob.glob(os.path.join(tmp, "optuna-ref-*"))
+    points = []
+    for n in range(len(glob.glob(os.path.join(root, "trial*")))):
+        with open(os.path.join(root, f"trial{n}", "config.yaml")) as f:
+            c = yaml.safe_load(f)
+        points.append({"optimizer.lr": c["optimizer"]["lr"], "optimizer.weight_decay": c["optimizer"]["weight_decay"],
+                       "model.hidden": "[" + ", ".join(str(w) for w in c["model"]["hidden"]) + "]",
+                       "optimizer.name": c["optimizer"]["name"]})
+    return points
+
+
+def run_hpcml(args, work, seed, mode, plots=False, points=None):
+    """mode: asha, none, or replay (`points` enqueued, scheduler off)."""
+    asha = mode == "asha"
+    name = f"hpo-{mode}-s{seed}"
     study_dir = os.path.join(work, name)
+    subprocess.run(["rm", "-rf", study_dir], check=True)
     config = base_config(args.data, args.epochs)
-    trials = args.asha_trials if asha else args.trials
+    trials = args.asha_trials if asha else len(points) if points else args.trials
     config["hpo"] = {"space": {key: spec for key, spec in SPACE.values()}, "sampler": "tpe", "trials": trials,
                      "seed": seed, "study_dir": study_dir, "plots": plots,
                      "scheduler": ({"name": "asha", "grace_period": args.asha_grace, "reduction_factor": 3,
                                     "max_resource": args.epochs} if asha else {"name": "none"})}
+    if points:
+        config["hpo"]["enqueue"] = points
     path = os.path.join(work, name + ".yaml")
     with open(path, "w") as f:
         yaml.safe_dump(config, f)
@@ -86,7 +113,7 @@ def run_hpcml(args, work, seed, asha, plots=False):
         s = json.load(f)
     with open(os.path.join(study_dir, "study.json")) as f:
         offset = json.load(f)["started_unix"] - t0
-    return {"impl": "hpcml-tpe-" + ("asha" if asha else "none"), "seed": seed, "wall_s": wall,
+    return {"impl": "hpcml-tpe-" + mode, "seed": seed, "wall_s": wall,
             "best": s["best"]["value"], "trials": len(s["trials"]), "counts": s["counts"],
             "epochs_trained": sum(t.get("resource", 0) for t in s["trials"] if t["state"] in ("complete", "pruned")),
             "idle_fraction": s.get("group_idle_fraction"),
@@ -129,10 +156,14 @@ def main():
         for who in order[seed % 3:] + order[:seed % 3]:  # rotate who goes first
             if who == "optuna":
                 r = run_optuna(args, work, seed)
+                runs.append(r)
+                print(json.dumps({k: v for k, v in r.items() if k not in ("curve", "points")}), flush=True)
+                # Optuna's trials through hpcml's driver, right after it.
+                r = run_hpcml(args, work, seed, "replay", points=r["points"])
             else:
-                r = run_hpcml(args, work, seed, asha=(who == "asha"), plots=(seed == 0))
+                r = run_hpcml(args, work, seed, who, plots=(seed == 0))
             runs.append(r)
-            print(json.dumps({k: v for k, v in r.items() if k != "curve"}), flush=True)
+            print(json.dumps({k: v for k, v in r.items() if k not in ("curve", "points")}), flush=True)
 
     by = {}
     for r in runs:
@@ -149,8 +180,19 @@ def main():
             "median_wall_s": statistics.median(r["wall_s"] for r in rs),
             "idle_fraction": [r.get("idle_fraction") for r in rs]}
     o = summary["impls"]["optuna"]["median_time_to_target_s"]
-    for impl in ("hpcml-asha", "hpcml-none"):
+    for impl in ("hpcml-asha", "hpcml-none", "hpcml-replay"):
         summary["impls"][impl]["time_to_target_vs_optuna"] = summary["impls"][impl]["median_time_to_target_s"] / o
+    # The replay against the Optuna run it replays, seed by seed: the same trials in the same order.
+    pairs = list(zip(by["optuna"], by["hpcml-replay"]))
+    reached = [(time_to(r["curve"], target), time_to(o["curve"], target)) for o, r in pairs]
+    summary["replay"] = {
+        "wall_ratio": [r["wall_s"] / o["wall_s"] for o, r in pairs],
+        "median_wall_ratio": statistics.median(r["wall_s"] / o["wall_s"] for o, r in pairs),
+        "time_to_target_ratio": [a / b for a, b in reached if b != float("inf")],
+        "same_best": [r["best"] == o["best"] for o, r in pairs],
+        "best_pairs": [(o["best"], r["best"]) for o, r in pairs]}
+    if summary["replay"]["time_to_target_ratio"]:
+        summary["replay"]["median_time_to_target_ratio"] = statistics.median(summary["replay"]["time_to_target_ratio"])
     print(json.dumps(summary, indent=1))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
@@ -160,7 +202,7 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = {"optuna": "tab:orange", "hpcml-asha": "tab:blue", "hpcml-none": "tab:green"}
+    colors = {"optuna": "tab:orange", "hpcml-asha": "tab:blue", "hpcml-none": "tab:green", "hpcml-replay": "tab:red"}
     for impl, rs in by.items():
         for i, r in enumerate(rs):
             xs = [t for t, _ in r["curve"]] + [r["wall_s"]]

@@ -133,7 +133,7 @@ void AsyncCopy::wait(const std::vector<at::Tensor>&) {}
 AsyncCopy::~AsyncCopy() = default;
 
 at::Tensor to_device(const at::Tensor& t, const c10::Device& device) {
-  if (t.device() == device) return t;
+  if (!t.defined() || t.device() == device) return t;
   if (device.is_cuda() && t.device().is_cpu()) {
     return t.pin_memory().to(device, /*non_blocking=*/true);
   }

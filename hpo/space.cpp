@@ -306,4 +306,6 @@ Params SearchSpace::params_from_json(const nlohmann::json& object) const {
   return out;
 }
 
+Params SearchSpace::params_from_yaml(const YAML::Node& node) const { return params_from_json(yaml_to_json(node)); }
+
 }  // namespace hpcml::hpo

@@ -93,6 +93,8 @@ class SearchSpace {
   static nlohmann::json to_json(const Params& params);
   /// Reads a JSON object written by to_json back, typed by the space, and check()s it.
   Params params_from_json(const nlohmann::json& object) const;
+  /// As params_from_json, from a YAML mapping (a point written in a config: `hpo.enqueue`).
+  Params params_from_yaml(const YAML::Node& node) const;
 
  private:
   std::vector<ParamSpec> params_;

@@ -28,9 +28,9 @@ struct RuntimeOptions {
             config::one_of({"mpi", "local", "nccl", "auto"}));
     v.field("device", device,
             "where this rank computes: cpu, cuda (GPU local_rank % visible devices: the rank's own under srun "
-            "--gpus-per-task=1), auto (cuda when a GPU is visible). Used by train, eval, bench ddp, serve's "
-            "server ranks and info; infer, ensemble, hpo, tracking, bench infer and bench scaling run on the CPU "
-            "only and refuse a GPU",
+            "--gpus-per-task=1), auto (cuda when a GPU is visible). Used by train, eval, infer campaigns (and an "
+            "ensemble's), bench ddp, serve's server ranks and info; posterior sampling (infer -i/-o, density "
+            "campaigns), ensemble, hpo, tracking, bench infer and bench scaling run on the CPU only and refuse a GPU",
             config::one_of({"cpu", "cuda", "auto"}));
     v.field("threads", threads,
             "intra-op (LibTorch and BLAS) threads per rank; 0: the number of cores this rank is bound to "

@@ -12,7 +12,9 @@
 #
 # Steps: hpcml info; the device-free unit tests and the gpu tests; hpcml train on the
 # device (fp32, bf16, fp16, a resume from a checkpoint) against the CPU, eval of its
-# checkpoint on the device and on the CPU; bench ddp on the
+# checkpoint on the device and on the CPU; ParticleNet-Lite (dropout) trained on the
+# device and resumed there, and an infer campaign of it on the device against the CPU;
+# bench ddp on the
 # device (MLP, fp32 and bf16, 3 alternating runs each) against
 # ../shared/anchors/ddp_reference.py --device cuda on the same GPU; bench serve with
 # a GPU server rank and a CPU client rank (FACILE, DeepCalo, ParticleNet-Lite), and
@@ -159,6 +161,45 @@ try:
     print(f"eval of the GPU checkpoint: loss {e['cuda']:.6f} on cuda, {e['cpu']:.6f} on cpu")
 except (OSError, KeyError, ValueError):
     print("eval of the GPU checkpoint: failed")
+PY
+
+say ""
+say "## ParticleNet-Lite on the GPU: a dropout model's resume, and an infer campaign against the CPU"
+jets=$tr/jets
+pn=(-c configs/particlenet-lite.yaml --set "data.files=[$jets/jets-00000.h5]"
+    --set "data.validation_files=[$jets/jets-00001.h5]" --set train.epochs=10 --set train.max_steps=40
+    --set checkpoint.every_steps=20 --set checkpoint.keep=3 --set train.log_every=20)
+step "datagen jets (2 files of 2,000 events)" 60 "${one[@]}" hpcml datagen jets -o "$jets" --files 2 \
+  --events-per-file 2000
+step "train particlenet-lite on cuda (dropout 0.1), 40 steps" 120 "${one[@]}" hpcml train "${pn[@]}" \
+  --set runtime.device=cuda --set run.dir="$tr/pn"
+# Resumed from step 20: the same parameters only if the CUDA generator (dropout) was restored.
+cp -r "$tr/pn" "$tr/pn-resumed" && rm -f "$tr/pn-resumed/summary.json" "$tr/pn-resumed/checkpoints/step-40.pt"
+step "train particlenet-lite on cuda, resumed from step 20" 120 "${one[@]}" hpcml train "${pn[@]}" --resume \
+  --set runtime.device=cuda --set run.dir="$tr/pn-resumed"
+for dev in cuda cpu; do
+  step "infer campaign (the step-40 checkpoint) on $dev" 60 "${one[@]}" hpcml infer "${pn[@]}" \
+    --set runtime.device=$dev --set run.dir="$tr/pn" --set "infer.inputs=[$jets/jets-00001.h5]" \
+    --set infer.output_dir="$tr/infer-$dev"
+done
+py - "$tr" >>"$report" 2>>"$logs" <<'PY'
+import json, os, sys
+tr = sys.argv[1]
+def digest(name):
+    try:
+        return json.load(open(os.path.join(tr, name, "summary.json")))["parameters_sha256"]
+    except (OSError, KeyError, ValueError):
+        return None
+a, b = digest("pn"), digest("pn-resumed")
+print(f"\ndropout model resumed on the device: {'bit-identical' if a and a == b else 'DIFFERENT'} ({a} / {b})")
+try:
+    import h5py, numpy as np
+    s = {d: h5py.File(os.path.join(tr, f"infer-{d}", "jets-00001.predictions.h5"), "r")["scores"][...]
+         for d in ("cuda", "cpu")}
+    print(f"infer campaign scores, cuda against cpu: {len(s['cpu'])} rows, max |diff| "
+          f"{np.abs(s['cuda'] - s['cpu']).max():.2e}")
+except Exception as e:
+    print(f"infer campaign scores: not compared ({e})")
 PY
 
 say ""

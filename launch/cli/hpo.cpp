@@ -81,7 +81,10 @@ std::vector<config::KeyDoc> hpo_reference() {
       {"hpo", "a mapping", "", "", "the study; the config's other keys (or hpo.base's) are the base training config"},
       {"hpo.space", "a mapping", "", "",
        "the search space: dotted training key -> {type: uniform | loguniform | int | categorical, low, high, log "
-       "(int), choices (categorical), when: {parent: value(s)} (conditional), grid_points (grid)} (docs/hpo.md)"}};
+       "(int), choices (categorical), when: {parent: value(s)} (conditional), grid_points (grid)} (docs/hpo.md)"},
+      {"hpo.enqueue", "a list", "[]", "",
+       "points the first trials take, in order, before the sampler proposes (each a mapping of every active "
+       "parameter: value); they count toward hpo.trials, and the sampler learns from their results"}};
   config::Documenter documenter("hpo");
   hpo_driver::HpoSection defaults;
   defaults.describe(documenter);

@@ -129,9 +129,9 @@ void add_infer_command(CLI::App& app, CommonOptions& common, Runner& selected) {
       return run;
     };
     selected = [config, options, flags](Context& c) {
-      require_cpu(c, "hpcml infer");
       if (ensemble::is_ensemble_dir(config->run.dir)) return ensemble::run_ensemble_infer(c, *config, *flags);
       if (!config->infer.inputs.empty()) return run_campaign(c, *config, *flags);
+      require_cpu(c, "hpcml infer -i/-o (posterior sampling)");
       return infer(c, *config, *options);
     };
   });

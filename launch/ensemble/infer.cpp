@@ -10,6 +10,7 @@
 #include <map>
 #include <variant>
 
+#include "collectives/device.hpp"
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -117,6 +118,7 @@ CampaignModel members_model(Context& ctx, const TrainConfig& c, const std::vecto
     HPCML_CHECK_AS(ConfigError, !checkpoint.empty(), "ensemble member '", member.dir, "' is recorded complete but "
                    "has no checkpoint in ", member.dir, "/checkpoints");
     load_checkpoint_weights(checkpoint, *models->back());
+    models->back()->to(ctx.device.device);
     models->back()->set_training(false);
     digests.push_back(parameters_digest(models->back()->named_parameters()));
     priors.push_back(member.log_prior);
@@ -129,9 +131,13 @@ CampaignModel members_model(Context& ctx, const TrainConfig& c, const std::vecto
   if (binary) m.values.insert(m.values.end(), {"log_r_mean", "log_r_variance"});
   if (keep) m.values.push_back(value + "_members");
   if (keep && binary) m.values.push_back("log_r_members");
-  const at::Tensor prior = at::tensor(priors, at::kDouble);
-  m.forward = [models, regression, binary, keep, prior, config = m.config](const models::Inputs& inputs) {
-    const at::Tensor raw = stack_outputs(*models, inputs, config);  // (rows, M, C)
+  const c10::Device device = ctx.device.device;
+  const at::Tensor prior = at::tensor(priors, at::kDouble).to(device);
+  // On a GPU the columns stay there: the campaign brings a unit's columns back at once.
+  m.forward = [models, regression, binary, keep, prior, device, config = m.config](const models::Inputs& inputs) {
+    models::Inputs there;
+    for (const auto& [name, t] : inputs) there.emplace(name, collectives::to_device(t, device));
+    const at::Tensor raw = stack_outputs(*models, there, config);  // (rows, M, C)
     const at::Tensor out = regression ? raw : at::softmax(raw, -1);
     std::vector<at::Tensor> cols = {out.mean(1).to(at::kFloat), out.var(1, /*unbiased=*/false).to(at::kFloat)};
     at::Tensor log_r;

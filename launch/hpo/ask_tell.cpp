@@ -143,7 +143,7 @@ std::string ask(const std::string& study, const std::optional<HpoConfig>& given)
     give_up("the study in '" + study + "' has all its " + std::to_string(c.hpo.trials) + " trials (hpo.trials)");
   const std::vector<hpo::TrialRecord> history = sampler_history(read_trials(c, study));
   hpo::Rng rng = trial_rng(c.hpo.seed, n);
-  const auto params = make_study_sampler(c)->ask(history, rng);
+  const auto params = propose(c, *make_study_sampler(c), history, n, rng);
   if (!params) give_up("the grid of the study in '" + study + "' is exhausted (every point was asked)");
   TrainConfig config = trial_config(c, *params, n);
   const fs::path yaml = trials_dir(study) / (std::to_string(n) + ".yaml");

@@ -60,6 +60,30 @@ int64_t asha_budget(const HpoConfig& c) {
   return train.epochs;
 }
 
+// hpo.enqueue: a list of points (each a mapping of every active parameter), checked
+// against the space; a bad one is one line naming its index.
+std::vector<hpo::Params> read_enqueued(const hpo::SearchSpace& space, const YAML::Node& node) {
+  std::vector<hpo::Params> points;
+  if (!node.IsDefined() || node.IsNull()) return points;
+  HPCML_CHECK_AS(ConfigError, node.IsSequence(), "config error: key 'hpo.enqueue': expected a list of points "
+                 "(mappings of parameter: value), found ", config::detail::describe_node(node));
+  for (size_t i = 0; i < node.size(); ++i) {
+    const std::string key = fmt::format("hpo.enqueue[{}]", i);
+    HPCML_CHECK_AS(ConfigError, node[i].IsMap(), "config error: key '", key, "': expected a mapping of parameter: "
+                   "value, found ", config::detail::describe_node(node[i]));
+    try {
+      points.push_back(space.params_from_yaml(node[i]));
+    } catch (const ConfigError&) {
+      throw;
+    } catch (const Error& e) {
+      std::string why = e.message();
+      if (why.rfind("hpo: ", 0) == 0) why = why.substr(5);
+      HPCML_THROW(ConfigError, "config error: key '", key, "': ", why);
+    }
+  }
+  return points;
+}
+
 }  // namespace
 
 HpoConfig read_hpo_config(const config::Document& environment, const config::Document& file) {
@@ -73,10 +97,13 @@ HpoConfig read_hpo_config(const config::Document& environment, const config::Doc
                  ": key 'hpo.space': expected a mapping of parameters (dotted key: {type, ...}), found ",
                  space.IsDefined() ? config::detail::describe_node(space) : "nothing");
   hpo_node.remove("space");
+  const YAML::Node enqueue = YAML::Clone(hpo_node["enqueue"]);
+  hpo_node.remove("enqueue");
   config::Reader reader(hpo_node, "hpo", file);
   c.hpo.describe(reader);
   reader.finish();
   c.space = hpo::SearchSpace::from_yaml(space, "hpo.space");
+  c.enqueue = read_enqueued(c.space, enqueue);
   c.direction = hpo::parse_direction(c.hpo.direction);
   std::error_code ec;
   HPCML_CHECK_AS(
@@ -142,7 +169,7 @@ json study_identity(const HpoConfig& c) {
     space[spec.key] = p;
   }
   const auto& s = c.hpo.scheduler;
-  return {{"space", space},
+  json identity = {{"space", space},
           {"sampler", c.hpo.sampler},
           {"seed", c.hpo.seed},
           {"metric", c.hpo.metric},
@@ -159,6 +186,11 @@ json study_identity(const HpoConfig& c) {
             {"constant_liar", c.hpo.tpe.constant_liar},
             {"multivariate", c.hpo.tpe.multivariate}}},
           {"base", base_identity(c.base_config)}};
+  if (!c.enqueue.empty()) {  // absent otherwise: studies from before hpo.enqueue keep their identity
+    identity["enqueue"] = json::array();
+    for (const auto& p : c.enqueue) identity["enqueue"].push_back(hpo::SearchSpace::to_json(p));
+  }
+  return identity;
 }
 
 std::unique_ptr<hpo::Sampler> make_study_sampler(const HpoConfig& c) {
@@ -227,13 +259,19 @@ std::vector<hpo::TrialRecord> sampler_history(const std::vector<Trial>& trials) 
   return records;
 }
 
+std::optional<hpo::Params> propose(const HpoConfig& c, const hpo::Sampler& sampler,
+                                   const std::vector<hpo::TrialRecord>& history, int64_t n, hpo::Rng& rng) {
+  if (n < static_cast<int64_t>(c.enqueue.size())) return c.enqueue[static_cast<size_t>(n)];
+  return sampler.ask(history, rng);
+}
+
 std::vector<hpo::TrialRecord> Study::history() const { return sampler_history(trials_); }
 
 std::optional<farm::Task> Study::ask() {
   if (exhausted_ || static_cast<int64_t>(trials_.size()) >= c_.hpo.trials) return std::nullopt;
   const auto n = static_cast<int64_t>(trials_.size());
   hpo::Rng rng = trial_rng(c_.hpo.seed, n);
-  const auto params = sampler_->ask(history(), rng);
+  const auto params = propose(c_, *sampler_, history(), n, rng);
   if (!params) {
     exhausted_ = true;
     return std::nullopt;

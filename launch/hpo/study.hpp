@@ -108,6 +108,7 @@ struct HpoSection {
 struct HpoConfig {
   HpoSection hpo;
   hpo::SearchSpace space;
+  std::vector<hpo::Params> enqueue;  ///< hpo.enqueue: the first trials' points, in order
   YAML::Node section;  ///< the `hpo` mapping as written (space included, base removed)
   hpo::Direction direction = hpo::Direction::kMinimize;
   config::Document environment;  ///< HPCML_* variables, applied under every trial
@@ -179,6 +180,12 @@ class Study {
 /// passed as pruned before its first rung with no value: TPE ranks it last (bad group), so a
 /// region that diverges is not proposed again and again.
 std::vector<hpo::TrialRecord> sampler_history(const std::vector<Trial>& trials);
+
+/// Trial `n`'s point: the n-th of hpo.enqueue while there is one (as Optuna's enqueue_trial
+/// and Ray Tune's points_to_evaluate), else the sampler's, which learns from the enqueued
+/// trials' results as from any. nullopt: the grid has no point left.
+std::optional<hpo::Params> propose(const HpoConfig& c, const hpo::Sampler& sampler,
+                                   const std::vector<hpo::TrialRecord>& history, int64_t n, hpo::Rng& rng);
 
 /// The sampler `c` names over its space.
 std::unique_ptr<hpo::Sampler> make_study_sampler(const HpoConfig& c);

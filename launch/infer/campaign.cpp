@@ -10,9 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
-#include <csignal>
 #include <cstdlib>
-#include <thread>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -48,6 +46,8 @@ namespace fs = std::filesystem;
 using campaign_files::fingerprint;
 using campaign_files::output_names;
 using campaign_files::temp_name;
+using campaign_files::test_hook_after_commit;
+using campaign_files::test_hook_delay;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
@@ -73,6 +73,7 @@ struct Campaign {
   models::flows::NsfModel* flow = nullptr;  // model, when the task is density
   std::unique_ptr<CampaignService> service;  // infer.via: service: the workers' client
   std::string model_name;                    // provenance
+  c10::Device device{c10::kCPU};             // where model (or forward) computes: runtime.device
   // A caller's model (CampaignModel): each batch's value columns.
   std::function<std::vector<at::Tensor>(const models::Inputs&)> forward;
 };
@@ -80,27 +81,6 @@ struct Campaign {
 std::string unit_id(size_t file, int64_t first) { return std::to_string(file) + ":" + std::to_string(first); }
 std::string part_name(size_t file, int64_t first) {
   return "f" + std::to_string(file) + "-r" + std::to_string(first) + ".h5";
-}
-
-// Test hooks (tests/cli/test_campaign.py; never set them in production):
-// HPCML_TEST_CAMPAIGN_KILL_AFTER=k  SIGKILLs this rank right after its k-th commit,
-//   before the coordinator can journal it (a kill between commit and journal line);
-// HPCML_TEST_CAMPAIGN_SLOW=<unit id>:<ms>, or *:<ms> for every unit, sleeps in that unit.
-void test_hook_delay(const std::string& id) {
-  static const char* slow = std::getenv("HPCML_TEST_CAMPAIGN_SLOW");
-  if (slow == nullptr) return;
-  const std::string spec(slow);
-  const auto colon = spec.rfind(':');
-  if (colon == std::string::npos) return;
-  const std::string which = spec.substr(0, colon);
-  if (which == "*" || which == id)
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(spec.c_str() + colon + 1)));
-}
-
-void test_hook_after_commit() {
-  static const char* after = std::getenv("HPCML_TEST_CAMPAIGN_KILL_AFTER");
-  static int commits = 0;
-  if (after != nullptr && ++commits == std::atoi(after)) ::raise(SIGKILL);
 }
 
 // Runs `write`; a failure there is the output side's (a full disk, an unwritable
@@ -166,7 +146,8 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
     } else if (k.service) {
       sent.push_back(k.service->submit(e));  // every batch of the unit in flight at once
     } else {
-      outputs.push_back(forward_in_precision(*k.model, e.inputs, k.c));
+      // On a GPU the copy and the forward are queued, and the next batch is read while they run.
+      outputs.push_back(forward_in_precision(*k.model, e.to_device(k.device).inputs, k.c));
     }
     compute_s += since(t0);
     for (auto& [name, t] : extra) copied[name].push_back(t);
@@ -174,7 +155,7 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
   const auto t_wait = Clock::now();
   for (auto& f : sent) outputs.push_back(k.service->wait(f));
   for (auto& out : outputs) {
-    out = out.reshape({out.size(0), -1});
+    out = out.to(at::kCPU).reshape({out.size(0), -1});
     out = k.task == "classification" ? at::softmax(out, 1) : out.to(at::kFloat);
   }
   compute_s += since(t_wait);
@@ -197,7 +178,7 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
     columns.push_back(io::column_from_tensor("row", at::arange(first, first + rows, at::kLong)));
     if (k.forward) {
       for (size_t j = 0; j < given.size(); ++j)
-        columns.push_back(io::column_from_tensor(k.values[j], at::cat(given[j]).contiguous()));
+        columns.push_back(io::column_from_tensor(k.values[j], at::cat(given[j]).to(at::kCPU).contiguous()));
     } else {
       columns.push_back(io::column_from_tensor(k.values.front(), at::cat(outputs).contiguous()));
     }
@@ -479,6 +460,9 @@ void load_model(Context& ctx, Campaign& k, const std::string& checkpoint) {
   TrainConfig& c = k.c;
   k.checkpoint = checkpoint;
   if (density_task(c)) {
+    HPCML_CHECK_AS(ConfigError, ctx.device.device.is_cpu(), "key 'runtime.device': a campaign of density model ",
+                   c.model.name, " (posterior sampling) runs on the CPU today, found ", ctx.device.device.str(),
+                   "; classifiers and regressors run on a GPU (docs/gpu.md); set runtime.device: cpu");
     load_flow(k, checkpoint);
     k.digest = parameters_digest(k.model->named_parameters());
     k.model_name = k.model->name();
@@ -488,6 +472,8 @@ void load_model(Context& ctx, Campaign& k, const std::string& checkpoint) {
   c = setup.config;
   k.model = std::move(setup.model);
   load_checkpoint_weights(checkpoint, *k.model);
+  k.device = ctx.device.device;
+  k.model->to(k.device);
   k.digest = parameters_digest(k.model->named_parameters());
   k.task = c.infer.task != "auto" ? c.infer.task : (setup.feed->regression() ? "regression" : "classification");
   k.values = {k.task == "classification" ? "scores" : "prediction"};

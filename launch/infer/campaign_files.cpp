@@ -5,11 +5,14 @@
 
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include "core/config.hpp"
 #include "core/error.hpp"
@@ -203,6 +206,23 @@ int write_summary(const fs::path& dir, const farm::FarmReport& report, json summ
               summary.value("seconds", 0.0), (dir / "summary.json").c_str());
   std::fflush(stdout);
   return failures.empty() ? 0 : 1;
+}
+
+void test_hook_delay(const std::string& unit_id) {
+  static const char* slow = std::getenv("HPCML_TEST_CAMPAIGN_SLOW");
+  if (slow == nullptr) return;
+  const std::string spec(slow);
+  const auto colon = spec.rfind(':');
+  if (colon == std::string::npos) return;
+  const std::string which = spec.substr(0, colon);
+  if (which == "*" || which == unit_id)
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(spec.c_str() + colon + 1)));
+}
+
+void test_hook_after_commit() {
+  static const char* after = std::getenv("HPCML_TEST_CAMPAIGN_KILL_AFTER");
+  static int commits = 0;
+  if (after != nullptr && ++commits == std::atoi(after)) ::raise(SIGKILL);
 }
 
 }  // namespace hpcml::launch::campaign_files

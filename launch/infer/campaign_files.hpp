@@ -48,4 +48,11 @@ std::string record_fingerprint(const std::filesystem::path& dir, const nlohmann:
 /// prints the campaign's line. Returns the exit code: 0, or 1 when a task failed.
 int write_summary(const std::filesystem::path& dir, const farm::FarmReport& report, nlohmann::json summary);
 
+/// Test hooks (tests/cli/test_campaign.py; never set them in production):
+/// HPCML_TEST_CAMPAIGN_SLOW=<unit id>:<ms>, or *:<ms> for every unit, sleeps in that unit;
+/// HPCML_TEST_CAMPAIGN_KILL_AFTER=k SIGKILLs this rank right after its k-th commit,
+/// before the coordinator can journal it (a kill between commit and journal line).
+void test_hook_delay(const std::string& unit_id);
+void test_hook_after_commit();
+
 }  // namespace hpcml::launch::campaign_files

@@ -49,9 +49,19 @@ fs::path checkpoint_path(const std::string& run_dir, int64_t step) {
   return checkpoint_dir(run_dir) / ("step-" + std::to_string(step) + ".pt");
 }
 
+RngStates gather_rng_states(collectives::Backend& world, const c10::Device& device) {
+  RngStates states;
+  states.cpu = world.allgather_varying(at::detail::getDefaultCPUGenerator().get_state());
+  // Through the generic accessor: no CUDA header, and the CPU-only build never calls it.
+  const at::Tensor cuda = device.is_cuda() ? at::globalContext().defaultGenerator(device).get_state()
+                                           : at::empty({0}, at::kByte);
+  states.cuda = world.allgather_varying(cuda);
+  return states;
+}
+
 void save_checkpoint(const fs::path& path, int64_t step, const Context& ctx, const models::Model& model,
-                     torch::optim::Optimizer& optimizer, const std::string& config_yaml,
-                     const std::vector<at::Tensor>& rng_states, const GradScaler* scaler) {
+                     torch::optim::Optimizer& optimizer, const std::string& config_yaml, const RngStates& rng,
+                     const GradScaler* scaler) {
   torch::serialize::OutputArchive archive;
   archive.write("format_version", c10::IValue(kCheckpointFormat));
   archive.write("step", c10::IValue(step));
@@ -75,8 +85,11 @@ void save_checkpoint(const fs::path& path, int64_t step, const Context& ctx, con
   torch::serialize::OutputArchive opt_archive;
   optimizer.save(opt_archive);
   archive.write("optimizer", opt_archive);
-  // Dropout and other random ops draw from torch's global generator: every rank's state.
-  for (size_t r = 0; r < rng_states.size(); ++r) archive.write("rng_torch_" + std::to_string(r), rng_states[r]);
+  // Dropout and other random ops draw from torch's global generators: every rank's states.
+  for (size_t r = 0; r < rng.cpu.size(); ++r) archive.write("rng_torch_" + std::to_string(r), rng.cpu[r]);
+  for (size_t r = 0; r < rng.cuda.size(); ++r) {
+    if (rng.cuda[r].numel() > 0) archive.write("rng_cuda_" + std::to_string(r), rng.cuda[r].cpu());
+  }
   if (scaler != nullptr) {
     archive.write("grad_scaler_scale", c10::IValue(scaler->scale()));
     archive.write("grad_scaler_growth_tracker", c10::IValue(scaler->growth_tracker()));
@@ -151,11 +164,22 @@ CheckpointHeader load_checkpoint(const std::string& path, models::Model& model, 
   torch::serialize::InputArchive opt_archive;
   archive.read("optimizer", opt_archive);
   optimizer.load(opt_archive);
-  // This rank's random stream, when the rank count is unchanged.
+  // This rank's random streams, when the rank count is unchanged.
   at::Tensor rng;
   if (header.world_size == world_size && archive.try_read("rng_torch_" + std::to_string(rank), rng)) {
     at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global one
     generator.set_state(rng.cpu());
+  }
+  const c10::Device device = model_device(model);
+  if (device.is_cuda() && header.world_size == world_size) {
+    at::Tensor cuda_rng;
+    if (archive.try_read("rng_cuda_" + std::to_string(rank), cuda_rng)) {
+      at::Generator generator = at::globalContext().defaultGenerator(device);  // a handle to the device's
+      generator.set_state(cuda_rng.cpu());
+    } else {
+      HPCML_LOG_WARN("checkpoint '{}' holds no CUDA generator state for rank {} (written on the CPU, or by hpcml "
+                     "before 2026-12-05): dropout on {} resumes with a fresh random stream", path, rank, device.str());
+    }
   }
   c10::IValue scale, tracker, skipped;
   if (scaler != nullptr && archive.try_read("grad_scaler_scale", scale)) {

@@ -4,8 +4,9 @@
 ///
 /// A checkpoint (run.dir/checkpoints/step-<N>.pt, a LibTorch archive) holds the format
 /// version, step, rank and thread counts, the resolved config, the parameters and
-/// buffers by name, the optimizer state, every rank's torch generator state and, for fp16
-/// training, the loss scale (grad_scaler.hpp).
+/// buffers by name, the optimizer state, every rank's torch generator states (the CPU
+/// one, and the CUDA one of a rank that computes on a GPU) and, for fp16 training, the
+/// loss scale (grad_scaler.hpp).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -45,14 +46,25 @@ struct CheckpointHeader {
   int64_t threads = 0;
 };
 
+/// Every rank's random streams, by rank: torch's CPU generator, and the CUDA generator
+/// of the rank's device (an empty tensor for a rank on the CPU).
+struct RngStates {
+  std::vector<at::Tensor> cpu, cuda;
+};
+
+/// This rank's generator states on every rank (collective): dropout and other random
+/// ops draw from them, so an exact resume restores them.
+RngStates gather_rng_states(collectives::Backend& world, const c10::Device& device);
+
 /// Writes a checkpoint to `path` atomically (a temporary name, fsync, rename). Rank 0;
-/// `rng_states` holds every rank's generator state; `scaler`, when given, its state.
+/// `rng` holds every rank's generator states; `scaler`, when given, its state.
 void save_checkpoint(const std::filesystem::path& path, int64_t step, const Context& ctx, const models::Model& model,
-                     torch::optim::Optimizer& optimizer, const std::string& config_yaml,
-                     const std::vector<at::Tensor>& rng_states, const GradScaler* scaler = nullptr);
+                     torch::optim::Optimizer& optimizer, const std::string& config_yaml, const RngStates& rng,
+                     const GradScaler* scaler = nullptr);
 
 /// Loads a checkpoint into the model and optimizer (and, at the same rank count, this
-/// rank's generator state; and into `scaler`, when given, the loss scale it holds, else the
+/// rank's generator states: the CUDA one when the model is on a GPU, with a warning when
+/// the checkpoint holds none; and into `scaler`, when given, the loss scale it holds, else the
 /// scaler keeps its initial state); returns its header. Throws IoError naming the file for
 /// an unreadable file, another format version, or a model of another shape (naming the
 /// first mismatching parameter).

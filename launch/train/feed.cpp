@@ -22,7 +22,10 @@ Example Example::narrow(int64_t begin, int64_t size) const {
 }
 
 Example Example::to_device(const c10::Device& device) const {
-  if (target.device() == device) return *this;
+  auto there = [&](const at::Tensor& t) { return !t.defined() || t.device() == device; };
+  bool all_there = there(target);  // inference batches have no target
+  for (const auto& [name, t] : inputs) all_there = all_there && there(t);
+  if (all_there) return *this;
   Example out;
   for (const auto& [name, t] : inputs) out.inputs.emplace(name, collectives::to_device(t, device));
   out.target = collectives::to_device(target, device);

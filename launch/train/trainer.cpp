@@ -491,10 +491,10 @@ void TrainLoop::checkpoint(int64_t step_done) {
     HPCML_LOG_WARN("step {}: non-finite parameters; no checkpoint written", step_done);
     return;
   }
-  const auto rng_states = world_.allgather_varying(at::detail::getDefaultCPUGenerator().get_state());
+  const RngStates rng = gather_rng_states(world_, ctx_.device.device);
   if (rank_ == 0) {
-    save_checkpoint(checkpoint_path(c_.run.dir, step_done), step_done, ctx_, model_, optimizer_, config_yaml_,
-                    rng_states, scaler_);
+    save_checkpoint(checkpoint_path(c_.run.dir, step_done), step_done, ctx_, model_, optimizer_, config_yaml_, rng,
+                    scaler_);
     prune_checkpoints(c_.run.dir, c_.checkpoint.keep);
   }
   world_.barrier();

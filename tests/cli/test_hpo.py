@@ -142,6 +142,27 @@ class InactiveParameterTest(unittest.TestCase):
         self.assertEqual(sorted(seen), [("adam", 0.5), ("sgd", 0.1), ("sgd", 0.9)])
 
 
+    def test_enqueued_points_come_first_then_the_sampler_as_without_them(self):
+        # The random sampler draws trial n from (seed, n) alone, so after two enqueued points,
+        # trials 2 and 3 are the points trials 2 and 3 of the same study without them take.
+        tmp = tempfile.mkdtemp(prefix="hpcml-hpo-enqueue-")
+        space = {"optimizer.lr": {"type": "loguniform", "low": 1e-3, "high": 0.3},
+                 "optimizer.name": {"type": "categorical", "choices": ["sgd", "adam"]}}
+        points = [{"optimizer.lr": 0.02, "optimizer.name": "adam"}, {"optimizer.lr": 0.005, "optimizer.name": "sgd"}]
+        seen = {}
+        for name, extra in (("plain", {}), ("enqueued", {"enqueue": points})):
+            cfg = study_config(tmp, name, dict({"sampler": "random", "trials": 4, "seed": 3, "space": space}, **extra))
+            rc, _, err, _ = run(["hpo", "-c", cfg], timeout=180)
+            self.assertEqual(rc, 0, err)
+            seen[name] = []
+            for n in range(4):
+                with open(os.path.join(tmp, name, "trials", str(n), "config.yaml")) as f:
+                    opt = yaml.safe_load(f)["optimizer"]
+                seen[name].append({"optimizer.lr": opt["lr"], "optimizer.name": opt["name"]})
+        self.assertEqual(seen["enqueued"][:2], points)
+        self.assertEqual(seen["enqueued"][2:], seen["plain"][2:])
+        self.assertNotEqual(seen["plain"][:2], points)
+
 def asha_decisions(events, eta, max_resource):
     """The ASHA rule replayed from the journal's results, in arrival order: at each rung, a report
     continues iff it is at least as good as the m-th best of the rung's reports so far (itself
@@ -307,6 +328,18 @@ class AskTellTest(unittest.TestCase):
         states = {t["trial"]: (t["state"], t["error"]) for t in read_trials(self.study)}
         self.assertEqual(states["1"], ("failed", "out of memory"))
 
+    def test_asks_take_the_enqueued_points_by_trial_number(self):
+        points = [{"optimizer.lr": 0.01, "train.batch_size": 32}, {"optimizer.lr": 0.2, "train.batch_size": 100}]
+        with open(self.cfg) as f:
+            config = yaml.safe_load(f)
+        config["hpo"]["enqueue"] = points
+        with open(self.cfg, "w") as f:
+            yaml.safe_dump(config, f)
+        got = [self.ask("-c", self.cfg)] + [self.ask() for _ in range(2)]
+        self.assertEqual([g["trial"] for g in got], [0, 1, 2])
+        self.assertEqual([g["params"] for g in got[:2]], points)
+        self.assertNotIn(got[2]["params"], points)
+
     def test_concurrent_asks_get_distinct_trials(self):
         self.ask("-c", self.cfg)
         procs = [subprocess.Popen([BIN, "hpo", "ask", "--study", self.study], stdout=subprocess.PIPE,
@@ -336,6 +369,11 @@ class ConfigErrorTest(unittest.TestCase):
             ({"space": space, "scheduler": {"name": "asha", "reduction_factor": 1}}, {}, ["hpo.scheduler.reduction_factor"]),
             ({"space": space}, {"data": dict(BASE["data"], validation_samples=0)}, ["hpo.metric", "validation"]),
             ({}, {}, ["hpo.space"]),
+            ({"space": space, "enqueue": [{"optimizer.lr": 0.01}, {"optimizer.lr": 0.5}]}, {},
+             ["hpo.enqueue[1]", "optimizer.lr", "expected a number in [0.001, 0.3], found 0.5"]),
+            ({"space": space, "enqueue": [{"optimizer.lr": 0.01, "optimizer.lrr": 1}]}, {},
+             ["hpo.enqueue[0]", "optimizer.lrr"]),
+            ({"space": space, "enqueue": {"optimizer.lr": 0.01}}, {}, ["hpo.enqueue", "expected a list"]),
         ]
         for i, (hpo, over, needles) in enumerate(cases):
             with self.subTest(needles=needles):

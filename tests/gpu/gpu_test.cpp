@@ -10,6 +10,8 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <unistd.h>
 
 #include "collectives/device.hpp"
 #include "collectives/factory.hpp"
@@ -18,6 +20,9 @@
 #include "collectives/torch_compat.hpp"
 #include "core/error.hpp"
 #include "core/mpi.hpp"
+#include "launch/runtime.hpp"
+#include "launch/train/checkpoint.hpp"
+#include "launch/train/feed.hpp"
 #include "models/registry.hpp"
 
 namespace hpcml {
@@ -139,6 +144,79 @@ TEST(Autocast, Bf16AndFp16MatmulOnTheDevice) {
     }
     EXPECT_EQ(at::matmul(a, b).scalar_type(), at::kFloat);
   }
+}
+
+// A feed whose batch (epoch, step) is filled with 100 epoch + step, recording the order
+// of its reads.
+class NumberedFeed : public launch::Feed {
+ public:
+  std::vector<int64_t> reads;
+  int64_t steps_per_epoch() const override { return 3; }
+  launch::Example batch(int64_t epoch, int64_t step) override {
+    reads.push_back(epoch * 3 + step);
+    launch::Example e;
+    e.inputs.emplace("x", at::full({4, 2}, static_cast<float>(100 * epoch + step)));
+    e.target = at::arange(4, at::kLong) + 10 * (epoch * 3 + step);
+    return e;
+  }
+  void for_each_validation(const std::function<void(const launch::Example&)>&) override {}
+  int64_t validation_size() const override { return 0; }
+  std::vector<int64_t> input_shape() const override { return {2}; }
+  bool regression() const override { return true; }
+};
+
+// The prefetching copy (step s starts the copy of s + 1) hands each step its own batch,
+// on the device, and reads the feed once per step in step order.
+TEST(Feed, DeviceBatchesHandEachStepItsOwnBatchOnTheDevice) {
+  NumberedFeed feed;
+  const c10::Device cuda(c10::kCUDA, 0);
+  launch::DeviceBatches batches(feed, cuda, 7);
+  for (int64_t s = 0; s < 7; ++s) {
+    const launch::Example e = batches.batch(s);
+    ASSERT_TRUE(e.inputs.at("x").device().is_cuda());
+    ASSERT_TRUE(e.target.device().is_cuda());
+    EXPECT_TRUE(at::equal(e.inputs.at("x").cpu(), at::full({4, 2}, static_cast<float>(100 * (s / 3) + s % 3))))
+        << "step " << s;
+    EXPECT_TRUE(at::equal(e.target.cpu(), at::arange(4, at::kLong) + 10 * s)) << "step " << s;
+  }
+  EXPECT_EQ(feed.reads, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6}));
+}
+
+// An inference batch has no target: it moves to the device all the same.
+TEST(Feed, AnInferenceBatchWithoutATargetMovesToTheDevice) {
+  launch::Example e;
+  e.inputs.emplace("x", at::arange(6, at::kFloat).reshape({3, 2}));
+  const launch::Example there = e.to_device(c10::Device(c10::kCUDA, 0));
+  EXPECT_TRUE(there.inputs.at("x").device().is_cuda());
+  EXPECT_FALSE(there.target.defined());
+  EXPECT_TRUE(at::equal(there.inputs.at("x").cpu(), e.inputs.at("x")));
+}
+
+// A checkpoint holds the CUDA generator's state: after loading it, the device draws
+// the numbers it drew after the save (dropout on a GPU resumes exactly).
+TEST(Checkpoint, TheCudaGeneratorStateRoundTrips) {
+  const c10::Device cuda(c10::kCUDA, 0);
+  launch::Context ctx;
+  ctx.world = nccl();
+  ctx.device.device = cuda;
+  auto model = models::make("facile", 0);
+  model->to(cuda);
+  std::vector<at::Tensor> params;
+  for (const auto& [name, t] : model->named_parameters()) params.push_back(t);
+  torch::optim::SGD optimizer(params, torch::optim::SGDOptions(0.1));
+  torch::manual_seed(3);
+  (void)at::rand({100}, at::TensorOptions().device(cuda));  // move the stream off its seed
+  const launch::RngStates rng = launch::gather_rng_states(*ctx.world, cuda);
+  ASSERT_EQ(rng.cuda.size(), 1u);
+  ASSERT_GT(rng.cuda[0].numel(), 0);
+  const auto path = std::filesystem::temp_directory_path() / ("hpcml-gpu-rng-" + std::to_string(::getpid()) + ".pt");
+  launch::save_checkpoint(path, 5, ctx, *model, optimizer, "", rng);
+  const at::Tensor after_save = at::rand({1000}, at::TensorOptions().device(cuda)).cpu();
+  (void)at::rand({777}, at::TensorOptions().device(cuda));
+  launch::load_checkpoint(path.string(), *model, optimizer, 0, 1);
+  const at::Tensor after_load = at::rand({1000}, at::TensorOptions().device(cuda)).cpu();
+  std::filesystem::remove(path);
+  EXPECT_TRUE(at::equal(after_save, after_load));
 }
 
 // Every zoo model, moved to the GPU, computes what it computes on the CPU: a model
