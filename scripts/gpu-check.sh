@@ -107,7 +107,7 @@ gpu_rc=$?
 devices=$(py -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
 if [[ "${devices:-0}" == 0 ]]; then
   say ""
-  say "gpu-check: no CUDA device visible (torch.cuda.device_count() = 0): hpcml train and eval on cuda, bench ddp on cuda and bench serve with a GPU server did not run"
+  say "gpu-check: no CUDA device visible (torch.cuda.device_count() = 0): hpcml train, eval and infer on cuda, bench ddp on cuda and bench serve with a GPU server did not run"
   exit 3
 fi
 
