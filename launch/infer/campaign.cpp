@@ -158,6 +158,8 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
     out = out.to(at::kCPU).reshape({out.size(0), -1});
     out = k.task == "classification" ? at::softmax(out, 1) : out.to(at::kFloat);
   }
+  for (auto& column : given)
+    for (auto& t : column) t = t.to(at::kCPU);  // from a GPU: waits for its forward
   compute_s += since(t_wait);
   const auto t_write = Clock::now();
   std::vector<io::Column> columns;
@@ -178,7 +180,7 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
     columns.push_back(io::column_from_tensor("row", at::arange(first, first + rows, at::kLong)));
     if (k.forward) {
       for (size_t j = 0; j < given.size(); ++j)
-        columns.push_back(io::column_from_tensor(k.values[j], at::cat(given[j]).to(at::kCPU).contiguous()));
+        columns.push_back(io::column_from_tensor(k.values[j], at::cat(given[j]).contiguous()));
     } else {
       columns.push_back(io::column_from_tensor(k.values.front(), at::cat(outputs).contiguous()));
     }
