@@ -113,7 +113,8 @@ void require_cpu(const Context& context, const std::string& command) {
   const auto& device = context.device.device;
   HPCML_CHECK_AS(ConfigError, device.is_cpu(), "key 'runtime.device': ", command,
                  " runs on the CPU today, found ", device.str(),
-                 " (train, eval, infer campaigns, bench ddp and serve's server ranks use GPUs: docs/gpu.md); set runtime.device: cpu");
+                 " (train, eval, infer campaigns, bench ddp and serve's server ranks use GPUs: docs/gpu.md); set "
+                 "runtime.device: cpu");
 }
 
 std::string describe_run(const std::string& dir, const std::vector<std::string>& files,

@@ -10,7 +10,6 @@
 #include <map>
 #include <variant>
 
-#include "collectives/device.hpp"
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -131,13 +130,11 @@ CampaignModel members_model(Context& ctx, const TrainConfig& c, const std::vecto
   if (binary) m.values.insert(m.values.end(), {"log_r_mean", "log_r_variance"});
   if (keep) m.values.push_back(value + "_members");
   if (keep && binary) m.values.push_back("log_r_members");
-  const c10::Device device = ctx.device.device;
-  const at::Tensor prior = at::tensor(priors, at::kDouble).to(device);
-  // On a GPU the columns stay there: the campaign brings a unit's columns back at once.
-  m.forward = [models, regression, binary, keep, prior, device, config = m.config](const models::Inputs& inputs) {
-    models::Inputs there;
-    for (const auto& [name, t] : inputs) there.emplace(name, collectives::to_device(t, device));
-    const at::Tensor raw = stack_outputs(*models, there, config);  // (rows, M, C)
+  const at::Tensor prior = at::tensor(priors, at::kDouble).to(ctx.device.device);
+  // The campaign hands the inputs on the device; the columns stay there, and it brings a
+  // unit's columns back at once.
+  m.forward = [models, regression, binary, keep, prior, config = m.config](const models::Inputs& inputs) {
+    const at::Tensor raw = stack_outputs(*models, inputs, config);  // (rows, M, C)
     const at::Tensor out = regression ? raw : at::softmax(raw, -1);
     std::vector<at::Tensor> cols = {out.mean(1).to(at::kFloat), out.var(1, /*unbiased=*/false).to(at::kFloat)};
     at::Tensor log_r;

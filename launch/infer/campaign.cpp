@@ -73,7 +73,7 @@ struct Campaign {
   models::flows::NsfModel* flow = nullptr;  // model, when the task is density
   std::unique_ptr<CampaignService> service;  // infer.via: service: the workers' client
   std::string model_name;                    // provenance
-  c10::Device device{c10::kCPU};             // where model (or forward) computes: runtime.device
+  c10::Device device{c10::kCPU};             // where model or forward computes (the CPU when served)
   // A caller's model (CampaignModel): each batch's value columns.
   std::function<std::vector<at::Tensor>(const models::Inputs&)> forward;
 };
@@ -141,7 +141,7 @@ json run_unit(Campaign& k, const farm::Task& task, std::map<std::string, std::un
       drawn.push_back(draw_posteriors(*k.flow, strain, at_rows, index, static_cast<uint64_t>(k.c.infer.seed),
                                       k.c.infer.samples, gw));
     } else if (k.forward) {
-      auto columns = k.forward(e.inputs);
+      auto columns = k.forward(e.to_device(k.device).inputs);
       for (size_t j = 0; j < given.size(); ++j) given[j].push_back(std::move(columns.at(j)));
     } else if (k.service) {
       sent.push_back(k.service->submit(e));  // every batch of the unit in flight at once
@@ -474,7 +474,7 @@ void load_model(Context& ctx, Campaign& k, const std::string& checkpoint) {
   c = setup.config;
   k.model = std::move(setup.model);
   load_checkpoint_weights(checkpoint, *k.model);
-  k.device = ctx.device.device;
+  if (c.infer.via != "service") k.device = ctx.device.device;  // served: the servers compute
   k.model->to(k.device);
   k.digest = parameters_digest(k.model->named_parameters());
   k.task = c.infer.task != "auto" ? c.infer.task : (setup.feed->regression() ? "regression" : "classification");
@@ -493,6 +493,7 @@ void load_given(Context& ctx, Campaign& k, const CampaignModelMaker& maker) {
   k.values = m.values;
   k.model_name = m.name;
   k.forward = std::move(m.forward);
+  k.device = ctx.device.device;
   choose_copies(k);
 }
 

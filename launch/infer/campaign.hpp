@@ -34,6 +34,7 @@ struct CampaignModel {
   std::string task;                 ///< recorded as the campaign's task
   std::vector<std::string> values;  ///< the value columns, in the order forward returns them
   /// One batch's value columns, each (rows, ...); called on worker ranks, no collectives.
+  /// The inputs are on the rank's device (runtime.device), and so may the columns be.
   std::function<std::vector<at::Tensor>(const models::Inputs& inputs)> forward;
 };
 
