@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -63,11 +64,15 @@ void open_ensemble(const EnsembleConfig& c) {
   write_file_atomically(path.string(), kept.dump(2) + "\n");
 }
 
-// Test hook (tests/cli/test_ensemble.py; never set it in production):
-// HPCML_TEST_ENSEMBLE_CRASH=<task id> SIGKILLs the process that starts that task, as a crash would.
-void test_hook_crash(const std::string& id) {
+// Test hooks (tests/cli/test_ensemble.py; never set them in production):
+// HPCML_TEST_ENSEMBLE_CRASH=<task id> SIGKILLs the process that starts that task, as a crash would;
+// HPCML_TEST_ENSEMBLE_STALL=<task id> holds that task for up to 120 s, so a test can kill the
+// ensemble while it is surely unfinished.
+void test_hooks(const std::string& id) {
   const char* crash = std::getenv("HPCML_TEST_ENSEMBLE_CRASH");
   if (crash != nullptr && id == crash) ::raise(SIGKILL);
+  const char* stall = std::getenv("HPCML_TEST_ENSEMBLE_STALL");
+  if (stall != nullptr && id == stall) std::this_thread::sleep_for(std::chrono::seconds(120));
 }
 
 TaskMembers task_members(const json& spec) {
@@ -134,7 +139,7 @@ json run_task(const EnsembleConfig& c, const Context& world, const farm::Task& t
   const TaskMembers t = task_members(task.spec);
   const TrainConfig config = task_config(c, t);
   prepare_resamples(c, t, group);
-  if (group.rank() == 0) test_hook_crash(task.id);
+  if (group.rank() == 0) test_hooks(task.id);
   Context context = group_context(world, group.shared_from_this(), run_sections(config));
   const double started = unix_now();
   const TrainOutcome out = train_part(context, config, TrainPart());
