@@ -8,7 +8,6 @@ ordinary `hpcml infer` campaign."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,7 @@ import h5py
 import numpy as np
 
 from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, run
+from test_farm import kill_session
 
 
 def load(path):
@@ -28,18 +28,6 @@ def load(path):
 def journal(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.endswith("\n")]
-
-
-def kill_session(sid):
-    """SIGKILL to mpiexec and every rank (they keep mpiexec's session)."""
-    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        pid, session = (int(x) for x in line.split())
-        if session == sid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def read_yaml_config(path):
