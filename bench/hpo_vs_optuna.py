@@ -1,16 +1,19 @@
 #!/usr/bin/python3
 """`hpcml hpo` against Optuna on one objective, in one run (docs/hpo.md, docs/benchmarks.md).
 
-Usage: /usr/bin/python3 bench/hpo_vs_optuna.py --workdir DIR [--seeds 5] [--trials 16] [--epochs 36] [--asha-trials N]
+Usage: /usr/bin/python3 bench/hpo_vs_optuna.py --workdir DIR [--seeds 5] [--trials 16] [--epochs 36]
+           [--schedule constant|cosine] [--contenders optuna,asha,none]
+           [--asha-trials N] [--asha-grace 1] [--asha-eta 3] [--asha-mode promote|stop]
            [--hpcml build/bin/hpcml] [--json bench/results/hpo-vs-optuna.json] [--plot docs/img/hpo-vs-optuna.png]
 
 The objective: an MLP regressing FACILE's target (hpcml datagen calo channels, relative MSE, the
 validation loss after --epochs epochs, one thread per trial), over learning rate, weight decay,
-width and optimizer. Three contenders, each with the same space and the same number of trials on
-the same two cores, alternated seed by seed:
+width and optimizer, at a constant learning rate or on a cosine schedule over the --epochs
+(--schedule). The contenders (--contenders; the replay always follows optuna), each with the same
+space on the same two cores, alternated seed by seed:
   optuna      ../shared/anchors/optuna_reference.py --n-jobs 2 (Optuna's TPE, each trial an
               `hpcml train` process);
-  hpo-asha    mpirun -n 2 hpcml hpo: TPE + ASHA (grace --asha-grace epochs, default 1; eta 3) on 2 groups of 1 rank, with
+  hpo-asha    mpirun -n 2 hpcml hpo: TPE + ASHA (--asha-mode, grace --asha-grace epochs, eta --asha-eta) on 2 groups of 1 rank, with
               --asha-trials trials (default 4x: the budget is compute, and a trial stopped at a rung
               costs a fraction of a whole one);
   hpo         the same with the scheduler off and --trials trials, as Optuna;
@@ -19,6 +22,10 @@ the same two cores, alternated seed by seed:
               points through both drivers, so the difference in time is the drivers' alone.
 Times are from each command's launch. The target is the median over seeds of Optuna's best
 value; a run's time to target is when its best complete value first reaches it.
+
+Also reported: how well a trial's validation loss at each of ASHA's rungs predicts its final one
+(Spearman's rank correlation over Optuna's trials, which all train the whole budget). Early
+stopping can only win where that correlation is high.
 """
 import argparse
 import glob
@@ -43,14 +50,17 @@ SPACE = {  # the anchor's names -> (hpcml's dotted key, spec)
 }
 
 
-def base_config(data, epochs):
-    return {"runtime": {"threads": 1}, "log": {"level": "warn"},
+def base_config(data, epochs, schedule="constant"):
+    config = {"runtime": {"threads": 1}, "log": {"level": "warn"},
             "model": {"name": "mlp", "hidden": [64, 64]},
             "data": {"name": "hdf5", "files": [f"{data}/calo-channels-0000[0-2].h5"],
                      "validation_files": [f"{data}/calo-channels-00003.h5"], "input": "inputs", "target": "energy"},
             "optimizer": {"name": "adam", "lr": 0.003},
             "train": {"epochs": epochs, "batch_size": 128, "loss": "relative_mse", "log_every": 100000},
             "run": {"progress": "lines"}}
+    if schedule != "constant":
+        config["schedule"] = {"name": schedule}
+    return config
 
 
 def run_optuna(args, work, seed):
@@ -71,7 +81,42 @@ def run_optuna(args, work, seed):
     r = json.loads(out.strip().splitlines()[-1])
     offset = wall - r["wall_s"]  # the reference's start-up (import optuna) before its own clock
     return {"impl": r["impl"], "seed": seed, "wall_s": wall, "best": r["best_value"], "trials": r["trials"],
-            "curve": [(p["t_s"] + offset, p["best"]) for p in r["best_so_far"]], "points": optuna_points(tmp)}
+            "curve": [(p["t_s"] + offset, p["best"]) for p in r["best_so_far"]], "points": optuna_points(tmp),
+            "val_curves": optuna_val_curves(tmp)}
+
+
+def optuna_val_curves(tmp):
+    """Each complete Optuna trial's validation loss after every epoch (from its metrics.jsonl)."""
+    curves = []
+    for path in glob.glob(os.path.join(tmp, "optuna-ref-*", "trial*", "metrics.jsonl")):
+        with open(path) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        curve = [line["val_loss"] for line in lines if "val_loss" in line]
+        if curve and all(v == v and abs(v) != float("inf") for v in curve):
+            curves.append(curve)
+    return curves
+
+
+def ranks(xs):
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    r = [0.0] * len(xs)
+    for rank, i in enumerate(order):
+        r[i] = float(rank)
+    return r
+
+
+def spearman(xs, ys):
+    """Spearman's rank correlation (no ties expected in float losses)."""
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    return cov / (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+
+
+def rung_correlation(curves, epochs, rungs):
+    """{epoch: Spearman(loss after that epoch, final loss)} over complete trials."""
+    full = [c for c in curves if len(c) >= epochs]
+    return {r: spearman([c[r - 1] for c in full], [c[epochs - 1] for c in full]) for r in rungs if r < epochs}
 
 
 def optuna_points(tmp):
@@ -94,12 +139,13 @@ def run_hpcml(args, work, seed, mode, plots=False, points=None):
     name = f"hpo-{mode}-s{seed}"
     study_dir = os.path.join(work, name)
     subprocess.run(["rm", "-rf", study_dir], check=True)
-    config = base_config(args.data, args.epochs)
+    config = base_config(args.data, args.epochs, args.schedule)
     trials = args.asha_trials if asha else len(points) if points else args.trials
     config["hpo"] = {"space": {key: spec for key, spec in SPACE.values()}, "sampler": "tpe", "trials": trials,
                      "seed": seed, "study_dir": study_dir, "plots": plots,
-                     "scheduler": ({"name": "asha", "grace_period": args.asha_grace, "reduction_factor": 3,
-                                    "max_resource": args.epochs} if asha else {"name": "none"})}
+                     "scheduler": ({"name": "asha", "mode": args.asha_mode, "grace_period": args.asha_grace,
+                                    "reduction_factor": args.asha_eta, "max_resource": args.epochs}
+                                   if asha else {"name": "none"})}
     if points:
         config["hpo"]["enqueue"] = points
     path = os.path.join(work, name + ".yaml")
@@ -130,7 +176,13 @@ def main():
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--trials", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=36)
+    ap.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                    help="the trials' learning-rate schedule (cosine: over --epochs)")
+    ap.add_argument("--contenders", default="optuna,asha,none",
+                    help="comma-separated, of optuna (followed by its replay), asha, none")
     ap.add_argument("--asha-grace", type=int, default=1, help="ASHA's first rung, in epochs")
+    ap.add_argument("--asha-eta", type=int, default=3, help="ASHA's reduction factor")
+    ap.add_argument("--asha-mode", choices=["promote", "stop"], default="promote", help="hpo.scheduler.mode")
     ap.add_argument("--asha-trials", type=int, default=0,
                     help="trials of the ASHA study (default 4x --trials: a pruned trial costs a fraction of one)")
     ap.add_argument("--hpcml", default=os.path.join(SOURCE, "build", "bin", "hpcml"))
@@ -146,18 +198,18 @@ def main():
         subprocess.run(["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "2", args.hpcml, "datagen", "calo",
                         "-o", args.data, "--files", "4", "--events-per-file", "25000"], check=True)
     with open(os.path.join(work, "base.yaml"), "w") as f:
-        yaml.safe_dump(base_config(args.data, args.epochs), f)
+        yaml.safe_dump(base_config(args.data, args.epochs, args.schedule), f)
     with open(os.path.join(work, "space.json"), "w") as f:
         json.dump({name: spec for name, (_, spec) in SPACE.items()}, f)
 
     runs = []
-    order = ["optuna", "asha", "none"]
+    order = [c for c in ["optuna", "asha", "none"] if c in args.contenders.split(",")]
     for seed in range(args.seeds):
-        for who in order[seed % 3:] + order[:seed % 3]:  # rotate who goes first
+        for who in order[seed % len(order):] + order[:seed % len(order)]:  # rotate who goes first
             if who == "optuna":
                 r = run_optuna(args, work, seed)
                 runs.append(r)
-                print(json.dumps({k: v for k, v in r.items() if k not in ("curve", "points")}), flush=True)
+                print(json.dumps({k: v for k, v in r.items() if k not in ("curve", "points", "val_curves")}), flush=True)
                 # Optuna's trials through hpcml's driver, right after it.
                 r = run_hpcml(args, work, seed, "replay", points=r["points"])
             else:
@@ -171,7 +223,16 @@ def main():
                       []).append(r)
     target = statistics.median(r["best"] for r in by["optuna"])
     summary = {"target": target, "trials": args.trials, "asha_trials": args.asha_trials, "asha_grace": args.asha_grace,
+               "asha_eta": args.asha_eta, "asha_mode": args.asha_mode, "schedule": args.schedule,
                "epochs": args.epochs, "seeds": args.seeds, "impls": {}}
+    asha_rungs, r = [], args.asha_grace
+    while r < args.epochs:
+        asha_rungs.append(r)
+        r *= args.asha_eta
+    curves = [c for o in by["optuna"] for c in o["val_curves"]]
+    summary["rung_correlation"] = {"trials": len(curves),
+                                   "spearman": rung_correlation(curves, args.epochs, sorted({1, 2, 3, 4, 6, 9, 12, 18}
+                                                                                           | set(asha_rungs)))}
     for impl, rs in by.items():
         ttt = [time_to(r["curve"], target) for r in rs]
         summary["impls"][impl] = {
@@ -180,7 +241,7 @@ def main():
             "median_wall_s": statistics.median(r["wall_s"] for r in rs),
             "idle_fraction": [r.get("idle_fraction") for r in rs]}
     o = summary["impls"]["optuna"]["median_time_to_target_s"]
-    for impl in ("hpcml-asha", "hpcml-none", "hpcml-replay"):
+    for impl in [i for i in ("hpcml-asha", "hpcml-none", "hpcml-replay") if i in summary["impls"]]:
         summary["impls"][impl]["time_to_target_vs_optuna"] = summary["impls"][impl]["median_time_to_target_s"] / o
     # The replay against the Optuna run it replays, seed by seed: the same trials in the same order.
     pairs = list(zip(by["optuna"], by["hpcml-replay"]))
@@ -196,7 +257,8 @@ def main():
     print(json.dumps(summary, indent=1))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
-        json.dump({"summary": summary, "runs": runs}, f, indent=1, default=str)
+        json.dump({"summary": summary, "runs": [{k: v for k, v in r.items() if k != "val_curves"} for r in runs]}, f,
+                  indent=1, default=str)
 
     import matplotlib
     matplotlib.use("Agg")
@@ -212,7 +274,7 @@ def main():
     ax.set_xlabel("seconds since launch")
     ax.set_ylabel("best validation loss so far")
     ax.set_ylim(top=min(ax.get_ylim()[1], target * 2.5))
-    ax.set_title(f"{args.trials} trials, 2 cores, {args.seeds} seeds each")
+    ax.set_title(f"{args.trials} trials ({args.schedule} learning rate), 2 cores, {args.seeds} seeds each")
     ax.legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(args.plot), exist_ok=True)

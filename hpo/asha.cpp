@@ -23,9 +23,13 @@ Asha::Asha(Direction direction, AshaOptions options) : direction_(direction), op
   }
   recorded_.resize(rungs_.size());
   arrival_.resize(rungs_.size());
+  arrival_trials_.resize(rungs_.size());
+  promoted_.resize(rungs_.size());
 }
 
-AshaDecision Asha::report(std::int64_t trial, std::int64_t rung_resource, double value) {
+bool Asha::better(double a, double b) const { return direction_ == Direction::kMinimize ? a < b : a > b; }
+
+std::size_t Asha::add(std::int64_t trial, std::int64_t rung_resource, double value) {
   const auto it = std::find(rungs_.begin(), rungs_.end(), rung_resource);
   HPCML_CHECK(it != rungs_.end(), "asha: trial ", trial, " reported at resource ", rung_resource,
               ", which is not a rung (grace_period ", options_.grace_period, " * ", options_.reduction_factor,
@@ -40,20 +44,47 @@ AshaDecision Asha::report(std::int64_t trial, std::int64_t rung_resource, double
   HPCML_CHECK(recorded_[k].emplace(trial, v).second, "asha: trial ", trial, " reported twice at resource ",
               rung_resource);
   arrival_[k].push_back(v);
+  arrival_trials_[k].push_back(trial);
+  return k;
+}
 
+AshaDecision Asha::report(std::int64_t trial, std::int64_t rung_resource, double value) {
+  const std::size_t k = add(trial, rung_resource, value);
   std::vector<double> values;
   for (const auto& item : recorded_[k]) values.push_back(item.second);
-  if (direction_ == Direction::kMinimize) {
-    std::sort(values.begin(), values.end());
-  } else {
-    std::sort(values.begin(), values.end(), std::greater<double>());
-  }
+  std::sort(values.begin(), values.end(), [this](double a, double b) { return better(a, b); });
   const auto eta = static_cast<std::size_t>(options_.reduction_factor);
   const std::size_t m = std::max<std::size_t>(1, values.size() / eta);
   const double cutoff = values[m - 1];
-  const bool keep = !std::isnan(value) && (direction_ == Direction::kMinimize ? v <= cutoff : v >= cutoff);
+  const double v = recorded_[k].at(trial);
+  const bool keep = !std::isnan(value) && !better(cutoff, v);
   if (!keep) stopped_.insert(trial);
   return keep ? AshaDecision::kContinue : AshaDecision::kStop;
+}
+
+void Asha::record(std::int64_t trial, std::int64_t rung_resource, double value) {
+  add(trial, rung_resource, value);
+  if (std::isnan(value)) stopped_.insert(trial);
+}
+
+std::optional<AshaPromotion> Asha::promote() {
+  const auto eta = static_cast<std::size_t>(options_.reduction_factor);
+  for (std::size_t k = rungs_.size(); k-- > 0;) {
+    const std::size_t m = arrival_[k].size() / eta;
+    if (m == 0) continue;
+    std::vector<std::size_t> order(arrival_[k].size());  // arrival indices, best first (stable: ties by arrival)
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](std::size_t a, std::size_t b) { return better(arrival_[k][a], arrival_[k][b]); });
+    for (std::size_t i = 0; i < m; ++i) {
+      const std::int64_t trial = arrival_trials_[k][order[i]];
+      if (promoted_[k].count(trial) || stopped_.count(trial)) continue;
+      promoted_[k].insert(trial);
+      const std::int64_t to = k + 1 < rungs_.size() ? rungs_[k + 1] : options_.max_resource;
+      return AshaPromotion{trial, rungs_[k], to};
+    }
+  }
+  return std::nullopt;
 }
 
 std::vector<double> Asha::values_at(std::size_t k) const {

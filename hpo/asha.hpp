@@ -1,13 +1,19 @@
 /// @file
 /// Asynchronous successive halving (ASHA: Li et al., "A System for Massively Parallel
-/// Hyperparameter Tuning", MLSys 2020), in the stopping form Optuna's SuccessiveHalvingPruner
-/// and Ray Tune's ASHA scheduler use: every trial runs on, and at each rung it reports its
-/// metric and is told to continue or stop. Decisions are taken the moment a report arrives,
-/// against the reports the rung holds so far; nothing waits for a rung to fill.
+/// Hyperparameter Tuning", MLSys 2020), in two forms. Nothing waits for a rung to fill in
+/// either; both decide against the reports a rung holds so far.
+///  - Promotion (the paper's Algorithm 2): a trial pauses at each rung with its checkpoint.
+///    Whenever a group frees up, the best paused trial in the top 1/eta of its rung's reports
+///    is promoted to the next rung (highest rung first); only when none is, a new trial starts.
+///    A trial that ranked below the cut when it reported may be promoted later, once the rung
+///    holds enough reports.
+///  - Stopping (Optuna's SuccessiveHalvingPruner and Ray Tune's ASHA scheduler): every trial
+///    runs on, and at each rung it is told at once to continue or to stop for good.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -23,8 +29,15 @@ struct AshaOptions {
   std::int64_t max_resource = 81;     ///< a trial's full budget (>= grace_period)
 };
 
-/// What a trial does after a rung report.
+/// What a trial does after a rung report (the stopping form).
 enum class AshaDecision { kContinue, kStop };
+
+/// A paused trial moved on to the next rung (the promotion form).
+struct AshaPromotion {
+  std::int64_t trial = 0;
+  std::int64_t from = 0;  ///< the rung it reported at
+  std::int64_t to = 0;    ///< the next rung, or max_resource after the last
+};
 
 /// The rung bookkeeping of one study. Not thread-safe: the driver calls it from one place (rank
 /// 0 of the study's coordinator) and broadcasts the decision.
@@ -47,6 +60,14 @@ class Asha {
   /// @throws hpcml::Error when the resource is not a rung, the trial already reported at this
   ///   rung, or it was told to stop before.
   AshaDecision report(std::int64_t trial, std::int64_t rung_resource, double value);
+  /// The promotion form: records `value` of `trial` at the rung with resource `rung_resource`;
+  /// the trial pauses there. Same checks as report(); do not mix the two forms in one study.
+  void record(std::int64_t trial, std::int64_t rung_resource, double value);
+  /// The promotion form: the next trial to move on, or nullopt. From the highest rung down, the
+  /// trials ranked within the m = floor(n / eta) best of the rung's n reports (ties: earlier
+  /// report first) that were not promoted yet; the best of the first rung that has one is
+  /// marked promoted and returned. A NaN report is never promoted.
+  std::optional<AshaPromotion> promote();
   /// The values recorded at rung index `k`, in arrival order.
   std::vector<double> values_at(std::size_t k) const;
 
@@ -55,7 +76,12 @@ class Asha {
   AshaOptions options_;
   std::vector<std::int64_t> rungs_;
   std::vector<std::map<std::int64_t, double>> recorded_;  // per rung: trial -> value
+  std::size_t add(std::int64_t trial, std::int64_t rung_resource, double value);  // -> rung index
+  bool better(double a, double b) const;
+
   std::vector<std::vector<double>> arrival_;              // per rung: values in arrival order
+  std::vector<std::vector<std::int64_t>> arrival_trials_; // per rung: trials in arrival order
+  std::vector<std::set<std::int64_t>> promoted_;          // per rung: trials moved on from it
   std::set<std::int64_t> stopped_;
 };
 

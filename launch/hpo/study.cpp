@@ -190,6 +190,7 @@ json study_identity(const HpoConfig& c) {
     identity["enqueue"] = json::array();
     for (const auto& p : c.enqueue) identity["enqueue"].push_back(hpo::SearchSpace::to_json(p));
   }
+  if (s.name == "asha") identity["scheduler"]["mode"] = s.mode;
   return identity;
 }
 
@@ -230,16 +231,33 @@ Study::Study(const HpoConfig& c, double started_unix)
   const auto& s = c.hpo.scheduler;
   if (s.name == "asha")
     asha_.emplace(c.direction, hpo::AshaOptions{s.grace_period, s.reduction_factor, c.max_resource});
+  promote_ = asha_ && s.mode == "promote";
 }
 
 std::vector<farm::Task> Study::start(int workers) {
-  std::vector<farm::Task> tasks;
-  for (int w = 0; w < workers; ++w) {
-    auto task = ask();
+  workers_ = static_cast<size_t>(std::max(workers, 0));
+  return hand_out(std::nullopt);
+}
+
+// Work for every free group: `own` (a trial's next part, stopping form) first, then
+// promotions (promotion form), then new trials.
+std::vector<farm::Task> Study::hand_out(std::optional<farm::Task> own) {
+  std::vector<farm::Task> next;
+  if (own) next.push_back(std::move(*own));
+  while (in_flight_ + next.size() < workers_) {
+    std::optional<farm::Task> task;
+    if (promote_) {
+      if (const auto p = asha_->promote()) {
+        trials_.at(static_cast<size_t>(p->trial)).record.state = hpo::TrialState::kRunning;
+        task = part(p->trial, p->to);
+      }
+    }
+    if (!task) task = ask();
     if (!task) break;
-    tasks.push_back(*task);
+    next.push_back(std::move(*task));
   }
-  return tasks;
+  in_flight_ += next.size();
+  return next;
 }
 
 std::vector<hpo::TrialRecord> sampler_history(const std::vector<Trial>& trials) {
@@ -305,8 +323,8 @@ std::vector<farm::Task> Study::on_result(const farm::TaskResult& r) {
   Trial& t = trials_.at(n);
   ++t.parts;
   t.seconds += r.seconds;
-  std::vector<farm::Task> next;
-  bool ended = true;
+  if (in_flight_ > 0) --in_flight_;
+  std::optional<farm::Task> own;  // the trial's next part, when it goes on at once
   if (!r.ok) {
     t.record.state = hpo::TrialState::kFailed;
     t.error = r.error;
@@ -315,10 +333,12 @@ std::vector<farm::Task> Study::on_result(const farm::TaskResult& r) {
     const double value = v.is_number() ? v.get<double>() : std::nan("");
     if (asha_ && until > 0 && until < c_.max_resource) {
       t.rungs.emplace_back(until, value);
-      if (asha_->report(n, until, value) == hpo::AshaDecision::kContinue) {
-        next.push_back(part(n, next_rung(until)));
-        ended = false;
-      } else {
+      if (promote_) {
+        asha_->record(n, until, value);
+      } else if (asha_->report(n, until, value) == hpo::AshaDecision::kContinue) {
+        own = part(n, next_rung(until));
+      }
+      if (!own) {  // paused until a promotion (promotion form), or stopped for good
         t.record.state = hpo::TrialState::kPruned;
         t.record.value = value;
         t.record.resource = static_cast<double>(until);
@@ -329,13 +349,12 @@ std::vector<farm::Task> Study::on_result(const farm::TaskResult& r) {
       t.record.resource = static_cast<double>(c_.max_resource);
     }
   }
-  if (ended) {
+  if (!own) {
     const double finished =
         r.ok && r.result.contains("finished_unix") ? r.result.at("finished_unix").get<double>() : unix_now();
     t.finished_s = std::max(0.0, finished - started_unix_);
-    if (auto task = ask()) next.push_back(*task);
   }
-  return next;
+  return hand_out(std::move(own));
 }
 
 // ---- outputs -------------------------------------------------------------------

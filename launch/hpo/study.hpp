@@ -27,6 +27,7 @@ namespace hpcml::launch::hpo_driver {
 /// hpo.scheduler: early stopping.
 struct SchedulerSection {
   std::string name = "none";
+  std::string mode = "promote";
   std::string resource = "epochs";
   int grace_period = 1;
   int reduction_factor = 3;
@@ -35,6 +36,11 @@ struct SchedulerSection {
   void describe(V& v) {
     v.field("name", name, "none (every trial runs its whole budget) or asha (asynchronous successive halving)",
             config::one_of({"none", "asha"}));
+    v.field("mode", mode,
+            "asha: promote (Li et al.: a trial pauses at each rung with its checkpoint, and a freed group takes the "
+            "best paused trial in the top 1/eta of its rung before a new one) or stop (Optuna's and Ray Tune's: a "
+            "trial is told at each rung to continue or stop for good)",
+            config::one_of({"promote", "stop"}));
     v.field("resource", resource, "asha: what rungs count: epochs, or optimizer steps",
             config::one_of({"epochs", "steps"}));
     v.field("grace_period", grace_period, "asha: resource of the first rung", config::in_range(1, 1 << 30));
@@ -140,6 +146,7 @@ nlohmann::json study_identity(const HpoConfig& c);
 struct Trial {
   hpo::TrialRecord record;                        ///< number, state, params, value, resource (as the samplers see it)
   std::vector<std::pair<int64_t, double>> rungs;  ///< asha: (resource, value) reports, in order
+  ///< (record.state is kPruned while a trial is paused at a rung, kRunning again once promoted)
   std::string error;                              ///< kFailed: why
   double seconds = 0;                             ///< training time, over its parts
   double finished_s = -1;                         ///< study wall time when it finished (-1: not finished)
@@ -155,8 +162,9 @@ class Study {
   Study(const HpoConfig& config, double started_unix);
   /// The first tasks: one trial per worker (at most hpo.trials).
   std::vector<farm::Task> start(int workers);
-  /// A part's result: the trial continues (its next part), or ends (complete, pruned, failed)
-  /// and the next trial is asked for.
+  /// A part's result: the trial goes on (stopping form: its next part at once), pauses at a
+  /// rung (promotion form), or ends (complete, pruned, failed). Then every free group gets work:
+  /// a promotion (promotion form) before a new trial.
   std::vector<farm::Task> on_result(const farm::TaskResult& result);
   const std::vector<Trial>& trials() const { return trials_; }
   /// Every trial as the sampler sees it (sampler_history).
@@ -164,6 +172,7 @@ class Study {
 
  private:
   std::optional<farm::Task> ask();
+  std::vector<farm::Task> hand_out(std::optional<farm::Task> own);
   farm::Task part(int64_t n, int64_t until);
   int64_t next_rung(int64_t until) const;
 
@@ -174,6 +183,9 @@ class Study {
   std::vector<Trial> trials_;
   std::map<std::string, nlohmann::json> specs_;  // task id -> spec
   bool exhausted_ = false;                       // the grid has no point left
+  bool promote_ = false;                         // asha in the promotion form
+  size_t workers_ = 0;                           // groups
+  size_t in_flight_ = 0;                         // parts handed out and not back yet
 };
 
 /// The trials as hpo::TrialRecord for a sampler (running ones included). A failed trial is

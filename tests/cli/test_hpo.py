@@ -182,11 +182,93 @@ def asha_decisions(events, eta, max_resource):
     return decisions
 
 
+def promotion_hand_outs(events, eta, rungs, max_resource, workers, trials):
+    """The tasks ASHA's promotion form (Li et al. 2020, Algorithm 2) hands out, replayed from the
+    journal's results in arrival order: whenever groups are free, each takes the best trial not yet
+    promoted among the floor(n / eta) best of the n reports at a rung (highest rung first, ties to
+    the earlier report), and only when there is none a new trial."""
+    reports = {r: [] for r in rungs}  # rung -> [(value, trial)] in arrival order
+    promoted = {r: set() for r in rungs}
+    state = {"next": 0, "in_flight": 0}
+    out = []
+
+    def promotion():
+        for k in reversed(range(len(rungs))):
+            r = reports[rungs[k]]
+            best = sorted(range(len(r)), key=lambda i: r[i][0])[:len(r) // eta]  # stable: ties by arrival
+            for i in best:
+                if r[i][1] not in promoted[rungs[k]]:
+                    promoted[rungs[k]].add(r[i][1])
+                    return f"trial-{r[i][1]}@{rungs[k + 1] if k + 1 < len(rungs) else max_resource}"
+        return None
+
+    def hand_out():
+        while state["in_flight"] < workers:
+            task = promotion()
+            if task is None and state["next"] < trials:
+                task = f"trial-{state['next']}@{rungs[0]}"
+                state["next"] += 1
+            if task is None:
+                return
+            out.append(task)
+            state["in_flight"] += 1
+
+    hand_out()
+    for e in events:
+        if e.get("event") not in ("done", "failed"):
+            continue
+        state["in_flight"] -= 1
+        trial, until = (int(x) for x in e["id"][len("trial-"):].split("@"))
+        if e["event"] == "done" and until < max_resource:
+            reports[until].append((e["result"]["value"], trial))
+        hand_out()
+    return out
+
+
 class AshaTest(unittest.TestCase):
+    def test_promotion_form_hands_out_work_as_li_et_al(self):
+        tmp = tempfile.mkdtemp(prefix="hpcml-hpo-promote-")
+        hpo = {"sampler": "random", "trials": 14, "seed": 4,
+               "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 3, "max_resource": 9},
+               "space": {"optimizer.lr": {"type": "loguniform", "low": 0.001, "high": 1.0}}}
+        cfg = study_config(tmp, "promote", hpo)
+        rc, out, err, _ = run(["hpo", "-c", cfg], ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        study = os.path.join(tmp, "promote")
+        events = journal(study)
+        handed = [e["id"] for e in events if e.get("event") == "task"]
+        self.assertEqual(handed, promotion_hand_outs(events, 3, [1, 3], 9, 2, 14))
+        # Some trial was promoted after other trials reported at its rung after it: it paused first.
+        done_at = {e["id"]: i for i, e in enumerate(events) if e.get("event") == "done"}
+        previous = {"3": "1", "9": "3"}
+        late = []
+        for at, e in enumerate(events):
+            if e.get("event") != "task" or e["id"].endswith("@1"):
+                continue
+            trial, to = e["id"].split("@")
+            paused = done_at[f"{trial}@{previous[to]}"]
+            if any(d.endswith("@" + previous[to]) and paused < i < at for d, i in done_at.items()):
+                late.append(e["id"])
+        self.assertTrue(late, "no trial was promoted after it paused")
+        summary = read_summary(study)
+        steps_per_epoch = 1024 // 64
+        for t in summary["trials"]:
+            if t["state"] == "pruned":  # paused for good: its checkpoint at its last rung is kept
+                last = t["rungs"][-1]["resource"]
+                ckpt = os.path.join(study, "trials", str(t["trial"]), "checkpoints", f"step-{last * steps_per_epoch}.pt")
+                self.assertTrue(os.path.exists(ckpt), ckpt)
+            elif t["state"] == "complete":
+                self.assertEqual(t["resource"], 9)
+                self.assertEqual(sorted(r["resource"] for r in t["rungs"]), [1, 3])
+        states = [t["state"] for t in summary["trials"]]
+        self.assertGreater(states.count("pruned"), 0)
+        self.assertGreater(states.count("complete"), 0)
+
     def test_rungs_parts_and_decisions(self):
         tmp = tempfile.mkdtemp(prefix="hpcml-hpo-asha-")
         hpo = {"sampler": "random", "trials": 9, "seed": 3,
-               "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 3, "max_resource": 9},
+               "scheduler": {"name": "asha", "mode": "stop", "grace_period": 1, "reduction_factor": 3,
+                             "max_resource": 9},
                "space": {"optimizer.lr": {"type": "loguniform", "low": 0.001, "high": 1.0}}}
         cfg = study_config(tmp, "asha", hpo)
         rc, out, err, _ = run(["hpo", "-c", cfg], timeout=300)

@@ -789,6 +789,74 @@ TEST(HpoAsha, MisuseAndNanAreErrorsOrStops) {
   EXPECT_THROW(asha.report(3, 27, 1.0), hpcml::Error);         // max_resource is not a rung
 }
 
+// The promotion form: (trial, from, to) of the next promotion, or (-1, -1, -1) for none.
+std::vector<std::int64_t> next_promotion(hpcml::hpo::Asha& asha) {
+  const auto p = asha.promote();
+  if (!p) return {-1, -1, -1};
+  return {p->trial, p->from, p->to};
+}
+
+TEST(HpoAsha, HandWorkedPromotionFormBothDirections) {
+  // eta = 3, rungs 1, 3, 9, max 27. After each report at rung 1, the rung's m = floor(n / 3)
+  // best (ties: earlier report first) not yet promoted are promotable, best first:
+  //   t0 5    n=1 m=0                               -> none
+  //   t1 3    n=2 m=0                               -> none
+  //   t2 4    n=3 m=1 {t1}                          -> t1 (it ranked below no cut: promoted late)
+  //   t3 1    n=4 m=1 {t3}                          -> t3
+  //   t4 6    n=5 m=1 {t3} promoted                 -> none
+  //   t5 2    n=6 m=2 {t3, t5}                      -> t5
+  //   t6 3.5  n=7 m=2                               -> none
+  //   t7 3    n=8 m=2                               -> none
+  //   t8 1.5  n=9 m=3 {t3, t8, t5}                  -> t8
+  //   t9..t12 7, 8, 9, 10  n=13 m=4 {.., t1 (3, before t7's tie)} -> none
+  //   t13 11  n=14 m=4                              -> none
+  //   t14 12  n=15 m=5 {t3, t8, t5, t1, t7}         -> t7, but see below
+  // Before asking after t14, t1, t3, t5 report at rung 3 (2.5, 0.9, 2.0): m=1 {t3}. The highest
+  // rung goes first: t3 3 -> 9, then t7 1 -> 3, then none.
+  const double values[] = {5, 3, 4, 1, 6, 2, 3.5, 3, 1.5, 7, 8, 9, 10, 11, 12};
+  const std::vector<std::int64_t> none = {-1, -1, -1};
+  const std::vector<std::vector<std::int64_t>> expected = {
+      none,      none, {1, 1, 3}, {3, 1, 3}, none, {5, 1, 3}, none, none,
+      {8, 1, 3}, none, none,      none,      none, none};
+  for (Direction d : {Direction::kMinimize, Direction::kMaximize}) {
+    const double sign = d == Direction::kMinimize ? 1 : -1;
+    hpcml::hpo::Asha asha(d, asha_options(1, 3, 27));
+    for (int i = 0; i < 14; ++i) {
+      asha.record(i, 1, sign * values[i]);
+      EXPECT_EQ(next_promotion(asha), expected[static_cast<size_t>(i)]) << "trial " << i;
+      EXPECT_EQ(next_promotion(asha), none) << "a second promotion after trial " << i;
+    }
+    asha.record(14, 1, sign * values[14]);
+    asha.record(1, 3, sign * 2.5);
+    asha.record(3, 3, sign * 0.9);
+    asha.record(5, 3, sign * 2.0);
+    EXPECT_EQ(next_promotion(asha), (std::vector<std::int64_t>{3, 3, 9}));
+    EXPECT_EQ(next_promotion(asha), (std::vector<std::int64_t>{7, 1, 3}));
+    EXPECT_EQ(next_promotion(asha), none);
+  }
+}
+
+TEST(HpoAsha, PromotionFormLastRungGoesToMaxAndNanIsNeverPromoted) {
+  hpcml::hpo::Asha asha(Direction::kMinimize, asha_options(1, 2, 3));  // rungs 1, 2; max 3
+  asha.record(0, 1, 1.0);
+  asha.record(1, 1, 4.0);
+  EXPECT_EQ(next_promotion(asha), (std::vector<std::int64_t>{0, 1, 2}));
+  asha.record(2, 1, 2.0);
+  asha.record(3, 1, 3.0);
+  EXPECT_EQ(next_promotion(asha), (std::vector<std::int64_t>{2, 1, 2}));
+  asha.record(0, 2, 5.0);
+  asha.record(2, 2, 6.0);
+  EXPECT_EQ(next_promotion(asha), (std::vector<std::int64_t>{0, 2, 3}));  // the last rung goes to max_resource
+  EXPECT_EQ(next_promotion(asha), (std::vector<std::int64_t>{-1, -1, -1}));
+
+  hpcml::hpo::Asha nan(Direction::kMinimize, asha_options(1, 2, 4));
+  nan.record(0, 1, NAN);
+  nan.record(1, 1, NAN);
+  EXPECT_EQ(next_promotion(nan), (std::vector<std::int64_t>{-1, -1, -1}));  // m = 1, but both are NaN
+  EXPECT_THROW(nan.record(0, 2, 1.0), hpcml::Error);                           // stopped by its NaN
+  EXPECT_THROW(nan.record(1, 1, 1.0), hpcml::Error);                           // twice at a rung
+}
+
 TEST(HpoAsha, NeverPromotesBelowTheTopFractionOnARandomStream) {
   for (Direction d : {Direction::kMinimize, Direction::kMaximize}) {
     for (std::int64_t eta : {2, 3, 4}) {
