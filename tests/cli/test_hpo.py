@@ -310,14 +310,10 @@ class AshaTest(unittest.TestCase):
 
 
 class ResumeTest(unittest.TestCase):
-    def test_killed_study_resumes_to_the_uninterrupted_one(self):
-        tmp = tempfile.mkdtemp(prefix="hpcml-hpo-resume-")
-        hpo = {"sampler": "tpe", "trials": 6, "seed": 5, "tpe": {"startup_trials": 3},
-               "space": {"optimizer.lr": {"type": "loguniform", "low": 0.001, "high": 0.3},
-                         "optimizer.momentum": {"type": "uniform", "low": 0.0, "high": 0.95}}}
-        # Trials of about a second, so that the kill lands inside one.
-        data = dict(BASE["data"], samples=16384, features=64)
-        over = {"data": data, "model": {"name": "mlp", "hidden": [256, 256]}, "train": {"epochs": 3, "batch_size": 64}}
+    def kill_and_resume(self, tmp, hpo, over, kill_when):
+        """Runs the study whole (tmp/whole), then again (tmp/cut) SIGKILLed as soon as
+        kill_when(study dir, journal) holds, and re-runs that to its end. Returns the cut study's
+        journal records from before the kill."""
         whole = study_config(tmp, "whole", hpo, **over)
         rc, _, err, _ = run(["hpo", "-c", whole], timeout=300)
         self.assertEqual(rc, 0, err)
@@ -327,26 +323,64 @@ class ResumeTest(unittest.TestCase):
                                 start_new_session=True)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
-            if os.path.exists(os.path.join(study, "journal.jsonl")):
-                done = [e for e in journal(study) if e.get("event") == "done"]
-                # Killed in the middle of a trial (its first epoch checkpoint written).
-                if len(done) >= 2 and os.path.exists(os.path.join(study, "trials", "2", "checkpoints")):
-                    break
+            if os.path.exists(os.path.join(study, "journal.jsonl")) and kill_when(study, journal(study)):
+                break
             time.sleep(0.05)
         self.assertIsNone(proc.poll(), "the study ended before it could be killed")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        before = {e["id"]: e["result"]["value"] for e in journal(study) if e.get("event") == "done"}
-        self.assertLess(len(before), 6)
+        before = journal(study)
         rc, _, err, _ = run(["hpo", "-c", cut], timeout=300)
         self.assertEqual(rc, 0, err)
         self.assertTrue(any(e.get("event") == "farm" and e.get("resumed") for e in journal(study)))
-        a, b = read_trials(os.path.join(tmp, "whole")), read_trials(study)
+        return before
+
+    def test_killed_study_resumes_to_the_uninterrupted_one(self):
+        tmp = tempfile.mkdtemp(prefix="hpcml-hpo-resume-")
+        hpo = {"sampler": "tpe", "trials": 6, "seed": 5, "tpe": {"startup_trials": 3},
+               "space": {"optimizer.lr": {"type": "loguniform", "low": 0.001, "high": 0.3},
+                         "optimizer.momentum": {"type": "uniform", "low": 0.0, "high": 0.95}}}
+        # Trials of about a second, so that the kill lands inside one.
+        data = dict(BASE["data"], samples=16384, features=64)
+        over = {"data": data, "model": {"name": "mlp", "hidden": [256, 256]}, "train": {"epochs": 3, "batch_size": 64}}
+
+        def mid_trial(study, events):  # in the middle of a trial (its first epoch checkpoint written)
+            done = [e for e in events if e.get("event") == "done"]
+            return len(done) >= 2 and os.path.exists(os.path.join(study, "trials", "2", "checkpoints"))
+
+        records = self.kill_and_resume(tmp, hpo, over, mid_trial)
+        before = {e["id"]: e["result"]["value"] for e in records if e.get("event") == "done"}
+        self.assertLess(len(before), 6)
+        a, b = read_trials(os.path.join(tmp, "whole")), read_trials(os.path.join(tmp, "cut"))
         keys = ["trial", "state", "value", "optimizer.lr", "optimizer.momentum"]
         self.assertEqual([[t[k] for k in keys] for t in a], [[t[k] for k in keys] for t in b])
         for t in b:  # trials finished before the kill kept their values
             if f"trial-{t['trial']}" in before:
                 self.assertEqual(float(t["value"]), before[f"trial-{t['trial']}"])
+
+    def test_killed_promotion_study_resumes_to_the_uninterrupted_one(self):
+        # ASHA's promotion form: the resumed study hands out the same parts in the same order
+        # (its paused trials and promotions rebuilt from the journal) and ends with the same trials.
+        tmp = tempfile.mkdtemp(prefix="hpcml-hpo-resume-asha-")
+        hpo = {"sampler": "random", "trials": 8, "seed": 6,
+               "scheduler": {"name": "asha", "mode": "promote", "grace_period": 1, "reduction_factor": 2,
+                             "max_resource": 4},
+               "space": {"optimizer.lr": {"type": "loguniform", "low": 0.001, "high": 0.3}}}
+        data = dict(BASE["data"], samples=16384, features=64)
+        over = {"data": data, "model": {"name": "mlp", "hidden": [256, 256]}, "train": {"epochs": 4, "batch_size": 64}}
+
+        def after_a_promotion(study, events):
+            return any(e.get("event") == "task" and not e["id"].endswith("@1") for e in events)
+
+        records = self.kill_and_resume(tmp, hpo, over, after_a_promotion)
+        handed = [[e["id"] for e in journal(os.path.join(tmp, d)) if e.get("event") == "task"] for d in ("whole", "cut")]
+        self.assertLess(len([e for e in records if e.get("event") == "task"]), len(handed[0]))
+        self.assertEqual(handed[0], handed[1])
+        a, b = read_trials(os.path.join(tmp, "whole")), read_trials(os.path.join(tmp, "cut"))
+        keys = ["trial", "state", "value", "optimizer.lr"]
+        self.assertEqual([[t[k] for k in keys] for t in a], [[t[k] for k in keys] for t in b])
+        self.assertIn("complete", [t["state"] for t in b])
+        self.assertIn("pruned", [t["state"] for t in b])
 
 
 class FailureTest(unittest.TestCase):
