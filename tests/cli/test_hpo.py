@@ -182,6 +182,10 @@ def asha_decisions(events, eta, max_resource):
     return decisions
 
 
+def asha(mode, grace, eta, max_resource):
+    return {"name": "asha", "mode": mode, "grace_period": grace, "reduction_factor": eta, "max_resource": max_resource}
+
+
 def promotion_hand_outs(events, eta, rungs, max_resource, workers, trials):
     """The tasks ASHA's promotion form (Li et al. 2020, Algorithm 2) hands out, replayed from the
     journal's results in arrival order: whenever groups are free, each takes the best trial not yet
@@ -226,15 +230,17 @@ def promotion_hand_outs(events, eta, rungs, max_resource, workers, trials):
 
 
 class AshaTest(unittest.TestCase):
-    def test_promotion_form_hands_out_work_as_li_et_al(self):
-        tmp = tempfile.mkdtemp(prefix="hpcml-hpo-promote-")
-        hpo = {"sampler": "random", "trials": 14, "seed": 4,
-               "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 3, "max_resource": 9},
+    def asha_study(self, mode, trials, seed, ranks):
+        """A random-sampler study with ASHA (grace 1, eta 3, max 9) in `mode`; returns (tmp, study dir)."""
+        tmp = tempfile.mkdtemp(prefix=f"hpcml-hpo-{mode}-")
+        hpo = {"sampler": "random", "trials": trials, "seed": seed, "scheduler": asha(mode, 1, 3, 9),
                "space": {"optimizer.lr": {"type": "loguniform", "low": 0.001, "high": 1.0}}}
-        cfg = study_config(tmp, "promote", hpo)
-        rc, out, err, _ = run(["hpo", "-c", cfg], ranks=2, timeout=300)
+        rc, _, err, _ = run(["hpo", "-c", study_config(tmp, "asha", hpo)], ranks=ranks, timeout=300)
         self.assertEqual(rc, 0, err)
-        study = os.path.join(tmp, "promote")
+        return tmp, os.path.join(tmp, "asha")
+
+    def test_promotion_form_hands_out_work_as_li_et_al(self):
+        _, study = self.asha_study("promote", trials=14, seed=4, ranks=2)
         events = journal(study)
         handed = [e["id"] for e in events if e.get("event") == "task"]
         self.assertEqual(handed, promotion_hand_outs(events, 3, [1, 3], 9, 2, 14))
@@ -265,15 +271,7 @@ class AshaTest(unittest.TestCase):
         self.assertGreater(states.count("complete"), 0)
 
     def test_rungs_parts_and_decisions(self):
-        tmp = tempfile.mkdtemp(prefix="hpcml-hpo-asha-")
-        hpo = {"sampler": "random", "trials": 9, "seed": 3,
-               "scheduler": {"name": "asha", "mode": "stop", "grace_period": 1, "reduction_factor": 3,
-                             "max_resource": 9},
-               "space": {"optimizer.lr": {"type": "loguniform", "low": 0.001, "high": 1.0}}}
-        cfg = study_config(tmp, "asha", hpo)
-        rc, out, err, _ = run(["hpo", "-c", cfg], timeout=300)
-        self.assertEqual(rc, 0, err)
-        study = os.path.join(tmp, "asha")
+        tmp, study = self.asha_study("stop", trials=9, seed=3, ranks=1)
         events = journal(study)
         decisions = asha_decisions(events, 3, 9)
         started = {e["id"] for e in events if e.get("event") == "task"}
@@ -363,8 +361,7 @@ class ResumeTest(unittest.TestCase):
         # (its paused trials and promotions rebuilt from the journal) and ends with the same trials.
         tmp = tempfile.mkdtemp(prefix="hpcml-hpo-resume-asha-")
         hpo = {"sampler": "random", "trials": 8, "seed": 6,
-               "scheduler": {"name": "asha", "mode": "promote", "grace_period": 1, "reduction_factor": 2,
-                             "max_resource": 4},
+               "scheduler": asha("promote", 1, 2, 4),
                "space": {"optimizer.lr": {"type": "loguniform", "low": 0.001, "high": 0.3}}}
         data = dict(BASE["data"], samples=16384, features=64)
         over = {"data": data, "model": {"name": "mlp", "hidden": [256, 256]}, "train": {"epochs": 4, "batch_size": 64}}
