@@ -272,6 +272,14 @@ std::vector<hpo::TrialRecord> sampler_history(const std::vector<Trial>& trials) 
       r.value.reset();
       r.resource = 0;
     }
+    // A trial running past a rung (continued or promoted) has a known value there: the sampler
+    // sees it as stopped at that rung, not as a pending point that the constant liar would count
+    // bad. Those trials are the study's best so far.
+    if (r.state == hpo::TrialState::kRunning && !t.rungs.empty()) {
+      r.state = hpo::TrialState::kPruned;
+      r.value = t.rungs.back().second;
+      r.resource = static_cast<double>(t.rungs.back().first);
+    }
     records.push_back(r);
   }
   return records;

@@ -190,7 +190,9 @@ class Study {
 
 /// The trials as hpo::TrialRecord for a sampler (running ones included). A failed trial is
 /// passed as pruned before its first rung with no value: TPE ranks it last (bad group), so a
-/// region that diverges is not proposed again and again.
+/// region that diverges is not proposed again and again. A running trial that has reported at
+/// a rung (ASHA continued or promoted it) is passed as pruned there, with that value; only
+/// trials with no report yet reach the sampler as running (TPE's constant liar).
 std::vector<hpo::TrialRecord> sampler_history(const std::vector<Trial>& trials);
 
 /// Trial `n`'s point: the n-th of hpo.enqueue while there is one (as Optuna's enqueue_trial
