@@ -21,9 +21,8 @@ Asha::Asha(Direction direction, AshaOptions options) : direction_(direction), op
     rungs_.push_back(r);
     if (r > std::numeric_limits<std::int64_t>::max() / options_.reduction_factor) break;
   }
-  recorded_.resize(rungs_.size());
   arrival_.resize(rungs_.size());
-  arrival_trials_.resize(rungs_.size());
+  reported_.resize(rungs_.size());
   promoted_.resize(rungs_.size());
 }
 
@@ -41,22 +40,20 @@ std::size_t Asha::add(std::int64_t trial, std::int64_t rung_resource, double val
   const double worst = direction_ == Direction::kMinimize ? std::numeric_limits<double>::infinity()
                                                           : -std::numeric_limits<double>::infinity();
   const double v = std::isnan(value) ? worst : value;
-  HPCML_CHECK(recorded_[k].emplace(trial, v).second, "asha: trial ", trial, " reported twice at resource ",
+  HPCML_CHECK(reported_[k].insert(trial).second, "asha: trial ", trial, " reported twice at resource ",
               rung_resource);
-  arrival_[k].push_back(v);
-  arrival_trials_[k].push_back(trial);
+  arrival_[k].push_back({trial, v});
   return k;
 }
 
 AshaDecision Asha::report(std::int64_t trial, std::int64_t rung_resource, double value) {
   const std::size_t k = add(trial, rung_resource, value);
-  std::vector<double> values;
-  for (const auto& item : recorded_[k]) values.push_back(item.second);
+  std::vector<double> values = values_at(k);
   std::sort(values.begin(), values.end(), [this](double a, double b) { return better(a, b); });
   const auto eta = static_cast<std::size_t>(options_.reduction_factor);
   const std::size_t m = std::max<std::size_t>(1, values.size() / eta);
   const double cutoff = values[m - 1];
-  const double v = recorded_[k].at(trial);
+  const double v = arrival_[k].back().value;
   const bool keep = !std::isnan(value) && !better(cutoff, v);
   if (!keep) stopped_.insert(trial);
   return keep ? AshaDecision::kContinue : AshaDecision::kStop;
@@ -72,12 +69,11 @@ std::optional<AshaPromotion> Asha::promote() {
   for (std::size_t k = rungs_.size(); k-- > 0;) {
     const std::size_t m = arrival_[k].size() / eta;
     if (m == 0) continue;
-    std::vector<std::size_t> order(arrival_[k].size());  // arrival indices, best first (stable: ties by arrival)
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::stable_sort(order.begin(), order.end(),
-                     [&](std::size_t a, std::size_t b) { return better(arrival_[k][a], arrival_[k][b]); });
+    std::vector<Report> ranked = arrival_[k];  // best first; stable: ties by arrival
+    std::stable_sort(ranked.begin(), ranked.end(),
+                     [this](const Report& a, const Report& b) { return better(a.value, b.value); });
     for (std::size_t i = 0; i < m; ++i) {
-      const std::int64_t trial = arrival_trials_[k][order[i]];
+      const std::int64_t trial = ranked[i].trial;
       if (promoted_[k].count(trial) || stopped_.count(trial)) continue;
       promoted_[k].insert(trial);
       const std::int64_t to = k + 1 < rungs_.size() ? rungs_[k + 1] : options_.max_resource;
@@ -89,7 +85,9 @@ std::optional<AshaPromotion> Asha::promote() {
 
 std::vector<double> Asha::values_at(std::size_t k) const {
   HPCML_CHECK(k < arrival_.size(), "asha: rung ", k, " does not exist (", arrival_.size(), " rungs)");
-  return arrival_[k];
+  std::vector<double> values;
+  for (const auto& r : arrival_[k]) values.push_back(r.value);
+  return values;
 }
 
 }  // namespace hpcml::hpo

@@ -12,7 +12,6 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -75,13 +74,16 @@ class Asha {
   Direction direction_;
   AshaOptions options_;
   std::vector<std::int64_t> rungs_;
-  std::vector<std::map<std::int64_t, double>> recorded_;  // per rung: trial -> value
+  struct Report {
+    std::int64_t trial;
+    double value;  // a NaN recorded as the direction's worst value
+  };
   std::size_t add(std::int64_t trial, std::int64_t rung_resource, double value);  // -> rung index
   bool better(double a, double b) const;
 
-  std::vector<std::vector<double>> arrival_;              // per rung: values in arrival order
-  std::vector<std::vector<std::int64_t>> arrival_trials_; // per rung: trials in arrival order
-  std::vector<std::set<std::int64_t>> promoted_;          // per rung: trials moved on from it
+  std::vector<std::vector<Report>> arrival_;      // per rung: reports in arrival order
+  std::vector<std::set<std::int64_t>> reported_;  // per rung: trials that reported there
+  std::vector<std::set<std::int64_t>> promoted_;  // per rung: trials moved on from it
   std::set<std::int64_t> stopped_;
 };
 

@@ -145,8 +145,9 @@ nlohmann::json study_identity(const HpoConfig& c);
 /// One trial as the study knows it.
 struct Trial {
   hpo::TrialRecord record;                        ///< number, state, params, value, resource (as the samplers see it)
-  std::vector<std::pair<int64_t, double>> rungs;  ///< asha: (resource, value) reports, in order
-  ///< (record.state is kPruned while a trial is paused at a rung, kRunning again once promoted)
+  /// asha: (resource, value) reports, in order. record.state is kPruned while the trial is
+  /// paused at a rung, and kRunning again once promoted.
+  std::vector<std::pair<int64_t, double>> rungs;
   std::string error;                              ///< kFailed: why
   double seconds = 0;                             ///< training time, over its parts
   double finished_s = -1;                         ///< study wall time when it finished (-1: not finished)
