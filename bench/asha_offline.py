@@ -74,7 +74,7 @@ def baseline(pool, rng, n):
     return best_curve(finishes)
 
 
-def asha(pool, rng, n, grace, eta, epochs, mode):
+def asha(pool, rng, n, grace, eta, epochs, mode, rung_value="last"):
     rungs = rungs_of(grace, eta, epochs)
     drawn = [rng.choice(pool) for _ in range(n)]
     reports = [[] for _ in rungs]  # per rung: (value, arrival, trial)
@@ -108,12 +108,15 @@ def asha(pool, rng, n, grace, eta, epochs, mode):
         launch(0.0, new_trial())
     while queue:
         now, (trial, k) = heapq.heappop(queue)
-        value = drawn[trial][0][rungs[k] - 1]
+        curve = drawn[trial][0]
+        value = curve[rungs[k] - 1]
         if k == len(rungs) - 1:
             if value != math.inf:
                 finishes.append((now, value))
             launch(now, (promotion() if mode == "promote" else None) or new_trial())
             continue
+        if rung_value == "best":  # the best value so far is what the rung ranks
+            value = min(curve[:rungs[k]])
         reports[k].append((value, state["arrival"], trial))
         state["arrival"] += 1
         if mode == "promote":
@@ -143,6 +146,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=400)
     ap.add_argument("--settings", default="1:3:64,2:2:48,4:2:32,4:2:64,4:3:48,6:2:48,9:3:24",
                     help="grace:eta:trials, comma-separated")
+    ap.add_argument("--rung-value", choices=["last", "best"], default="last",
+                    help="what a rung ranks: the value after the rung's epoch, or the best so far")
     args = ap.parse_args()
     pool = load_pool(args.studies, args.epochs)
     rng = random.Random(0)
@@ -157,7 +162,7 @@ def main():
         grace, eta, n = (int(x) for x in setting.split(":"))
         row = [f"{grace:5d} {eta:3d} {n:6d}"]
         for mode in ("promote", "stop"):
-            t = [time_to(asha(pool, rng, n, grace, eta, args.epochs, mode), target) for _ in range(args.repeats)]
+            t = [time_to(asha(pool, rng, n, grace, eta, args.epochs, mode, args.rung_value), target) for _ in range(args.repeats)]
             ratio = grouped_median(t) / base_median
             row.append(f"{sum(x < math.inf for x in t) / len(t):.2f}, {ratio:.2f}x")
         print(" | ".join(row))

@@ -4,12 +4,13 @@
 Usage: /usr/bin/python3 bench/hpo_vs_optuna.py --workdir DIR [--seeds 5] [--trials 16] [--epochs 36]
            [--schedule constant|cosine] [--contenders optuna,asha,none]
            [--asha-trials N] [--asha-grace 1] [--asha-eta 3] [--asha-mode promote|stop]
+           [--asha-rung-value last|best] [--no-replay]
            [--hpcml build/bin/hpcml] [--json bench/results/hpo-vs-optuna.json] [--plot docs/img/hpo-vs-optuna.png]
 
 The objective: an MLP regressing FACILE's target (hpcml datagen calo channels, relative MSE, the
 validation loss after --epochs epochs, one thread per trial), over learning rate, weight decay,
 width and optimizer, at a constant learning rate or on a cosine schedule over the --epochs
-(--schedule). The contenders (--contenders; the replay always follows optuna), each with the same
+(--schedule). The contenders (--contenders; the replay follows optuna unless --no-replay), each with the same
 space on the same two cores, alternated seed by seed:
   optuna      ../shared/anchors/optuna_reference.py --n-jobs 2 (Optuna's TPE, each trial an
               `hpcml train` process);
@@ -143,7 +144,7 @@ def run_hpcml(args, work, seed, mode, plots=False, points=None):
     trials = args.asha_trials if asha else len(points) if points else args.trials
     config["hpo"] = {"space": {key: spec for key, spec in SPACE.values()}, "sampler": "tpe", "trials": trials,
                      "seed": seed, "study_dir": study_dir, "plots": plots,
-                     "scheduler": ({"name": "asha", "mode": args.asha_mode, "grace_period": args.asha_grace,
+                     "scheduler": ({"name": "asha", "mode": args.asha_mode, "rung_value": args.asha_rung_value, "grace_period": args.asha_grace,
                                     "reduction_factor": args.asha_eta, "max_resource": args.epochs}
                                    if asha else {"name": "none"})}
     if points:
@@ -183,8 +184,11 @@ def main():
     ap.add_argument("--asha-grace", type=int, default=1, help="ASHA's first rung, in epochs")
     ap.add_argument("--asha-eta", type=int, default=3, help="ASHA's reduction factor")
     ap.add_argument("--asha-mode", choices=["promote", "stop"], default="promote", help="hpo.scheduler.mode")
+    ap.add_argument("--asha-rung-value", choices=["last", "best"], default="last", help="hpo.scheduler.rung_value")
     ap.add_argument("--asha-trials", type=int, default=0,
                     help="trials of the ASHA study (default 4x --trials: a pruned trial costs a fraction of one)")
+    ap.add_argument("--no-replay", action="store_true",
+                    help="skip the replay of Optuna's trials (it doubles Optuna's time; the driver-overhead measure)")
     ap.add_argument("--hpcml", default=os.path.join(SOURCE, "build", "bin", "hpcml"))
     ap.add_argument("--json", default=os.path.join(SOURCE, "bench", "results", "hpo-vs-optuna.json"))
     ap.add_argument("--plot", default=os.path.join(SOURCE, "docs", "img", "hpo-vs-optuna.png"))
@@ -210,6 +214,8 @@ def main():
                 r = run_optuna(args, work, seed)
                 runs.append(r)
                 print(json.dumps({k: v for k, v in r.items() if k not in ("curve", "points", "val_curves")}), flush=True)
+                if args.no_replay:
+                    continue
                 # Optuna's trials through hpcml's driver, right after it.
                 r = run_hpcml(args, work, seed, "replay", points=r["points"])
             else:
@@ -223,7 +229,7 @@ def main():
                       []).append(r)
     target = statistics.median(r["best"] for r in by["optuna"])
     summary = {"target": target, "trials": args.trials, "asha_trials": args.asha_trials, "asha_grace": args.asha_grace,
-               "asha_eta": args.asha_eta, "asha_mode": args.asha_mode, "schedule": args.schedule,
+               "asha_eta": args.asha_eta, "asha_mode": args.asha_mode, "asha_rung_value": args.asha_rung_value, "schedule": args.schedule,
                "epochs": args.epochs, "seeds": args.seeds, "impls": {}}
     asha_rungs, r = [], args.asha_grace
     while r < args.epochs:
@@ -244,16 +250,18 @@ def main():
     for impl in [i for i in ("hpcml-asha", "hpcml-none", "hpcml-replay") if i in summary["impls"]]:
         summary["impls"][impl]["time_to_target_vs_optuna"] = summary["impls"][impl]["median_time_to_target_s"] / o
     # The replay against the Optuna run it replays, seed by seed: the same trials in the same order.
-    pairs = list(zip(by["optuna"], by["hpcml-replay"]))
-    reached = [(time_to(r["curve"], target), time_to(o["curve"], target)) for o, r in pairs]
-    summary["replay"] = {
-        "wall_ratio": [r["wall_s"] / o["wall_s"] for o, r in pairs],
-        "median_wall_ratio": statistics.median(r["wall_s"] / o["wall_s"] for o, r in pairs),
-        "time_to_target_ratio": [a / b for a, b in reached if b != float("inf")],
-        "same_best": [r["best"] == o["best"] for o, r in pairs],
-        "best_pairs": [(o["best"], r["best"]) for o, r in pairs]}
-    if summary["replay"]["time_to_target_ratio"]:
-        summary["replay"]["median_time_to_target_ratio"] = statistics.median(summary["replay"]["time_to_target_ratio"])
+    pairs = list(zip(by["optuna"], by.get("hpcml-replay", [])))
+    if pairs:
+        reached = [(time_to(r["curve"], target), time_to(o["curve"], target)) for o, r in pairs]
+        summary["replay"] = {
+            "wall_ratio": [r["wall_s"] / o["wall_s"] for o, r in pairs],
+            "median_wall_ratio": statistics.median(r["wall_s"] / o["wall_s"] for o, r in pairs),
+            "time_to_target_ratio": [a / b for a, b in reached if b != float("inf")],
+            "same_best": [r["best"] == o["best"] for o, r in pairs],
+            "best_pairs": [(o["best"], r["best"]) for o, r in pairs]}
+        if summary["replay"]["time_to_target_ratio"]:
+            summary["replay"]["median_time_to_target_ratio"] = statistics.median(
+                summary["replay"]["time_to_target_ratio"])
     print(json.dumps(summary, indent=1))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:

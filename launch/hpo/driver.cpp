@@ -18,7 +18,6 @@
 #include "launch/plot_script.hpp"
 #include "launch/train/trainer.hpp"
 
-
 namespace hpcml::launch::hpo_driver {
 
 namespace fs = std::filesystem;
@@ -52,6 +51,24 @@ double open_study(const HpoConfig& c, int workers) {
   return kept.value("started_unix", unix_now());
 }
 
+// The best of `metric` over the validation lines of a trial's metrics.jsonl up to `step`
+// (hpo.scheduler.rung_value: best). The trainer truncates the file to the step it resumes from, so
+// the lines are this trial's history, whatever parts and restarts it took.
+double best_so_far(const fs::path& metrics, const std::string& metric, hpo::Direction direction, int64_t step,
+                   double last) {
+  double best = last;
+  std::ifstream in(metrics);
+  std::string text;
+  while (std::getline(in, text)) {
+    const json line = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (!line.is_object() || !line.contains(metric) || !line[metric].is_number()) continue;
+    if (line.value("step", int64_t{0}) > step) continue;
+    const double value = line[metric].get<double>();
+    if (std::isfinite(value) && hpo::is_better(value, best, direction)) best = value;
+  }
+  return best;
+}
+
 // One part of a trial on every rank of `group`: its training from its newest checkpoint up to
 // the part's end; the leader returns the metric there.
 json run_part(const HpoConfig& c, const Context& world, const farm::Task& task, collectives::Backend& group) {
@@ -79,12 +96,17 @@ json run_part(const HpoConfig& c, const Context& world, const farm::Task& task, 
   }
   const double value = line[c.hpo.metric].get<double>();
   HPCML_CHECK(std::isfinite(value), "trial ", n, ": the metric ", c.hpo.metric, " is ", value);
-  return {{"value", value},
-          {"step", out.step},
-          {"until", until},
-          {"started_unix", started},
-          {"finished_unix", unix_now()},
-          {"validation", line}};
+  json result = {{"value", value},
+                 {"step", out.step},
+                 {"until", until},
+                 {"started_unix", started},
+                 {"finished_unix", unix_now()},
+                 {"validation", line}};
+  if (c.hpo.scheduler.rung_value == "best" && until > 0 && until < c.max_resource) {
+    result["rung_value"] =
+        best_so_far(fs::path(config.run.dir) / "metrics.jsonl", c.hpo.metric, c.direction, out.step, value);
+  }
+  return result;
 }
 
 // The groups' idle share of this run's wall time up to the final drain (the last hand-out):

@@ -191,6 +191,8 @@ json study_identity(const HpoConfig& c) {
     for (const auto& p : c.enqueue) identity["enqueue"].push_back(hpo::SearchSpace::to_json(p));
   }
   if (s.name == "asha") identity["scheduler"]["mode"] = s.mode;
+  // Absent when last: studies from before hpo.scheduler.rung_value keep their identity.
+  if (s.name == "asha" && s.rung_value != "last") identity["scheduler"]["rung_value"] = s.rung_value;
   return identity;
 }
 
@@ -337,9 +339,11 @@ std::vector<farm::Task> Study::on_result(const farm::TaskResult& r) {
     t.record.state = hpo::TrialState::kFailed;
     t.error = r.error;
   } else {
-    const json& v = r.result.at("value");
+    const bool rung = asha_ && until > 0 && until < c_.max_resource;
+    // At a rung, what the rung ranks (hpo.scheduler.rung_value); a complete trial's last value.
+    const json& v = rung && r.result.contains("rung_value") ? r.result.at("rung_value") : r.result.at("value");
     const double value = v.is_number() ? v.get<double>() : std::nan("");
-    if (asha_ && until > 0 && until < c_.max_resource) {
+    if (rung) {
       t.rungs.emplace_back(until, value);
       if (promote_) {
         asha_->record(n, until, value);

@@ -28,6 +28,7 @@ namespace hpcml::launch::hpo_driver {
 struct SchedulerSection {
   std::string name = "none";
   std::string mode = "promote";
+  std::string rung_value = "last";
   std::string resource = "epochs";
   int grace_period = 1;
   int reduction_factor = 3;
@@ -41,6 +42,11 @@ struct SchedulerSection {
             "best paused trial in the top 1/eta of its rung before a new one) or stop (Optuna's and Ray Tune's: a "
             "trial is told at each rung to continue or stop for good)",
             config::one_of({"promote", "stop"}));
+    v.field("rung_value", rung_value,
+            "asha: what a rung ranks: last (the metric where the trial reached the rung, as Li et al.) or best (its "
+            "best validation so far, as Optuna's median pruner: steadier when the metric jumps between epochs). A "
+            "complete trial's value is always its last",
+            config::one_of({"last", "best"}));
     v.field("resource", resource, "asha: what rungs count: epochs, or optimizer steps",
             config::one_of({"epochs", "steps"}));
     v.field("grace_period", grace_period, "asha: resource of the first rung", config::in_range(1, 1 << 30));

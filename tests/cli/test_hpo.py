@@ -182,8 +182,9 @@ def asha_decisions(events, eta, max_resource):
     return decisions
 
 
-def asha(mode, grace, eta, max_resource):
-    return {"name": "asha", "mode": mode, "grace_period": grace, "reduction_factor": eta, "max_resource": max_resource}
+def asha(mode, grace, eta, max_resource, rung_value="last"):
+    return {"name": "asha", "mode": mode, "grace_period": grace, "reduction_factor": eta, "max_resource": max_resource,
+            "rung_value": rung_value}
 
 
 def promotion_hand_outs(events, eta, rungs, max_resource, workers, trials):
@@ -223,17 +224,17 @@ def promotion_hand_outs(events, eta, rungs, max_resource, workers, trials):
             continue
         state["in_flight"] -= 1
         trial, until = (int(x) for x in e["id"][len("trial-"):].split("@"))
-        if e["event"] == "done" and until < max_resource:
-            reports[until].append((e["result"]["value"], trial))
+        if e["event"] == "done" and until < max_resource:  # what the rung ranks (rung_value: best or last)
+            reports[until].append((e["result"].get("rung_value", e["result"]["value"]), trial))
         hand_out()
     return out
 
 
 class AshaTest(unittest.TestCase):
-    def asha_study(self, mode, trials, seed, ranks):
+    def asha_study(self, mode, trials, seed, ranks, rung_value="last"):
         """A random-sampler study with ASHA (grace 1, eta 3, max 9) in `mode`; returns (tmp, study dir)."""
         tmp = tempfile.mkdtemp(prefix=f"hpcml-hpo-{mode}-")
-        hpo = {"sampler": "random", "trials": trials, "seed": seed, "scheduler": asha(mode, 1, 3, 9),
+        hpo = {"sampler": "random", "trials": trials, "seed": seed, "scheduler": asha(mode, 1, 3, 9, rung_value),
                "space": {"optimizer.lr": {"type": "loguniform", "low": 0.001, "high": 1.0}}}
         rc, _, err, _ = run(["hpo", "-c", study_config(tmp, "asha", hpo)], ranks=ranks, timeout=300)
         self.assertEqual(rc, 0, err)
@@ -269,6 +270,25 @@ class AshaTest(unittest.TestCase):
         states = [t["state"] for t in summary["trials"]]
         self.assertGreater(states.count("pruned"), 0)
         self.assertGreater(states.count("complete"), 0)
+
+    def test_best_rung_value_ranks_the_best_validation_so_far(self):
+        _, study = self.asha_study("promote", trials=14, seed=4, ranks=2, rung_value="best")
+        events = journal(study)
+        handed = [e["id"] for e in events if e.get("event") == "task"]
+        self.assertEqual(handed, promotion_hand_outs(events, 3, [1, 3], 9, 2, 14))
+        steps_per_epoch = 1024 // 64
+        summary = read_summary(study)
+        better_than_last = 0
+        for t in summary["trials"]:
+            lines = validation_lines(os.path.join(study, "trials", str(t["trial"])))
+            for rung in t.get("rungs", []):
+                # The rung ranks the least validation loss up to it, not the one at it.
+                upto = [line["val_loss"] for line in lines if line["step"] <= rung["resource"] * steps_per_epoch]
+                self.assertEqual(rung["value"], min(upto))
+                better_than_last += min(upto) < upto[-1]
+            if t["state"] == "complete":  # a complete trial's value is its last validation
+                self.assertEqual(t["value"], lines[-1]["val_loss"])
+        self.assertGreater(better_than_last, 0, "no rung where the best so far differs from the last value")
 
     def test_rungs_parts_and_decisions(self):
         tmp, study = self.asha_study("stop", trials=9, seed=3, ranks=1)
@@ -359,9 +379,10 @@ class ResumeTest(unittest.TestCase):
     def test_killed_promotion_study_resumes_to_the_uninterrupted_one(self):
         # ASHA's promotion form: the resumed study hands out the same parts in the same order
         # (its paused trials and promotions rebuilt from the journal) and ends with the same trials.
+        # Its rungs rank the best validation so far, which the killed part's restart must not change.
         tmp = tempfile.mkdtemp(prefix="hpcml-hpo-resume-asha-")
         hpo = {"sampler": "random", "trials": 8, "seed": 6,
-               "scheduler": asha("promote", 1, 2, 4),
+               "scheduler": asha("promote", 1, 2, 4, "best"),
                "space": {"optimizer.lr": {"type": "loguniform", "low": 0.001, "high": 0.3}}}
         data = dict(BASE["data"], samples=16384, features=64)
         over = {"data": data, "model": {"name": "mlp", "hidden": [256, 256]}, "train": {"epochs": 4, "batch_size": 64}}
@@ -480,6 +501,8 @@ class ConfigErrorTest(unittest.TestCase):
             ({"space": {"optimizer.name": {"type": "categorical", "choices": ["sgd", "rmsprop"]}}}, {},
              ["optimizer.name", "rmsprop"]),
             ({"space": space, "scheduler": {"name": "asha", "reduction_factor": 1}}, {}, ["hpo.scheduler.reduction_factor"]),
+            ({"space": space, "scheduler": {"name": "asha", "rung_value": "mean"}}, {},
+             ["hpo.scheduler.rung_value", "last", "best", "mean"]),
             ({"space": space}, {"data": dict(BASE["data"], validation_samples=0)}, ["hpo.metric", "validation"]),
             ({}, {}, ["hpo.space"]),
             ({"space": space, "enqueue": [{"optimizer.lr": 0.01}, {"optimizer.lr": 0.5}]}, {},
