@@ -2,7 +2,7 @@
 """ASHA's two forms against best-of-N full trials, simulated offline on recorded learning curves.
 
 Usage: /usr/bin/python3 bench/asha_offline.py STUDY_DIR [STUDY_DIR ...] [--baseline-trials 16] [--repeats 400]
-           [--settings 2:2:48,4:2:32,...]
+           [--settings 2:2:48,4:2:32,...] [--rung-value last|best]
 
 Each STUDY_DIR is an `hpcml hpo` study run with scheduler none (every trial trained its whole
 budget; a random sampler gives an unbiased pool). Its trials' metrics.jsonl give, per trial, the
@@ -14,8 +14,9 @@ that pool with replacement and runs them on 2 simulated groups:
             paused trial in the top floor(n/eta) of a rung (highest rung first), else a new one;
   stop      ASHA's stopping form (mode: stop): at each rung a trial goes on iff it is within the
             max(1, floor(n/eta)) best so far, else the group takes a new trial.
-A part costs the recorded seconds of its epochs plus 0.3 s; a whole baseline trial 1 s more (a
-process start). The target is the median best of the baseline runs; a run's time to target is
+A rung ranks the value after its epoch, or with --rung-value best the best value so far
+(hpo.scheduler.rung_value). A part costs the recorded seconds of its epochs plus 0.3 s; a whole
+baseline trial 1 s more (a process start). The target is the median best of the baseline runs; a run's time to target is
 when its best complete value first reaches it. Runs are grouped 5 at a time like seeds, and the
 ratio is the median over groups of (median time to target) against the baseline's.
 

@@ -6,6 +6,7 @@ Usage: /usr/bin/python3 bench/hpo_vs_optuna.py --workdir DIR [--seeds 5] [--tria
            [--asha-trials N] [--asha-grace 1] [--asha-eta 3] [--asha-mode promote|stop]
            [--asha-rung-value last|best] [--no-replay]
            [--hpcml build/bin/hpcml] [--json bench/results/hpo-vs-optuna.json] [--plot docs/img/hpo-vs-optuna.png]
+           [--replot]
 
 The objective: an MLP regressing FACILE's target (hpcml datagen calo channels, relative MSE, the
 validation loss after --epochs epochs, one thread per trial), over learning rate, weight decay,
@@ -171,6 +172,39 @@ def time_to(curve, target):
     return next((t for t, best in curve if best <= target), float("inf"))
 
 
+def group(runs):
+    """{"optuna"|"hpcml-<mode>": [runs]}"""
+    by = {}
+    for r in runs:
+        by.setdefault(r["impl"].split("-")[0] + ("" if r["impl"].startswith("optuna") else "-" + r["impl"].split("-")[-1]),
+                      []).append(r)
+    return by
+
+
+def draw(by, target, title, path):
+    """Best value so far against time, every run, around the target."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {"optuna": "tab:orange", "hpcml-asha": "tab:blue", "hpcml-none": "tab:green", "hpcml-replay": "tab:red"}
+    for impl, rs in by.items():
+        for i, r in enumerate(rs):
+            xs = [t for t, _ in r["curve"]] + [r["wall_s"]]
+            ys = [b for _, b in r["curve"]] + [r["curve"][-1][1]]
+            ax.step(xs, ys, where="post", color=colors.get(impl, "k"), alpha=0.7, label=impl if i == 0 else None)
+    ax.axhline(target, color="k", ls="--", lw=0.8, label="target (Optuna's median best)")
+    ax.set_xlabel("seconds since launch")
+    ax.set_ylabel("best validation loss so far")
+    lowest = min(r["best"] for rs in by.values() for r in rs)
+    ax.set_ylim(lowest - 0.2 * (target - lowest) - 1e-4, target + 2.5 * (target - lowest) + 1e-3)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", required=True)
@@ -192,7 +226,15 @@ def main():
     ap.add_argument("--hpcml", default=os.path.join(SOURCE, "build", "bin", "hpcml"))
     ap.add_argument("--json", default=os.path.join(SOURCE, "bench", "results", "hpo-vs-optuna.json"))
     ap.add_argument("--plot", default=os.path.join(SOURCE, "docs", "img", "hpo-vs-optuna.png"))
+    ap.add_argument("--replot", action="store_true", help="only redraw --plot from the runs in --json")
     args = ap.parse_args()
+    if args.replot:
+        with open(args.json) as f:
+            saved = json.load(f)
+        s = saved["summary"]
+        draw(group(saved["runs"]), s["target"],
+             f"{s['trials']} trials ({s['schedule']} learning rate), 2 cores, {s['seeds']} seeds each", args.plot)
+        return
     args.hpcml = os.path.abspath(args.hpcml)
     args.asha_trials = args.asha_trials or 4 * args.trials
     work = os.path.abspath(args.workdir)
@@ -223,10 +265,7 @@ def main():
             runs.append(r)
             print(json.dumps({k: v for k, v in r.items() if k not in ("curve", "points")}), flush=True)
 
-    by = {}
-    for r in runs:
-        by.setdefault(r["impl"].split("-")[0] + ("" if r["impl"].startswith("optuna") else "-" + r["impl"].split("-")[-1]),
-                      []).append(r)
+    by = group(runs)
     target = statistics.median(r["best"] for r in by["optuna"])
     summary = {"target": target, "trials": args.trials, "asha_trials": args.asha_trials, "asha_grace": args.asha_grace,
                "asha_eta": args.asha_eta, "asha_mode": args.asha_mode, "asha_rung_value": args.asha_rung_value, "schedule": args.schedule,
@@ -268,26 +307,8 @@ def main():
         json.dump({"summary": summary, "runs": [{k: v for k, v in r.items() if k != "val_curves"} for r in runs]}, f,
                   indent=1, default=str)
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = {"optuna": "tab:orange", "hpcml-asha": "tab:blue", "hpcml-none": "tab:green", "hpcml-replay": "tab:red"}
-    for impl, rs in by.items():
-        for i, r in enumerate(rs):
-            xs = [t for t, _ in r["curve"]] + [r["wall_s"]]
-            ys = [b for _, b in r["curve"]] + [r["curve"][-1][1]]
-            ax.step(xs, ys, where="post", color=colors.get(impl, "k"), alpha=0.7, label=impl if i == 0 else None)
-    ax.axhline(target, color="k", ls="--", lw=0.8, label="target (Optuna's median best)")
-    ax.set_xlabel("seconds since launch")
-    ax.set_ylabel("best validation loss so far")
-    ax.set_ylim(top=min(ax.get_ylim()[1], target * 2.5))
-    ax.set_title(f"{args.trials} trials ({args.schedule} learning rate), 2 cores, {args.seeds} seeds each")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(args.plot), exist_ok=True)
-    fig.savefig(args.plot, dpi=110)
-
+    draw(by, target, f"{args.trials} trials ({args.schedule} learning rate), 2 cores, {args.seeds} seeds each",
+         args.plot)
 
 if __name__ == "__main__":
     main()
