@@ -16,9 +16,10 @@ that pool with replacement and runs them on 2 simulated groups:
             max(1, floor(n/eta)) best so far, else the group takes a new trial.
 A rung ranks the value after its epoch, or with --rung-value best the best value so far
 (hpo.scheduler.rung_value). A part costs the recorded seconds of its epochs plus 0.3 s; a whole
-baseline trial 1 s more (a process start). The target is the median best of the baseline runs; a run's time to target is
-when its best complete value first reaches it. Runs are grouped 5 at a time like seeds, and the
-ratio is the median over groups of (median time to target) against the baseline's.
+baseline trial 1 s more (a process start). The target is the median best of the baseline runs;
+a run's time to target is when its best complete value first reaches it. Runs are grouped 5 at a
+time like seeds, and the ratio is the median over groups of (median time to target) against the
+baseline's.
 
 This measures the schedulers on a fixed pool, without any sampler's learning: it says which
 settings can win on an objective, not what TPE on top of them will do.
@@ -163,7 +164,8 @@ def main():
         grace, eta, n = (int(x) for x in setting.split(":"))
         row = [f"{grace:5d} {eta:3d} {n:6d}"]
         for mode in ("promote", "stop"):
-            t = [time_to(asha(pool, rng, n, grace, eta, args.epochs, mode, args.rung_value), target) for _ in range(args.repeats)]
+            t = [time_to(asha(pool, rng, n, grace, eta, args.epochs, mode, args.rung_value), target)
+                 for _ in range(args.repeats)]
             ratio = grouped_median(t) / base_median
             row.append(f"{sum(x < math.inf for x in t) / len(t):.2f}, {ratio:.2f}x")
         print(" | ".join(row))

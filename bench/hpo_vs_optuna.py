@@ -145,8 +145,9 @@ def run_hpcml(args, work, seed, mode, plots=False, points=None):
     trials = args.asha_trials if asha else len(points) if points else args.trials
     config["hpo"] = {"space": {key: spec for key, spec in SPACE.values()}, "sampler": "tpe", "trials": trials,
                      "seed": seed, "study_dir": study_dir, "plots": plots,
-                     "scheduler": ({"name": "asha", "mode": args.asha_mode, "rung_value": args.asha_rung_value, "grace_period": args.asha_grace,
-                                    "reduction_factor": args.asha_eta, "max_resource": args.epochs}
+                     "scheduler": ({"name": "asha", "mode": args.asha_mode, "rung_value": args.asha_rung_value,
+                                    "grace_period": args.asha_grace, "reduction_factor": args.asha_eta,
+                                    "max_resource": args.epochs}
                                    if asha else {"name": "none"})}
     if points:
         config["hpo"]["enqueue"] = points
@@ -181,8 +182,9 @@ def group(runs):
     return by
 
 
-def draw(by, target, title, path):
-    """Best value so far against time, every run, around the target."""
+def draw(by, summary, path):
+    """Best value so far against time, every run, around the target (summary["target"])."""
+    target = summary["target"]
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -198,7 +200,8 @@ def draw(by, target, title, path):
     ax.set_ylabel("best validation loss so far")
     lowest = min(r["best"] for rs in by.values() for r in rs)
     ax.set_ylim(lowest - 0.2 * (target - lowest) - 1e-4, target + 2.5 * (target - lowest) + 1e-3)
-    ax.set_title(title)
+    ax.set_title(f"{summary['trials']} trials ({summary['schedule']} learning rate), 2 cores, "
+                 f"{summary['seeds']} seeds each")
     ax.legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -231,9 +234,7 @@ def main():
     if args.replot:
         with open(args.json) as f:
             saved = json.load(f)
-        s = saved["summary"]
-        draw(group(saved["runs"]), s["target"],
-             f"{s['trials']} trials ({s['schedule']} learning rate), 2 cores, {s['seeds']} seeds each", args.plot)
+        draw(group(saved["runs"]), saved["summary"], args.plot)
         return
     args.hpcml = os.path.abspath(args.hpcml)
     args.asha_trials = args.asha_trials or 4 * args.trials
@@ -268,8 +269,8 @@ def main():
     by = group(runs)
     target = statistics.median(r["best"] for r in by["optuna"])
     summary = {"target": target, "trials": args.trials, "asha_trials": args.asha_trials, "asha_grace": args.asha_grace,
-               "asha_eta": args.asha_eta, "asha_mode": args.asha_mode, "asha_rung_value": args.asha_rung_value, "schedule": args.schedule,
-               "epochs": args.epochs, "seeds": args.seeds, "impls": {}}
+               "asha_eta": args.asha_eta, "asha_mode": args.asha_mode, "asha_rung_value": args.asha_rung_value,
+               "schedule": args.schedule, "epochs": args.epochs, "seeds": args.seeds, "impls": {}}
     asha_rungs, r = [], args.asha_grace
     while r < args.epochs:
         asha_rungs.append(r)
@@ -307,8 +308,8 @@ def main():
         json.dump({"summary": summary, "runs": [{k: v for k, v in r.items() if k != "val_curves"} for r in runs]}, f,
                   indent=1, default=str)
 
-    draw(by, target, f"{args.trials} trials ({args.schedule} learning rate), 2 cores, {args.seeds} seeds each",
-         args.plot)
+    draw(by, summary, args.plot)
+
 
 if __name__ == "__main__":
     main()

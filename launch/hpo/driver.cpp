@@ -102,7 +102,7 @@ json run_part(const HpoConfig& c, const Context& world, const farm::Task& task, 
                  {"started_unix", started},
                  {"finished_unix", unix_now()},
                  {"validation", line}};
-  if (c.hpo.scheduler.rung_value == "best" && until > 0 && until < c.max_resource) {
+  if (c.hpo.scheduler.rung_value == "best" && ends_at_rung(c, until)) {
     result["rung_value"] =
         best_so_far(fs::path(config.run.dir) / "metrics.jsonl", c.hpo.metric, c.direction, out.step, value);
   }

@@ -339,7 +339,7 @@ std::vector<farm::Task> Study::on_result(const farm::TaskResult& r) {
     t.record.state = hpo::TrialState::kFailed;
     t.error = r.error;
   } else {
-    const bool rung = asha_ && until > 0 && until < c_.max_resource;
+    const bool rung = ends_at_rung(c_, until);
     // At a rung, what the rung ranks (hpo.scheduler.rung_value); a complete trial's last value.
     const json& v = rung && r.result.contains("rung_value") ? r.result.at("rung_value") : r.result.at("value");
     const double value = v.is_number() ? v.get<double>() : std::nan("");

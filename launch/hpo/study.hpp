@@ -141,6 +141,12 @@ HpoConfig read_hpo_config(const config::Document& environment, const config::Doc
 /// in train.epochs or train.max_steps. @throws ConfigError naming the trial and key.
 TrainConfig trial_config(const HpoConfig& c, const hpo::Params& params, int64_t n);
 
+/// Whether a trial part trained up to `until` ends at an ASHA rung (not at the trial's end, and
+/// not a whole trial without a scheduler, whose parts have until 0).
+inline bool ends_at_rung(const HpoConfig& c, int64_t until) {
+  return c.hpo.scheduler.name == "asha" && until > 0 && until < c.max_resource;
+}
+
 /// <study_dir>/trials/<n>.
 std::string trial_dir(const std::string& study_dir, int64_t n);
 
