@@ -305,9 +305,7 @@ farm::FarmPlan plan_units(const Campaign& k, std::map<size_t, std::vector<int64_
 // own journal), else host and process of rank 0.
 std::string job_name() {
   if (const char* id = std::getenv("SLURM_JOB_ID")) return std::string("slurm") + id;
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  return std::string(host) + "-" + std::to_string(::getpid());
+  return this_host() + "-" + std::to_string(::getpid());
 }
 
 // What the journals of other jobs on this campaign say is finished (the campaign's

@@ -3,7 +3,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -17,6 +16,7 @@
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "launch/infer/claims.hpp"
 
 namespace hpcml::launch::campaign_files {
 
@@ -81,30 +81,12 @@ std::string changes(const json& before, const json& now, bool ignore_input_chang
   return out;
 }
 
-namespace {
-
-std::string host_name() {
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  return host;
-}
-
-// A process id: 1 to 9 digits (pid_t's range; longer is not a writer's name).
-bool looks_like_pid(const std::string& s) {
-  if (s.empty() || s.size() > 9) return false;
-  for (const char ch : s)
-    if (!std::isdigit(static_cast<unsigned char>(ch))) return false;
-  return true;
-}
-
-}  // namespace
-
 fs::path temp_name(const fs::path& path) {
-  return path.string() + ".tmp." + host_name() + "." + std::to_string(::getpid());
+  return path.string() + ".tmp." + this_host() + "." + std::to_string(::getpid());
 }
 
 size_t remove_stale_temps(const fs::path& dir, double stale_s) {
-  const std::string here = host_name();
+  const std::string here = this_host();
   size_t removed = 0;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
@@ -117,7 +99,7 @@ size_t remove_stale_temps(const fs::path& dir, double stale_s) {
     if (dot == std::string::npos || !looks_like_pid(writer.substr(dot + 1))) continue;
     bool stale;
     if (writer.substr(0, dot) == here) {
-      stale = ::kill(static_cast<pid_t>(std::stol(writer.substr(dot + 1))), 0) != 0 && errno == ESRCH;
+      stale = process_gone_from_this_host(here, writer.substr(dot + 1));
     } else {
       const auto age = fs::file_time_type::clock::now() - entry.last_write_time(ec);
       stale = !ec && std::chrono::duration<double>(age).count() > stale_s;

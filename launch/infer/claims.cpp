@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -26,6 +28,24 @@ bool write_all(int fd, const std::string& text) {
 }
 
 }  // namespace
+
+std::string this_host() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return host;
+}
+
+bool looks_like_pid(const std::string& s) {
+  if (s.empty() || s.size() > 9) return false;  // pid_t's range; longer is not a process's name
+  for (const char ch : s)
+    if (!std::isdigit(static_cast<unsigned char>(ch))) return false;
+  return true;
+}
+
+bool process_gone_from_this_host(const std::string& host, const std::string& pid) {
+  if (host != this_host() || !looks_like_pid(pid)) return false;
+  return ::kill(static_cast<pid_t>(std::stol(pid)), 0) != 0 && errno == ESRCH;
+}
 
 Claims::Claims(fs::path dir, std::string job, double lease_s)
     : dir_(std::move(dir)), job_(std::move(job)), lease_s_(lease_s) {
@@ -66,20 +86,31 @@ bool Claims::claim(const std::string& id) {
   std::stringstream text;
   text << in.rdbuf();
   if (!in) return create(id);  // released meanwhile
+  const std::string content = text.str(), holder = content.substr(0, content.find(' '));
+  // A job of this host (<host>-<pid>, rank 0's process) that is gone renews nothing.
+  const size_t dash = holder.rfind('-');
+  if (holder != job_ && dash != std::string::npos &&
+      process_gone_from_this_host(holder.substr(0, dash), holder.substr(dash + 1)))
+    return take_over(id, holder, "its process is gone from this host");
   auto& seen = seen_[id];
   const auto now = Clock::now();
-  if (seen.content != text.str() || seen.since == Clock::time_point{}) {
-    seen.content = text.str();
+  if (seen.content != content || seen.since == Clock::time_point{}) {
+    seen.content = content;
     seen.since = now;
     return false;
   }
   if (std::chrono::duration<double>(now - seen.since).count() < lease_s_) return false;
-  // Expired: rename it away (one taker wins), then create ours.
-  const fs::path expired = path.string() + ".expired." + job_;
+  char why[64];
+  std::snprintf(why, sizeof why, "no heartbeat for %.0f s", lease_s_);
+  return take_over(id, holder, why);
+}
+
+bool Claims::take_over(const std::string& id, const std::string& holder, const std::string& why) {
+  const fs::path path = path_of(id), expired = path.string() + ".expired." + job_;
   if (::rename(path.c_str(), expired.c_str()) != 0) return false;
   ::unlink(expired.c_str());
-  std::fprintf(stderr, "hpcml: infer: took over the claim of unit %s from '%s' (no heartbeat for %.0f s)\n",
-               id.c_str(), seen.content.substr(0, seen.content.find(' ')).c_str(), lease_s_);
+  std::fprintf(stderr, "hpcml: infer: took over the claim of unit %s from '%s' (%s)\n", id.c_str(), holder.c_str(),
+               why.c_str());
   return create(id);
 }
 

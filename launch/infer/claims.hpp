@@ -7,8 +7,9 @@
 /// treats a claim as expired when its content has not changed for `lease_s` on the
 /// other job's own monotonic clock (no clocks of two nodes are compared), and takes
 /// it over by renaming it away (only one rename of a file succeeds) and creating its
-/// own. A holder that lost its claim writes its counter into the renamed-away inode,
-/// never into the new owner's file.
+/// own. A claim of a job on this host whose process is gone is taken over at once. A
+/// holder that lost its claim writes its counter into the renamed-away inode, never
+/// into the new owner's file.
 #pragma once
 
 #include <chrono>
@@ -18,10 +19,19 @@
 
 namespace hpcml::launch {
 
+/// This machine's host name, as jobs and temporary names carry it.
+std::string this_host();
+/// Whether `s` reads as a process id: 1 to 9 decimal digits.
+bool looks_like_pid(const std::string& s);
+/// Whether `host` is this machine and `pid` names no process on it: what a killed job
+/// or writer left there may be taken at once. False when unsure (another host, not a
+/// pid, a live process or one of another user).
+bool process_gone_from_this_host(const std::string& host, const std::string& pid);
+
 class Claims {
  public:
-  /// `dir` holds the claim files; `job` names this job in them. Not thread-safe (the
-  /// farm's coordinator calls it).
+  /// `dir` holds the claim files; `job` names this job in them (<host>-<pid> or
+  /// slurm<id>). Not thread-safe (the farm's coordinator calls it).
   Claims(std::filesystem::path dir, std::string job, double lease_s);
   ~Claims();
   Claims(const Claims&) = delete;
@@ -38,6 +48,8 @@ class Claims {
  private:
   std::filesystem::path path_of(const std::string& id) const;
   bool create(const std::string& id);
+  /// Renames `holder`'s expired claim of `id` away (one taker wins), then creates ours.
+  bool take_over(const std::string& id, const std::string& holder, const std::string& why);
 
   struct Held {
     int fd = -1;

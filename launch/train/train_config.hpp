@@ -406,7 +406,8 @@ struct InferSection {
     v.field("copy_fields", copy_fields, "input fields copied to the output next to each prediction; [auto]: "
             "data.target when the input has it; []: none");
     v.field("lease_s", lease_s, "several jobs on one campaign: a unit's claim whose heartbeat (renewed every second) "
-            "has not changed for this long is taken over by another job", config::in_range(10.0, 86400.0));
+            "has not changed for this long is taken over by another job (at once when its job ran on this host and its "
+            "process is gone)", config::in_range(10.0, 86400.0));
     v.field("samples", samples, "density models (nsf-gw): proposal draws per event, importance-weighted",
             config::in_range(int64_t{2}, int64_t{1} << 24));
     v.field("seed", seed, "density models: event (file k of the input list, row i) draws from a generator seeded "

@@ -10,6 +10,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -335,18 +336,39 @@ class CampaignTest(unittest.TestCase):
             self.assertTrue([e for e in events if e["event"] == "done" and not e.get("recovered")],
                             f"{name} computed nothing: the jobs did not share the work")
 
-    def test_a_killed_jobs_claim_is_taken_over_after_its_lease(self):
+    def test_a_killed_jobs_claim_on_this_host_is_taken_over_at_once(self):
         out = os.path.join(self.tmp, "killed-claim")
         a = self.start_job(out, {"HPCML_TEST_CAMPAIGN_SLOW": "0:0:60000"})
         self.wait_for(os.path.join(out, "claims", "0_0.claim"))
+        with open(os.path.join(out, "claims", "0_0.claim")) as f:
+            holder = f.read().split()[0]
         kill_session(a.pid)
         a.communicate(timeout=30)
+        start = time.monotonic()
+        rc, _, err, _ = run(["infer"] + self.campaign_args(out), ranks=2, timeout=300)
+        self.assertEqual(rc, 0, err)
+        # The default lease is 60 s: the dead process's claim must not wait for it.
+        self.assertLess(time.monotonic() - start, 30, "the dead job's claim waited for its lease")
+        self.assertIn(f"took over the claim of unit 0:0 from '{holder}' (its process is gone from this host)", err)
+        self.outputs_equal(self.reference, out)
+
+    def test_a_live_or_another_hosts_claim_is_taken_over_only_after_its_lease(self):
+        # Planted claims: one of another host (its process cannot be looked at), one of a
+        # live process on this host (this test's). Both wait for the 10 s lease.
+        out = os.path.join(self.tmp, "leased-claims")
+        os.makedirs(os.path.join(out, "claims"))
+        holders = {"0_0": "node-b.cluster-4242", "1_0": f"{socket.gethostname()}-{os.getpid()}"}
+        for unit, holder in holders.items():
+            with open(os.path.join(out, "claims", unit + ".claim"), "w") as f:
+                f.write(f"{holder} 7\n")
         start = time.monotonic()
         rc, _, err, _ = run(["infer"] + self.campaign_args(out, extra=["--set", "infer.lease_s=10"]), ranks=2,
                             timeout=300)
         self.assertEqual(rc, 0, err)
-        self.assertGreaterEqual(time.monotonic() - start, 10, "the claim was taken before its lease ran out")
-        self.assertIn("took over the claim of unit 0:0", err)
+        self.assertGreaterEqual(time.monotonic() - start, 10, "a claim was taken before its lease ran out")
+        for unit, holder in holders.items():
+            self.assertIn(f"took over the claim of unit {unit.replace('_', ':')} from '{holder}' (no heartbeat for 10 s)",
+                          err)
         self.outputs_equal(self.reference, out)
 
     def test_a_late_finisher_is_superseded(self):
@@ -380,7 +402,7 @@ class CampaignTest(unittest.TestCase):
             rc, _, err, _ = run(["infer"] + self.campaign_args(out), ranks=2, timeout=120)
             self.assertNotEqual(rc, 0)
             lines = [l for l in err.splitlines() if "cannot write the campaign's outputs" in l]
-            self.assertGreaterEqual(len(lines), 1, err)
+            self.assertGreaterEqual(len(lines), 1, f"exit code {rc}, stderr:\n{err}")
             for line in lines:
                 self.assertIn("No space left on device; stopping (not an input's fault", line)
             self.assertNotIn("Traceback", err)
