@@ -44,7 +44,14 @@ bool looks_like_pid(const std::string& s) {
 
 bool process_gone_from_this_host(const std::string& host, const std::string& pid) {
   if (host != this_host() || !looks_like_pid(pid)) return false;
-  return ::kill(static_cast<pid_t>(std::stol(pid)), 0) != 0 && errno == ESRCH;
+  if (::kill(static_cast<pid_t>(std::stol(pid)), 0) != 0) return errno == ESRCH;
+  // A killed process whose parent (a killed mpirun's, reparented) has not reaped it yet
+  // still takes signals: a zombie (state Z, or X) writes and renews nothing either.
+  std::ifstream stat("/proc/" + pid + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  const size_t paren = line.rfind(')');  // "pid (comm) state ...": comm may hold spaces
+  return paren != std::string::npos && paren + 2 < line.size() && (line[paren + 2] == 'Z' || line[paren + 2] == 'X');
 }
 
 Claims::Claims(fs::path dir, std::string job, double lease_s)

@@ -23,9 +23,9 @@ namespace hpcml::launch {
 std::string this_host();
 /// Whether `s` reads as a process id: 1 to 9 decimal digits.
 bool looks_like_pid(const std::string& s);
-/// Whether `host` is this machine and `pid` names no process on it: what a killed job
-/// or writer left there may be taken at once. False when unsure (another host, not a
-/// pid, a live process or one of another user).
+/// Whether `host` is this machine and `pid` names no process on it, or a zombie (killed,
+/// not yet reaped): what a killed job or writer left there may be taken at once. False
+/// when unsure (another host, not a pid, a live process or one of another user).
 bool process_gone_from_this_host(const std::string& host, const std::string& pid);
 
 class Claims {

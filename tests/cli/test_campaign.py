@@ -76,6 +76,30 @@ def unmount(disk):
         time.sleep(0.2)
 
 
+def process_state(pid):
+    """The state letter of /proc/<pid>/stat (R, S, D, Z, ...), or None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def wait_until_dead(sid, seconds=30):
+    """Waits until every process of session `sid` (a killed job's mpiexec and ranks) has exited:
+    gone or a zombie. mpiexec can return while a SIGKILLed rank still finishes a write; until it
+    has, its half-written part is a live writer's, which a re-run rightly keeps."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
+        alive = [int(p) for p, s in (line.split() for line in out.splitlines()) if int(s) == sid
+                 and process_state(int(p)) not in (None, "Z", "X")]
+        if not alive:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes {alive} of the killed job were still running after {seconds} s")
+
+
 class CampaignTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -196,6 +220,7 @@ class CampaignTest(unittest.TestCase):
             kill_session(job.pid)
         _, err = job.communicate(timeout=120)
         self.assertNotEqual(job.returncode, 0, "the campaign was not interrupted")
+        wait_until_dead(job.pid)
         rc, stdout, err, _ = run(["infer"] + self.campaign_args(out), ranks=2, timeout=300)
         self.assertEqual(rc, 0, err)
         self.outputs_equal(self.reference, out)
@@ -231,10 +256,18 @@ class CampaignTest(unittest.TestCase):
         host = os.uname().nodename
         gone = subprocess.Popen(["true"])
         gone.wait()
+        # A killed writer not yet reaped: a zombie child of this test until the end of the run.
+        zombie = subprocess.Popen(["true"])
+        self.addCleanup(zombie.wait)
+        deadline = time.time() + 10
+        while time.time() < deadline and process_state(zombie.pid) != "Z":
+            time.sleep(0.01)
+        self.assertEqual(process_state(zombie.pid), "Z")
         parts = os.path.join(out, "parts")
         dead = [os.path.join(parts, f"f1-r0.h5.tmp.{host}.{gone.pid}.tmp"),
                 os.path.join(parts, f"f1-r250.h5.tmp.{host}.{gone.pid}"),
                 os.path.join(out, f"summary.json.tmp.{host}.{gone.pid}"),
+                os.path.join(parts, f"f1-r500.h5.tmp.{host}.{zombie.pid}.tmp"),
                 os.path.join(parts, f"f2-r0.h5.tmp.elsewhere.{os.getpid()}.tmp")]
         alive = [os.path.join(parts, f"f3-r0.h5.tmp.{host}.{os.getpid()}.tmp"),
                  os.path.join(parts, f"f3-r250.h5.tmp.elsewhere.{os.getpid()}")]
