@@ -31,7 +31,13 @@ void abort_job(const std::string& line, int exit_code) {
   std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);
   std::fflush(stdout);
-  if (mpi_initialized() && world_size() > 1) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  if (mpi_initialized() && world_size() > 1) {
+    // mpirun may drop what a rank wrote just before MPI_Abort when it kills the job
+    // first (seen: a campaign's ENOSPC line lost in 1 of 80 runs on 2 ranks). Give it
+    // a moment to forward the line.
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    MPI_Abort(MPI_COMM_WORLD, exit_code);
+  }
   std::_Exit(exit_code);
 }
 

@@ -434,10 +434,15 @@ class CampaignTest(unittest.TestCase):
             out = os.path.join(disk, "out")
             rc, _, err, _ = run(["infer"] + self.campaign_args(out), ranks=2, timeout=120)
             self.assertNotEqual(rc, 0)
-            lines = [l for l in err.splitlines() if "cannot write the campaign's outputs" in l]
+            # The disk fills under a part (a worker's "cannot write the campaign's outputs") or,
+            # seen once in 150 runs, under a claim file (the coordinator's "cannot write claim").
+            lines = [l for l in err.splitlines() if l.startswith("hpcml:") and "No space left on device" in l]
             self.assertGreaterEqual(len(lines), 1, f"exit code {rc}, stderr:\n{err}")
             for line in lines:
-                self.assertIn("No space left on device; stopping (not an input's fault", line)
+                if "cannot write the campaign's outputs" in line:
+                    self.assertIn("No space left on device; stopping (not an input's fault", line)
+                else:
+                    self.assertIn("cannot write claim", line)
             self.assertNotIn("Traceback", err)
             left = [os.path.join(d, f) for d, _, files in os.walk(out) for f in files]
             self.assertEqual([f for f in left if ".tmp" in f or f.endswith(".predictions.h5")], [],
