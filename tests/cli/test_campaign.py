@@ -10,7 +10,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,7 +20,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, run
-from test_farm import kill_session
+from test_farm import kill_session, session_pids
 
 FILES = 5
 ROWS = 2000
@@ -91,9 +90,7 @@ def wait_until_dead(sid, seconds=30):
     has, its half-written part is a live writer's, which a re-run rightly keeps."""
     deadline = time.time() + seconds
     while time.time() < deadline:
-        out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-        alive = [int(p) for p, s in (line.split() for line in out.splitlines()) if int(s) == sid
-                 and process_state(int(p)) not in (None, "Z", "X")]
+        alive = [pid for pid in session_pids(sid) if process_state(pid) not in (None, "Z", "X")]
         if not alive:
             return
         time.sleep(0.05)
@@ -390,7 +387,7 @@ class CampaignTest(unittest.TestCase):
         # live process on this host (this test's). Both wait for the 10 s lease.
         out = os.path.join(self.tmp, "leased-claims")
         os.makedirs(os.path.join(out, "claims"))
-        holders = {"0_0": "node-b.cluster-4242", "1_0": f"{socket.gethostname()}-{os.getpid()}"}
+        holders = {"0_0": "node-b.cluster-4242", "1_0": f"{os.uname().nodename}-{os.getpid()}"}
         for unit, holder in holders.items():
             with open(os.path.join(out, "claims", unit + ".claim"), "w") as f:
                 f.write(f"{holder} 7\n")

@@ -27,17 +27,20 @@ def workers_of(ranks, k, coordinator_works):
     return [list(range(first + w * k, first + (w + 1) * k)) for w in range((ranks - first) // k)]
 
 
-def kill_session(sid, sig=signal.SIGKILL):
-    """`sig` (SIGKILL) to mpiexec and every rank: Open MPI gives the ranks process groups of their own,
-    so a killpg of mpiexec's group would leave them running; they all keep mpiexec's session."""
+def session_pids(sid):
+    """The processes of session `sid`: mpiexec and every rank. Open MPI gives the ranks process groups
+    of their own, so mpiexec's group would miss them; they all keep mpiexec's session."""
     out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        pid, session = (int(x) for x in line.split())
-        if session == sid:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+    return [pid for pid, session in ((int(x) for x in line.split()) for line in out.splitlines()) if session == sid]
+
+
+def kill_session(sid, sig=signal.SIGKILL):
+    """`sig` (SIGKILL) to mpiexec and every rank (session_pids: a killpg would leave the ranks)."""
+    for pid in session_pids(sid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def read_journal(path):
