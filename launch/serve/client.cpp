@@ -18,16 +18,11 @@
 #include "core/log.hpp"
 #include "core/mpi.hpp"  // rank_tag
 #include "launch/serve/repository.hpp"
+#include "launch/serve/timing.hpp"
 
 namespace hpcml::launch::serve {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double us_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double, std::micro>(b - a).count();
-}
 
 template <typename D>
 std::string seconds_text(D d) {
@@ -46,8 +41,6 @@ struct Pending {
   std::promise<InferResult> promise;
   collectives::WorkPtr send;  // the request's send, once started
 };
-
-constexpr collectives::P2POptions kAsync{/*async=*/true};
 
 }  // namespace
 

@@ -23,18 +23,14 @@
 #include "launch/serve/repository.hpp"
 #include "launch/serve/roles.hpp"
 #include "launch/serve/server.hpp"
+#include "launch/serve/timing.hpp"
 #include "models/registry.hpp"
 
 namespace hpcml::launch::serve {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 constexpr int kTagMetrics = 7105;
-
-double us_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double, std::micro>(b - a).count();
-}
 
 // A whole dataset of `file` as a tensor of its own type (float32 / int64 in memory).
 at::Tensor read_dataset(const std::string& file, const std::string& name) {

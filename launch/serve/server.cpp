@@ -28,16 +28,11 @@
 #include "launch/serve/batcher.hpp"
 #include "launch/serve/protocol.hpp"
 #include "launch/serve/repository.hpp"
+#include "launch/serve/timing.hpp"
 
 namespace hpcml::launch::serve {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double us_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double, std::micro>(b - a).count();
-}
 
 struct Outgoing {
   int dest = -1;
@@ -199,8 +194,6 @@ int usable_cores() {
 }
 
 enum class ClientState { kActive, kDone, kGone };
-
-constexpr collectives::P2POptions kAsync{/*async=*/true};
 
 // Whether a reply's send has completed (a failed one rethrows its error).
 bool finished(Outgoing& o) {
