@@ -28,4 +28,8 @@ inline constexpr const char* kOmpiSize = "OMPI_COMM_WORLD_SIZE";
 inline constexpr const char* kOmpiLocalRank = "OMPI_COMM_WORLD_LOCAL_RANK";
 inline constexpr const char* kOmpiLocalSize = "OMPI_COMM_WORLD_LOCAL_SIZE";
 
+// Any PMI launcher (srun --mpi=pmix, MPICH's and Intel MPI's mpiexec): set in every rank
+inline constexpr const char* kPmixRank = "PMIX_RANK";
+inline constexpr const char* kPmiRank = "PMI_RANK";
+
 }  // namespace hpcml::env

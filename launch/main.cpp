@@ -23,6 +23,7 @@
 #include <memory>
 
 #include "core/config.hpp"
+#include "core/env_vars.hpp"
 #include "core/error.hpp"
 #include "core/h5.hpp"
 #include "core/mpi.hpp"
@@ -137,7 +138,32 @@ bool all_ranks_ok(const std::string& error) {
   return first_failed == hpcml::world_size();
 }
 
-int run(int argc, char** argv) {
+// Whether a launcher started this process (mpirun, srun, a PMI one). Its ranks agree on the
+// command line with a collective, so MPI starts before anything else. A process nothing
+// launched (a shell on a login node) starts MPI once its command line and config have parsed:
+// `--help`, `--version` and a rejected command line start no MPI (a singleton MPI_Init spawns
+// Open MPI's orted, about 0.35 s here, and fails outright on some login nodes).
+bool launched() {
+  for (const char* name : {hpcml::env::kOmpiRank, hpcml::env::kPmixRank, hpcml::env::kPmiRank,
+                           hpcml::env::kSlurmProcId}) {
+    if (std::getenv(name) != nullptr) return true;
+  }
+  return false;
+}
+
+// Starts MPI for this process unless it has started. False, with the line printed, when it cannot.
+bool start_mpi(std::unique_ptr<hpcml::MpiSession>& mpi, int* argc, char*** argv) {
+  if (mpi) return true;
+  try {
+    mpi = std::make_unique<hpcml::MpiSession>(argc, argv);
+    return true;
+  } catch (const hpcml::Error& e) {
+    std::cerr << "hpcml: cannot start MPI: " << e.message() << std::endl;
+    return false;
+  }
+}
+
+int run(int argc, char** argv, std::unique_ptr<hpcml::MpiSession>& mpi) {
   hpcml::h5_silence_auto_print();
 
   CLI::App app{"hpcml: data-parallel training, evaluation, GW posterior sampling and inference-as-a-service for "
@@ -195,6 +221,7 @@ int run(int argc, char** argv) {
     error = "hpcml: " + e.message();
   }
   if (!all_ranks_ok(error)) return hpcml::kExitUsage;
+  if (!start_mpi(mpi, &argc, &argv)) return hpcml::kExitError;
 
   auto context = hpcml::launch::make_context(config);
   return selected(context);
@@ -224,15 +251,10 @@ int main(int argc, char** argv) {
   // MPI outlives every error report below, so a failing rank can name itself and
   // end the job with MPI_Abort while its peers may sit in a collective.
   std::unique_ptr<hpcml::MpiSession> mpi;
-  try {
-    mpi = std::make_unique<hpcml::MpiSession>(&argc, &argv);
-  } catch (const hpcml::Error& e) {
-    std::cerr << "hpcml: cannot start MPI: " << e.message() << std::endl;
-    return hpcml::kExitError;
-  }
+  if (launched() && !start_mpi(mpi, &argc, &argv)) return hpcml::kExitError;
   // Past start-up, an error ends the job from the rank that hit it, with its message.
   try {
-    return run(argc, argv);
+    return run(argc, argv, mpi);
   } catch (const hpcml::ConfigError& e) {
     // A value only a subcommand checks (e.g. a benchmark size). Usually every rank finds
     // it: rank 0 reports it and ends the job, the others give it a moment to, so one

@@ -15,7 +15,8 @@ A case fails on:
   - exit 0 where the invocation is invalid by construction;
   - exit 2 (a bad command line or config) with an error message that is not one line;
   - any change to the pre-existing inputs: the data sets, the configs, the bad files and
-    four finished run directories (hashed before and after every case; new files count).
+    four finished run directories (hashed before and after every batch of HPCML_FUZZ_JOBS
+    cases; new files count).
 
 All failures are reported together at the end. Knobs (environment):
   HPCML_FUZZ_SEED      seed of the campaign (default 22)
@@ -28,14 +29,17 @@ All failures are reported together at the end. Knobs (environment):
   HPCML_FUZZ_MEMORY_GB address-space limit of every process a case starts (default 4), so a
                        runaway allocation fails fast instead of exhausting the machine
   HPCML_FUZZ_VERBOSE=1 print every case as it runs
+  HPCML_FUZZ_JOBS      cases run at once (default 2, the machines' cores: most cases are bound by
+                       the binary's start-up). A batch that changes the inputs runs again a case
+                       at a time, so the change is reported against its own case
 """
 import glob
+import concurrent.futures
 import hashlib
 import json
 import os
 import random
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -53,6 +57,7 @@ TIMEOUT_S = float(os.environ.get("HPCML_FUZZ_TIMEOUT_S", "60"))
 BUDGET_S = float(os.environ.get("HPCML_FUZZ_BUDGET_S", "660"))
 MEMORY_BYTES = int(float(os.environ.get("HPCML_FUZZ_MEMORY_GB", "4")) * (1 << 30))
 VERBOSE = os.environ.get("HPCML_FUZZ_VERBOSE", "") not in ("", "0")
+JOBS = max(1, int(os.environ.get("HPCML_FUZZ_JOBS", "2")))
 
 DOCUMENTED_EXIT_CODES = {0, 1, 2, 75, 86}
 TRACE_MARKERS = ("frame #", "Exception raised from", "terminate called", "Traceback (most recent call last)",
@@ -229,11 +234,6 @@ def session_members(sid):
     return pids
 
 
-def limit_memory():
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
 def wait_for_binary(max_wait=600):
     """The other half of the team may be relinking build/bin/hpcml: wait until it runs."""
     deadline = time.monotonic() + max_wait
@@ -257,9 +257,12 @@ def run_case(args, ranks, cwd, timeout):
     cmd = [BIN] + list(args)
     if ranks is not None:
         cmd = [MPIEXEC, "-n", str(ranks)] + MPIEXEC_PREFLAGS + cmd
+    # The limits through util-linux's prlimit, which sets them and execs the command: cases run
+    # from threads, where a preexec_fn could deadlock the child before its exec.
+    cmd = ["prlimit", f"--as={MEMORY_BYTES}", "--core=0", "--"] + cmd
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            text=True, errors="replace", start_new_session=True, preexec_fn=limit_memory)
+                            text=True, errors="replace", start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
         rc = proc.returncode
@@ -949,6 +952,50 @@ hpo:
                 problems.append(f"config-time error (exit 2) on {len(lines)} lines of stderr, not 1")
         return problems
 
+    def run_in_own_dir(self, case, index):
+        """(args, rc, out, err, seconds) of one case, run in a fresh output folder of its own."""
+        out_dir = os.path.join(self.tmp.name, "out", f"case-{case.number}-{index}")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.makedirs(out_dir)
+        args = [a.replace("{o}", out_dir) for a in case.args]
+        for attempt in range(3):
+            if not os.access(BIN, os.X_OK):
+                wait_for_binary()
+            try:
+                rc, out, err, seconds = run_case(args, case.ranks, out_dir, TIMEOUT_S)
+            except OSError:  # being relinked
+                rc, out, err, seconds = 126, "", "", 0.0
+            # 126/127: the binary was being relinked under us; wait and run the case again.
+            if rc not in (126, 127):
+                break
+            wait_for_binary()
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return args, rc, out, err, seconds
+
+    def input_changes(self):
+        """What the cases run since the last call changed in the inputs ([] if nothing); the
+        inputs are restored."""
+        changes = digest_changes(self.digest, tree_digest(self.inputs))
+        if changes:
+            self.restore_inputs()
+            assert tree_digest(self.inputs) == self.digest
+        return changes
+
+    def run_batch(self, pool, batch, first_index):
+        """[(case, args, rc, out, err, seconds, input changes)] of cases run JOBS at a time. A
+        batch that changed the inputs runs again a case at a time, so the change names its case."""
+        results = list(pool.map(lambda k: self.run_in_own_dir(batch[k], first_index + k), range(len(batch))))
+        changes = self.input_changes()
+        if not changes:
+            return [(case,) + result + ([],) for case, result in zip(batch, results)]
+        if len(batch) == 1:
+            return [(batch[0],) + results[0] + (changes,)]
+        alone = []
+        for k, case in enumerate(batch):
+            result = self.run_in_own_dir(case, first_index + k)
+            alone.append((case,) + result + (self.input_changes(),))
+        return alone
+
     def test_fuzz_the_command_line(self):
         fuzzer = self.fuzzer
         numbers = ONLY or list(range(CASES))
@@ -961,45 +1008,29 @@ hpo:
         plan = [Case(-1, name, "base", targets[name]["base"]("{o}"), False, "the valid base invocation",
                      targets[name].get("base_ranks", targets[name].get("ranks"))) for name in bases]
         plan += [fuzzer.generate(n) for n in numbers]
-        for index, case in enumerate(plan):
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=JOBS)
+        self.addCleanup(pool.shutdown)
+        for index in range(0, len(plan), JOBS):
             if time.monotonic() - self.started > BUDGET_S:
                 skipped = len(plan) - index
                 break
-            out_dir = os.path.join(self.tmp.name, "out", f"case-{case.number}-{index}")
-            os.makedirs(out_dir)
-            args = [a.replace("{o}", out_dir) for a in case.args]
-            for attempt in range(3):
-                if not os.access(BIN, os.X_OK):
-                    wait_for_binary()
-                try:
-                    rc, out, err, seconds = run_case(args, case.ranks, out_dir, TIMEOUT_S)
-                except OSError:  # being relinked
-                    rc, out, err, seconds = 126, "", "", 0.0
-                # 126/127: the binary was being relinked under us; wait and run the case again.
-                if rc not in (126, 127):
-                    break
-                wait_for_binary()
-            ran += 1
-            problems = self.check(case, rc, out, err, seconds)
-            if case.kind == "base" and rc != 0:
-                problems.append(f"the base invocation failed (exit {rc})")
-            after = tree_digest(self.inputs)
-            changes = digest_changes(self.digest, after)
-            if changes:
-                problems.append("changed the inputs: " + ", ".join(changes[:6]) + (" ..." if len(changes) > 6 else ""))
-                self.restore_inputs()
-                assert tree_digest(self.inputs) == self.digest
-            shutil.rmtree(out_dir, ignore_errors=True)
-            shown = " ".join(("''" if a == "" else a if len(a) < 80 else a[:40] + "...") for a in args)
-            shown = shown.replace(self.tmp.name, "$TMP")
-            prefix = f"mpiexec -n {case.ranks} " if case.ranks else ""
-            if VERBOSE:
-                print(f"[{case.number}] {case.target} {case.kind}: {case.note}: rc={rc} {seconds:.1f}s "
-                      f"{'FAIL ' + '; '.join(problems) if problems else 'ok'}", file=sys.stderr, flush=True)
-            if problems:
-                first = (err.strip() or out.strip())[:200].replace("\n", " | ").replace(self.tmp.name, "$TMP")
-                failures.append(f"case {case.number} [{case.target} / {case.kind}: {case.note}]: {'; '.join(problems)}"
-                                f"\n    rc={rc} {seconds:.1f} s: {prefix}hpcml {shown}\n    stderr: {first}")
+            for case, args, rc, out, err, seconds, changes in self.run_batch(pool, plan[index:index + JOBS], index):
+                ran += 1
+                problems = self.check(case, rc, out, err, seconds)
+                if case.kind == "base" and rc != 0:
+                    problems.append(f"the base invocation failed (exit {rc})")
+                if changes:
+                    problems.append("changed the inputs: " + ", ".join(changes[:6]) + (" ..." if len(changes) > 6 else ""))
+                shown = " ".join(("''" if a == "" else a if len(a) < 80 else a[:40] + "...") for a in args)
+                shown = shown.replace(self.tmp.name, "$TMP")
+                prefix = f"mpiexec -n {case.ranks} " if case.ranks else ""
+                if VERBOSE:
+                    print(f"[{case.number}] {case.target} {case.kind}: {case.note}: rc={rc} {seconds:.1f}s "
+                          f"{'FAIL ' + '; '.join(problems) if problems else 'ok'}", file=sys.stderr, flush=True)
+                if problems:
+                    first = (err.strip() or out.strip())[:200].replace("\n", " | ").replace(self.tmp.name, "$TMP")
+                    failures.append(f"case {case.number} [{case.target} / {case.kind}: {case.note}]: {'; '.join(problems)}"
+                                    f"\n    rc={rc} {seconds:.1f} s: {prefix}hpcml {shown}\n    stderr: {first}")
         elapsed = time.monotonic() - start
         summary = (f"hpcml CLI fuzzer: seed {SEED}, {ran} invocations ({len(bases)} bases + "
                    f"{ran - len(bases) if ran > len(bases) else 0} generated) in {elapsed:.0f} s "

@@ -2,10 +2,11 @@
 never a stack trace or an abort; on 1 rank and on 2 ranks."""
 import os
 import re
+import subprocess
 import tempfile
 import unittest
 
-from support import SOURCE_DIR, run, without_mpirun_notes
+from support import BIN, SOURCE_DIR, run, without_mpirun_notes
 
 TRACE_MARKERS = ("terminate called", "Aborted", "core dumped", "Segmentation", "MPI_ABORT", "Traceback", "what():")
 
@@ -94,6 +95,36 @@ class ConfigErrorTest(unittest.TestCase):
                 line = next(l for l in out.splitlines() if l.strip().startswith(option) or f", {option}" in l)
                 self.assertGreater(len(line.split(option, 1)[1].strip()), 10, f"{sub} {option} has no explanation")
 
+
+    def test_help_and_rejected_command_lines_start_no_mpi_outside_a_launcher(self):
+        """Outside a launcher, MPI starts once the command line and config have parsed. With an
+        Open MPI that cannot start (OPAL_PREFIX pointing nowhere, as on a login node without
+        MPI), --help and a rejected config still give their text and exit code. A command that
+        runs, and --help under a launcher's variable, stop in MPI_Init: the breakage is real and
+        a launched rank starts MPI before it reads its command line."""
+        launcher_vars = ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
+        env = {k: v for k, v in os.environ.items() if k not in launcher_vars}
+        env["OPAL_PREFIX"] = "/nonexistent-open-mpi"
+
+        def hpcml(args, extra=None):
+            proc = subprocess.run([BIN] + args, capture_output=True, text=True, timeout=60,
+                                  env=dict(env, **(extra or {})))
+            return proc.returncode, proc.stdout, proc.stderr
+
+        rc, out, err = hpcml(["--help"])
+        self.assertEqual(rc, 0, err)
+        self.assertIn("Usage: hpcml", out)
+        rc, out, err = hpcml(["config", "--set", "runtime.thread=2"])
+        self.assertEqual(rc, 2, err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("unknown key 'runtime.thread'", err)
+
+        rc, out, err = hpcml(["info"])
+        self.assertNotIn(rc, (0, 2), f"info started without MPI: {out!r} {err!r}")
+        self.assertIn("MPI_Init", err)
+        rc, out, err = hpcml(["--help"], {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "1"})
+        self.assertNotEqual(rc, 0)
+        self.assertNotIn("Usage: hpcml", out)
 
 if __name__ == "__main__":
     unittest.main()
