@@ -221,9 +221,11 @@ int run(int argc, char** argv, std::unique_ptr<hpcml::MpiSession>& mpi) {
     error = "hpcml: " + e.message();
   }
   if (!all_ranks_ok(error)) return hpcml::kExitUsage;
-  if (!start_mpi(mpi, &argc, &argv)) return hpcml::kExitError;
+  // Under a launcher MPI is up already; otherwise it starts now, unless the command needs none.
+  const bool with_mpi = mpi != nullptr || common.needs_mpi;
+  if (with_mpi && !start_mpi(mpi, &argc, &argv)) return hpcml::kExitError;
 
-  auto context = hpcml::launch::make_context(config);
+  auto context = hpcml::launch::make_context(config, with_mpi);
   return selected(context);
 }
 

@@ -86,7 +86,7 @@ ThreadBudget apply_thread_budget(int requested, int local_size) {
   return budget;
 }
 
-Context make_context(const RunConfig& config) {
+Context make_context(const RunConfig& config, bool with_mpi) {
   Context context;
   context.config = config;
   context.env = RuntimeEnv::detect();
@@ -95,7 +95,8 @@ Context make_context(const RunConfig& config) {
   collectives::BackendOptions options;
   options.timeout = std::chrono::milliseconds(static_cast<long>(config.runtime.collective_timeout_s * 1000.0));
   context.device = collectives::select_device(config.runtime.device, context.env.local_rank);
-  context.world = collectives::make_backend(config.runtime.backend, options, context.device.device);
+  context.world = collectives::make_backend(with_mpi ? config.runtime.backend : std::string("local"), options,
+                                           context.device.device);
   return context;
 }
 

@@ -36,8 +36,11 @@ struct Context {
 };
 
 /// Logging, RuntimeEnv::detect (collective), thread budget, world backend.
-/// Collective over MPI_COMM_WORLD.
-Context make_context(const RunConfig& config);
+/// Collective over MPI_COMM_WORLD when MPI is up.
+/// with_mpi false: a process that no launcher started, running a command that needs no MPI
+/// (cli::CommonOptions::needs_mpi); its world is the local backend of one rank, whatever
+/// runtime.backend says, and MPI is not started.
+Context make_context(const RunConfig& config, bool with_mpi = true);
 
 /// The context of a rank group (a farm's worker, an HPO trial, an ensemble member):
 /// `parent` with `group` as its world and `config`'s runtime and log settings, and

@@ -22,6 +22,9 @@ struct CommonOptions {
   std::vector<std::string> overrides;  ///< --set KEY=VALUE, in order
   /// Set by subcommands with a config schema of their own (train); others use RunConfig.
   Parser parser;
+  /// False for the commands that only read and print (config, the key references, hpo ask and
+  /// tell): a process that no launcher started runs them without starting MPI.
+  bool needs_mpi = true;
 };
 
 /// A parsed subcommand, ready to run once the Context exists. Returns the exit code.

@@ -40,6 +40,7 @@ void add_config_command(CLI::App& app, CommonOptions& common, Runner& selected) 
       ->capture_default_str();
   auto train_config = std::make_shared<TrainConfig>();
   sub->callback([&selected, &common, reference, schema, train_config] {
+    common.needs_mpi = false;
     if (*schema == "train") {
       common.parser = [train_config](const config::Document& environment, const config::Document& file) {
         return read_layers(environment, file, *train_config);

@@ -26,6 +26,7 @@ void add_ask(CLI::App* hpo, CommonOptions& common, Runner& selected) {
   sub->add_option("--study", *study, "The study's directory")->required();
   auto config = std::make_shared<std::optional<hpo_driver::HpoConfig>>();
   sub->callback([&selected, &common, study, config] {
+    common.needs_mpi = false;
     common.parser = [config](const config::Document& environment, const config::Document& file) {
       if (file.root.IsMap() && file.root.size() > 0) *config = hpo_driver::read_hpo_config(environment, file);
       if (*config) return run_sections((*config)->base_config);
@@ -39,7 +40,7 @@ void add_ask(CLI::App* hpo, CommonOptions& common, Runner& selected) {
   });
 }
 
-void add_tell(CLI::App* hpo, Runner& selected) {
+void add_tell(CLI::App* hpo, CommonOptions& common, Runner& selected) {
   auto* sub = hpo->add_subcommand(
       "tell",
       "Record a trial's final value (--value) or its failure (--failed REASON); a trial is told once, and "
@@ -53,7 +54,8 @@ void add_tell(CLI::App* hpo, Runner& selected) {
   auto* value_option = sub->add_option("--value", *value, "Its final metric");
   auto* failed_option = sub->add_option("--failed", *failed, "It failed, for this reason");
   value_option->excludes(failed_option);
-  sub->callback([&selected, study, trial, value, failed, value_option, failed_option] {
+  sub->callback([&selected, &common, study, trial, value, failed, value_option, failed_option] {
+    common.needs_mpi = false;
     if (value_option->count() == 0 && failed_option->count() == 0) {
       throw CLI::ValidationError("hpo tell: expected --value V or --failed REASON");
     }
@@ -107,11 +109,12 @@ void add_hpo_command(CLI::App& app, CommonOptions& common, Runner& selected) {
                 "Print the keys of the hpo section (Markdown; the training keys are `hpcml config --for train "
                 "--reference`'s) and exit");
   add_ask(sub, common, selected);
-  add_tell(sub, selected);
+  add_tell(sub, common, selected);
   auto config = std::make_shared<hpo_driver::HpoConfig>();
   sub->callback([sub, &selected, &common, config, reference] {
     if (!sub->get_subcommands().empty()) return;  // ask or tell
     if (*reference) {
+      common.needs_mpi = false;
       selected = [](Context& c) {
         if (c.env.rank == 0) std::cout << config::reference_markdown(hpo_reference());
         return 0;

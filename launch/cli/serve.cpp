@@ -22,6 +22,7 @@ void add_serve_command(CLI::App& app, CommonOptions& common, Runner& selected) {
   sub->add_flag("--reference", *reference, "Print the serve config keys (Markdown) and exit");
   auto config = std::make_shared<serve::ServeConfig>();
   sub->callback([&selected, &common, config, reference] {
+    common.needs_mpi = !*reference;
     common.parser = [config, reference](const config::Document& environment, const config::Document& file) {
       auto run = read_layers(environment, file, *config);
       // Checked here, where every rank agrees and one prints, rather than in run_serve.

@@ -54,7 +54,8 @@ void add_tracking_command(CLI::App& app, CommonOptions& common, Runner& selected
   });
 
   auto* reference = sub->add_subcommand("reference", "Print the config keys of `hpcml tracking` (Markdown)");
-  reference->callback([&selected] {
+  reference->callback([&selected, &common] {
+    common.needs_mpi = false;
     selected = [](Context& c) {
       if (c.env.rank == 0) std::cout << tracking_reference();
       return 0;

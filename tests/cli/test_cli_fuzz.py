@@ -20,7 +20,7 @@ A case fails on:
 
 All failures are reported together at the end. Knobs (environment):
   HPCML_FUZZ_SEED      seed of the campaign (default 22)
-  HPCML_FUZZ_CASES     number of generated cases (default 200: about 3.5 minutes on 2 cores);
+  HPCML_FUZZ_CASES     number of generated cases (default 200: about 2 minutes on 2 cores);
                        raise it for a longer campaign by hand: case i depends only on the seed,
                        i and this file, so a longer campaign starts with the same cases
   HPCML_FUZZ_ONLY      comma-separated case numbers: rerun only these (to reproduce one)

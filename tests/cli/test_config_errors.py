@@ -96,12 +96,13 @@ class ConfigErrorTest(unittest.TestCase):
                 self.assertGreater(len(line.split(option, 1)[1].strip()), 10, f"{sub} {option} has no explanation")
 
 
-    def test_help_and_rejected_command_lines_start_no_mpi_outside_a_launcher(self):
-        """Outside a launcher, MPI starts once the command line and config have parsed. With an
-        Open MPI that cannot start (OPAL_PREFIX pointing nowhere, as on a login node without
-        MPI), --help and a rejected config still give their text and exit code. A command that
-        runs, and --help under a launcher's variable, stop in MPI_Init: the breakage is real and
-        a launched rank starts MPI before it reads its command line."""
+    def test_commands_that_need_no_mpi_start_none_outside_a_launcher(self):
+        """Outside a launcher, MPI starts once the command line and config have parsed, and not
+        at all for the commands that only read and print. With an Open MPI that cannot start
+        (OPAL_PREFIX pointing nowhere, as on a login node without MPI), --help, a rejected config,
+        `config` and the key references still give their text and exit code. A command that
+        runs (info), and --help under a launcher's variable, stop in MPI_Init: the breakage is
+        real, and a launched rank starts MPI before it reads its command line."""
         launcher_vars = ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
         env = {k: v for k, v in os.environ.items() if k not in launcher_vars}
         env["OPAL_PREFIX"] = "/nonexistent-open-mpi"
@@ -118,6 +119,14 @@ class ConfigErrorTest(unittest.TestCase):
         self.assertEqual(rc, 2, err)
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertIn("unknown key 'runtime.thread'", err)
+        rc, out, err = hpcml(["config", "--set", "runtime.threads=3"])
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(out, r"(?m)^  threads: 3$")
+        for args, key in ((["hpo", "--reference"], "hpo.sampler"), (["serve", "--reference"], "serve.servers"),
+                          (["config", "--reference"], "optimizer.lr")):
+            rc, out, err = hpcml(args)
+            self.assertEqual(rc, 0, f"{args}: {err}")
+            self.assertIn(key, out)
 
         rc, out, err = hpcml(["info"])
         self.assertNotIn(rc, (0, 2), f"info started without MPI: {out!r} {err!r}")
