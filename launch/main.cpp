@@ -140,8 +140,9 @@ bool all_ranks_ok(const std::string& error) {
 
 // Whether a launcher started this process (mpirun, srun, a PMI one). Its ranks agree on the
 // command line with a collective, so MPI starts before anything else. A process nothing
-// launched (a shell on a login node) starts MPI once its command line and config have parsed:
-// `--help`, `--version` and a rejected command line start no MPI (a singleton MPI_Init spawns
+// launched (a shell on a login node) starts MPI once its command line and config have parsed,
+// and only for a command that needs it (CommonOptions::needs_mpi): `--help`, `--version`, a
+// rejected command line, `config` and the references start none (a singleton MPI_Init spawns
 // Open MPI's orted, about 0.35 s here, and fails outright on some login nodes).
 bool launched() {
   for (const char* name : {hpcml::env::kOmpiRank, hpcml::env::kPmixRank, hpcml::env::kPmiRank,
