@@ -5,6 +5,7 @@ cmake/HpcmlTesting.cmake); run by hand, they default to an in-tree build/.
 """
 import os
 import shlex
+import signal
 import subprocess
 import time
 
@@ -25,6 +26,29 @@ def run(args, ranks=None, timeout=120, env=None, extra_mpi=()):
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start
+
+
+def session_pids(sid):
+    """The processes of session `sid`: mpiexec and every rank. Open MPI gives the ranks process groups
+    of their own, so mpiexec's group would miss them; they all keep mpiexec's session."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    pids.append(int(entry))
+            except OSError:  # gone meanwhile
+                pass
+    return pids
+
+
+def kill_session(sid, sig=signal.SIGKILL):
+    """`sig` (SIGKILL) to mpiexec and every rank (session_pids: a killpg would leave the ranks)."""
+    for pid in session_pids(sid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def sigkill_one_rank(proc, which=-1):

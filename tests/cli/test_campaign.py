@@ -19,8 +19,7 @@ import h5py
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, run
-from test_farm import kill_session, session_pids
+from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, kill_session, run, session_pids
 
 FILES = 5
 ROWS = 2000

@@ -33,8 +33,8 @@ All failures are reported together at the end. Knobs (environment):
                        the binary's start-up). A batch that changes the inputs runs again a case
                        at a time, so the change is reported against its own case
 """
-import glob
 import concurrent.futures
+import glob
 import hashlib
 import json
 import os
@@ -48,7 +48,7 @@ import tempfile
 import time
 import unittest
 
-from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, SOURCE_DIR, run
+from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, SOURCE_DIR, run, session_pids
 
 SEED = int(os.environ.get("HPCML_FUZZ_SEED", "22"))
 CASES = int(os.environ.get("HPCML_FUZZ_CASES", "200"))
@@ -222,18 +222,6 @@ def without_mpirun_notes(text):
     return kept
 
 
-def session_members(sid):
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.getsid(int(entry)) == sid:
-                    pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
-
-
 def wait_for_binary(max_wait=600):
     """The other half of the team may be relinking build/bin/hpcml: wait until it runs."""
     deadline = time.monotonic() + max_wait
@@ -267,14 +255,14 @@ def run_case(args, ranks, cwd, timeout):
         out, err = proc.communicate(timeout=timeout)
         rc = proc.returncode
     except subprocess.TimeoutExpired:
-        for pid in [proc.pid] + session_members(proc.pid):
+        for pid in [proc.pid] + session_pids(proc.pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
         out, err = proc.communicate()
         rc = None
-    for pid in session_members(proc.pid):  # a rank left behind by a launcher that exited
+    for pid in session_pids(proc.pid):  # a rank left behind by a launcher that exited
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:

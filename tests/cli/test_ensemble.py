@@ -16,8 +16,7 @@ import unittest
 import h5py
 import numpy as np
 
-from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, run
-from test_farm import kill_session
+from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, kill_session, run
 
 
 def load(path):

@@ -5,13 +5,12 @@ workers as single ranks and as groups of 2. Expectations come from the journal a
 read here with Python's json, not from the program's own summary."""
 import json
 import os
-import signal
 import subprocess
 import tempfile
 import time
 import unittest
 
-from support import MPIEXEC, MPIEXEC_PREFLAGS, run
+from support import MPIEXEC, MPIEXEC_PREFLAGS, kill_session, run
 
 TOY = os.environ.get("FARM_TOY", os.path.join(os.path.dirname(__file__), "..", "..", "build", "bin", "farm_toy"))
 # Hand-out latency allowed between a worker's tasks: a few ms here; generous for a loaded 2-core machine
@@ -25,22 +24,6 @@ LAYOUTS = [(2, 1, True), (3, 1, True), (4, 1, True), (2, 2, True), (3, 2, False)
 def workers_of(ranks, k, coordinator_works):
     first = 0 if coordinator_works else 1
     return [list(range(first + w * k, first + (w + 1) * k)) for w in range((ranks - first) // k)]
-
-
-def session_pids(sid):
-    """The processes of session `sid`: mpiexec and every rank. Open MPI gives the ranks process groups
-    of their own, so mpiexec's group would miss them; they all keep mpiexec's session."""
-    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-    return [pid for pid, session in ((int(x) for x in line.split()) for line in out.splitlines()) if session == sid]
-
-
-def kill_session(sid, sig=signal.SIGKILL):
-    """`sig` (SIGKILL) to mpiexec and every rank (session_pids: a killpg would leave the ranks)."""
-    for pid in session_pids(sid):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def read_journal(path):
