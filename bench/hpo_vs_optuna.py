@@ -1,17 +1,18 @@
 #!/usr/bin/python3
 """`hpcml hpo` against Optuna on one objective, in one run (docs/hpo.md, docs/benchmarks.md).
 
-Usage: /usr/bin/python3 bench/hpo_vs_optuna.py --workdir DIR [--seeds 5] [--trials 16] [--epochs 36]
+Usage: /usr/bin/python3 bench/hpo_vs_optuna.py --workdir DIR [--seeds 5] [--first-seed 0] [--trials 16] [--epochs 36]
            [--schedule constant|cosine] [--contenders optuna,asha,none]
            [--asha-trials N] [--asha-grace 1] [--asha-eta 3] [--asha-mode promote|stop]
-           [--asha-rung-value last|best] [--no-replay]
+           [--asha-rung-value last|best] [--lr-range 1e-4,3e-2] [--no-replay]
            [--hpcml build/bin/hpcml] [--json bench/results/hpo-vs-optuna.json] [--plot docs/img/hpo-vs-optuna.png]
            [--replot]
 
 The objective: an MLP regressing FACILE's target (hpcml datagen calo channels, relative MSE, the
 validation loss after --epochs epochs, one thread per trial), over learning rate, weight decay,
-width and optimizer, at a constant learning rate or on a cosine schedule over the --epochs
-(--schedule). The contenders (--contenders; the replay follows optuna unless --no-replay), each with the same
+width and optimizer (the learning rate loguniform in --lr-range: 1e-4,3e-2 by default, 1e-5,1e-1
+the range of Optuna's own examples), at a constant learning rate or on a cosine schedule over the
+--epochs (--schedule). The contenders (--contenders; the replay follows optuna unless --no-replay), each with the same
 space on the same two cores, alternated seed by seed:
   optuna      ../shared/anchors/optuna_reference.py --n-jobs 2 (Optuna's TPE, each trial an
               `hpcml train` process);
@@ -200,8 +201,9 @@ def draw(by, summary, path):
     ax.set_ylabel("best validation loss so far")
     lowest = min(r["best"] for rs in by.values() for r in rs)
     ax.set_ylim(lowest - 0.2 * (target - lowest) - 1e-4, target + 2.5 * (target - lowest) + 1e-3)
-    ax.set_title(f"{summary['trials']} trials ({summary['schedule']} learning rate), 2 cores, "
-                 f"{summary['seeds']} seeds each")
+    lr = summary.get("lr_range", [1e-4, 3e-2])
+    ax.set_title(f"{summary['trials']} trials ({summary['schedule']} learning rate in [{lr[0]:g}, {lr[1]:g}]), "
+                 f"2 cores, {summary['seeds']} seeds each", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -212,6 +214,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0, help="the seeds are FIRST_SEED .. FIRST_SEED+SEEDS-1")
     ap.add_argument("--trials", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=36)
     ap.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
@@ -224,6 +227,8 @@ def main():
     ap.add_argument("--asha-rung-value", choices=["last", "best"], default="last", help="hpo.scheduler.rung_value")
     ap.add_argument("--asha-trials", type=int, default=0,
                     help="trials of the ASHA study (default 4x --trials: a pruned trial costs a fraction of one)")
+    ap.add_argument("--lr-range", default="1e-4,3e-2",
+                    help="LOW,HIGH of optimizer.lr, loguniform (1e-5,1e-1: the range of Optuna's own examples)")
     ap.add_argument("--no-replay", action="store_true",
                     help="skip the replay of Optuna's trials (it doubles Optuna's time; the driver-overhead measure)")
     ap.add_argument("--hpcml", default=os.path.join(SOURCE, "build", "bin", "hpcml"))
@@ -237,6 +242,8 @@ def main():
         draw(group(saved["runs"]), saved["summary"], args.plot)
         return
     args.hpcml = os.path.abspath(args.hpcml)
+    low, high = (float(x) for x in args.lr_range.split(","))
+    SPACE["lr"][1].update(low=low, high=high)
     args.asha_trials = args.asha_trials or 4 * args.trials
     work = os.path.abspath(args.workdir)
     args.data = os.path.join(work, "data", "calo")
@@ -251,7 +258,7 @@ def main():
 
     runs = []
     order = [c for c in ["optuna", "asha", "none"] if c in args.contenders.split(",")]
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for who in order[seed % len(order):] + order[:seed % len(order)]:  # rotate who goes first
             if who == "optuna":
                 r = run_optuna(args, work, seed)
@@ -270,7 +277,7 @@ def main():
     target = statistics.median(r["best"] for r in by["optuna"])
     summary = {"target": target, "trials": args.trials, "asha_trials": args.asha_trials, "asha_grace": args.asha_grace,
                "asha_eta": args.asha_eta, "asha_mode": args.asha_mode, "asha_rung_value": args.asha_rung_value,
-               "schedule": args.schedule, "epochs": args.epochs, "seeds": args.seeds, "impls": {}}
+               "schedule": args.schedule, "lr_range": [low, high], "epochs": args.epochs, "seeds": args.seeds, "first_seed": args.first_seed, "impls": {}}
     asha_rungs, r = [], args.asha_grace
     while r < args.epochs:
         asha_rungs.append(r)
