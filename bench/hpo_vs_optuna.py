@@ -45,8 +45,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.dirname(HERE)
 ANCHOR = os.path.join(SOURCE, "..", "shared", "anchors", "optuna_reference.py")
 
+LR_RANGE = (1e-4, 3e-2)  # the first three runs' learning-rate range; --lr-range replaces it
 SPACE = {  # the anchor's names -> (hpcml's dotted key, spec)
-    "lr": ("optimizer.lr", {"type": "loguniform", "low": 1e-4, "high": 3e-2}),
+    "lr": ("optimizer.lr", {"type": "loguniform", "low": LR_RANGE[0], "high": LR_RANGE[1]}),
     "wd": ("optimizer.weight_decay", {"type": "loguniform", "low": 1e-6, "high": 1e-2}),
     "hidden": ("model.hidden", {"type": "categorical", "choices": ["[32, 32]", "[64, 64]", "[128, 128]"]}),
     "opt": ("optimizer.name", {"type": "categorical", "choices": ["sgd", "adam", "adamw"]}),
@@ -201,13 +202,24 @@ def draw(by, summary, path):
     ax.set_ylabel("best validation loss so far")
     lowest = min(r["best"] for rs in by.values() for r in rs)
     ax.set_ylim(lowest - 0.2 * (target - lowest) - 1e-4, target + 2.5 * (target - lowest) + 1e-3)
-    lr = summary.get("lr_range", [1e-4, 3e-2])
+    lr = summary.get("lr_range", LR_RANGE)  # results from before --lr-range used LR_RANGE
     ax.set_title(f"{summary['trials']} trials ({summary['schedule']} learning rate in [{lr[0]:g}, {lr[1]:g}]), "
                  f"2 cores, {summary['seeds']} seeds each", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110)
+
+
+def lr_range(text):
+    """--lr-range's LOW,HIGH: 0 < LOW < HIGH, or argparse's one-line error."""
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (two numbers), found {text!r}")
+    if not 0 < low < high:
+        raise argparse.ArgumentTypeError(f"expected 0 < LOW < HIGH, found {text!r}")
+    return low, high
 
 
 def main():
@@ -227,7 +239,7 @@ def main():
     ap.add_argument("--asha-rung-value", choices=["last", "best"], default="last", help="hpo.scheduler.rung_value")
     ap.add_argument("--asha-trials", type=int, default=0,
                     help="trials of the ASHA study (default 4x --trials: a pruned trial costs a fraction of one)")
-    ap.add_argument("--lr-range", default="1e-4,3e-2",
+    ap.add_argument("--lr-range", type=lr_range, default=LR_RANGE, metavar="LOW,HIGH",
                     help="LOW,HIGH of optimizer.lr, loguniform (1e-5,1e-1: the range of Optuna's own examples)")
     ap.add_argument("--no-replay", action="store_true",
                     help="skip the replay of Optuna's trials (it doubles Optuna's time; the driver-overhead measure)")
@@ -242,7 +254,7 @@ def main():
         draw(group(saved["runs"]), saved["summary"], args.plot)
         return
     args.hpcml = os.path.abspath(args.hpcml)
-    low, high = (float(x) for x in args.lr_range.split(","))
+    low, high = args.lr_range
     SPACE["lr"][1].update(low=low, high=high)
     args.asha_trials = args.asha_trials or 4 * args.trials
     work = os.path.abspath(args.workdir)
