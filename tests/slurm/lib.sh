@@ -221,3 +221,19 @@ check_het_job() {
   [[ "$parts" == "Partition=cpu Partition=gpu " ]] && pass "two components: $parts" ||
     fail "components' partitions: '$parts' (want cpu, gpu)"
 }
+
+# check_het_exit LOG WHAT: a het template's log says "WHAT exited with code 0", e.g.
+# WHAT="campaign-service.sbatch: hpcml infer". Code 124 passes too when the line just
+# before it says the guard killed that step's hung srun (the Slurm < 24.11 pmix
+# het-step hang): the code is then lost by design, and the caller's other checks
+# (outputs, summary.json) prove the step's work.
+check_het_exit() {
+  local log=$1 what=$2
+  if grep -q "^$what exited with code 0" "$log"; then
+    pass "log: ${what##*: } exited 0"
+  elif grep -B1 "^$what exited with code 124" "$log" | grep -q 'exit code is lost (srun was killed)'; then
+    pass "log: ${what##*: } ended, its exit code lost to the srun guard (124)"
+  else
+    fail "log: no '$what exited with code 0' line: '$(grep -m1 "^$what exited with code" "$log")'"
+  fi
+}

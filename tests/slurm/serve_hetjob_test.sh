@@ -42,6 +42,7 @@ grep -q '^serve: roles (het job): clients 0,1,2; servers 3$' "$log" &&
   { fail "no 'serve: roles (het job): clients 0,1,2; servers 3' line"; show_log "$log"; }
 grep -q '^serve: facile: 3 client(s), 60 events' "$log" && pass "serve: 3 clients, all 60 events served" ||
   fail "serve summary: '$(grep -m1 '^serve: facile' "$log")' (want 3 client(s), 60 events)"
+check_het_exit "$log" "serve-hetjob.sbatch: hpcml serve"
 if grep -q 'srun .* still runs .* after its step ended' "$log"; then
   note "the srun guard fired in this run (known Slurm < 24.11 pmix het-step hang)"
 fi
