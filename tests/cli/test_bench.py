@@ -1,11 +1,13 @@
 """`hpcml bench allreduce` runs on 2 ranks and writes the documented JSON rows; `bench ddp`,
-`bench io` and `bench model` write theirs (tiny sizes: these check the plumbing, not the speed)."""
+`bench io` and `bench model` write theirs (tiny sizes: these check the plumbing, not the speed);
+bench/hpo_measure_power.py scores a hand-computed pool and reproduces the recorded HPO ratios."""
 import json
 import os
+import sys
 import tempfile
 import unittest
 
-from support import run
+from support import SOURCE_DIR, run
 
 
 def cpu_has_avx2_fma():
@@ -202,3 +204,48 @@ class BenchIoAndModelTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HpoMeasurePowerTest(unittest.TestCase):
+    """bench/hpo_measure_power.py: issue 27's 5-seed measure, resampled from recorded runs."""
+
+    SCRIPT = os.path.join(SOURCE_DIR, "bench", "hpo_measure_power.py")
+
+    def power(self, *args):
+        return run([sys.executable, self.SCRIPT] + list(args), timeout=60)
+
+    def test_a_hand_computed_pool(self):
+        # Optuna run i (1..10) reaches value i at 10*i s; the contender's run j (1..5) reaches 0 at
+        # j s. Pooled: the target is the median of 1..10, 5.5; Optuna runs 1-5 reach it, lower
+        # median of [10, 20, 30, 40, 50, never x5] = 50 s; the contender's lower median of 1..5 = 3 s.
+        # Any 5 Optuna runs: the contender (median 3 s) against at least 30 s: every draw passes.
+        runs = [{"impl": "optuna-3.1.0-tpe", "seed": i, "curve": [[10.0 * i, float(i)]]} for i in range(1, 11)]
+        runs += [{"impl": "hpcml-tpe-asha", "seed": j, "curve": [[float(j), 0.0]]} for j in range(1, 6)]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "pool.json")
+            with open(path, "w") as f:
+                json.dump({"summary": {"impls": {}}, "runs": runs}, f)
+            rc, out, err, _ = self.power(path, "--draws", "300")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("hpcml-tpe-asha passes 100.0%", out)
+        self.assertIn("target 5.50000: Optuna reaches it in 5 of 10, lower median 50.0 s;"
+                      " hpcml-tpe-asha in 5 of 5, lower median 3.0 s; ratio 0.06x", out)
+
+    def test_the_recorded_runs_give_their_recorded_ratios(self):
+        paths = [os.path.join(SOURCE_DIR, "bench", "results", f"hpo-vs-optuna-wide{s}.json") for s in ("", "-2", "-3", "-4")]
+        want = []
+        for path in paths:
+            with open(path) as f:
+                want.append(json.load(f)["summary"]["impls"]["hpcml-asha"]["time_to_target_vs_optuna"])
+        rc, out, err, _ = self.power(*paths, "--draws", "200")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("each file's own 5 seeds give its recorded ratio: " + ", ".join(f"{r:.2f}x" for r in want), out)
+        self.assertIn("20 Optuna runs, 20 hpcml-tpe-asha runs", out)
+
+    def test_too_few_runs_and_a_missing_file_are_one_line_errors(self):
+        rc, _, err, _ = self.power(os.path.join(SOURCE_DIR, "bench", "results", "hpo-vs-optuna-wide.json"))
+        self.assertEqual(rc, 2)
+        self.assertIn("need at least 10 Optuna runs and 5 'hpcml-tpe-asha' runs in the files; found 5 and 5", err)
+        rc, _, err, _ = self.power("/nonexistent/results.json")
+        self.assertEqual(rc, 2)
+        self.assertIn("No such file or directory: '/nonexistent/results.json'", err.strip().splitlines()[-1])
