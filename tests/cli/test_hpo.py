@@ -3,7 +3,8 @@
 implementation of the rule, a trial trained in rung parts equal to the same config trained in one
 go by `hpcml train`, a study killed and re-run equal to the uninterrupted study, a diverging trial
 recorded as failed while the study goes on, `hpo ask`/`hpo tell` (round trip, concurrent asks, a
-second tell, a NaN value), and the one-line config errors."""
+second tell, a NaN value), the shipped configs/hpo-particlenet.yaml on tiny jets, and the one-line
+config errors."""
 import csv
 import json
 import math
@@ -17,7 +18,7 @@ import unittest
 import numpy as np
 import yaml
 
-from support import BIN, run
+from support import BIN, SOURCE_DIR, run
 
 BASE = {
     "runtime": {"threads": 1},
@@ -488,6 +489,50 @@ class AskTellTest(unittest.TestCase):
         self.assertEqual(sorted(got), list(range(1, 10)))
         rc, _, err, _ = run(["hpo", "ask", "--study", self.study])
         one_line_error(self, rc, err, "has all its 10 trials")
+
+
+class ShippedConfigTest(unittest.TestCase):
+    def test_hpo_particlenet_runs_its_space_and_maximises_the_auc(self):
+        """configs/hpo-particlenet.yaml (the study DESIGN.md's sbatch line names), shortened, on
+        tiny jets: its base (particlenet-lite.yaml) comes through, the parameters stay in the
+        file's own bounds, the weight decay is drawn for adamw only, and the best is the largest
+        val_auc of the complete trials, as each trial's metrics.jsonl records it."""
+        config = os.path.join(SOURCE_DIR, "configs", "hpo-particlenet.yaml")
+        with open(config) as f:
+            space = yaml.safe_load(f)["hpo"]["space"]
+        with tempfile.TemporaryDirectory() as tmp:
+            rc, _, err, _ = run(["datagen", "jets", "-o", os.path.join(tmp, "jets"), "--files", "2",
+                                 "--events-per-file", "600"], ranks=2)
+            self.assertEqual(rc, 0, err)
+            study = os.path.join(tmp, "study")
+            rc, out, err, _ = run(["hpo", "-c", config, "--set", f"data.files=[{tmp}/jets/jets-00000.h5]",
+                                   "--set", f"data.validation_files=[{tmp}/jets/jets-00001.h5]",
+                                   "--set", f"hpo.study_dir={study}", "--set", "hpo.trials=5", "--set", "hpo.seed=1",
+                                   "--set", "train.epochs=3", "--set", "hpo.plots=false"], ranks=2, timeout=300)
+            self.assertEqual(rc, 0, err)
+            rows = read_trials(study)
+            self.assertEqual(len(rows), 5)
+            for row in rows:
+                for key in ("optimizer.lr", "train.batch_size", "schedule.warmup_steps"):
+                    self.assertTrue(space[key]["low"] <= float(row[key]) <= space[key]["high"], (key, row))
+                self.assertIn(row["optimizer.name"], space["optimizer.name"]["choices"])
+                self.assertEqual(row["optimizer.weight_decay"] != "", row["optimizer.name"] == "adamw", row)
+            self.assertEqual({r["optimizer.name"] for r in rows}, {"adam", "adamw"})  # seed 1 draws both
+            complete = [r for r in rows if r["state"] == "complete"]
+            self.assertTrue(complete, rows)
+            for r in complete:
+                auc = validation_lines(os.path.join(study, "trials", r["trial"]))[-1]["val_auc"]
+                self.assertAlmostEqual(float(r["value"]), auc, places=12)
+            best = max(complete, key=lambda r: float(r["value"]))
+            summary = read_summary(study)
+            self.assertEqual((summary["metric"], summary["direction"]), ("val_auc", "maximize"))
+            self.assertEqual(summary["best"]["trial"], int(best["trial"]))
+            with open(os.path.join(study, "best.yaml")) as f:
+                best_config = yaml.safe_load(f)
+            self.assertEqual(best_config["model"]["name"], "particlenet-lite")
+            self.assertEqual(best_config["optimizer"]["name"], best["optimizer.name"])
+            self.assertAlmostEqual(best_config["optimizer"]["lr"], float(best["optimizer.lr"]), places=12)
+            self.assertEqual(best_config["train"]["batch_size"], int(best["train.batch_size"]))
 
 
 class ConfigErrorTest(unittest.TestCase):
