@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <thread>
 #include <memory>
@@ -32,9 +33,23 @@
 
 namespace hpcml::launch::cli {
 
-void add_common_options(CLI::App* sub, CommonOptions& common) {
+void add_common_options(CLI::App* sub, CommonOptions& common, bool config_argument) {
   sub->add_option("-c,--config", common.config_path, "YAML config file (keys: `hpcml config --reference`)")
       ->check(CLI::ExistingFile);
+  if (config_argument) {
+    // Its callback runs after -c's (options are processed in the order they were added).
+    sub->add_option_function<std::string>(
+           "config",
+           [&common](const std::string& path) {
+             if (!common.config_path.empty()) {
+               throw CLI::ValidationError("the config twice: -c " + common.config_path + " and the argument " + path +
+                                          "; give it once");
+             }
+             common.config_path = path;
+           },
+           "The YAML config file (the same as -c CONFIG)")
+        ->check(CLI::ExistingFile);
+  }
   sub->add_option("--set", common.overrides,
                   "Override one config key, e.g. --set runtime.threads=2 (repeatable; applied after the file)")
       ->type_name("KEY=VALUE")
@@ -67,11 +82,18 @@ std::string unknown_subcommand(CLI::App& app, int argc, char** argv) {
       if (sub->get_name() == word) next = sub;
     }
     if (next == nullptr) {
+      // A command that takes its config as an argument (`hpcml hpo study.yaml`): a file's name,
+      // or a YAML one not there (CLI11 then names the missing file), is that argument.
+      const bool takes_config = !current->get_options([](const CLI::Option* o) { return o->get_positional(); }).empty();
+      const auto suffix = std::filesystem::path(word).extension();
+      const bool yaml = suffix == ".yaml" || suffix == ".yml";
+      if (takes_config && (yaml || std::filesystem::exists(word))) return {};
       std::sort(names.begin(), names.end());
       std::string list;
       for (const auto& name : names) list += (list.empty() ? "" : ", ") + name;
       const std::string guess = hpcml::config::detail::nearest(word, names);
       return "hpcml: unknown subcommand '" + word + "' of '" + path + "'; expected one of [" + list + "]" +
+             (takes_config ? " or a config file" : "") +
              (guess.empty() ? "" : "; did you mean '" + guess + "'?");
     }
     current = next;

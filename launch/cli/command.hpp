@@ -30,8 +30,9 @@ struct CommonOptions {
 /// A parsed subcommand, ready to run once the Context exists. Returns the exit code.
 using Runner = std::function<int(Context&)>;
 
-/// Adds -c/--config and --set to `sub`.
-void add_common_options(CLI::App* sub, CommonOptions& common);
+/// Adds -c/--config and --set to `sub`. With `config_argument`, the config file may also come
+/// as a bare argument, `hpcml train CONFIG` (one or the other, not both).
+void add_common_options(CLI::App* sub, CommonOptions& common, bool config_argument = false);
 
 /// Each registers its subcommand on `app`; when the user picks it, `selected` is set.
 void add_info_command(CLI::App& app, CommonOptions& common, Runner& selected);

@@ -14,7 +14,7 @@ void add_ensemble_command(CLI::App& app, CommonOptions& common, Runner& selected
                   "<dir>/<variation>/member-<k>/; journaled and resumable, crashed members retried on the next run, "
                   "diverged ones recorded failed; writes summary.json. `hpcml infer` with run.dir the ensemble's dir "
                   "writes the ensemble's mean and variance (docs/ensembles.md)");
-  add_common_options(sub, common);
+  add_common_options(sub, common, /*config_argument=*/true);
   auto config = std::make_shared<ensemble::EnsembleConfig>();
   sub->callback([&selected, &common, config] {
     if (common.config_path.empty()) {

@@ -103,7 +103,7 @@ void add_hpo_command(CLI::App& app, CommonOptions& common, Runner& selected) {
       "scheduler none/asha, trials, ranks_per_trial, metric) over a base training config, trials trained on "
       "rank groups as they free up, journaled and resumable; writes trials.csv, summary.json, best.yaml and "
       "plots (docs/hpo.md). `hpo ask` and `hpo tell` drive a study from outside");
-  add_common_options(sub, common);
+  add_common_options(sub, common, /*config_argument=*/true);
   auto reference = std::make_shared<bool>(false);
   sub->add_flag("--reference", *reference,
                 "Print the keys of the hpo section (Markdown; the training keys are `hpcml config --for train "

@@ -17,7 +17,7 @@ void add_serve_command(CLI::App& app, CommonOptions& common, Runner& selected) {
                "requests dynamically; client ranks run an event loop (HDF5 or synthetic events, CPU work, several "
                "events in flight) that offloads each model call. Roles: het group, MPMD app context or serve.servers. "
                "See docs/serving.md");
-  add_common_options(sub, common);
+  add_common_options(sub, common, /*config_argument=*/true);
   auto reference = std::make_shared<bool>(false);
   sub->add_flag("--reference", *reference, "Print the serve config keys (Markdown) and exit");
   auto config = std::make_shared<serve::ServeConfig>();

@@ -19,7 +19,7 @@ void add_train_command(CLI::App& app, CommonOptions& common, Runner& selected) {
                "allreduce), metrics.jsonl, "
                "checkpoints and exact resume in run.dir. SIGUSR1/SIGTERM stop every rank at the same step, write a "
                "checkpoint and exit with code 75 (requeue)");
-  add_common_options(sub, common);
+  add_common_options(sub, common, /*config_argument=*/true);
   auto resume = std::make_shared<bool>(false);
   sub->add_flag("--resume", *resume, "Continue from the newest valid checkpoint in run.dir (same as run.resume=auto)");
   auto overwrite = std::make_shared<bool>(false);
@@ -43,7 +43,7 @@ void add_eval_command(CLI::App& app, CommonOptions& common, Runner& selected) {
       "eval", "Evaluate a checkpoint on the config's validation data (data.validation_files) over all ranks: print "
               "the loss and the task's metrics (accuracy, plus ROC AUC and 1/eps_B at 30% signal efficiency for two "
               "classes; resolution; log q and calibration for a density model) and write them to run.dir/summary.json");
-  add_common_options(sub, common);
+  add_common_options(sub, common, /*config_argument=*/true);
   auto checkpoint = std::make_shared<std::string>();
   sub->add_option("--checkpoint", *checkpoint, "Checkpoint file (default: the newest in run.dir/checkpoints)")
       ->check(CLI::ExistingFile);
@@ -87,7 +87,7 @@ void add_infer_command(CLI::App& app, CommonOptions& common, Runner& selected) {
                "many HDF5 files, units handed to the ranks on demand, one predictions file per input (a density "
                "model's: posterior samples of every event), journaled and resumable (docs/campaigns.md). With -i/-o: posterior samples of a density model (nsf-gw) for "
                "the events of a strain file, importance-weighted against the toy GW likelihood and prior");
-  add_common_options(sub, common);
+  add_common_options(sub, common, /*config_argument=*/true);
   auto options = std::make_shared<InferOptions>();
   auto flags = std::make_shared<CampaignFlags>();
   sub->add_option("--checkpoint", options->checkpoint, "Checkpoint file (default: the newest in run.dir/checkpoints)")

@@ -1,7 +1,7 @@
 """`hpcml train` on 2 ranks: exact resume after SIGKILL and after SIGUSR1, resume
 on another rank count, the optimizer step inside vs after the reduction (and with node-shared
 parameters), one rank's exception ending the job, the shape-mismatch error, metrics without
-duplicates, export readable by h5py, and the Chrome trace."""
+duplicates, export readable by h5py, the Chrome trace, and the config file as an argument (`train CONFIG`)."""
 import json
 import os
 import re
@@ -234,3 +234,37 @@ class TrainTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ConfigArgumentTest(unittest.TestCase):
+    """`hpcml train CONFIG` (DESIGN.md's form) is `hpcml train -c CONFIG`; both at once, or a missing
+    file, is a one-line error naming them."""
+
+    def test_config_as_an_argument_trains_the_same_model_as_dash_c(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            config = os.path.join(tmp, "small.yaml")
+            with open(config, "w") as f:
+                f.write("data: {name: synthetic, samples: 512, features: 8}\nmodel: {hidden: [16]}\n"
+                        "train: {max_steps: 6, batch_size: 32}\nlog: {level: warn}\n")
+            digests = []
+            for i, form in enumerate(([config], ["-c", config])):
+                run_dir = os.path.join(tmp, f"run{i}")
+                rc, _, err, _ = run(["train"] + form + ["--set", f"run.dir={run_dir}"], ranks=2)
+                self.assertEqual(rc, 0, err)
+                with open(os.path.join(run_dir, "config.yaml")) as f:
+                    self.assertIn("samples: 512", f.read())
+                digests.append(summary(run_dir)["parameters_sha256"])
+            self.assertEqual(digests[0], digests[1])
+            rc, _, err, _ = run(["train", config, "-c", config])
+            self.assertEqual(rc, 2)
+            self.assertEqual(err.strip(), f"hpcml: the config twice: -c {config} and the argument {config}; give it once"
+                                          " (run with --help for usage)")
+        for command in (["train"], ["eval"], ["infer"], ["serve"], ["hpo"], ["ensemble"]):
+            rc, _, err, _ = run(command + ["/nonexistent/study.yaml"])
+            self.assertEqual(rc, 2, command)
+            self.assertEqual(err.strip(), "hpcml: config: File does not exist: /nonexistent/study.yaml"
+                                          " (run with --help for usage)", command)
+        rc, _, err, _ = run(["hpo", "aks", "--study", "x"])
+        self.assertEqual(rc, 2)
+        self.assertEqual(err.strip(), "hpcml: unknown subcommand 'aks' of 'hpcml hpo'; expected one of [ask, tell]"
+                                      " or a config file; did you mean 'ask'?")

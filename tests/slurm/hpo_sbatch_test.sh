@@ -28,7 +28,8 @@ hpo:
 YAML
 
 t0=$SECONDS
-j=$(submit a hpo.sbatch -n 2 -- -c "$T/study.yaml" --set "hpo.study_dir=$T/study") || { fail "sbatch"; finish; }
+# The config as a bare argument, as DESIGN.md writes it (`sbatch jobs/hpo.sbatch STUDY.yaml`); job b uses -c.
+j=$(submit a hpo.sbatch -n 2 -- "$T/study.yaml" --set "hpo.study_dir=$T/study") || { fail "sbatch"; finish; }
 state=$(wait_job "$j" 150)
 if [[ "$state" == COMPLETED ]]; then pass "hpo.sbatch job $j COMPLETED ($(elapsed "$t0") s)"; else
   fail "hpo.sbatch job $j ended in state '$state', ExitCode=$(job_field "$j" ExitCode)"; show_log "$T/a.out"
