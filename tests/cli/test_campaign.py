@@ -4,7 +4,7 @@ weights, ROC AUC from the output file (sklearn) equal to `hpcml eval`'s; a job k
 commit (before the journal line) or at a random time, then re-run, writes the same bytes as an
 uninterrupted campaign; a corrupt input fails only its file, with its reason, and --retry-failed
 completes it once repaired; a changed checkpoint is refused by the fingerprint; a slow unit does not
-stall the other rank."""
+stall the other rank; the shipped configs/reprocess.yaml scores a trained ParticleNet-Lite's jets."""
 import json
 import os
 import random
@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, kill_session, run, session_pids
+from support import BIN, MPIEXEC, MPIEXEC_PREFLAGS, SOURCE_DIR, kill_session, run, session_pids
 
 FILES = 5
 ROWS = 2000
@@ -493,3 +493,42 @@ class CampaignTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ShippedReprocessConfigTest(unittest.TestCase):
+    def test_reprocess_yaml_scores_every_file_of_a_trained_particlenet_lite(self):
+        """configs/reprocess.yaml (the campaign DESIGN.md's sbatch line names), pointed at tiny jets and a
+        ParticleNet-Lite trained by configs/particlenet-lite.yaml, both given as arguments: one
+        predictions file per input, every row, probabilities, the label copied, the training's parameters
+        fingerprinted; the same command again has nothing left to do and leaves the bytes as they were."""
+        configs = os.path.join(SOURCE_DIR, "configs")
+        with tempfile.TemporaryDirectory() as tmp:
+            data, run_dir, out = (os.path.join(tmp, d) for d in ("jets", "pnl", "out"))
+            rc, _, err, _ = run(["datagen", "jets", "-o", data, "--files", "2", "--events-per-file", "300"], ranks=2)
+            self.assertEqual(rc, 0, err)
+            rc, _, err, _ = run(["train", os.path.join(configs, "particlenet-lite.yaml"),
+                                 "--set", f"data.files=[{data}/jets-00000.h5]", "--set", f"data.validation_files=[{data}/jets-00001.h5]",
+                                 "--set", "train.max_steps=3", "--set", f"run.dir={run_dir}"], ranks=2, timeout=300)
+            self.assertEqual(rc, 0, err)
+            command = ["infer", os.path.join(configs, "reprocess.yaml"), "--set", f"run.dir={run_dir}",
+                       "--set", f"infer.inputs=[{data}/jets-*.h5]", "--set", f"infer.output_dir={out}"]
+            rc, _, err, _ = run(command, ranks=2, timeout=300)
+            self.assertEqual(rc, 0, err)
+            with open(os.path.join(run_dir, "summary.json")) as f:
+                digest = json.load(f)["parameters_sha256"]
+            first = {}
+            for k in range(2):
+                path = os.path.join(out, f"jets-0000{k}.predictions.h5")
+                with h5py.File(path, "r") as f, h5py.File(os.path.join(data, f"jets-0000{k}.h5"), "r") as x:
+                    np.testing.assert_array_equal(f["row"][...], np.arange(300))
+                    self.assertEqual(f["scores"].shape, (300, 2))
+                    np.testing.assert_allclose(f["scores"][...].sum(1), 1.0, rtol=1e-5)
+                    np.testing.assert_array_equal(f["label"][...], x["label"][...])
+                    self.assertEqual(f.attrs["checkpoint_sha256"], digest)
+                with open(path, "rb") as f:
+                    first[path] = f.read()
+            rc, _, err, _ = run(command, ranks=2, timeout=300)
+            self.assertEqual(rc, 0, err)
+            for path, content in first.items():
+                with open(path, "rb") as f:
+                    self.assertEqual(f.read(), content, path)
