@@ -18,7 +18,7 @@ void add_ensemble_command(CLI::App& app, CommonOptions& common, Runner& selected
   auto config = std::make_shared<ensemble::EnsembleConfig>();
   sub->callback([&selected, &common, config] {
     if (common.config_path.empty()) {
-      throw CLI::ValidationError("ensemble: expected -c CONFIG (a config with an 'ensemble' section)");
+      throw CLI::ValidationError("ensemble: expected a config with an 'ensemble' section (-c CONFIG, or CONFIG)");
     }
     common.parser = [config](const config::Document& environment, const config::Document& file) {
       *config = ensemble::read_ensemble_config(environment, file);

@@ -122,7 +122,7 @@ void add_hpo_command(CLI::App& app, CommonOptions& common, Runner& selected) {
       return;
     }
     if (common.config_path.empty())
-      throw CLI::ValidationError("hpo: expected -c CONFIG (a config with an 'hpo' section)");
+      throw CLI::ValidationError("hpo: expected a config with an 'hpo' section (-c CONFIG, or CONFIG)");
     common.parser = [config](const config::Document& environment, const config::Document& file) {
       *config = hpo_driver::read_hpo_config(environment, file);
       return run_sections(config->base_config);

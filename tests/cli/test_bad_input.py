@@ -282,7 +282,7 @@ class BadInputTest(unittest.TestCase):
         self.assert_error(write("{dir: " + ens + "x, variations: {v1: {model.hiden: [3]}}}"), 2, r"model\.hiden")
         self.assert_error(write("{dir: " + ens + "x, variations: {'a b': {}}}"), 2, r"ensemble\.variations")
         self.assert_error(write("{dir: " + ens + "x, members: -3}"), 2, r"ensemble\.members")
-        self.assert_error(["ensemble", "--set", "train.epochs=1"], 2, r"ensemble: expected -c CONFIG")
+        self.assert_error(["ensemble", "--set", "train.epochs=1"], 2, r"ensemble: expected a config with an 'ensemble' section \(-c CONFIG, or CONFIG\)")
         # infer.members without an ensemble.
         self.assert_error(["infer", "--set", "infer.inputs=[" + self.channels + "]", "--set", "infer.members=true",
                            "--set", "run.dir=" + run_dir], 2, r"key 'infer\.members': expected false unless run\.dir")
