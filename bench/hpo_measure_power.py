@@ -23,6 +23,7 @@ All curves come from the files; nothing here trains or simulates training.
 """
 import argparse
 import json
+import math
 import random
 import statistics
 
@@ -104,7 +105,7 @@ def main():
     if len(optuna) < 10 or len(other) < 5:
         ap.error(f"need at least 10 Optuna runs and 5 '{args.contender}' runs in the files; found {len(optuna)} and {len(other)}")
     for path, again, recorded in checks:
-        if abs(again - recorded) > 1e-9 * max(1.0, recorded):
+        if not math.isclose(again, recorded, rel_tol=1e-9):  # also when one of them is never (inf)
             raise SystemExit(f"{path}: this script's ratio {again} differs from the recorded {recorded}")
     if checks:
         print("each file's own 5 seeds give its recorded ratio: " + ", ".join(fmt(r) for _, r, _ in checks))
