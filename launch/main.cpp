@@ -63,6 +63,14 @@ namespace {
 using hpcml::launch::cli::CommonOptions;
 using hpcml::launch::cli::Runner;
 
+// "a, b, c": the names sorted, comma-separated (sorts `names`).
+std::string sorted_list(std::vector<std::string>& names) {
+  std::sort(names.begin(), names.end());
+  std::string list;
+  for (const auto& name : names) list += (list.empty() ? "" : ", ") + name;
+  return list;
+}
+
 // A word where a subcommand belongs that names none: "unknown subcommand 'trian' of
 // 'hpcml'; expected one of [...]; did you mean 'train'?", else "". Walks argv from
 // the top: names of subcommands descend; the first option ends the walk (an
@@ -88,9 +96,7 @@ std::string unknown_subcommand(CLI::App& app, int argc, char** argv) {
       const auto suffix = std::filesystem::path(word).extension();
       const bool yaml = suffix == ".yaml" || suffix == ".yml";
       if (takes_config && (yaml || std::filesystem::exists(word))) return {};
-      std::sort(names.begin(), names.end());
-      std::string list;
-      for (const auto& name : names) list += (list.empty() ? "" : ", ") + name;
+      const std::string list = sorted_list(names);
       const std::string guess = hpcml::config::detail::nearest(word, names);
       return "hpcml: unknown subcommand '" + word + "' of '" + path + "'; expected one of [" + list + "]" +
              (takes_config ? " or a config file" : "") +
@@ -104,10 +110,7 @@ std::string unknown_subcommand(CLI::App& app, int argc, char** argv) {
   if (!subs.empty() && current->get_require_subcommand_min() > 0) {
     std::vector<std::string> names;
     for (auto* sub : subs) names.push_back(sub->get_name());
-    std::sort(names.begin(), names.end());
-    std::string list;
-    for (const auto& name : names) list += (list.empty() ? "" : ", ") + name;
-    return "hpcml: '" + path + "' needs a subcommand: one of [" + list + "] (run with --help for usage)";
+    return "hpcml: '" + path + "' needs a subcommand: one of [" + sorted_list(names) + "] (run with --help for usage)";
   }
   return {};
 }
